@@ -1,0 +1,321 @@
+"""The MQTT contract v1: topics and payload models shared by edge, gateway and dashboard.
+
+This module is the single source of truth for what travels over MQTT (DESIGN.md §5,
+documented in docs/contract.md). It is pure: no I/O, no clock.
+
+Topic layout, root ``nurserywatch/v1/{site}``::
+
+    reading/{device}/{stream}   QoS 1, not retained   a Reading* payload
+    status/{device}             QoS 1, retained       DeviceStatus
+    edge/{agent}                QoS 1, retained       EdgeStatus (+ last will {"online": false})
+    alert/{alert_id}            QoS 1, retained while not (resolved and acknowledged)   Alert
+    command/ack                 QoS 1, not retained   AckCommand
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Self, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+VERSION = "v1"
+ROOT = "nurserywatch"
+IDENT_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+#: Largest payload any part accepts; bigger ones are rejected before JSON parsing.
+MAX_PAYLOAD_BYTES = 64 * 1024
+
+Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
+UnixMs = Annotated[int, Field(ge=0, le=32503680000000)]  # up to year 3000
+
+
+class ContractError(ValueError):
+    """A topic or payload that does not follow the contract. ``reason`` is a short counter key."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def check_ident(value: str, what: str = "identifier") -> str:
+    if not IDENT_RE.fullmatch(value):
+        raise ContractError("bad_identifier", f"{what} {value!r} must match [a-z0-9_-]{{1,64}}")
+    return value
+
+
+# ---------------------------------------------------------------- topics
+
+
+class Stream(StrEnum):
+    BREATHING = "breathing"
+    POSTURE = "posture"
+    BODY_TEMP = "body_temp"
+    AIR = "air"
+    WAVEFORM = "waveform"
+
+
+class TopicKind(StrEnum):
+    READING = "reading"
+    STATUS = "status"
+    EDGE = "edge"
+    ALERT = "alert"
+    COMMAND_ACK = "command_ack"
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """A parsed topic. Fields that the kind does not use are None."""
+
+    site: str
+    kind: TopicKind
+    device: str | None = None
+    stream: Stream | None = None
+    agent: str | None = None
+    alert_id: str | None = None
+
+
+def site_root(site: str) -> str:
+    return f"{ROOT}/{VERSION}/{check_ident(site, 'site')}"
+
+
+def reading_topic(site: str, device: str, stream: Stream | str) -> str:
+    return f"{site_root(site)}/reading/{check_ident(device, 'device')}/{Stream(stream).value}"
+
+
+def status_topic(site: str, device: str) -> str:
+    return f"{site_root(site)}/status/{check_ident(device, 'device')}"
+
+
+def edge_topic(site: str, agent: str) -> str:
+    return f"{site_root(site)}/edge/{check_ident(agent, 'agent')}"
+
+
+def alert_topic(site: str, alert_id: str) -> str:
+    return f"{site_root(site)}/alert/{check_ident(alert_id, 'alert id')}"
+
+
+def ack_topic(site: str) -> str:
+    return f"{site_root(site)}/command/ack"
+
+
+def subscription(site: str, kind: TopicKind) -> str:
+    """The wildcard filter that matches every topic of one kind at a site."""
+    root = site_root(site)
+    return {
+        TopicKind.READING: f"{root}/reading/+/+",
+        TopicKind.STATUS: f"{root}/status/+",
+        TopicKind.EDGE: f"{root}/edge/+",
+        TopicKind.ALERT: f"{root}/alert/+",
+        TopicKind.COMMAND_ACK: f"{root}/command/ack",
+    }[kind]
+
+
+def parse_topic(topic: str) -> Topic:
+    """Parse a contract topic; raises ContractError(reason='bad_topic'|'bad_identifier')."""
+    parts = topic.split("/")
+    if len(parts) < 4 or parts[0] != ROOT or parts[1] != VERSION:
+        raise ContractError("bad_topic", f"{topic!r} is not under {ROOT}/{VERSION}/{{site}}")
+    site = check_ident(parts[2], "site")
+    rest = parts[3:]
+    match rest:
+        case ["reading", device, stream]:
+            try:
+                st = Stream(stream)
+            except ValueError:
+                raise ContractError("bad_topic", f"unknown stream {stream!r} in {topic!r}") from None
+            return Topic(site, TopicKind.READING, device=check_ident(device, "device"), stream=st)
+        case ["status", device]:
+            return Topic(site, TopicKind.STATUS, device=check_ident(device, "device"))
+        case ["edge", agent]:
+            return Topic(site, TopicKind.EDGE, agent=check_ident(agent, "agent"))
+        case ["alert", alert_id]:
+            return Topic(site, TopicKind.ALERT, alert_id=check_ident(alert_id, "alert id"))
+        case ["command", "ack"]:
+            return Topic(site, TopicKind.COMMAND_ACK)
+    raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
+
+
+# ---------------------------------------------------------------- payloads
+
+
+class _Payload(BaseModel):
+    # Unknown fields are ignored (forward compatible); wrong types and NaN are rejected.
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False, strict=False)
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=False).encode()
+
+    @classmethod
+    def from_json(cls, payload: bytes | str) -> Self:
+        """Decode and validate; raises ContractError with a reason suitable for counting."""
+        return cls.model_validate(_load_json(payload))
+
+
+class _Reading(_Payload):
+    ts: UnixMs
+    seq: Annotated[int, Field(ge=0)]
+
+
+Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class BreathingReading(_Reading):
+    rate_bpm: Annotated[float, Field(ge=0, le=200)] | None = None
+    amplitude: float | None = None
+    motion: Unit | None = None
+    present: bool | None = None
+    quality: Unit | None = None
+    last_breath_ts: UnixMs | None = None
+
+
+class Position(StrEnum):
+    SUPINE = "supine"
+    PRONE = "prone"
+    LEFT = "left"
+    RIGHT = "right"
+    UPRIGHT = "upright"
+    UNKNOWN = "unknown"
+
+
+class PostureReading(_Reading):
+    position: Position
+    accel_mg: tuple[int, int, int] | None = None
+
+
+class BodyTempReading(_Reading):
+    celsius: Annotated[float, Field(ge=20, le=45)]
+
+
+class AirReading(_Reading):
+    co2_ppm: Annotated[float, Field(ge=0, le=100000)] | None = None
+    pm25_ugm3: Annotated[float, Field(ge=0, le=10000)] | None = None
+    pm10_ugm3: Annotated[float, Field(ge=0, le=10000)] | None = None
+    temp_c: Annotated[float, Field(ge=-40, le=85)] | None = None
+    rh_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+
+
+class WaveformReading(_Reading):
+    fs_hz: Annotated[float, Field(gt=0, le=10000)]
+    t0: UnixMs
+    samples: list[int]
+
+
+Reading = BreathingReading | PostureReading | BodyTempReading | AirReading | WaveformReading
+
+READING_MODELS: dict[Stream, type[_Reading]] = {
+    Stream.BREATHING: BreathingReading,
+    Stream.POSTURE: PostureReading,
+    Stream.BODY_TEMP: BodyTempReading,
+    Stream.AIR: AirReading,
+    Stream.WAVEFORM: WaveformReading,
+}
+
+
+def parse_reading(stream: Stream, payload: bytes | str) -> Reading:
+    """Validate a reading payload for ``stream``; every failure becomes a ContractError."""
+    return decode(READING_MODELS[stream], payload)  # type: ignore[return-value]
+
+
+class DeviceStatus(_Payload):
+    ts: UnixMs
+    online: bool
+    battery_pct: Annotated[float, Field(ge=0, le=100)] | None = None
+    rssi_dbm: Annotated[float, Field(ge=-150, le=20)] | None = None
+
+
+class EdgeStatus(_Payload):
+    # ts and version are absent in the last will, which the broker sends for a dead agent.
+    ts: UnixMs | None = None
+    online: bool
+    version: str | None = None
+    devices: list[Ident] = Field(default_factory=list)
+
+
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class AlertState(StrEnum):
+    ACTIVE = "active"
+    RESOLVED = "resolved"
+
+
+class Alert(_Payload):
+    id: Ident
+    rule: Ident
+    severity: Severity
+    state: AlertState
+    acknowledged: bool = False
+    acknowledged_by: str | None = None
+    acknowledged_ts: UnixMs | None = None
+    escalated: bool = False
+    device: Ident | None = None
+    room: Ident | None = None
+    child: Ident | None = None
+    started_ts: UnixMs
+    updated_ts: UnixMs
+    resolved_ts: UnixMs | None = None
+    value: float | str | None = None
+    message: str
+    message_en: str
+
+    @property
+    def retained(self) -> bool:
+        """Whether the broker should keep this alert for late subscribers."""
+        return not (self.state is AlertState.RESOLVED and self.acknowledged)
+
+
+class AckCommand(_Payload):
+    alert_id: Ident
+    by: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _reject_constant(name: str) -> Any:
+    raise ContractError("bad_json", f"{name} is not valid JSON")
+
+
+def _load_json(payload: bytes | str) -> Any:
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise ContractError("too_large", f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes) else payload
+    except UnicodeDecodeError as exc:
+        raise ContractError("bad_utf8", str(exc)) from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ContractError("bad_json", "nesting too deep") from None
+    except json.JSONDecodeError as exc:
+        raise ContractError("bad_json", str(exc)) from None
+    if not isinstance(data, dict):
+        raise ContractError("bad_json", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """A one-line summary of a pydantic error, for logs and dead letters."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err["loc"]) or "payload"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+P = TypeVar("P", bound=_Payload)
+
+
+def decode(model: type[P], payload: bytes | str) -> P:
+    """Validate ``payload`` against ``model``; every failure becomes a ContractError."""
+    try:
+        return model.from_json(payload)
+    except ValidationError as exc:
+        raise ContractError("invalid_payload", validation_reason(exc)) from None

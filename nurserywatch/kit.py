@@ -1,0 +1,219 @@
+"""The kit file: one YAML document describing a site — rooms, edge agents, devices, children and
+which device watches which child. Validated on load; every problem becomes one KitError naming the
+file, the field and what was expected (the CLI prints it and exits with code 2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator, PrivateAttr
+
+from nurserywatch.contract import IDENT_RE
+
+Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
+
+
+class KitError(Exception):
+    """A kit file that cannot be used. ``str()`` is the one message shown to the integrator."""
+
+
+class DeviceKind(StrEnum):
+    NAP_MAT = "nap_mat"
+    POSTURE_CLIP = "posture_clip"
+    THERMOMETER = "thermometer"
+    AIR_BLE = "air_ble"
+    PMS5003 = "pms5003"
+    MHZ19B = "mhz19b"
+    SENSEAIR_S8 = "senseair_s8"
+
+
+#: Devices that watch one child and must therefore be bound to one.
+CHILD_DEVICES = frozenset({DeviceKind.NAP_MAT, DeviceKind.POSTURE_CLIP, DeviceKind.THERMOMETER})
+
+
+class AgeBand(StrEnum):
+    """Age bands of the nap-check rules: 0 years, 1–2 years, 3 years and older."""
+
+    INFANT = "0"
+    TODDLER = "1-2"
+    PRESCHOOL = "3+"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SerialTransport(_Strict):
+    type: Literal["serial"]
+    port: Annotated[str, Field(min_length=1)]
+    baud: Annotated[int, Field(gt=0)] = 115200
+
+
+class BleTransport(_Strict):
+    type: Literal["ble"]
+    address: Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")]
+
+
+Transport = Annotated[SerialTransport | BleTransport, Field(discriminator="type")]
+
+
+class Room(_Strict):
+    id: Ident
+    name: str
+
+
+class Agent(_Strict):
+    id: Ident
+
+
+class Child(_Strict):
+    id: Ident
+    #: Shown on the dashboard only; never sent over MQTT.
+    nickname: str | None = None
+    age_band: AgeBand
+    room: Ident
+
+
+class Device(_Strict):
+    id: Ident
+    kind: DeviceKind
+    room: Ident
+    agent: Ident
+    transport: Transport
+    child: Ident | None = None
+
+
+class Kit(_Strict):
+    site: Ident
+    name: str
+    rooms: Annotated[list[Room], Field(min_length=1)]
+    agents: Annotated[list[Agent], Field(min_length=1)]
+    devices: list[Device] = Field(default_factory=list)
+    children: list[Child] = Field(default_factory=list)
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Kit:
+        room_ids = _unique(self.rooms, "rooms")
+        agent_ids = _unique(self.agents, "agents")
+        child_ids = _unique(self.children, "children")
+        _unique(self.devices, "devices")
+        for i, c in enumerate(self.children):
+            _ref(c.room, room_ids, f"children[{i}].room", "a room id")
+        bound: dict[tuple[str, DeviceKind], str] = {}
+        for i, d in enumerate(self.devices):
+            _ref(d.room, room_ids, f"devices[{i}].room", "a room id")
+            _ref(d.agent, agent_ids, f"devices[{i}].agent", "an agent id")
+            if d.child is not None:
+                _ref(d.child, child_ids, f"devices[{i}].child", "a child id")
+                if d.kind not in CHILD_DEVICES:
+                    raise ValueError(f"devices[{i}].child: a {d.kind.value} watches a room, not a child")
+                key = (d.child, d.kind)
+                if key in bound:
+                    raise ValueError(
+                        f"devices[{i}].child: child {d.child!r} already has a {d.kind.value} ({bound[key]!r})"
+                    )
+                bound[key] = d.id
+        return self
+
+    # -- lookups used by every part
+
+    def device(self, device_id: str) -> Device | None:
+        return next((d for d in self.devices if d.id == device_id), None)
+
+    def child(self, child_id: str) -> Child | None:
+        return next((c for c in self.children if c.id == child_id), None)
+
+    def devices_of_agent(self, agent_id: str) -> list[Device]:
+        return [d for d in self.devices if d.agent == agent_id]
+
+    def resolve_port(self, port: str) -> str:
+        """Relative serial port paths are taken relative to the kit file's folder."""
+        p = Path(port)
+        if p.is_absolute() or self._base_dir is None:
+            return str(p)
+        return str(self._base_dir / p)
+
+
+def _unique(items: list[Room] | list[Agent] | list[Child] | list[Device], field: str) -> set[str]:
+    seen: set[str] = set()
+    for i, item in enumerate(items):
+        if item.id in seen:
+            raise ValueError(f"{field}[{i}].id: {item.id!r} is used twice; ids must be unique")
+        seen.add(item.id)
+    return seen
+
+
+def _ref(value: str, known: set[str], where: str, what: str) -> None:
+    if value not in known:
+        choices = ", ".join(sorted(known)) or "none defined"
+        raise ValueError(f"{where}: {value!r} is not {what} defined in this kit (known: {choices})")
+
+
+def load_kit(path: str | Path) -> Kit:
+    """Read and validate a kit file. Raises KitError with one readable message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise KitError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KitError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise KitError(f"{path}{where}: not valid YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise KitError(f"{path}: expected a mapping with keys site, name, rooms, agents, devices, children")
+    try:
+        kit = Kit.model_validate(data)
+    except ValidationError as exc:
+        raise KitError(f"{path}: {_describe(exc)}") from None
+    kit._base_dir = path.resolve().parent
+    return kit
+
+
+def _describe(exc: ValidationError) -> str:
+    """Turn pydantic's first error into 'field.path: what was expected (got ...)'."""
+    err = exc.errors(include_url=False)[0]
+    loc = _format_loc(err["loc"])
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key (check the spelling; see configs/kit.example.yaml)"
+    if kind == "missing":
+        return f"{loc}: required key is missing"
+    if kind == "value_error":
+        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
+    if kind == "string_pattern_mismatch":
+        pattern = err.get("ctx", {}).get("pattern", "")
+        expected = (
+            "an id of 1–64 characters from a-z 0-9 _ -"
+            if pattern == IDENT_RE.pattern
+            else "a Bluetooth address like AA:BB:CC:DD:EE:FF"
+            if ":" in pattern
+            else f"a string matching {pattern}"
+        )
+        return f"{loc}: expected {expected} (got {got!r})"
+    if kind in ("enum", "literal_error", "union_tag_invalid"):
+        expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags", "")
+        return f"{loc}: expected one of {expected} (got {got!r})"
+    return f"{loc}: {err['msg'].lower()} (got {got!r})"
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("serial", "ble"):  # discriminated-union branch names are noise to a reader
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
