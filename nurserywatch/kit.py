@@ -4,12 +4,13 @@ file, the field and what was expected (the CLI prints it and exits with code 2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from nurserywatch.contract import IDENT_RE
 
@@ -138,7 +139,12 @@ class Kit(_Strict):
         return str(self._base_dir / p)
 
 
-def _unique(items: list[Room] | list[Agent] | list[Child] | list[Device], field: str) -> set[str]:
+class _HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+def _unique(items: Sequence[_HasId], field: str) -> set[str]:
     seen: set[str] = set()
     for i, item in enumerate(items):
         if item.id in seen:

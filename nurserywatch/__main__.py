@@ -1,0 +1,3 @@
+from nurserywatch.cli import app
+
+app(prog_name="nurserywatch")

@@ -1,0 +1,210 @@
+"""The `nurserywatch` command. Each subcommand is a thin shell: parse options, load and validate
+files (clear message + exit code 2 on a bad file, never a traceback), then run one part."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from nurserywatch import __version__
+from nurserywatch.kit import Kit, KitError, load_kit
+from nurserywatch.mqtt import BrokerURL
+from nurserywatch.runtime import run_until_signalled, setup_logging
+
+app = typer.Typer(
+    help="nurserywatch — open nap-check and air-quality monitoring for nurseries (保育園の午睡チェック).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+kit_app = typer.Typer(help="Work with kit files (the description of a site).", no_args_is_help=True)
+app.add_typer(kit_app, name="kit")
+
+EXIT_BAD_INPUT = 2
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="Kit file (YAML) describing the site.", show_default=True)
+]
+BrokerOpt = Annotated[
+    str, typer.Option("--broker", help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://…")
+]
+LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _kit(path: Path) -> Kit:
+    try:
+        return load_kit(path)
+    except KitError as exc:
+        fail(str(exc))
+
+
+def _broker(url: str) -> BrokerURL:
+    try:
+        return BrokerURL.parse(url)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+@kit_app.command("check")
+def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
+    """Validate a kit file and summarise it. Exit code 2 names the file and field when it is wrong."""
+    kit = _kit(config)
+    bound = sum(1 for d in kit.devices if d.child)
+    typer.echo(
+        f"{config}: OK — site {kit.site!r} ({kit.name}), {len(kit.rooms)} rooms, {len(kit.agents)} agents, "
+        f"{len(kit.devices)} devices ({bound} bound to children), {len(kit.children)} children"
+    )
+
+
+@app.command()
+def sim(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    scenario: Annotated[
+        Path, typer.Option("--scenario", "-s", help="Scenario file (YAML) scripting device events over time.")
+    ] = Path("configs/scenarios/demo.yaml"),
+    duration: Annotated[
+        float | None, typer.Option("--duration", help="Stop after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+    log_level: LogOpt = "info",
+) -> None:
+    """Simulate devices: emit the exact bytes real sensors send on pseudo-terminals at the kit's serial
+    port paths (symlinks), following a scenario. Takes a kit file and a scenario file."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    from firmware_sim.runner import run_sim
+    from firmware_sim.scenario import ScenarioError, load_scenario
+
+    try:
+        scen = load_scenario(scenario)
+    except ScenarioError as exc:
+        fail(str(exc))
+    run_until_signalled(run_sim(kit, scen, duration_s=duration))
+
+
+@app.command()
+def edge(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="This agent's id in the kit (default: the kit's only agent).")
+    ] = None,
+    broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the edge agent (on the Raspberry Pi): read this agent's devices from the kit over serial,
+    decode, classify and publish readings to the MQTT broker."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    agent_id = _agent(kit, agent)
+    from edge.agent import run_edge
+
+    from nurserywatch.clock import SystemClock
+
+    run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock()))
+
+
+def _agent(kit: Kit, agent: str | None) -> str:
+    ids = [a.id for a in kit.agents]
+    if agent is None:
+        if len(ids) != 1:
+            fail(f"the kit has {len(ids)} agents ({', '.join(ids)}); choose one with --agent")
+        return ids[0]
+    if agent not in ids:
+        fail(f"--agent {agent!r} is not in the kit (agents: {', '.join(ids)})")
+    return agent
+
+
+@app.command()
+def gateway(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+    db: Annotated[Path, typer.Option("--db", help="SQLite file for readings, alerts and audit log.")] = Path(
+        "run/nurserywatch.sqlite3"
+    ),
+    rules: Annotated[Path, typer.Option("--rules", help="Rule thresholds (YAML).")] = Path("configs/rules.yaml"),
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the gateway: validate and store readings, judge them with the rules, publish alerts and
+    apply acknowledgements. Takes a kit file, a rules file, a database path and the broker URL."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    from gateway.config import RulesError, load_rules
+    from gateway.service import run_gateway
+
+    from nurserywatch.clock import SystemClock
+
+    try:
+        rules_cfg = load_rules(rules)
+    except RulesError as exc:
+        fail(str(exc))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock()))
+
+
+@app.command()
+def dashboard(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    from dashboard.app import serve_dashboard
+
+    run_until_signalled(serve_dashboard(kit, _broker(broker), host, port))
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Scenario for the simulated devices.")] = Path(
+        "configs/scenarios/demo.yaml"
+    ),
+    rules: Annotated[Path, typer.Option("--rules", help="Rule thresholds (YAML).")] = Path("configs/rules.yaml"),
+    broker: Annotated[
+        str | None,
+        typer.Option("--broker", help="Use this MQTT broker instead of the embedded one (mqtt://host:port)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", help="Dashboard HTTP port.")] = 8080,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the demo keeps its database.")] = Path("run"),
+    log_level: LogOpt = "warning",
+) -> None:
+    """Start everything on this machine: an embedded MQTT broker (127.0.0.1) unless --broker is given,
+    simulated sensors on pseudo-terminals, the edge agent, the gateway and the dashboard. Prints the
+    dashboard URL; a prone alert appears within the first minute. Ctrl-C stops everything."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    from firmware_sim.scenario import ScenarioError, load_scenario
+    from gateway.config import RulesError, load_rules
+
+    from nurserywatch.demo import check_port_free, run_demo
+
+    try:
+        scen = load_scenario(scenario)
+        rules_cfg = load_rules(rules)
+        check_port_free("127.0.0.1", port)
+    except (ScenarioError, RulesError, ValueError) as exc:
+        fail(str(exc))
+    run_until_signalled(
+        run_demo(kit, scen, rules_cfg, broker=_broker(broker) if broker else None, port=port, data_dir=data_dir)
+    )
+
+
+def main() -> None:  # pragma: no cover - console entry point convenience
+    sys.exit(app())

@@ -1,0 +1,75 @@
+#!/bin/sh
+# Set up a development/test machine from nothing but Python 3.11+ and apt:
+#   scripts/bootstrap.sh          -> .venv with the runtime packages (enough for `nurserywatch demo`)
+#   scripts/bootstrap.sh --test   -> also the test packages and the system services the tests start
+# Idempotent: re-running only installs what changed or is missing.
+set -eu
+cd "$(dirname "$0")/.."
+
+MODE=${1:-run}
+PYTHON=${PYTHON:-python3}
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=none
+
+say() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+apt_install() {
+    if [ "$SUDO" = none ]; then
+        say "missing system packages: $*"
+        say "install them as root:  apt-get install -y --no-install-recommends $*"
+        exit 1
+    fi
+    say "installing system packages: $*"
+    export DEBIAN_FRONTEND=noninteractive
+    # `apt-get update` only once per boot of this script; a stale index makes installs 404.
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends "$@" >&2
+}
+
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    say "no $PYTHON found; install Python 3.11 or newer (Debian: apt-get install python3 python3-venv)"
+    exit 1
+fi
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    say "$PYTHON is $("$PYTHON" -V 2>&1); nurserywatch needs Python 3.11 or newer"
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    say "creating .venv"
+    if ! "$PYTHON" -m venv .venv 2>/dev/null; then
+        rm -rf .venv
+        apt_install python3-venv
+        "$PYTHON" -m venv .venv
+    fi
+fi
+
+EXTRAS=""
+[ "$MODE" = "--test" ] && EXTRAS="[test]"
+STAMP=".venv/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)$EXTRAS"
+if [ ! -f "$STAMP" ]; then
+    say "installing Python packages into .venv ($EXTRAS)"
+    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >&2
+    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".$EXTRAS" >&2
+    rm -f .venv/.installed-*
+    touch "$STAMP"
+fi
+
+if [ "$MODE" = "--test" ]; then
+    # command -> Debian package. The tests start these themselves on free loopback ports.
+    missing=""
+    for pair in mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
+                influxd:influxdb victoria-metrics:victoria-metrics; do
+        cmd=${pair%%:*}; pkg=${pair#*:}
+        if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
+            missing="$missing $pkg"
+        fi
+    done
+    # Japanese glyphs in browser screenshots.
+    [ -d /usr/share/fonts/opentype/noto ] || missing="$missing fonts-noto-cjk"
+    if [ -n "$missing" ]; then
+        # shellcheck disable=SC2086
+        apt_install $missing
+    fi
+fi
+say "ready"

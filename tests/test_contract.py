@@ -1,0 +1,149 @@
+"""The MQTT contract: topics built and parsed, payloads validated and rejected."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nurserywatch.contract import (
+    MAX_PAYLOAD_BYTES,
+    AckCommand,
+    Alert,
+    AlertState,
+    ContractError,
+    EdgeStatus,
+    Position,
+    PostureReading,
+    Severity,
+    Stream,
+    Topic,
+    TopicKind,
+    ack_topic,
+    alert_topic,
+    decode,
+    edge_topic,
+    parse_reading,
+    parse_topic,
+    reading_topic,
+    status_topic,
+    subscription,
+)
+
+R = "nurserywatch/v1/himawari"
+
+
+@pytest.mark.parametrize(
+    ("built", "expected_topic", "parsed"),
+    [
+        (
+            reading_topic("himawari", "clip-01", Stream.POSTURE),
+            f"{R}/reading/clip-01/posture",
+            Topic("himawari", TopicKind.READING, device="clip-01", stream=Stream.POSTURE),
+        ),
+        (
+            reading_topic("himawari", "mat_7", "breathing"),
+            f"{R}/reading/mat_7/breathing",
+            Topic("himawari", TopicKind.READING, device="mat_7", stream=Stream.BREATHING),
+        ),
+        (status_topic("himawari", "air1"), f"{R}/status/air1", Topic("himawari", TopicKind.STATUS, device="air1")),
+        (edge_topic("himawari", "pi-1"), f"{R}/edge/pi-1", Topic("himawari", TopicKind.EDGE, agent="pi-1")),
+        (alert_topic("himawari", "a1b2"), f"{R}/alert/a1b2", Topic("himawari", TopicKind.ALERT, alert_id="a1b2")),
+        (ack_topic("himawari"), f"{R}/command/ack", Topic("himawari", TopicKind.COMMAND_ACK)),
+    ],
+)
+def test_topics_build_and_parse(built: str, expected_topic: str, parsed: Topic) -> None:
+    assert built == expected_topic
+    assert parse_topic(built) == parsed
+
+
+@pytest.mark.parametrize(
+    ("topic", "reason"),
+    [
+        ("nurserywatch/v2/himawari/status/x", "bad_topic"),
+        ("other/v1/himawari/status/x", "bad_topic"),
+        (f"{R}/reading/clip-01/heartbeat", "bad_topic"),
+        (f"{R}/reading/clip-01", "bad_topic"),
+        (f"{R}/status/Clip01", "bad_identifier"),
+        (f"{R}/status/", "bad_identifier"),
+        (f"{R}/alert/{'a' * 65}", "bad_identifier"),
+        ("nurserywatch/v1/HIMAWARI/status/x", "bad_identifier"),
+        (f"{R}/command/reboot", "bad_topic"),
+        ("nurserywatch/v1", "bad_topic"),
+    ],
+)
+def test_bad_topics_rejected(topic: str, reason: str) -> None:
+    with pytest.raises(ContractError) as exc:
+        parse_topic(topic)
+    assert exc.value.reason == reason
+
+
+def test_builders_refuse_bad_identifiers() -> None:
+    with pytest.raises(ContractError):
+        reading_topic("himawari", "clip/01", Stream.POSTURE)
+    with pytest.raises(ContractError):
+        alert_topic("himawari", "+")
+
+
+def test_subscriptions() -> None:
+    assert subscription("himawari", TopicKind.READING) == f"{R}/reading/+/+"
+    assert subscription("himawari", TopicKind.ALERT) == f"{R}/alert/+"
+    assert subscription("himawari", TopicKind.COMMAND_ACK) == f"{R}/command/ack"
+
+
+def test_posture_reading_round_trip() -> None:
+    r = PostureReading(ts=1_767_225_600_000, seq=65535, position=Position.PRONE, accel_mg=(3, -20, -998))
+    back = parse_reading(Stream.POSTURE, r.to_json())
+    assert back == r
+    assert json.loads(r.to_json())["position"] == "prone"
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (b"{not json", "bad_json"),
+        (b"[1, 2]", "bad_json"),
+        (b'{"ts": NaN, "seq": 1, "position": "prone"}', "bad_json"),
+        (b'{"ts": Infinity, "seq": 1, "position": "prone"}', "bad_json"),
+        (b"\xff\xfe{}", "bad_utf8"),
+        (b'{"ts": 1, "seq": 1}', "invalid_payload"),
+        (b'{"ts": "yesterday", "seq": 1, "position": "prone"}', "invalid_payload"),
+        (b'{"ts": 1, "seq": -1, "position": "prone"}', "invalid_payload"),
+        (b'{"ts": 1, "seq": 1, "position": "face-down"}', "invalid_payload"),
+        (b'{"ts": 1, "seq": 1, "position": "prone", "accel_mg": [1, 2]}', "invalid_payload"),
+        (b'{"a": ' * 5000 + b"1" + b"}" * 5000, "bad_json"),
+        (b'{"pad": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}', "too_large"),
+    ],
+)
+def test_bad_reading_payloads_rejected(payload: bytes, reason: str) -> None:
+    with pytest.raises(ContractError) as exc:
+        parse_reading(Stream.POSTURE, payload)
+    assert exc.value.reason == reason
+
+
+def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
+    r = parse_reading(Stream.POSTURE, b'{"ts": 5, "seq": 1, "position": "left", "firmware": "2.0"}')
+    assert r == PostureReading(ts=5, seq=1, position=Position.LEFT)
+
+
+def test_alert_retention_policy() -> None:
+    base = dict(
+        id="abc123", rule="prone", severity=Severity.CRITICAL, started_ts=1, updated_ts=2,
+        message="うつぶせ", message_en="prone",
+    )
+    assert Alert(state=AlertState.ACTIVE, **base).retained  # type: ignore[arg-type]
+    assert Alert(state=AlertState.ACTIVE, acknowledged=True, **base).retained  # type: ignore[arg-type]
+    assert Alert(state=AlertState.RESOLVED, **base).retained  # type: ignore[arg-type]
+    assert not Alert(state=AlertState.RESOLVED, acknowledged=True, **base).retained  # type: ignore[arg-type]
+
+
+def test_alert_and_commands_validate() -> None:
+    with pytest.raises(ContractError) as exc:
+        decode(Alert, b'{"id": "x", "rule": "prone"}')
+    assert exc.value.reason == "invalid_payload"
+    assert "severity" in exc.value.detail
+    assert decode(AckCommand, b'{"alert_id": "abc", "by": "\xe4\xbd\x90\xe8\x97\xa4"}').by == "佐藤"
+    with pytest.raises(ContractError):
+        decode(AckCommand, b'{"alert_id": "abc", "by": ""}')
+    # The last will carries only {"online": false}.
+    assert decode(EdgeStatus, b'{"online": false}') == EdgeStatus(online=False)
