@@ -1,0 +1,209 @@
+"""End to end on real parts: a real Mosquitto, the simulator on real pseudo-terminals, and the edge,
+gateway and dashboard as separate `nurserywatch` processes; a live SSE client and a real headless
+Chromium watch the dashboard. The child turns prone; the alert must reach the live client within
+35 s of the first prone sample, be acknowledged by a click, and leave the list once the child is
+turned back."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from nurserywatch.demo import redirect_serial_ports
+from nurserywatch.kit import load_kit
+from nurserywatch.mqtt import BrokerURL
+from tests.browser import chromium_page
+from tests.conftest import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+PRONE_AT_S = 3.0  # configs/scenarios/prone_once.yaml
+SUPINE_AT_S = 40.0
+
+pytestmark = pytest.mark.e2e
+
+
+@dataclass
+class Stack:
+    base_url: str
+    sim_started: float
+    logs: dict[str, Path]
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+
+def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    log = log_dir / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nurserywatch", *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,  # its own process group, so teardown reaches every child
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return proc, log
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    d = tmp_path_factory.mktemp("e2e")
+    kit = redirect_serial_ports(load_kit(ROOT / "configs" / "kit.example.yaml"), d / "ttys")
+    (d / "ttys").mkdir()
+    kit_file = d / "kit.yaml"
+    kit_file.write_text(yaml.safe_dump(kit.model_dump(mode="json"), allow_unicode=True))
+    broker = str(mosquitto)
+    port = free_port()
+    logs: dict[str, Path] = {}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    common = ["--config", str(kit_file), "--log-level", "info"]
+    try:
+        for name, args in [
+            ("gateway", ["gateway", *common, "--broker", broker, "--db", str(d / "gw.sqlite3")]),
+            ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port)]),
+            ("edge", ["edge", *common, "--broker", broker]),
+        ]:
+            procs[name], logs[name] = _spawn(name, args, d)
+        wait_for_port(port, timeout_s=30)
+        _wait_healthy(f"http://127.0.0.1:{port}")
+        sim_started = time.time()
+        procs["sim"], logs["sim"] = _spawn(
+            "sim", ["sim", *common, "--scenario", str(ROOT / "configs/scenarios/prone_once.yaml")], d
+        )
+        yield Stack(f"http://127.0.0.1:{port}", sim_started, logs, procs)
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+        for name, log in logs.items():
+            tail = log.read_text(errors="replace").splitlines()[-15:]
+            print(f"----- {name} log (tail) -----", *tail, sep="\n")
+        for name, proc in procs.items():
+            assert proc.returncode is not None, f"{name} did not stop"
+
+
+def _wait_healthy(base: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base}/healthz did not report healthy within {timeout_s} s")
+
+
+def _find_alerts(obj: Any) -> Iterator[dict[str, Any]]:
+    """Every contract alert object inside an SSE event, however the event wraps it."""
+    if isinstance(obj, dict):
+        if "rule" in obj and "state" in obj and "id" in obj:
+            yield obj
+        for v in obj.values():
+            yield from _find_alerts(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _find_alerts(v)
+
+
+def _sse_listener(url: str, out: queue.Queue[tuple[float, dict[str, Any]]], stop: threading.Event) -> None:
+    with httpx.stream("GET", url, timeout=httpx.Timeout(5, read=None)) as resp:
+        for line in resp.iter_lines():
+            if stop.is_set():
+                return
+            if line.startswith("data:"):
+                try:
+                    data = json.loads(line[5:])
+                except json.JSONDecodeError:
+                    continue
+                for alert in _find_alerts(data):
+                    out.put((time.time(), alert))
+
+
+def test_prone_alert_end_to_end(stack: Stack) -> None:
+    events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
+    stop = threading.Event()
+    threading.Thread(target=_sse_listener, args=(f"{stack.base_url}/api/events", events, stop), daemon=True).start()
+
+    # 1. The alert reaches a live client within 35 s of the first prone sample. The sim process
+    # starts before its timeline does, so measuring from its launch is conservative.
+    first_prone = stack.sim_started + PRONE_AT_S
+    alert: dict[str, Any] | None = None
+    while alert is None:
+        remaining = first_prone + 35 - time.time()
+        assert remaining > 0, "no prone alert reached the live client within 35 s of the first prone sample"
+        try:
+            at, candidate = events.get(timeout=remaining)
+        except queue.Empty:
+            continue
+        if candidate["rule"] == "prone" and candidate["state"] == "active":
+            alert = candidate
+    latency = at - first_prone
+    print(f"prone alert reached the live client {latency:.1f} s after the first prone sample")
+    assert 29.0 <= latency <= 35.0, "the prone rule fired too early: minimum duration is 30 s"
+    assert alert["severity"] == "critical" and alert["device"] == "clip-01" and alert["child"] == "c001"
+
+    active = httpx.get(f"{stack.base_url}/api/alerts", params={"state": "active"}).json()
+    assert [a["id"] for a in active] == [alert["id"]]
+
+    # 2. A real browser finds the alert on the page and acknowledges it with a click.
+    with chromium_page() as page:
+        page.goto(stack.base_url + "/")
+        row = page.locator(f'[data-alert-id="{alert["id"]}"]')
+        row.wait_for(state="visible", timeout=5000)
+        assert "うつぶせ" in row.inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "e2e-prone-alert.png"), full_page=True)
+        row.locator("button.ack").click()
+
+        # The gateway owns alert state: the acknowledgement comes back through MQTT.
+        deadline = time.time() + 5
+        while True:
+            now = {a["id"]: a for a in httpx.get(f"{stack.base_url}/api/alerts").json()}
+            if now.get(alert["id"], {}).get("acknowledged"):
+                break
+            assert time.time() < deadline, "acknowledgement was not applied within 5 s"
+            time.sleep(0.1)
+
+        # 3. The child is turned back at 40 s: resolved + acknowledged leaves the list and the page.
+        deadline = stack.sim_started + SUPINE_AT_S + 10
+        while httpx.get(f"{stack.base_url}/api/alerts").json():
+            assert time.time() < deadline, "the alert did not leave the list after the child was turned"
+            time.sleep(0.2)
+        row.wait_for(state="detached", timeout=5000)
+        page.screenshot(path=str(ARTIFACTS / "e2e-resolved.png"), full_page=True)
+    assert httpx.get(f"{stack.base_url}/api/alerts", params={"state": "active"}).json() == []
+    stop.set()
+
+    # The live client saw the whole lifecycle: acknowledged, then resolved.
+    seen = []
+    while not events.empty():
+        seen.append(events.get()[1])
+    mine = [a for a in seen if a["id"] == alert["id"]]
+    assert any(a["acknowledged"] and a["acknowledged_by"] for a in mine)
+    assert any(a["state"] == "resolved" for a in mine)
+    for name, proc in stack.procs.items():
+        if name != "sim":
+            assert proc.poll() is None, f"{name} exited early; see its log"
