@@ -1,0 +1,286 @@
+"""The dashboard web app (FastAPI) and its entry point.
+
+``create_app`` builds the app around one :class:`LiveLink` (the MQTT side); its lifespan runs the
+MQTT subscriber task. ``serve_dashboard`` runs it under uvicorn until cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Annotated, Any, cast
+
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from dashboard.i18n import DEFAULT_LANG, Lang, catalogue, pick_lang
+from dashboard.live import LiveLink, NotConnected
+from dashboard.live_state import AlertFilter
+from dashboard.sse import event_stream
+from dashboard.views import RoomView, rooms_view
+from nurserywatch.clock import Clock
+from nurserywatch.contract import Alert
+from nurserywatch.kit import Kit
+from nurserywatch.mqtt import BrokerURL
+
+log = logging.getLogger(__name__)
+
+HERE = Path(__file__).parent
+templates = Jinja2Templates(directory=HERE / "templates")
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": code, "message": ...}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+# ---------------------------------------------------------------- dependencies
+
+
+def get_link(request: Request) -> LiveLink:
+    return get_link_of(request.app)
+
+
+def get_default_lang(request: Request) -> Lang:
+    return cast(Lang, request.app.state.default_lang)
+
+
+LinkDep = Annotated[LiveLink, Depends(get_link)]
+DefaultLangDep = Annotated[Lang, Depends(get_default_lang)]
+
+
+# ---------------------------------------------------------------- routes
+
+router = APIRouter()
+
+
+class AckRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    # Until login exists (a later issue) the page sends the name typed into its header, or nothing.
+    by: Annotated[str, Field(min_length=1, max_length=128)] = "staff"
+
+
+class AckSent(BaseModel):
+    status: str = "sent"
+
+
+class Health(BaseModel):
+    ok: bool
+    mqtt_connected: bool
+    alerts: int
+    live_clients: int
+    rejected: dict[str, int]
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def index(request: Request, link: LinkDep, default_lang: DefaultLangDep, lang: str | None = None) -> HTMLResponse:
+    chosen = pick_lang(lang, default_lang)
+    kit = link.state.kit
+    boot = {
+        "lang": chosen,
+        "t": catalogue(chosen),
+        "rooms": {r.id: r.name for r in kit.rooms},
+        "children": {c.id: c.nickname for c in kit.children},
+    }
+    return templates.TemplateResponse(
+        request,
+        "index.html",
+        {
+            "lang": chosen,
+            "other_lang": "en" if chosen == "ja" else "ja",
+            "t": catalogue(chosen),
+            "kit": kit,
+            "rooms": rooms_view(link.state, link.clock.now_ms()),
+            "boot": boot,
+        },
+    )
+
+
+@router.get("/api/events", include_in_schema=False)
+async def events(link: LinkDep) -> StreamingResponse:
+    sub = link.fanout.subscribe()
+    snapshot = link.state.snapshot(link.clock.now_ms())
+
+    async def stream() -> AsyncIterator[str]:
+        try:
+            async for chunk in event_stream(snapshot, sub):
+                yield chunk
+        finally:
+            link.fanout.unsubscribe(sub)
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get("/api/alerts")
+async def list_alerts(link: LinkDep, state: Annotated[AlertFilter, Query()] = "all") -> list[Alert]:
+    return link.state.alerts_list(state)
+
+
+@router.post("/api/alerts/{alert_id}/ack", status_code=202)
+async def acknowledge(alert_id: str, link: LinkDep, body: AckRequest | None = None) -> AckSent:
+    if alert_id not in link.state.alerts:
+        raise ApiError(404, "unknown_alert", f"alert {alert_id!r} is not in the dashboard's current list")
+    try:
+        await link.acknowledge(alert_id, (body or AckRequest()).by)
+    except NotConnected as exc:
+        raise ApiError(503, "mqtt_unavailable", str(exc)) from None
+    return AckSent()
+
+
+@router.get("/api/rooms")
+async def rooms(link: LinkDep) -> list[RoomView]:
+    return rooms_view(link.state, link.clock.now_ms())
+
+
+@router.get("/healthz", responses={503: {"model": Health}})
+async def healthz(link: LinkDep) -> JSONResponse:
+    health = Health(
+        ok=link.connected,
+        mqtt_connected=link.connected,
+        alerts=len(link.state.alerts),
+        live_clients=len(link.fanout),
+        rejected=dict(link.state.rejected),
+    )
+    return JSONResponse(health.model_dump(), status_code=200 if health.ok else 503)
+
+
+# ---------------------------------------------------------------- app
+
+
+def create_app(
+    kit: Kit,
+    broker: BrokerURL,
+    *,
+    default_lang: Lang = DEFAULT_LANG,
+    clock: Clock | None = None,
+) -> FastAPI:
+    link = LiveLink(kit, broker, clock=clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(link.run(), name="dashboard-mqtt")
+        try:
+            yield
+        finally:
+            link.fanout.close()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # No /docs or /redoc: their pages load scripts from a CDN, and the dashboard vendors everything.
+    app = FastAPI(title=f"nurserywatch dashboard — {kit.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.link = link
+    app.state.default_lang = default_lang
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    _install_error_handlers(app)
+    return app
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON ``{"error", "message"}``; never a traceback or an HTML page."""
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return _error(exc.status, exc.code, exc.message)
+
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        response = _error(exc.status_code, code, str(exc.detail))
+        response.headers.update(exc.headers or {})
+        return response
+
+    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        return _error(422, "invalid_request", _describe_validation(exc.errors()))
+
+    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error; see the dashboard log")
+
+    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(Exception, internal_error)
+
+
+def _describe_validation(errors: Any) -> str:
+    parts = []
+    for err in list(errors)[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "request"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+# ---------------------------------------------------------------- entry point
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the caller owns the process and stops us by
+    cancelling ``serve_dashboard``."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def serve_dashboard(kit: Kit, broker: BrokerURL, host: str, port: int, *, lang: Lang = DEFAULT_LANG) -> None:
+    """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
+    closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
+    app = create_app(kit, broker, default_lang=lang)
+    # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"dashboard cannot listen on {host}:{port}: {exc.strerror}") from None
+    bound_port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3)
+    server = _EmbeddedServer(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard-http")
+    try:
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.01)
+        if server.started:
+            shown = f"[{host}]" if family == socket.AF_INET6 else host
+            log.info("dashboard for %s at http://%s:%d/ (MQTT %s)", kit.site, shown, bound_port, broker)
+        await asyncio.shield(serving)
+    except asyncio.CancelledError:
+        get_link_of(app).fanout.close()  # end live streams, or uvicorn waits for them to finish
+        server.should_exit = True
+        await serving
+        raise
+    finally:
+        sock.close()
+
+
+def get_link_of(app: FastAPI) -> LiveLink:
+    """The app's MQTT side (for callers that hold the app, such as tests and benchmarks)."""
+    return cast(LiveLink, app.state.link)

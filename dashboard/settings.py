@@ -1,0 +1,36 @@
+"""Dashboard settings from the environment (``NURSERYWATCH_*``), for running it on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from dashboard.i18n import Lang
+from nurserywatch.kit import Kit, load_kit
+from nurserywatch.mqtt import BrokerURL
+
+
+class DashboardSettings(BaseSettings):
+    """``NURSERYWATCH_BROKER``, ``NURSERYWATCH_KIT``, ``NURSERYWATCH_DASHBOARD_HOST``,
+    ``NURSERYWATCH_DASHBOARD_PORT``, ``NURSERYWATCH_DASHBOARD_LANG``.
+
+    Host and port carry a ``dashboard_`` prefix because every part shares the ``NURSERYWATCH_``
+    namespace and a bare ``NURSERYWATCH_PORT`` would be ambiguous."""
+
+    model_config = SettingsConfigDict(env_prefix="NURSERYWATCH_", extra="ignore")
+
+    broker: str = "mqtt://127.0.0.1:1883"
+    kit: Path = Path("configs/kit.example.yaml")
+    # Loopback by default: exposing the staff view to the LAN is a deliberate choice.
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: Annotated[int, Field(ge=0, le=65535)] = 8080
+    dashboard_lang: Lang = "ja"
+
+    def broker_url(self) -> BrokerURL:
+        return BrokerURL.parse(self.broker)
+
+    def load_kit(self) -> Kit:
+        return load_kit(self.kit)
