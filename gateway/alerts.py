@@ -1,0 +1,210 @@
+"""Alert lifecycle, pure: raise, update, resolve, acknowledge — and the transitions they produce.
+
+One *active* alert per (subject, rule): a rule that keeps firing updates the alert it already has
+instead of opening another one. Resolving (the condition cleared) and acknowledging (staff saw it)
+are independent; an alert is *closed* — dropped from the book, its retained MQTT message cleared —
+only when it is both resolved and acknowledged. Every change returns ``Transition``s, which the
+service appends to the audit log and publishes.
+
+No I/O and no clock: every timestamp comes from the caller (message time or an injected Clock).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from gateway.rules.events import Cleared, Firing, RuleEvent
+from nurserywatch.contract import Alert, AlertState
+from nurserywatch.kit import Kit
+
+
+class UnknownAlertError(KeyError):
+    """An acknowledgement for an alert id the book does not hold (never existed, or already closed)."""
+
+    def __init__(self, alert_id: str) -> None:
+        super().__init__(alert_id)
+        self.alert_id = alert_id
+
+    def __str__(self) -> str:
+        return f"no open alert with id {self.alert_id!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """What an alert is about: the child a device watches, else the device itself."""
+
+    device: str | None
+    room: str | None
+    child: str | None
+
+    @property
+    def key(self) -> str:
+        key = self.child or self.device or self.room
+        if key is None:
+            raise ValueError("a subject needs a child, a device or a room")
+        return key
+
+    @classmethod
+    def of_device(cls, kit: Kit, device_id: str) -> Subject:
+        dev = kit.device(device_id)
+        if dev is None:
+            return cls(device=device_id, room=None, child=None)
+        return cls(device=dev.id, room=dev.room, child=dev.child)
+
+    @classmethod
+    def of_alert(cls, alert: Alert) -> Subject:
+        return cls(device=alert.device, room=alert.room, child=alert.child)
+
+
+class Change(StrEnum):
+    RAISED = "raised"
+    UPDATED = "updated"
+    RESOLVED = "resolved"
+    ACKNOWLEDGED = "acknowledged"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One change of one alert: the alert as it is *after* the change, and what changed."""
+
+    change: Change
+    alert: Alert
+    ts: int
+
+    @property
+    def closes(self) -> bool:
+        """The alert is now resolved and acknowledged: publish it once more, then clear it."""
+        return not self.alert.retained
+
+
+def alert_id(rule: str, subject_key: str, started_ts: int) -> str:
+    """Deterministic id: the rule name (readable in logs and topics) and a short hash of
+    (rule, subject, started_ts). A replay of the same history yields the same ids."""
+    digest = hashlib.sha256(f"{rule}\x00{subject_key}\x00{started_ts}".encode()).hexdigest()[:16]
+    return f"{rule[:40]}-{digest}"
+
+
+class AlertBook:
+    """The open alerts (active, or resolved but not yet acknowledged)."""
+
+    def __init__(self, alerts: Iterable[Alert] = ()) -> None:
+        self._by_id: dict[str, Alert] = {}
+        self._active: dict[tuple[str, str], str] = {}  # (subject key, rule) -> alert id
+        for alert in sorted(alerts, key=lambda a: a.started_ts):
+            if alert.retained:  # closed alerts are history, not state
+                self._put(alert)
+
+    # -- queries
+
+    def get(self, alert_id: str) -> Alert | None:
+        return self._by_id.get(alert_id)
+
+    def active(self, rule: str, subject: Subject) -> Alert | None:
+        aid = self._active.get((subject.key, rule))
+        return None if aid is None else self._by_id[aid]
+
+    def open_alerts(self) -> list[Alert]:
+        """Every alert that must stay visible (and retained on MQTT), oldest first."""
+        return sorted(self._by_id.values(), key=lambda a: (a.started_ts, a.id))
+
+    # -- operations
+
+    def apply(self, event: RuleEvent, subject: Subject) -> list[Transition]:
+        if isinstance(event, Firing):
+            return self.fire(event, subject)[1]
+        return self.resolve(event, subject)
+
+    def fire(self, event: Firing, subject: Subject) -> tuple[Alert, list[Transition]]:
+        """The rule's condition holds: raise a new alert, or update the active one.
+
+        A firing that changes nothing visible (same severity and messages) is a no-op: the alert,
+        including ``updated_ts`` and ``value``, stays as last published. That keeps MQTT traffic
+        and the audit log proportional to changes, not to the sample rate; periodic re-notification
+        belongs to the escalation issue."""
+        current = self.active(event.rule, subject)
+        if current is None:
+            alert = Alert(
+                id=alert_id(event.rule, subject.key, event.started_ts),
+                rule=event.rule,
+                severity=event.severity,
+                state=AlertState.ACTIVE,
+                device=subject.device,
+                room=subject.room,
+                child=subject.child,
+                started_ts=event.started_ts,
+                updated_ts=event.ts,
+                value=event.value,
+                message=event.message,
+                message_en=event.message_en,
+            )
+            self._put(alert)
+            return alert, [Transition(Change.RAISED, alert, event.ts)]
+        if (current.severity, current.message, current.message_en) == (
+            event.severity,
+            event.message,
+            event.message_en,
+        ):
+            return current, []
+        updated = current.model_copy(
+            update={
+                "severity": event.severity,
+                "message": event.message,
+                "message_en": event.message_en,
+                "value": event.value,
+                "updated_ts": max(current.updated_ts, event.ts),
+            }
+        )
+        self._put(updated)
+        return updated, [Transition(Change.UPDATED, updated, event.ts)]
+
+    def resolve(self, event: Cleared, subject: Subject) -> list[Transition]:
+        """The condition cleared: the active alert (if any) becomes resolved."""
+        current = self.active(event.rule, subject)
+        if current is None:
+            return []
+        resolved = current.model_copy(
+            update={
+                "state": AlertState.RESOLVED,
+                "resolved_ts": event.ts,
+                "updated_ts": max(current.updated_ts, event.ts),
+            }
+        )
+        del self._active[(subject.key, event.rule)]
+        self._settle(resolved)
+        return [Transition(Change.RESOLVED, resolved, event.ts)]
+
+    def acknowledge(self, alert_id: str, by: str, ts: int) -> list[Transition]:
+        """Staff saw the alert. Acknowledging twice is a no-op (the first who and when stand);
+        acknowledging does not resolve: an acknowledged alert stays active while its condition holds."""
+        current = self._by_id.get(alert_id)
+        if current is None:
+            raise UnknownAlertError(alert_id)
+        if current.acknowledged:
+            return []
+        acked = current.model_copy(
+            update={
+                "acknowledged": True,
+                "acknowledged_by": by,
+                "acknowledged_ts": ts,
+                "updated_ts": max(current.updated_ts, ts),
+            }
+        )
+        self._settle(acked)
+        return [Transition(Change.ACKNOWLEDGED, acked, ts)]
+
+    # -- bookkeeping
+
+    def _put(self, alert: Alert) -> None:
+        self._by_id[alert.id] = alert
+        if alert.state is AlertState.ACTIVE:
+            self._active[(Subject.of_alert(alert).key, alert.rule)] = alert.id
+
+    def _settle(self, alert: Alert) -> None:
+        """Store the new state, or forget the alert once it is resolved and acknowledged."""
+        if alert.retained:
+            self._put(alert)
+        else:
+            del self._by_id[alert.id]

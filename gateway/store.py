@@ -1,0 +1,232 @@
+"""SQLite storage of the gateway: readings, the current state of every alert, and the audit log.
+
+``Store`` is the gateway's single writer; ``StoreReader`` is the read-only interface the dashboard
+imports (it opens the file with ``mode=ro`` and never touches rule state). WAL mode lets both run
+at once. The schema is described in docs/gateway.md.
+
+Readings carry UNIQUE (device, stream, seq, ts): a redelivered reading (QoS 1 duplicate,
+store-and-forward replay) is not stored twice, and ``add_reading`` returning False tells the
+service not to judge it twice either.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Literal
+
+from gateway.alerts import Change, Transition
+from nurserywatch.contract import Alert, Reading, Stream, parse_reading
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS readings (
+    id          INTEGER PRIMARY KEY,
+    device      TEXT    NOT NULL,
+    stream      TEXT    NOT NULL,
+    ts          INTEGER NOT NULL,   -- message time, unix ms
+    seq         INTEGER NOT NULL,
+    payload     TEXT    NOT NULL,   -- the validated reading as JSON
+    received_ts INTEGER NOT NULL,   -- gateway clock, unix ms
+    UNIQUE (device, stream, seq, ts)
+);
+CREATE INDEX IF NOT EXISTS readings_by_stream ON readings (stream, device, ts);
+
+CREATE TABLE IF NOT EXISTS alerts (
+    id           TEXT    PRIMARY KEY,
+    rule         TEXT    NOT NULL,
+    severity     TEXT    NOT NULL,
+    state        TEXT    NOT NULL,  -- active | resolved
+    acknowledged INTEGER NOT NULL,  -- 0 | 1
+    device       TEXT,
+    room         TEXT,
+    child        TEXT,
+    started_ts   INTEGER NOT NULL,
+    updated_ts   INTEGER NOT NULL,
+    resolved_ts  INTEGER,
+    body         TEXT    NOT NULL   -- the whole contract Alert as JSON
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts (state, acknowledged);
+CREATE INDEX IF NOT EXISTS alerts_by_start ON alerts (started_ts);
+
+CREATE TABLE IF NOT EXISTS alert_transitions (
+    seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- append-only audit order
+    alert_id TEXT    NOT NULL,
+    change   TEXT    NOT NULL,  -- raised | updated | resolved | acknowledged
+    ts       INTEGER NOT NULL,
+    body     TEXT    NOT NULL   -- the alert after the change
+);
+CREATE INDEX IF NOT EXISTS alert_transitions_by_alert ON alert_transitions (alert_id, seq);
+"""
+
+
+class StoreError(Exception):
+    """The database could not be opened, read or written."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReading:
+    device: str
+    stream: Stream
+    reading: Reading
+    received_ts: int
+
+
+class Store:
+    """The writer. Not thread-safe: the gateway uses it from its one event loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across app crashes
+            self._db.execute("PRAGMA busy_timeout=5000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: schema version {version} is newer than this gateway ({SCHEMA_VERSION})")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open the database: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def add_reading(self, device: str, stream: Stream, reading: Reading, received_ts: int) -> bool:
+        """Store a validated reading. False when it is a duplicate (already stored)."""
+        try:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO readings (device, stream, ts, seq, payload, received_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (device, stream.value, reading.ts, reading.seq, reading.model_dump_json(), received_ts),
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot store a reading: {exc}") from None
+        return cur.rowcount == 1
+
+    def record(self, transitions: Sequence[Transition]) -> None:
+        """Append transitions to the audit log and upsert each alert's current state, atomically."""
+        if not transitions:
+            return
+        try:
+            with self._transaction():
+                for t in transitions:
+                    a = t.alert
+                    body = a.model_dump_json()
+                    self._db.execute(
+                        "INSERT INTO alert_transitions (alert_id, change, ts, body) VALUES (?, ?, ?, ?)",
+                        (a.id, t.change.value, t.ts, body),
+                    )
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO alerts (id, rule, severity, state, acknowledged, device, room,"
+                        " child, started_ts, updated_ts, resolved_ts, body)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            a.id, a.rule, a.severity.value, a.state.value, int(a.acknowledged), a.device,
+                            a.room, a.child, a.started_ts, a.updated_ts, a.resolved_ts, body,
+                        ),
+                    )  # fmt: skip
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot record alert transitions: {exc}") from None
+
+    def open_alerts(self) -> list[Alert]:
+        """Alerts to restore on start: active, or resolved but not yet acknowledged."""
+        try:
+            rows = self._db.execute(
+                "SELECT body FROM alerts WHERE state = 'active' OR acknowledged = 0 ORDER BY started_ts, id"
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read alerts: {exc}") from None
+        return [Alert.model_validate_json(r[0]) for r in rows]
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+
+class StoreReader:
+    """Read-only view for the dashboard. Opens a fresh ``mode=ro`` connection per call, so it is
+    safe from any thread and always sees the writer's latest commits."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._uri = self.path.resolve().as_uri() + "?mode=ro"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with closing(sqlite3.connect(self._uri, uri=True)) as db:
+                db.execute("PRAGMA busy_timeout=5000")
+                yield db
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read the gateway database: {exc}") from None
+
+    def alerts(self, state: Literal["active", "resolved"] | None = None, limit: int = 1000) -> list[Alert]:
+        """Alerts, newest first; ``state`` filters active or resolved ones."""
+        where, args = ("WHERE state = ?", (state,)) if state else ("", ())
+        with self._connect() as db:
+            rows = db.execute(
+                f"SELECT body FROM alerts {where} ORDER BY started_ts DESC, id LIMIT ?", (*args, limit)
+            ).fetchall()
+        return [Alert.model_validate_json(r[0]) for r in rows]
+
+    def open_alerts(self) -> list[Alert]:
+        """What staff must see: active alerts and resolved ones nobody acknowledged yet."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT body FROM alerts WHERE state = 'active' OR acknowledged = 0 ORDER BY started_ts DESC, id"
+            ).fetchall()
+        return [Alert.model_validate_json(r[0]) for r in rows]
+
+    def alert(self, alert_id: str) -> Alert | None:
+        with self._connect() as db:
+            row = db.execute("SELECT body FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        return None if row is None else Alert.model_validate_json(row[0])
+
+    def transitions(self, alert_id: str) -> list[Transition]:
+        """The audit log of one alert, oldest first."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT change, ts, body FROM alert_transitions WHERE alert_id = ? ORDER BY seq", (alert_id,)
+            ).fetchall()
+        return [Transition(Change(c), Alert.model_validate_json(b), ts) for c, ts, b in rows]
+
+    def latest_readings(self, stream: Stream | str) -> list[StoredReading]:
+        """The newest reading (by message time) of every device for one stream."""
+        st = Stream(stream)
+        with self._connect() as db:
+            # SQLite returns the other columns from the row holding MAX(ts) (documented behaviour).
+            rows = db.execute(
+                "SELECT device, MAX(ts), payload, received_ts FROM readings WHERE stream = ?"
+                " GROUP BY device ORDER BY device",
+                (st.value,),
+            ).fetchall()
+        return [StoredReading(dev, st, parse_reading(st, payload), rts) for dev, _ts, payload, rts in rows]
+
+    def count_readings(self, device: str | None = None) -> int:
+        with self._connect() as db:
+            if device is None:
+                row = db.execute("SELECT COUNT(*) FROM readings").fetchone()
+            else:
+                row = db.execute("SELECT COUNT(*) FROM readings WHERE device = ?", (device,)).fetchone()
+        return int(row[0])
