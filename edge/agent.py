@@ -1,0 +1,237 @@
+"""The edge agent's shell: serial ports → decoders → one reading per second → MQTT.
+
+    await run_edge(kit, agent_id, broker, clock)     # until cancelled
+
+For each ``posture_clip`` of this agent with a serial transport it reads the port (reconnecting
+with backoff), and once per second per clip publishes ``reading/{device}/posture`` (QoS 1) from the
+latest sample. Retained state: ``edge/{agent}`` online on every connect, offline on shutdown, and
+the broker sends the last will ``{"online": false}`` if the agent dies; ``status/{device}``
+online/offline as its port opens and disappears (offline on shutdown: nobody watches it then).
+
+Bad serial input is counted per device and logged at most every 10 s per device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiomqtt
+
+from edge.clip_channel import ClipChannel
+from edge.outbox import Message, Outbox
+from edge.reject_log import RejectLog
+from edge.serial_port import read_serial
+from nurserywatch import __version__
+from nurserywatch.clock import Clock
+from nurserywatch.contract import (
+    DeviceStatus,
+    EdgeStatus,
+    Stream,
+    edge_topic,
+    reading_topic,
+    status_topic,
+)
+from nurserywatch.kit import DeviceKind, Kit, SerialTransport
+from nurserywatch.mqtt import BrokerURL, run_session
+
+log = logging.getLogger(__name__)
+
+READING_INTERVAL_S = 1.0
+#: Bound on each goodbye publish during shutdown, so a dead broker cannot hold the agent up.
+SHUTDOWN_PUBLISH_TIMEOUT_S = 2.0
+#: The last will, exactly as DESIGN.md §5 gives it.
+WILL_PAYLOAD = json.dumps({"online": False}).encode()
+
+
+async def run_edge(kit: Kit, agent_id: str, broker: BrokerURL, clock: Clock) -> None:
+    """Run the edge agent ``agent_id`` of ``kit`` until cancelled. ValueError if it is not in the kit."""
+    await EdgeAgent(kit, agent_id, broker, clock).run()
+
+
+@dataclass
+class _Clip:
+    port: str
+    baud: int
+    channel: ClipChannel
+
+
+class EdgeAgent:
+    def __init__(self, kit: Kit, agent_id: str, broker: BrokerURL, clock: Clock) -> None:
+        if all(a.id != agent_id for a in kit.agents):
+            known = ", ".join(a.id for a in kit.agents)
+            raise ValueError(f"agent {agent_id!r} is not in the kit of site {kit.site!r} (known agents: {known})")
+        self.kit, self.agent_id, self.broker, self.clock = kit, agent_id, broker, clock
+        self.clips: dict[str, _Clip] = {}
+        for device in kit.devices_of_agent(agent_id):
+            if device.kind is DeviceKind.POSTURE_CLIP and isinstance(device.transport, SerialTransport):
+                self.clips[device.id] = _Clip(
+                    kit.resolve_port(device.transport.port), device.transport.baud, ClipChannel(device.id)
+                )
+            else:
+                log.warning(
+                    "%s: %s over %s is not supported by this edge version yet; ignoring it",
+                    device.id,
+                    device.kind.value,
+                    device.transport.type,
+                )
+        if not self.clips:
+            log.warning("agent %s has no device it can read; publishing its status only", agent_id)
+        # Device state as the ports report it, and what the broker last got from us.
+        now = clock.now_ms()
+        self._online = {d: DeviceStatus(ts=now, online=False) for d in self.clips}
+        self._published: dict[str, DeviceStatus] = {}
+        self.outbox = Outbox()
+        self._reject_log = RejectLog()
+        self._outbox_dropped_logged = 0
+
+    @property
+    def edge_topic(self) -> str:
+        return edge_topic(self.kit.site, self.agent_id)
+
+    def edge_status(self, online: bool) -> EdgeStatus:
+        return EdgeStatus(ts=self.clock.now_ms(), online=online, version=__version__, devices=list(self.clips))
+
+    async def run(self) -> None:
+        will = aiomqtt.Will(self.edge_topic, WILL_PAYLOAD, qos=1, retain=True)
+        identifier = f"nw-edge-{self.kit.site}-{self.agent_id}"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for device_id, clip in self.clips.items():
+                    tg.create_task(
+                        read_serial(
+                            clip.port,
+                            clip.baud,
+                            self._on_data(clip.channel),
+                            on_state=self._on_port(device_id),
+                            label=device_id,
+                        ),
+                        name=f"serial-{device_id}",
+                    )
+                tg.create_task(self._tick(), name="edge-tick")
+                tg.create_task(run_session(self.broker, identifier, self._session, will=will), name="edge-mqtt")
+        finally:
+            for device_id, clip in self.clips.items():
+                ch = clip.channel
+                log.info(
+                    "%s: stopped; %d sentences decoded, rejected %s, %d lost by seq gaps",
+                    device_id,
+                    ch.decoder.accepted,
+                    dict(ch.decoder.rejected) or "none",
+                    ch.lost,
+                )
+            if self.outbox.dropped or len(self.outbox):
+                log.warning(
+                    "%d readings dropped by the full queue, %d unsent at shutdown (no store-and-forward yet)",
+                    self.outbox.dropped,
+                    len(self.outbox),
+                )
+
+    # -- serial side
+
+    def _on_data(self, channel: ClipChannel) -> Callable[[bytes], None]:
+        def on_data(data: bytes) -> None:
+            channel.on_bytes(data, self.clock.now_ms())
+
+        return on_data
+
+    def _on_port(self, device_id: str) -> Callable[[bool], None]:
+        def on_port(online: bool) -> None:
+            if online:
+                self.clips[device_id].channel.port_opened()
+            self._online[device_id] = DeviceStatus(ts=self.clock.now_ms(), online=online)
+            self.outbox.ready.set()
+
+        return on_port
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            due += READING_INTERVAL_S
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            due = max(due, loop.time() - READING_INTERVAL_S)  # after a stall, do not burst
+            for device_id, clip in self.clips.items():
+                reading = clip.channel.reading()
+                if reading is not None:
+                    topic = reading_topic(self.kit.site, device_id, Stream.POSTURE)
+                    self.outbox.put(Message(topic, reading.to_json()))
+                summary = self._reject_log.summary(
+                    device_id, clip.channel.decoder.rejected, clip.channel.decoder.last_rejection, loop.time()
+                )
+                if summary:
+                    log.warning("%s", summary)
+            if self.outbox.dropped > self._outbox_dropped_logged:
+                log.warning(
+                    "broker unreachable and reading queue full: %d oldest readings dropped so far",
+                    self.outbox.dropped,
+                )
+                self._outbox_dropped_logged = self.outbox.dropped
+
+    # -- MQTT side
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        """One broker connection: announce, then publish whatever is due until the connection
+        drops (MqttError → run_session reconnects) or the agent is cancelled (goodbye first)."""
+        self._published.clear()  # a new connection: state is sent again
+        await client.publish(self.edge_topic, self.edge_status(True).to_json(), qos=1, retain=True)
+        log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.clips) or "none")
+        tasks = {asyncio.create_task(self._publish_forever(client)), asyncio.create_task(_until_lost(client))}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            await _cancel(tasks)
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._goodbye(client)
+            raise
+        await _cancel(tasks)
+        for task in done:
+            task.result()  # the MqttError that ended the connection
+
+    async def _publish_forever(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.outbox.ready.clear()
+            await self._flush(client)
+            await self.outbox.ready.wait()
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        for device_id, status in list(self._online.items()):
+            if self._published.get(device_id) != status:
+                await client.publish(status_topic(self.kit.site, device_id), status.to_json(), qos=1, retain=True)
+                self._published[device_id] = status
+        while (message := self.outbox.peek()) is not None:
+            await client.publish(message.topic, message.payload, qos=1)
+            self.outbox.pop(message)
+
+    async def _goodbye(self, client: aiomqtt.Client) -> None:
+        now = self.clock.now_ms()
+        for device_id in self.clips:
+            await client.publish(
+                status_topic(self.kit.site, device_id),
+                DeviceStatus(ts=now, online=False).to_json(),
+                qos=1,
+                retain=True,
+                timeout=SHUTDOWN_PUBLISH_TIMEOUT_S,
+            )
+        await client.publish(
+            self.edge_topic, self.edge_status(False).to_json(), qos=1, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT_S
+        )
+        log.info("agent %s offline (shutdown)", self.agent_id)
+
+
+async def _until_lost(client: aiomqtt.Client) -> None:
+    """Raise MqttError when the connection drops. We subscribe to nothing, so no message ever
+    arrives; the iterator is aiomqtt's public way to notice a disconnect while idle."""
+    async for _ in client.messages:
+        pass
+    raise aiomqtt.MqttError("message iterator ended")
+
+
+async def _cancel(tasks: set[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,52 @@
+"""One posture clip's data path, sans I/O: bytes in, at most one PostureReading per tick out.
+
+The shell (agent.py) feeds every chunk read from the port with the clock time it arrived, and asks
+for a reading once per second; a reading is produced only if a new sample arrived since the last
+one, so a silent clip produces nothing (the gateway's "sensor lost" rule sees the silence).
+"""
+
+from __future__ import annotations
+
+from edge.nmea import ImuSample, NmeaDecoder
+from edge.posture import classify_posture
+from nurserywatch.contract import PostureReading
+
+SEQ_MODULO = 65536
+
+
+class ClipChannel:
+    def __init__(self, device_id: str) -> None:
+        self.device_id = device_id
+        self.decoder = NmeaDecoder()
+        #: Well-formed sentences of another kind (a mat on a clip's port: wiring mistake).
+        self.unexpected_frames = 0
+        #: Sentences missing according to seq gaps (including time the port was away).
+        self.lost = 0
+        self._latest: ImuSample | None = None
+        self._latest_ts = 0
+        self._fresh = False
+
+    def port_opened(self) -> None:
+        self.decoder.reset()
+
+    def on_bytes(self, data: bytes, now_ms: int) -> None:
+        for frame in self.decoder.feed(data):
+            if not isinstance(frame, ImuSample):
+                self.unexpected_frames += 1
+                continue
+            if self._latest is not None:
+                self.lost += (frame.seq - self._latest.seq - 1) % SEQ_MODULO
+            self._latest, self._latest_ts, self._fresh = frame, now_ms, True
+
+    def reading(self) -> PostureReading | None:
+        """The latest sample as a reading, once; None if nothing new arrived."""
+        if not self._fresh or self._latest is None:
+            return None
+        self._fresh = False
+        s = self._latest
+        return PostureReading(
+            ts=self._latest_ts,
+            seq=s.seq,
+            position=classify_posture(s.ax_mg, s.ay_mg, s.az_mg),
+            accel_mg=(s.ax_mg, s.ay_mg, s.az_mg),
+        )

@@ -1,0 +1,7 @@
+"""Simulated sensor hardware: writes the exact bytes real devices emit (DESIGN.md §4) to real
+pseudo-terminals, driven by a YAML scenario.
+
+Independent by design: imports none of ``edge``, ``gateway`` or ``dashboard`` and encodes the
+published sentence formats itself, so a misunderstanding shared with the edge's decoder cannot
+pass the tests unnoticed.
+"""
