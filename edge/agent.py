@@ -9,6 +9,10 @@ the broker sends the last will ``{"online": false}`` if the agent dies; ``status
 online/offline as its port opens and disappears (offline on shutdown: nobody watches it then).
 
 Bad serial input is counted per device and logged at most every 10 s per device.
+
+Skeleton limitation: readings wait for the broker in a bounded in-memory queue (edge/outbox.py);
+if the queue fills during a long outage the oldest are dropped, and whatever is queued is lost when
+the agent stops. Store-and-forward on disk is the next issue.
 """
 
 from __future__ import annotations
@@ -121,7 +125,7 @@ class EdgeAgent:
                     "%s: stopped; %d sentences decoded, rejected %s, %d lost by seq gaps",
                     device_id,
                     ch.decoder.accepted,
-                    dict(ch.decoder.rejected) or "none",
+                    dict(ch.problems()) or "none",
                     ch.lost,
                 )
             if self.outbox.dropped or len(self.outbox):
@@ -161,7 +165,7 @@ class EdgeAgent:
                     topic = reading_topic(self.kit.site, device_id, Stream.POSTURE)
                     self.outbox.put(Message(topic, reading.to_json()))
                 summary = self._reject_log.summary(
-                    device_id, clip.channel.decoder.rejected, clip.channel.decoder.last_rejection, loop.time()
+                    device_id, clip.channel.problems(), clip.channel.decoder.last_rejection, loop.time()
                 )
                 if summary:
                     log.warning("%s", summary)

@@ -7,6 +7,8 @@ one, so a silent clip produces nothing (the gateway's "sensor lost" rule sees th
 
 from __future__ import annotations
 
+from collections import Counter
+
 from edge.nmea import ImuSample, NmeaDecoder
 from edge.posture import classify_posture
 from nurserywatch.contract import PostureReading
@@ -37,6 +39,13 @@ class ClipChannel:
             if self._latest is not None:
                 self.lost += (frame.seq - self._latest.seq - 1) % SEQ_MODULO
             self._latest, self._latest_ts, self._fresh = frame, now_ms, True
+
+    def problems(self) -> Counter[str]:
+        """Everything rejected so far, by reason (decoder reasons + ``unexpected_frame``)."""
+        counts = self.decoder.rejected.copy()
+        if self.unexpected_frames:
+            counts["unexpected_frame"] = self.unexpected_frames
+        return counts
 
     def reading(self) -> PostureReading | None:
         """The latest sample as a reading, once; None if nothing new arrived."""

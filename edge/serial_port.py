@@ -37,7 +37,7 @@ async def read_serial(
     while True:
         try:
             ser = serial.Serial(port, baud, timeout=0, exclusive=True)
-        except (serial.SerialException, OSError) as exc:
+        except (serial.SerialException, OSError, ValueError) as exc:  # ValueError: settings pyserial refuses
             error = _short(exc)
             if error != last_error:  # log each new problem once, not every retry
                 log.warning("%s: cannot open %s (%s); retrying every ≤%.0f s", name, port, error, max_backoff_s)
@@ -92,6 +92,7 @@ async def _pump(fd: int, on_data: Callable[[bytes], None], name: str) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    """The OS reason ("No such file or directory") without pyserial's repetition of the path."""
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__

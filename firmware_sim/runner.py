@@ -106,6 +106,8 @@ def _model(device: Device, spec: ClipScenario, scenario: Scenario) -> DeviceMode
 async def run_sim(kit: Kit, scenario: Scenario, *, duration_s: float | None = None) -> None:
     """Simulate the scenario's devices until cancelled (or for ``duration_s``)."""
     planned = plan(kit, scenario)
+    if not planned:
+        log.warning("the scenario names no serial device of this kit; nothing to simulate")
     ptys: list[PtyDevice] = []
     try:
         for sim in planned:

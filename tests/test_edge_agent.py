@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import re
 import subprocess
 import sys
 import time
@@ -117,13 +119,18 @@ def site_id() -> str:
     return f"t{uuid.uuid4().hex[:10]}"
 
 
-async def test_edge_publishes_posture_and_status(mosquitto: BrokerURL, tmp_path: Path) -> None:
+async def test_edge_publishes_posture_and_status(
+    mosquitto: BrokerURL, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="edge")
     site = site_id()
     kit = write_kit(tmp_path, site=site, devices=("clip-01", "clip-02"))  # only clip-01 is simulated
     clock = ShiftedClock()
     posture = reading_topic(site, "clip-01", "posture")
     async with record(mosquitto, site) as rec:
-        sim = asyncio.create_task(run_sim(kit, clip_scenario(10, (0, "supine"), (1.5, "prone"))))
+        sim = asyncio.create_task(
+            run_sim(kit, clip_scenario(10, (0, "supine"), (1.5, "prone"), faults={"bad_checksum_every": 5}))
+        )
         edge = asyncio.create_task(run_edge(kit, AGENT, mosquitto, clock))
         await rec.wait_for(lambda m: m.topic == posture and decode(PostureReading, m.payload).position == "prone")
         t_end = clock.now_ms()
@@ -141,6 +148,12 @@ async def test_edge_publishes_posture_and_status(mosquitto: BrokerURL, tmp_path:
         assert all(700 <= b.ts - a.ts <= 1300 and b.seq > a.seq for a, b in zip(readings, readings[1:], strict=False))
         assert readings[-1].accel_mg is not None and readings[-1].accel_mg[2] < -900
         assert rec.on(reading_topic(site, "clip-02", "posture")) == []
+        assert re.search(
+            r"WARNING .* clip-01: rejected \d+ sentence\(s\) \(bad_checksum=\d+\); totals bad_checksum=\d+; "
+            r"last: bad_checksum: computed [0-9A-F]{2}, sentence says [0-9A-F]{2}: b'\$NWIMU,",
+            caplog.text,
+        )
+        assert re.search(r"clip-02: cannot open .*/ports/clip-02 \(No such file or directory\); retrying", caplog.text)
 
         before = await retained(mosquitto, site)
         assert decode(EdgeStatus, before[edge_topic(site, AGENT)]).online
