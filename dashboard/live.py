@@ -25,7 +25,7 @@ from nurserywatch.contract import (
     subscription,
 )
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL, run_session
+from nurserywatch.mqtt import BrokerURL, publish, run_session
 
 __all__ = ["LiveLink", "LiveState", "NotConnected"]
 
@@ -119,7 +119,7 @@ class LiveLink:
         if client is None:
             raise NotConnected(f"not connected to the MQTT broker at {self._broker}")
         try:
-            await client.publish(ack_topic(self.state.site), command.to_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+            await publish(client, ack_topic(self.state.site), command.to_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"could not publish the acknowledgement: {exc}") from None
         log.info("acknowledgement of %s by %r sent", alert_id, by)

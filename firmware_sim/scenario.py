@@ -18,14 +18,13 @@ Postures: supine, prone, left, right, upright, moving (random, far from 1 g).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firmware_sim.clip import SimPosture
+from nurserywatch.yaml_files import load_yaml_model, validate_document
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 
@@ -93,53 +92,8 @@ class Scenario(_Strict):
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Raises ScenarioError with one readable message."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        raise ScenarioError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
-    return parse_scenario(data, source=str(path))
+    return load_yaml_model(path, Scenario, ScenarioError, example="configs/scenarios/demo.yaml")
 
 
 def parse_scenario(data: object, *, source: str = "<scenario>") -> Scenario:
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: expected a mapping with keys devices, loop_s, seed, faults")
-    try:
-        return Scenario.model_validate(data)
-    except ValidationError as exc:
-        raise ScenarioError(f"{source}: {_describe(exc)}") from None
-
-
-def _describe(exc: ValidationError) -> str:
-    """pydantic's first error as 'field.path: what was expected (got ...)'."""
-    err = exc.errors(include_url=False)[0]
-    loc = ""
-    for part in err["loc"]:
-        if part == "[key]":  # pydantic's marker for "the dict key itself"
-            continue
-        loc += f"[{part}]" if isinstance(part, int) else (f".{part}" if loc else str(part))
-    loc = loc or "(top level)"
-    kind, got = err["type"], err.get("input")
-    if kind == "extra_forbidden":
-        return f"{loc}: unknown key (see configs/scenarios/demo.yaml)"
-    if kind == "missing":
-        return f"{loc}: required key is missing"
-    if kind == "value_error":
-        message = str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-        # Model validators report paths relative to the model they check.
-        return message if loc == "(top level)" else f"{loc}.{message}"
-    if kind == "string_pattern_mismatch":
-        return f"{loc}: expected an id of 1–64 characters from a-z 0-9 _ - (got {got!r})"
-    if kind == "enum":
-        return f"{loc}: expected one of {err.get('ctx', {}).get('expected', '')} (got {got!r})"
-    if isinstance(got, float) and not math.isfinite(got):
-        return f"{loc}: must be a finite number (got {got!r})"
-    return f"{loc}: {err['msg'].lower()} (got {got!r})"
+    return validate_document(data, Scenario, ScenarioError, source=source, example="configs/scenarios/demo.yaml")

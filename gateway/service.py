@@ -16,7 +16,6 @@ dashboard show "gateway offline"; it is not in contract v1 yet, so nothing is pu
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -46,7 +45,7 @@ from nurserywatch.contract import (
     subscription,
 )
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL, run_session
+from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ class Gateway:
                 (subscription(site, TopicKind.ALERT), 1),
             ]
         )
-        _raise_if_cancel_was_swallowed()
+        raise_if_cancel_was_swallowed()
         self.stats.sessions += 1
         for alert in self.book.open_alerts():
             self._outbox[alert.id] = alert
@@ -144,7 +143,7 @@ class Gateway:
             alert_id, alert = next(iter(self._outbox.items()))
             topic = alert_topic(self.kit.site, alert_id)
             await client.publish(topic, alert.to_json(), qos=1, retain=alert.retained)
-            _raise_if_cancel_was_swallowed()
+            raise_if_cancel_was_swallowed()
             if not alert.retained:
                 await self._clear(client, alert_id)
             del self._outbox[alert_id]
@@ -152,7 +151,7 @@ class Gateway:
 
     async def _clear(self, client: aiomqtt.Client, alert_id: str) -> None:
         await client.publish(alert_topic(self.kit.site, alert_id), b"", qos=1, retain=True)
-        _raise_if_cancel_was_swallowed()
+        raise_if_cancel_was_swallowed()
 
     # ------------------------------------------------------------ message handling (no network)
 
@@ -261,15 +260,6 @@ class Gateway:
     def _reject(self, reason: str, detail: str, level: int = logging.WARNING) -> None:
         self.stats.rejected[reason] += 1
         self._log(level, reason, f"rejected ({reason}, {self.stats.rejected[reason]} so far): {detail}")
-
-
-def _raise_if_cancel_was_swallowed() -> None:
-    """Python 3.11's asyncio.wait_for (which aiomqtt's publish uses) loses a cancellation that
-    arrives in the same loop step as the PUBACK (CPython gh-86296, fixed in 3.12); the gateway
-    would then never stop. The task still counts the request, so honour it here."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> bytes:

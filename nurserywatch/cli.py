@@ -92,7 +92,12 @@ def sim(
         scen = load_scenario(scenario)
     except ScenarioError as exc:
         fail(str(exc))
-    run_until_signalled(run_sim(kit, scen, duration_s=duration))
+    from firmware_sim.pty_device import PortError
+
+    try:
+        run_until_signalled(run_sim(kit, scen, duration_s=duration))
+    except (ScenarioError, PortError) as exc:  # the scenario does not fit the kit, or a port path is unusable
+        fail(str(exc))
 
 
 @app.command()
@@ -167,7 +172,10 @@ def dashboard(
     kit = _kit(config)
     from dashboard.app import serve_dashboard
 
-    run_until_signalled(serve_dashboard(kit, _broker(broker), host, port))
+    try:
+        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port))
+    except OSError as exc:  # typically the port is taken
+        fail(exc.strerror or str(exc))
 
 
 @app.command()

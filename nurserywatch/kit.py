@@ -9,10 +9,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal, Protocol
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from nurserywatch.contract import IDENT_RE
+from nurserywatch.yaml_files import load_yaml_model
 
 Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
 
@@ -161,65 +161,6 @@ def _ref(value: str, known: set[str], where: str, what: str) -> None:
 
 def load_kit(path: str | Path) -> Kit:
     """Read and validate a kit file. Raises KitError with one readable message."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise KitError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KitError(f"{path}: cannot read: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise KitError(f"{path}{where}: not valid YAML: {problem}") from None
-    if not isinstance(data, dict):
-        raise KitError(f"{path}: expected a mapping with keys site, name, rooms, agents, devices, children")
-    try:
-        kit = Kit.model_validate(data)
-    except ValidationError as exc:
-        raise KitError(f"{path}: {_describe(exc)}") from None
-    kit._base_dir = path.resolve().parent
+    kit = load_yaml_model(path, Kit, KitError, example="configs/kit.example.yaml")
+    kit._base_dir = Path(path).resolve().parent
     return kit
-
-
-def _describe(exc: ValidationError) -> str:
-    """Turn pydantic's first error into 'field.path: what was expected (got ...)'."""
-    err = exc.errors(include_url=False)[0]
-    loc = _format_loc(err["loc"])
-    kind = err["type"]
-    got = err.get("input")
-    if kind == "extra_forbidden":
-        return f"{loc}: unknown key (check the spelling; see configs/kit.example.yaml)"
-    if kind == "missing":
-        return f"{loc}: required key is missing"
-    if kind == "value_error":
-        return str(err["ctx"]["error"]) if "ctx" in err else err["msg"]
-    if kind == "string_pattern_mismatch":
-        pattern = err.get("ctx", {}).get("pattern", "")
-        expected = (
-            "an id of 1–64 characters from a-z 0-9 _ -"
-            if pattern == IDENT_RE.pattern
-            else "a Bluetooth address like AA:BB:CC:DD:EE:FF"
-            if ":" in pattern
-            else f"a string matching {pattern}"
-        )
-        return f"{loc}: expected {expected} (got {got!r})"
-    if kind in ("enum", "literal_error", "union_tag_invalid"):
-        expected = err.get("ctx", {}).get("expected") or err.get("ctx", {}).get("expected_tags", "")
-        return f"{loc}: expected one of {expected} (got {got!r})"
-    return f"{loc}: {err['msg'].lower()} (got {got!r})"
-
-
-def _format_loc(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in ("serial", "ble"):  # discriminated-union branch names are noise to a reader
-            continue
-        else:
-            out += f".{part}" if out else str(part)
-    return out or "(top level)"

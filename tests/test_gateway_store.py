@@ -177,11 +177,11 @@ def test_rules_file_values(tmp_path: Path, text: str, expected: RulesConfig) -> 
         ("prone: {min_duration_s: -5}\n", "prone.min_duration_s: expected a number ≥ 0 (got -5)"),
         ("prone: {min_duration_s: 7200}\n", "prone.min_duration_s: expected a number ≤ 3600 (got 7200)"),
         ("prone: {min_duration_s: soon}\n", "prone.min_duration_s: expected a number (got 'soon')"),
-        ("prone: {min_duration_s: .nan}\n", "prone.min_duration_s: expected a number (got nan)"),
+        ("prone: {min_duration_s: .nan}\n", "prone.min_duration_s: must be a finite number (got nan)"),
         ("prone: {min_duraton_s: 30}\n", "prone.min_duraton_s: unknown key (check the spelling"),
         ("apnoea: {min_duration_s: 20}\n", "apnoea: unknown key"),
         ("prone: 30\n", "prone: expected a mapping of settings (got 30)"),
-        ("- prone\n", "expected a mapping of rule names (e.g. prone:), got list"),
+        ("- prone\n", "expected a mapping with keys prone"),
         ("prone: {min_duration_s: [\n", "not valid YAML"),
     ],
 )

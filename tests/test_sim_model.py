@@ -52,7 +52,7 @@ OK = [{"at_s": 0, "posture": "supine"}, {"at_s": 5, "posture": "prone"}]
 BAD: list[tuple[str, object, str]] = [
     ("not a mapping", ["a"], "f.yaml: expected a mapping with keys devices, loop_s, seed, faults"),
     ("no devices", {}, "f.yaml: devices: required key is missing"),
-    ("typo", _clip(OK, loops=3), "f.yaml: loops: unknown key (see configs/scenarios/demo.yaml)"),
+    ("typo", _clip(OK, loops=3), "f.yaml: loops: unknown key (check the spelling; see configs/scenarios/demo.yaml)"),
     (
         "typo in step",
         _clip([{"at_s": 0, "postur": "supine"}]),
@@ -92,7 +92,7 @@ BAD: list[tuple[str, object, str]] = [
     (
         "negative fault",
         _clip(OK, faults={"garbage_every": -2}),
-        "f.yaml: faults.garbage_every: input should be greater than or equal to 0 (got -2)",
+        "f.yaml: faults.garbage_every: expected a number ≥ 0 (got -2)",
     ),
 ]
 

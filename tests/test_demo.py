@@ -1,0 +1,71 @@
+"""`nurserywatch demo` as a newcomer runs it: embedded broker, simulator, edge, gateway and dashboard
+in one command; a prone alert appears within the first minute, a click in a real browser
+acknowledges it, and Ctrl-C (SIGINT) stops everything without leaving a process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.browser import chromium_page
+from tests.conftest import free_port, wait_for_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_shows_a_prone_alert_that_a_click_acknowledges(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "demo.log"
+    started = time.time()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nurserywatch", "demo", "--port", str(port), "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_port(port, timeout_s=30)
+        assert f"{base}/" in log.read_text(), "the demo must print the dashboard URL"
+
+        alert = None
+        while alert is None:
+            assert time.time() - started < 60, "no prone alert within the first minute"
+            active = httpx.get(f"{base}/api/alerts", params={"state": "active"}).json()
+            alert = next((a for a in active if a["rule"] == "prone"), None)
+            time.sleep(0.5)
+
+        with chromium_page() as page:
+            page.goto(base + "/")
+            row = page.locator(f'[data-alert-id="{alert["id"]}"]')
+            row.wait_for(state="visible", timeout=5000)
+            row.locator("button.ack").click()
+            deadline = time.time() + 5
+            while not {a["id"]: a for a in httpx.get(f"{base}/api/alerts").json()}[alert["id"]]["acknowledged"]:
+                assert time.time() < deadline, "the click did not acknowledge the alert"
+                time.sleep(0.1)
+            # Still prone: the alert stays active (acknowledged) until the child is turned.
+            row.filter(has_text="確認済み").wait_for(timeout=5000)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            rc = proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the demo did not stop within 15 s of Ctrl-C")
+        print(log.read_text()[-3000:])
+    assert rc == 0
+    with pytest.raises(ProcessLookupError):  # nothing of the demo's process group is left
+        os.killpg(proc.pid, 0)
