@@ -182,7 +182,7 @@ class EdgeAgent:
         """One broker connection: announce, then publish whatever is due until the connection
         drops (MqttError → run_session reconnects) or the agent is cancelled (goodbye first)."""
         self._published.clear()  # a new connection: state is sent again
-        await publish(client, self.edge_topic, self.edge_status(True).to_json(), qos=1, retain=True)
+        await publish(client, self.edge_topic, self.edge_status(True).to_json(), retain=True)
         log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.clips) or "none")
         tasks = {asyncio.create_task(self._publish_forever(client)), asyncio.create_task(_until_lost(client))}
         try:
@@ -205,23 +205,22 @@ class EdgeAgent:
     async def _flush(self, client: aiomqtt.Client) -> None:
         for device_id, status in list(self._online.items()):
             if self._published.get(device_id) != status:
-                await publish(client, status_topic(self.kit.site, device_id), status.to_json(), qos=1, retain=True)
+                await publish(client, status_topic(self.kit.site, device_id), status.to_json(), retain=True)
                 self._published[device_id] = status
         while (message := self.outbox.peek()) is not None:
-            await publish(client, message.topic, message.payload, qos=1)
+            await publish(client, message.topic, message.payload)
             self.outbox.pop(message)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
+        # Runs while the task is being cancelled: plain client.publish, because the
+        # cancellation-safe wrapper would (rightly) stop after the first message.
         now = self.clock.now_ms()
         for device_id in self.clips:
-            await publish(client,
-                status_topic(self.kit.site, device_id),
-                DeviceStatus(ts=now, online=False).to_json(),
-                qos=1,
-                retain=True,
-                timeout=SHUTDOWN_PUBLISH_TIMEOUT_S,
+            offline = DeviceStatus(ts=now, online=False).to_json()
+            await client.publish(
+                status_topic(self.kit.site, device_id), offline, qos=1, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT_S
             )
-        await publish(client,
+        await client.publish(
             self.edge_topic, self.edge_status(False).to_json(), qos=1, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT_S
         )
         log.info("agent %s offline (shutdown)", self.agent_id)

@@ -115,7 +115,6 @@ def edge(
     kit = _kit(config)
     agent_id = _agent(kit, agent)
     from edge.agent import run_edge
-
     from nurserywatch.clock import SystemClock
 
     run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock()))
@@ -148,7 +147,6 @@ def gateway(
     kit = _kit(config)
     from gateway.config import RulesError, load_rules
     from gateway.service import run_gateway
-
     from nurserywatch.clock import SystemClock
 
     try:
@@ -200,7 +198,6 @@ def demo(
     kit = _kit(config)
     from firmware_sim.scenario import ScenarioError, load_scenario
     from gateway.config import RulesError, load_rules
-
     from nurserywatch.demo import check_port_free, run_demo
 
     try:
