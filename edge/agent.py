@@ -2,11 +2,13 @@
 
     await run_edge(kit, agent_id, broker, clock)     # until cancelled
 
-For each ``posture_clip`` of this agent with a serial transport it reads the port (reconnecting
-with backoff), and once per second per clip publishes ``reading/{device}/posture`` (QoS 1) from the
-latest sample. Retained state: ``edge/{agent}`` online on every connect, offline on shutdown, and
-the broker sends the last will ``{"online": false}`` if the agent dies; ``status/{device}``
-online/offline as its port opens and disappears (offline on shutdown: nobody watches it then).
+For each device of this agent whose kind has a channel (edge/channels.py) and a serial
+transport it reads the port (reconnecting with backoff; polling request/response devices), and
+once per second per device publishes what the channel produced on
+``reading/{device}/{stream}`` (QoS 1). Retained state: ``edge/{agent}`` online on every connect,
+offline on shutdown, and the broker sends the last will ``{"online": false}`` if the agent dies;
+``status/{device}`` online/offline as its port opens and disappears (offline on shutdown: nobody
+watches it then).
 
 Bad serial input is counted per device and logged at most every 10 s per device.
 
@@ -26,7 +28,8 @@ from dataclasses import dataclass
 
 import aiomqtt
 
-from edge.clip_channel import ClipChannel
+from edge.channel import Channel
+from edge.channels import make_channel
 from edge.outbox import Message, Outbox
 from edge.reject_log import RejectLog
 from edge.serial_port import read_serial
@@ -35,12 +38,11 @@ from nurserywatch.clock import Clock
 from nurserywatch.contract import (
     DeviceStatus,
     EdgeStatus,
-    Stream,
     edge_topic,
     reading_topic,
     status_topic,
 )
-from nurserywatch.kit import DeviceKind, Kit, SerialTransport
+from nurserywatch.kit import Kit, SerialTransport
 from nurserywatch.mqtt import BrokerURL, publish, run_session
 
 log = logging.getLogger(__name__)
@@ -58,10 +60,10 @@ async def run_edge(kit: Kit, agent_id: str, broker: BrokerURL, clock: Clock) -> 
 
 
 @dataclass
-class _Clip:
+class _SerialDevice:
     port: str
     baud: int
-    channel: ClipChannel
+    channel: Channel
 
 
 class EdgeAgent:
@@ -70,11 +72,15 @@ class EdgeAgent:
             known = ", ".join(a.id for a in kit.agents)
             raise ValueError(f"agent {agent_id!r} is not in the kit of site {kit.site!r} (known agents: {known})")
         self.kit, self.agent_id, self.broker, self.clock = kit, agent_id, broker, clock
-        self.clips: dict[str, _Clip] = {}
+        #: Every device this agent reads, by id; serial ones also have a port to open.
+        self.channels: dict[str, Channel] = {}
+        self.serial: dict[str, _SerialDevice] = {}
         for device in kit.devices_of_agent(agent_id):
-            if device.kind is DeviceKind.POSTURE_CLIP and isinstance(device.transport, SerialTransport):
-                self.clips[device.id] = _Clip(
-                    kit.resolve_port(device.transport.port), device.transport.baud, ClipChannel(device.id)
+            channel = make_channel(device)
+            if channel is not None and isinstance(device.transport, SerialTransport):
+                self.channels[device.id] = channel
+                self.serial[device.id] = _SerialDevice(
+                    kit.resolve_port(device.transport.port), device.transport.baud, channel
                 )
             else:
                 log.warning(
@@ -83,11 +89,11 @@ class EdgeAgent:
                     device.kind.value,
                     device.transport.type,
                 )
-        if not self.clips:
+        if not self.channels:
             log.warning("agent %s has no device it can read; publishing its status only", agent_id)
         # Device state as the ports report it, and what the broker last got from us.
         now = clock.now_ms()
-        self._online = {d: DeviceStatus(ts=now, online=False) for d in self.clips}
+        self._online = {d: DeviceStatus(ts=now, online=False) for d in self.channels}
         self._published: dict[str, DeviceStatus] = {}
         self.outbox = Outbox()
         self._reject_log = RejectLog()
@@ -98,36 +104,35 @@ class EdgeAgent:
         return edge_topic(self.kit.site, self.agent_id)
 
     def edge_status(self, online: bool) -> EdgeStatus:
-        return EdgeStatus(ts=self.clock.now_ms(), online=online, version=__version__, devices=list(self.clips))
+        return EdgeStatus(ts=self.clock.now_ms(), online=online, version=__version__, devices=list(self.channels))
+
+    def _status(self, device_id: str, online: bool) -> DeviceStatus:
+        battery = self.channels[device_id].battery_pct()
+        return DeviceStatus(ts=self.clock.now_ms(), online=online, battery_pct=battery)
 
     async def run(self) -> None:
         will = aiomqtt.Will(self.edge_topic, WILL_PAYLOAD, qos=1, retain=True)
         identifier = f"nw-edge-{self.kit.site}-{self.agent_id}"
         try:
             async with asyncio.TaskGroup() as tg:
-                for device_id, clip in self.clips.items():
+                for device_id, dev in self.serial.items():
                     tg.create_task(
                         read_serial(
-                            clip.port,
-                            clip.baud,
-                            self._on_data(clip.channel),
+                            dev.port,
+                            dev.baud,
+                            self._on_data(dev.channel),
                             on_state=self._on_port(device_id),
                             label=device_id,
+                            request=dev.channel.request,
+                            poll_interval_s=dev.channel.poll_interval_s,
                         ),
                         name=f"serial-{device_id}",
                     )
                 tg.create_task(self._tick(), name="edge-tick")
                 tg.create_task(run_session(self.broker, identifier, self._session, will=will), name="edge-mqtt")
         finally:
-            for device_id, clip in self.clips.items():
-                ch = clip.channel
-                log.info(
-                    "%s: stopped; %d sentences decoded, rejected %s, %d lost by seq gaps",
-                    device_id,
-                    ch.decoder.accepted,
-                    dict(ch.problems()) or "none",
-                    ch.lost,
-                )
+            for device_id, channel in self.channels.items():
+                log.info("%s: stopped; rejected %s", device_id, dict(channel.problems()) or "none")
             if self.outbox.dropped or len(self.outbox):
                 log.warning(
                     "%d readings dropped by the full queue, %d unsent at shutdown (no store-and-forward yet)",
@@ -137,7 +142,7 @@ class EdgeAgent:
 
     # -- serial side
 
-    def _on_data(self, channel: ClipChannel) -> Callable[[bytes], None]:
+    def _on_data(self, channel: Channel) -> Callable[[bytes], None]:
         def on_data(data: bytes) -> None:
             channel.on_bytes(data, self.clock.now_ms())
 
@@ -146,8 +151,8 @@ class EdgeAgent:
     def _on_port(self, device_id: str) -> Callable[[bool], None]:
         def on_port(online: bool) -> None:
             if online:
-                self.clips[device_id].channel.port_opened()
-            self._online[device_id] = DeviceStatus(ts=self.clock.now_ms(), online=online)
+                self.channels[device_id].port_opened()
+            self._online[device_id] = self._status(device_id, online)
             self.outbox.ready.set()
 
         return on_port
@@ -159,13 +164,16 @@ class EdgeAgent:
             due += READING_INTERVAL_S
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = max(due, loop.time() - READING_INTERVAL_S)  # after a stall, do not burst
-            for device_id, clip in self.clips.items():
-                reading = clip.channel.reading()
-                if reading is not None:
-                    topic = reading_topic(self.kit.site, device_id, Stream.POSTURE)
-                    self.outbox.put(Message(topic, reading.to_json()))
+            now = self.clock.now_ms()
+            for device_id, channel in self.channels.items():
+                for stream, reading in channel.readings(now):
+                    topic = reading_topic(self.kit.site, device_id, stream)
+                    self.outbox.put(Message(topic, reading.model_dump_json().encode()))
+                battery = channel.battery_pct()
+                if battery is not None and battery != self._online[device_id].battery_pct:
+                    self._online[device_id] = self._status(device_id, self._online[device_id].online)
                 summary = self._reject_log.summary(
-                    device_id, clip.channel.problems(), clip.channel.decoder.last_rejection, loop.time()
+                    device_id, channel.problems(), channel.last_problem(), loop.time()
                 )
                 if summary:
                     log.warning("%s", summary)
@@ -183,7 +191,7 @@ class EdgeAgent:
         drops (MqttError → run_session reconnects) or the agent is cancelled (goodbye first)."""
         self._published.clear()  # a new connection: state is sent again
         await publish(client, self.edge_topic, self.edge_status(True).to_json(), retain=True)
-        log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.clips) or "none")
+        log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.channels) or "none")
         tasks = {asyncio.create_task(self._publish_forever(client)), asyncio.create_task(_until_lost(client))}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -215,7 +223,7 @@ class EdgeAgent:
         # Runs while the task is being cancelled: plain client.publish, because the
         # cancellation-safe wrapper would (rightly) stop after the first message.
         now = self.clock.now_ms()
-        for device_id in self.clips:
+        for device_id in self.channels:
             offline = DeviceStatus(ts=now, online=False).to_json()
             await client.publish(
                 status_topic(self.kit.site, device_id), offline, qos=1, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT_S

@@ -1,4 +1,5 @@
-"""One posture clip's data path, sans I/O: bytes in, at most one PostureReading per tick out.
+"""One posture clip's data path (a Channel, edge/channel.py), sans I/O: bytes in, at most one
+PostureReading per tick out.
 
 The shell (agent.py) feeds every chunk read from the port with the clock time it arrived, and asks
 for a reading once per second; a reading is produced only if a new sample arrived since the last
@@ -9,14 +10,17 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pydantic import BaseModel
+
+from edge.channel import SEQ_MODULO
 from edge.nmea import ImuSample, NmeaDecoder
 from edge.posture import classify_posture
-from nurserywatch.contract import PostureReading
-
-SEQ_MODULO = 65536
+from nurserywatch.contract import PostureReading, Stream
 
 
 class ClipChannel:
+    poll_interval_s: float | None = None  # the clip streams on its own
+
     def __init__(self, device_id: str) -> None:
         self.device_id = device_id
         self.decoder = NmeaDecoder()
@@ -27,6 +31,20 @@ class ClipChannel:
         self._latest: ImuSample | None = None
         self._latest_ts = 0
         self._fresh = False
+
+    def request(self) -> bytes | None:
+        return None
+
+    def battery_pct(self) -> float | None:
+        return None
+
+    def last_problem(self) -> str | None:
+        last = self.decoder.last_rejection
+        return None if last is None else str(last)
+
+    def readings(self, now_ms: int) -> list[tuple[Stream, BaseModel]]:
+        reading = self.reading()
+        return [(Stream.POSTURE, reading)] if reading is not None else []
 
     def port_opened(self) -> None:
         self.decoder.reset()

@@ -2,6 +2,9 @@
 
     await read_serial(port, baud, on_data, on_state=..., label="clip-01")   # until cancelled
 
+Request/response devices (MH-Z19B, Senseair S8) pass ``request`` and ``poll_interval_s``: the
+request bytes are written on open and then every ``poll_interval_s`` while the port is open.
+
 The port is read through the event loop (``loop.add_reader`` on the port's fd, no thread), so
 cancellation is immediate. When the port cannot be opened or disappears (USB unplugged, simulator
 stopped) it is retried with capped exponential backoff; this never raises for port trouble. The
@@ -11,6 +14,7 @@ input buffer is flushed on open: bytes queued before we listened are stale.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable
@@ -27,6 +31,8 @@ async def read_serial(
     *,
     on_state: Callable[[bool], None] | None = None,
     label: str | None = None,
+    request: Callable[[], bytes | None] | None = None,
+    poll_interval_s: float | None = None,
     min_backoff_s: float = 0.1,
     max_backoff_s: float = 5.0,
 ) -> None:
@@ -52,7 +58,18 @@ async def read_serial(
             backoff = min_backoff_s
             if on_state:
                 on_state(True)
-            reason = await _pump(ser.fileno(), on_data, name)
+            poller = (
+                asyncio.create_task(_poll(ser.fileno(), request, poll_interval_s, name))
+                if request is not None and poll_interval_s
+                else None
+            )
+            try:
+                reason = await _pump(ser.fileno(), on_data, name)
+            finally:
+                if poller is not None:
+                    poller.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poller
         finally:
             ser.close()
         log.warning("%s: %s disappeared (%s); reconnecting", name, port, reason)
@@ -89,6 +106,22 @@ async def _pump(fd: int, on_data: Callable[[bytes], None], name: str) -> str:
         return await gone
     finally:
         loop.remove_reader(fd)
+
+
+async def _poll(fd: int, request: Callable[[], bytes | None], interval_s: float, name: str) -> None:
+    """Write the device's request now and every ``interval_s``; a failed write is logged, and the
+    reader notices a port that is really gone."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        data = request()
+        if data:
+            try:
+                os.write(fd, data)
+            except OSError as exc:
+                log.warning("%s: cannot write request (%s)", name, _short(exc))
+        due += interval_s
+        await asyncio.sleep(max(0.0, due - loop.time()))
 
 
 def _short(exc: BaseException) -> str:

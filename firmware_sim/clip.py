@@ -17,7 +17,10 @@ import random
 from collections.abc import Sequence
 from enum import StrEnum
 
+from pydantic import BaseModel, ConfigDict
+
 from firmware_sim.nmea import encode_imu
+from firmware_sim.scenario import DeviceScenario, SimContext, validate_steps
 
 
 class SimPosture(StrEnum):
@@ -79,9 +82,11 @@ class PostureClip:
         gx, gy, gz = GRAVITY_MG[posture]
         return (self._noisy(gx), self._noisy(gy), self._noisy(gz))
 
-    def sentence(self, index: int) -> bytes:
+    def output(self, index: int) -> bytes:
         """The ``index``-th sentence since the start (seq = index mod 65536)."""
         return encode_imu(index, *self.accel_at(index / self.rate_hz))
+
+    sentence = output
 
     def _noisy(self, value: int) -> int:
         return _clamp(round(value + self._rng.gauss(0.0, self._noise)))
@@ -100,3 +105,21 @@ class PostureClip:
 
 def _clamp(value: int) -> int:
     return max(-FULL_SCALE_MG, min(FULL_SCALE_MG, value))
+
+
+class ClipStep(BaseModel):
+    """A clip's timeline step in a scenario: ``{at_s: 5, posture: prone}``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    at_s: float
+    posture: SimPosture
+
+
+DEFAULT_RATE_HZ = 10.0
+
+
+def make_clip(spec: DeviceScenario, ctx: SimContext) -> PostureClip:
+    steps = validate_steps(spec, ClipStep, ctx)
+    return PostureClip(
+        [(s.at_s, s.posture) for s in steps], rate_hz=spec.rate_hz or DEFAULT_RATE_HZ, loop_s=ctx.loop_s, seed=ctx.seed
+    )

@@ -74,6 +74,15 @@ class PtyDevice:
             self.dropped_writes += 1
         return n
 
+    def read(self, max_bytes: int = 4096) -> bytes:
+        """What the reader of the port has written (requests to a responding device); b"" if none."""
+        if self._master is None:
+            raise ValueError(f"{self.link}: device is closed")
+        try:
+            return os.read(self._master, max_bytes)
+        except OSError:  # BlockingIOError: nothing yet; EIO: nobody has the port open
+            return b""
+
     def close(self) -> None:
         """Close the pty and remove the symlink if it still points at this device."""
         if self._master is None:

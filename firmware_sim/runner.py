@@ -15,27 +15,18 @@ import contextlib
 import logging
 import random
 from dataclasses import dataclass
-from typing import Protocol
 
-from firmware_sim.clip import PostureClip
+from firmware_sim.devices import SIM_MODELS, RespondingModel, SimModel, StreamingModel
 from firmware_sim.nmea import corrupt_checksum
 from firmware_sim.pty_device import PtyDevice
-from firmware_sim.scenario import ClipScenario, Faults, Scenario, ScenarioError
-from nurserywatch.kit import Device, DeviceKind, Kit, SerialTransport
+from firmware_sim.scenario import Faults, Scenario, ScenarioError, SimContext
+from nurserywatch.kit import Device, Kit, SerialTransport
 
 log = logging.getLogger(__name__)
 
 #: A device that fell further behind than this (machine suspended, loop blocked) skips ahead
 #: instead of bursting the backlog; the edge then sees a seq gap, as with real lost data.
 MAX_LAG_S = 1.0
-
-
-class DeviceModel(Protocol):
-    """What the runner needs from a device model: sentence ``index`` is due at index / rate_hz."""
-
-    rate_hz: float
-
-    def sentence(self, index: int) -> bytes: ...
 
 
 class FaultInjector:
@@ -67,40 +58,36 @@ class FaultInjector:
 class _SimDevice:
     device: Device
     port: str
-    model: DeviceModel
+    model: SimModel
     faults: FaultInjector
 
 
 def plan(kit: Kit, scenario: Scenario) -> list[_SimDevice]:
-    """Match the scenario's devices to the kit; raises ScenarioError for a mismatch."""
+    """Match the scenario's devices to the kit and build their models; raises ScenarioError for a
+    mismatch or a timeline that does not fit the device's kind."""
     planned: list[_SimDevice] = []
     known = ", ".join(d.id for d in kit.devices) or "none"
     for device_id, spec in scenario.devices.items():
         device = kit.device(device_id)
+        where = f"{scenario.source}: devices.{device_id}"
         if device is None:
-            raise ScenarioError(f"devices.{device_id}: not a device of kit {kit.site!r} (known: {known})")
+            raise ScenarioError(f"{where}: not a device of kit {kit.site!r} (known: {known})")
+        factory = SIM_MODELS.get(device.kind)
+        if factory is None:
+            raise ScenarioError(f"{where}: the simulator cannot play a {device.kind.value} yet")
         if not isinstance(device.transport, SerialTransport):
             log.warning("%s: %s transport is not simulated yet; skipping", device_id, device.transport.type)
             continue
+        ctx = SimContext(device, scenario.loop_s, f"{scenario.seed}:{device_id}", scenario.base_dir, where)
         planned.append(
             _SimDevice(
                 device=device,
                 port=kit.resolve_port(device.transport.port),
-                model=_model(device, spec, scenario),
+                model=factory(spec, ctx),
                 faults=FaultInjector(scenario.faults, seed=f"{scenario.seed}:{device_id}:faults"),
             )
         )
     return planned
-
-
-def _model(device: Device, spec: ClipScenario, scenario: Scenario) -> DeviceModel:
-    if device.kind is DeviceKind.POSTURE_CLIP:
-        return PostureClip(
-            spec.steps(), rate_hz=spec.rate_hz, loop_s=scenario.loop_s, seed=f"{scenario.seed}:{device.id}"
-        )
-    raise ScenarioError(
-        f"devices.{device.id}: the scenario describes a posture clip but the kit says {device.kind.value}"
-    )
 
 
 async def run_sim(kit: Kit, scenario: Scenario, *, duration_s: float | None = None) -> None:
@@ -119,7 +106,10 @@ async def run_sim(kit: Kit, scenario: Scenario, *, duration_s: float | None = No
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(duration_s), asyncio.TaskGroup() as tg:
                 for sim, pty in zip(planned, ptys, strict=True):
-                    tg.create_task(_drive(sim, pty, start), name=f"sim-{sim.device.id}")
+                    if isinstance(sim.model, StreamingModel):
+                        tg.create_task(_drive(sim, sim.model, pty, start), name=f"sim-{sim.device.id}")
+                    else:
+                        tg.create_task(_answer(sim, sim.model, pty, start), name=f"sim-{sim.device.id}")
     finally:
         for sim, pty in zip(planned, ptys, strict=False):
             pty.close()
@@ -134,9 +124,9 @@ async def run_sim(kit: Kit, scenario: Scenario, *, duration_s: float | None = No
             )
 
 
-async def _drive(sim: _SimDevice, pty: PtyDevice, start: float) -> None:
+async def _drive(sim: _SimDevice, model: StreamingModel, pty: PtyDevice, start: float) -> None:
     loop = asyncio.get_running_loop()
-    rate = sim.model.rate_hz
+    rate = model.rate_hz
     index = 0
     dropping = False
     while True:
@@ -148,7 +138,7 @@ async def _drive(sim: _SimDevice, pty: PtyDevice, start: float) -> None:
             behind = int((now - start) * rate) - index
             log.warning("%s: %.1f s behind schedule; skipping %d sentences", sim.device.id, now - due, behind)
             index += behind
-        data = sim.faults.apply(index, sim.model.sentence(index))
+        data = sim.faults.apply(index, model.output(index))
         written = pty.write(data)
         if written < len(data) and not dropping:
             log.warning("%s: the reader of %s is not keeping up; dropping output", sim.device.id, sim.port)
@@ -156,3 +146,23 @@ async def _drive(sim: _SimDevice, pty: PtyDevice, start: float) -> None:
             log.info("%s: the reader of %s caught up", sim.device.id, sim.port)
         dropping = written < len(data)
         index += 1
+
+
+#: How often a responding device looks for a request. Real sensors answer within ~10–50 ms.
+REQUEST_POLL_S = 0.01
+
+
+async def _answer(sim: _SimDevice, model: RespondingModel, pty: PtyDevice, start: float) -> None:
+    # Polled rather than loop.add_reader: with no reader on the other end a pty master reports
+    # "readable" (EIO) forever, which would spin the event loop.
+    loop = asyncio.get_running_loop()
+    answered = 0
+    while True:
+        await asyncio.sleep(REQUEST_POLL_S)
+        request = pty.read()
+        if not request:
+            continue
+        reply = model.respond(request, loop.time() - start)
+        if reply:
+            pty.write(sim.faults.apply(answered, reply))
+            answered += 1

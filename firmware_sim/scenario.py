@@ -13,18 +13,23 @@ Example (configs/scenarios/demo.yaml)::
     seed: 0                      # optional: noise seed (per device it is combined with the id)
     faults: {bad_checksum_every: 0, garbage_every: 0}   # optional: every n-th sentence is faulty
 
-Postures: supine, prone, left, right, upright, moving (random, far from 1 g).
+Timeline steps carry kind-specific fields (a clip: ``posture``; see each model in
+firmware_sim/devices.py); they are checked against the kit's device kind when the scenario is
+planned (firmware_sim/runner.py).
 """
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from firmware_sim.clip import SimPosture
-from nurserywatch.yaml_files import load_yaml_model, validate_document
+from nurserywatch.kit import Device
+from nurserywatch.yaml_files import describe_validation_error, load_yaml_model, validate_document
 
 Ident = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 
@@ -37,19 +42,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-class TimelineStep(_Strict):
+class Step(BaseModel):
+    """One timeline step: ``at_s`` plus fields that depend on the device kind (validated by the
+    device's model with validate_steps, once the kit says what the device is)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     at_s: Annotated[float, Field(ge=0)]
-    posture: SimPosture
+
+    def fields(self) -> dict[str, Any]:
+        return {"at_s": self.at_s, **(self.model_extra or {})}
 
 
-class ClipScenario(_Strict):
-    """A posture clip (kit kind ``posture_clip``)."""
+class DeviceScenario(_Strict):
+    """What one simulated device does. ``rate_hz`` and ``options`` are read by its model."""
 
-    rate_hz: Annotated[float, Field(gt=0, le=1000)] = 10.0
-    timeline: Annotated[list[TimelineStep], Field(min_length=1)]
+    rate_hz: Annotated[float, Field(gt=0, le=1000)] | None = None
+    timeline: Annotated[list[Step], Field(min_length=1)]
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _check_timeline(self) -> ClipScenario:
+    def _check_timeline(self) -> DeviceScenario:
         if self.timeline[0].at_s != 0:
             raise ValueError("timeline[0].at_s: the first step must be at 0 s")
         for i in range(1, len(self.timeline)):
@@ -60,8 +72,58 @@ class ClipScenario(_Strict):
                 )
         return self
 
-    def steps(self) -> list[tuple[float, SimPosture]]:
-        return [(s.at_s, s.posture) for s in self.timeline]
+
+@dataclass(frozen=True)
+class SimContext:
+    """What a device model may know besides its own scenario entry."""
+
+    device: Device
+    loop_s: float | None
+    #: Per-device noise seed (scenario seed combined with the device id).
+    seed: str
+    #: The scenario file's folder, for data files named in options (None: current folder).
+    base_dir: Path | None
+    #: Where error messages should say the problem is, e.g. "demo.yaml: devices.mat-01".
+    where: str
+
+
+S = TypeVar("S", bound=BaseModel)
+
+
+def validate_steps(spec: DeviceScenario, model: type[S], ctx: SimContext) -> list[S]:
+    """The timeline as ``model`` instances (a pydantic model with ``at_s`` and extra="forbid")."""
+    steps = []
+    for i, step in enumerate(spec.timeline):
+        try:
+            steps.append(model.model_validate(step.fields()))
+        except ValidationError as exc:
+            detail = describe_validation_error(exc, "configs/scenarios/")
+            raise ScenarioError(f"{ctx.where}.timeline[{i}].{detail}") from None
+    return steps
+
+
+def validate_options(spec: DeviceScenario, model: type[S], ctx: SimContext) -> S:
+    try:
+        return model.model_validate(spec.options)
+    except ValidationError as exc:
+        detail = describe_validation_error(exc, "configs/scenarios/")
+        raise ScenarioError(f"{ctx.where}.options.{detail}") from None
+
+
+class _HasAt(Protocol):
+    @property
+    def at_s(self) -> float: ...
+
+
+A = TypeVar("A", bound=_HasAt)
+
+
+def step_at(steps: Sequence[A], t_s: float, loop_s: float | None) -> A:
+    """The step in force at ``t_s`` seconds after the start (timelines restart every loop_s)."""
+    if loop_s is not None:
+        t_s %= loop_s
+    starts = [s.at_s for s in steps]
+    return steps[max(0, bisect.bisect_right(starts, t_s) - 1)]
 
 
 class Faults(_Strict):
@@ -72,10 +134,20 @@ class Faults(_Strict):
 
 
 class Scenario(_Strict):
-    devices: Annotated[dict[Ident, ClipScenario], Field(min_length=1)]
+    devices: Annotated[dict[Ident, DeviceScenario], Field(min_length=1)]
     loop_s: Annotated[float, Field(gt=0)] | None = None
     seed: int = 0
     faults: Faults = Faults()
+    _source: str = PrivateAttr(default="<scenario>")
+    _base_dir: Path | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    @property
+    def base_dir(self) -> Path | None:
+        return self._base_dir
 
     @model_validator(mode="after")
     def _check_loop(self) -> Scenario:
@@ -92,8 +164,14 @@ class Scenario(_Strict):
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file. Raises ScenarioError with one readable message."""
-    return load_yaml_model(path, Scenario, ScenarioError, example="configs/scenarios/demo.yaml")
+    scenario = load_yaml_model(path, Scenario, ScenarioError, example="configs/scenarios/demo.yaml")
+    scenario._source = str(path)
+    scenario._base_dir = Path(path).resolve().parent
+    return scenario
 
 
-def parse_scenario(data: object, *, source: str = "<scenario>") -> Scenario:
-    return validate_document(data, Scenario, ScenarioError, source=source, example="configs/scenarios/demo.yaml")
+def parse_scenario(data: object, *, source: str = "<scenario>", base_dir: Path | None = None) -> Scenario:
+    scenario = validate_document(data, Scenario, ScenarioError, source=source, example="configs/scenarios/demo.yaml")
+    scenario._source = source
+    scenario._base_dir = base_dir
+    return scenario

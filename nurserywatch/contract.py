@@ -233,6 +233,9 @@ class EdgeStatus(_Payload):
     online: bool
     version: str | None = None
     devices: list[Ident] = Field(default_factory=list)
+    #: False while the agent's wall clock is not yet plausible (no RTC, no NTP sync yet): it then
+    #: holds readings instead of publishing wrong timestamps. None: not reported.
+    clock_ok: bool | None = None
 
 
 class Severity(StrEnum):

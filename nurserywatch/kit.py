@@ -56,6 +56,8 @@ class SerialTransport(_Strict):
 class BleTransport(_Strict):
     type: Literal["ble"]
     address: Annotated[str, Field(pattern=r"^([0-9A-Fa-f]{2}:){5}[0-9A-Fa-f]{2}$")]
+    #: BTHome encryption key (AES-CCM, 16 bytes as 32 hex digits), for encrypted advertisements.
+    bindkey: Annotated[str, Field(pattern=r"^[0-9A-Fa-f]{32}$")] | None = None
 
 
 Transport = Annotated[SerialTransport | BleTransport, Field(discriminator="type")]
@@ -66,8 +68,19 @@ class Room(_Strict):
     name: str
 
 
+class SpoolConfig(_Strict):
+    """The edge's on-disk store-and-forward queue: where, and how much to keep while the broker is
+    unreachable. At either bound the oldest readings are dropped (and counted)."""
+
+    #: Relative paths are taken relative to the kit file's folder.
+    path: Annotated[str, Field(min_length=1)] = "nurserywatch-spool.sqlite3"
+    max_bytes: Annotated[int, Field(ge=1 << 20)] = 256 << 20
+    max_age_s: Annotated[int, Field(ge=60)] = 7 * 24 * 3600
+
+
 class Agent(_Strict):
     id: Ident
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
 
 
 class Child(_Strict):
@@ -131,8 +144,11 @@ class Kit(_Strict):
     def devices_of_agent(self, agent_id: str) -> list[Device]:
         return [d for d in self.devices if d.agent == agent_id]
 
+    def agent(self, agent_id: str) -> Agent | None:
+        return next((a for a in self.agents if a.id == agent_id), None)
+
     def resolve_port(self, port: str) -> str:
-        """Relative serial port paths are taken relative to the kit file's folder."""
+        """Relative paths (serial ports, spool files) are taken relative to the kit file's folder."""
         p = Path(port)
         if p.is_absolute() or self._base_dir is None:
             return str(p)

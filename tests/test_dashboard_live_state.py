@@ -183,7 +183,12 @@ CASES: list[tuple[str, list[tuple[str, bytes]], list[Event], dict[str, int], lis
     (
         "edge last will",
         [(f"{ROOT}/edge/pi-1", b'{"online": false}')],
-        [ev(EventKind.EDGE_STATUS, {"agent": "pi-1", "ts": None, "online": False, "version": None, "devices": []})],
+        [
+            ev(
+                EventKind.EDGE_STATUS,
+                {"agent": "pi-1", "ts": None, "online": False, "version": None, "devices": [], "clock_ok": None},
+            )
+        ],
         {},
         [],
     ),

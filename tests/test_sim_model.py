@@ -99,8 +99,10 @@ BAD: list[tuple[str, object, str]] = [
 
 @pytest.mark.parametrize(("data", "message"), [(d, m) for _, d, m in BAD], ids=[i for i, _, _ in BAD])
 def test_scenario_errors_name_file_and_field(data: object, message: str) -> None:
+    # Kind-specific steps are checked when the scenario meets the kit (plan), the rest on load.
+    kit = load_kit(REPO / "configs/kit.example.yaml")
     with pytest.raises(ScenarioError) as info:
-        parse_scenario(data, source="f.yaml")
+        plan(kit, parse_scenario(data, source="f.yaml"))
     assert str(info.value).startswith(message)
 
 

@@ -1,0 +1,20 @@
+"""Which Channel class reads which kind of device. One line per kind; the agent and `doctor` both
+build channels from here, so they decode the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from edge.channel import Channel
+from edge.clip_channel import ClipChannel
+from nurserywatch.kit import Device, DeviceKind
+
+CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
+    DeviceKind.POSTURE_CLIP: lambda device: ClipChannel(device.id),
+}
+
+
+def make_channel(device: Device) -> Channel | None:
+    """The channel for ``device``, or None if this edge version cannot read its kind."""
+    factory = CHANNELS.get(device.kind)
+    return factory(device) if factory is not None else None
