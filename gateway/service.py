@@ -44,7 +44,7 @@ from nurserywatch.contract import (
     parse_topic,
     subscription,
 )
-from nurserywatch.kit import Kit
+from nurserywatch.kit import STREAMS_BY_KIND, Kit
 from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ class GatewayStats:
     alerts_published: int = 0
     #: Retained alert messages cleared because the book no longer holds them (restart reconciliation).
     stale_retained_cleared: int = 0
-    #: Input not used, by reason: bad_topic, unknown_device, unknown_agent, unknown_alert, bad_json,
+    #: Input not used, by reason: bad_topic, unknown_device, unexpected_stream, unknown_agent, unknown_alert, bad_json,
     #: invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error.
     rejected: Counter[str] = field(default_factory=Counter)
 
@@ -101,6 +101,7 @@ class Gateway:
         self.prone = ProneRule(rules.prone)
         # Lookups built once: every reading needs its device's subject, every edge status its agent.
         self._subjects = {d.id: Subject.of_device(kit, d.id) for d in kit.devices}
+        self._kinds = {d.id: d.kind for d in kit.devices}
         self._agents = frozenset(a.id for a in kit.agents)
         self.edges_online: dict[str, bool] = {}
         self._log = _RateLimitedLog()
@@ -193,6 +194,10 @@ class Gateway:
         subject = self._subjects.get(device)
         if subject is None:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
+            return []
+        kind = self._kinds[device]
+        if stream not in STREAMS_BY_KIND[kind]:
+            self._reject("unexpected_stream", f"{topic}: a {kind.value} does not publish {stream.value} readings")
             return []
         try:
             reading = parse_reading(stream, payload)

@@ -11,7 +11,7 @@ from typing import Annotated, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from nurserywatch.contract import IDENT_RE
+from nurserywatch.contract import IDENT_RE, Stream
 from nurserywatch.yaml_files import load_yaml_model
 
 Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
@@ -30,6 +30,17 @@ class DeviceKind(StrEnum):
     MHZ19B = "mhz19b"
     SENSEAIR_S8 = "senseair_s8"
 
+
+#: The reading streams each kind of device may publish (the gateway rejects anything else).
+STREAMS_BY_KIND: dict[DeviceKind, frozenset[Stream]] = {
+    DeviceKind.NAP_MAT: frozenset({Stream.BREATHING, Stream.WAVEFORM}),
+    DeviceKind.POSTURE_CLIP: frozenset({Stream.POSTURE}),
+    DeviceKind.THERMOMETER: frozenset({Stream.BODY_TEMP}),
+    DeviceKind.AIR_BLE: frozenset({Stream.AIR}),
+    DeviceKind.PMS5003: frozenset({Stream.AIR}),
+    DeviceKind.MHZ19B: frozenset({Stream.AIR}),
+    DeviceKind.SENSEAIR_S8: frozenset({Stream.AIR}),
+}
 
 #: Devices that watch one child and must therefore be bound to one.
 CHILD_DEVICES = frozenset({DeviceKind.NAP_MAT, DeviceKind.POSTURE_CLIP, DeviceKind.THERMOMETER})

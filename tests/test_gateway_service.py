@@ -175,6 +175,7 @@ async def test_prone_alert_lifecycle_over_mqtt(mosquitto: BrokerURL, tmp_path: P
         await pub.publish(posture_topic, b'{"pad": "' + b"x" * 70_000 + b'"}', qos=1)
         await pub.publish(reading_topic(site, "ghost", "posture"), posture(1, T0, Position.PRONE), qos=1)
         await pub.publish(f"{site_root(site)}/reading/clip-01/bogus", posture(1, T0, Position.PRONE), qos=1)
+        await pub.publish(reading_topic(site, "clip-01", "breathing"), b'{"ts": 1, "seq": 1, "rate_bpm": 30}', qos=1)
         await pub.publish(posture_topic, posture(99, T0 + 20_000, Position.SUPINE), qos=1)  # older: stale
         await pub.publish(ack_topic(site), AckCommand(alert_id="prone-nope", by="hoikushi-1").to_json(), qos=1)
         await pub.publish(ack_topic(site), b'{"alert_id": "Bad Id!", "by": "x"}', qos=1)
@@ -185,6 +186,7 @@ async def test_prone_alert_lifecycle_over_mqtt(mosquitto: BrokerURL, tmp_path: P
             bad_utf8=1,
             too_large=1,
             unknown_device=1,
+            unexpected_stream=1,
             bad_topic=1,
             stale=1,
             unknown_alert=1,
