@@ -12,9 +12,11 @@ watches it then).
 
 Bad serial input is counted per device and logged at most every 10 s per device.
 
-Skeleton limitation: readings wait for the broker in a bounded in-memory queue (edge/outbox.py);
-if the queue fills during a long outage the oldest are dropped, and whatever is queued is lost when
-the agent stops. Store-and-forward on disk is the next issue.
+Store and forward: every reading goes through the on-disk spool (edge/spool.py, bounded by the
+agent's ``spool`` settings in the kit) and is deleted only after the broker acknowledged it, so a
+broker outage or an agent restart loses nothing and a kill -9 at most the last second. Clock sanity
+(edge/clock_sanity.py): sensor data is stamped with a steady timebase, and readings are held in
+memory while the wall clock is not plausible (``clock_ok: false`` in the agent's status).
 """
 
 from __future__ import annotations
@@ -23,21 +25,27 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiomqtt
+from pydantic import BaseModel
 
 from edge.channel import Channel
 from edge.channels import make_channel
-from edge.outbox import Message, Outbox
+from edge.clock_probe import clock_synchronised
+from edge.clock_sanity import ClockSanity
 from edge.reject_log import RejectLog
 from edge.serial_port import read_serial
-from nurserywatch import __version__
+from edge.spool import Spool
+from nurserywatch import BUILD_DATE_MS, __version__
 from nurserywatch.clock import Clock
 from nurserywatch.contract import (
     DeviceStatus,
     EdgeStatus,
+    Stream,
     edge_topic,
     reading_topic,
     status_topic,
@@ -54,9 +62,26 @@ SHUTDOWN_PUBLISH_TIMEOUT_S = 2.0
 WILL_PAYLOAD = json.dumps({"online": False}).encode()
 
 
-async def run_edge(kit: Kit, agent_id: str, broker: BrokerURL, clock: Clock) -> None:
-    """Run the edge agent ``agent_id`` of ``kit`` until cancelled. ValueError if it is not in the kit."""
-    await EdgeAgent(kit, agent_id, broker, clock).run()
+async def run_edge(
+    kit: Kit,
+    agent_id: str,
+    broker: BrokerURL,
+    clock: Clock,
+    *,
+    spool_path: str | Path | None = None,
+    mono_ms: Callable[[], int] | None = None,
+    synchronised: Callable[[], bool] = clock_synchronised,
+) -> None:
+    """Run the edge agent ``agent_id`` of ``kit`` until cancelled. ValueError if it is not in the kit.
+    ``spool_path`` overrides the kit's spool file (the demo keeps it in its data folder);
+    ``mono_ms`` and ``synchronised`` replace the monotonic clock and the clock-sync probe (tests)."""
+    await EdgeAgent(
+        kit, agent_id, broker, clock, spool_path=spool_path, mono_ms=mono_ms, synchronised=synchronised
+    ).run()
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 @dataclass
@@ -67,11 +92,28 @@ class _SerialDevice:
 
 
 class EdgeAgent:
-    def __init__(self, kit: Kit, agent_id: str, broker: BrokerURL, clock: Clock) -> None:
-        if all(a.id != agent_id for a in kit.agents):
+    def __init__(
+        self,
+        kit: Kit,
+        agent_id: str,
+        broker: BrokerURL,
+        clock: Clock,
+        *,
+        spool_path: str | Path | None = None,
+        mono_ms: Callable[[], int] | None = None,
+        synchronised: Callable[[], bool] = clock_synchronised,
+    ) -> None:
+        agent = kit.agent(agent_id)
+        if agent is None:
             known = ", ".join(a.id for a in kit.agents)
             raise ValueError(f"agent {agent_id!r} is not in the kit of site {kit.site!r} (known agents: {known})")
         self.kit, self.agent_id, self.broker, self.clock = kit, agent_id, broker, clock
+        self.spool_config = agent.spool
+        self.spool_path = Path(spool_path or kit.resolve_port(agent.spool.path))
+        #: Steady time for sensor data, and whether the wall clock may be published (clock_sanity.py).
+        self.time: ClockSanity[tuple[str, Stream], BaseModel] = ClockSanity(
+            clock, mono_ms or _monotonic_ms, synchronised, BUILD_DATE_MS
+        )
         #: Every device this agent reads, by id; serial ones also have a port to open.
         self.channels: dict[str, Channel] = {}
         self.serial: dict[str, _SerialDevice] = {}
@@ -95,16 +137,22 @@ class EdgeAgent:
         now = clock.now_ms()
         self._online = {d: DeviceStatus(ts=now, online=False) for d in self.channels}
         self._published: dict[str, DeviceStatus] = {}
-        self.outbox = Outbox()
+        self._published_clock_ok: bool | None = None
+        self.spool: Spool  # opened by run()
         self._reject_log = RejectLog()
-        self._outbox_dropped_logged = 0
 
     @property
     def edge_topic(self) -> str:
         return edge_topic(self.kit.site, self.agent_id)
 
     def edge_status(self, online: bool) -> EdgeStatus:
-        return EdgeStatus(ts=self.clock.now_ms(), online=online, version=__version__, devices=list(self.channels))
+        return EdgeStatus(
+            ts=self.clock.now_ms(),
+            online=online,
+            version=__version__,
+            devices=list(self.channels),
+            clock_ok=self.time.ok,
+        )
 
     def _status(self, device_id: str, online: bool) -> DeviceStatus:
         battery = self.channels[device_id].battery_pct()
@@ -113,6 +161,9 @@ class EdgeAgent:
     async def run(self) -> None:
         will = aiomqtt.Will(self.edge_topic, WILL_PAYLOAD, qos=1, retain=True)
         identifier = f"nw-edge-{self.kit.site}-{self.agent_id}"
+        cfg = self.spool_config
+        self.spool = Spool(self.spool_path, max_bytes=cfg.max_bytes, max_age_s=cfg.max_age_s, clock=self.clock)
+        self.time.check()
         try:
             async with asyncio.TaskGroup() as tg:
                 for device_id, dev in self.serial.items():
@@ -133,18 +184,20 @@ class EdgeAgent:
         finally:
             for device_id, channel in self.channels.items():
                 log.info("%s: stopped; rejected %s", device_id, dict(channel.problems()) or "none")
-            if self.outbox.dropped or len(self.outbox):
-                log.warning(
-                    "%d readings dropped by the full queue, %d unsent at shutdown (no store-and-forward yet)",
-                    self.outbox.dropped,
-                    len(self.outbox),
-                )
+            self.spool.close()
+            dropped = self.spool.dropped + self.time.dropped
+            log.info(
+                "spool: %d readings %s at shutdown; dropped by bounds: %s",
+                len(self.spool),
+                "kept for the next start" if self.spool.on_disk else "LOST (memory only)",
+                dict(dropped) or "none",
+            )
 
     # -- serial side
 
     def _on_data(self, channel: Channel) -> Callable[[bytes], None]:
         def on_data(data: bytes) -> None:
-            channel.on_bytes(data, self.clock.now_ms())
+            channel.on_bytes(data, self.time.now_ms())
 
         return on_data
 
@@ -153,7 +206,7 @@ class EdgeAgent:
             if online:
                 self.channels[device_id].port_opened()
             self._online[device_id] = self._status(device_id, online)
-            self.outbox.ready.set()
+            self.spool.ready.set()
 
         return on_port
 
@@ -164,25 +217,22 @@ class EdgeAgent:
             due += READING_INTERVAL_S
             await asyncio.sleep(max(0.0, due - loop.time()))
             due = max(due, loop.time() - READING_INTERVAL_S)  # after a stall, do not burst
-            now = self.clock.now_ms()
+            now = self.time.now_ms()
+            fresh: list[tuple[tuple[str, Stream], BaseModel]] = []
             for device_id, channel in self.channels.items():
-                for stream, reading in channel.readings(now):
-                    topic = reading_topic(self.kit.site, device_id, stream)
-                    self.outbox.put(Message(topic, reading.model_dump_json().encode()))
+                fresh += [((device_id, stream), reading) for stream, reading in channel.readings(now)]
                 battery = channel.battery_pct()
                 if battery is not None and battery != self._online[device_id].battery_pct:
                     self._online[device_id] = self._status(device_id, self._online[device_id].online)
-                summary = self._reject_log.summary(
-                    device_id, channel.problems(), channel.last_problem(), loop.time()
-                )
+                summary = self._reject_log.summary(device_id, channel.problems(), channel.last_problem(), loop.time())
                 if summary:
                     log.warning("%s", summary)
-            if self.outbox.dropped > self._outbox_dropped_logged:
-                log.warning(
-                    "broker unreachable and reading queue full: %d oldest readings dropped so far",
-                    self.outbox.dropped,
-                )
-                self._outbox_dropped_logged = self.outbox.dropped
+            # Held while the wall clock is not plausible; then in order, stamped with wall time.
+            for (device_id, stream), reading in self.time.admit(fresh):
+                self.spool.put(reading_topic(self.kit.site, device_id, stream), reading.model_dump_json().encode())
+            self.spool.commit()  # one transaction per tick: a kill -9 loses at most this second
+            if self.time.ok != self._published_clock_ok:
+                self.spool.ready.set()  # the publisher re-announces clock_ok
 
     # -- MQTT side
 
@@ -190,7 +240,7 @@ class EdgeAgent:
         """One broker connection: announce, then publish whatever is due until the connection
         drops (MqttError → run_session reconnects) or the agent is cancelled (goodbye first)."""
         self._published.clear()  # a new connection: state is sent again
-        await publish(client, self.edge_topic, self.edge_status(True).to_json(), retain=True)
+        await self._announce(client)
         log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.channels) or "none")
         tasks = {asyncio.create_task(self._publish_forever(client)), asyncio.create_task(_until_lost(client))}
         try:
@@ -204,20 +254,29 @@ class EdgeAgent:
         for task in done:
             task.result()  # the MqttError that ended the connection
 
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        status = self.edge_status(True)
+        await publish(client, self.edge_topic, status.to_json(), retain=True)
+        self._published_clock_ok = status.clock_ok
+
     async def _publish_forever(self, client: aiomqtt.Client) -> None:
         while True:
-            self.outbox.ready.clear()
+            self.spool.ready.clear()
             await self._flush(client)
-            await self.outbox.ready.wait()
+            await self.spool.ready.wait()
 
     async def _flush(self, client: aiomqtt.Client) -> None:
+        if self.time.ok != self._published_clock_ok:
+            await self._announce(client)
         for device_id, status in list(self._online.items()):
             if self._published.get(device_id) != status:
                 await publish(client, status_topic(self.kit.site, device_id), status.to_json(), retain=True)
                 self._published[device_id] = status
-        while (message := self.outbox.peek()) is not None:
+        # Oldest first, as queued (original ts and seq); deleted only once the broker acknowledged
+        # it (QoS 1: publish returns on PUBACK). A repeat after a crash is dropped by the gateway.
+        while (message := self.spool.peek()) is not None:
             await publish(client, message.topic, message.payload)
-            self.outbox.pop(message)
+            self.spool.pop(message)
 
     async def _goodbye(self, client: aiomqtt.Client) -> None:
         # Runs while the task is being cancelled: plain client.publish, because the

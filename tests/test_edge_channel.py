@@ -1,11 +1,11 @@
-"""The edge's pure pieces between decoder and MQTT: ClipChannel, RejectLog, Outbox."""
+"""The edge's pure pieces between decoder and MQTT: ClipChannel, RejectLog (the queue after them:
+tests/test_edge_spool.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from edge.clip_channel import ClipChannel
-from edge.outbox import Message, Outbox
 from edge.reject_log import RejectLog
 from nurserywatch.contract import Position, PostureReading
 
@@ -55,17 +55,3 @@ def test_reject_log_is_rate_limited_and_reports_increments() -> None:
         "clip-01: rejected 2 sentence(s) (bad_checksum=1, garbage=1); totals bad_checksum=3, garbage=1; last: z"
     )
     assert log.summary("clip-01", Counter(bad_checksum=3, garbage=1), "z", now_s=30) is None, "nothing new"
-
-
-def test_outbox_is_bounded_and_drops_the_oldest() -> None:
-    box = Outbox(max_messages=3)
-    msgs = [Message(f"t/{i}", b"{}") for i in range(5)]
-    assert [box.put(m) for m in msgs] == [True, True, True, False, False]
-    assert len(box) == 3 and box.dropped == 2 and box.ready.is_set()
-    head = box.peek()
-    assert head is msgs[2]
-    box.put(Message("t/5", b"{}"))  # while head was "in flight", it got dropped to make room
-    box.pop(head)  # so pop must not remove the next one
-    assert box.peek() is msgs[3] and len(box) == 3
-    box.pop(msgs[3])
-    assert box.peek() is msgs[4]

@@ -14,6 +14,7 @@ PURE = [
     "edge/posture.py",
     "edge/clip_channel.py",
     "edge/reject_log.py",
+    "edge/clock_sanity.py",
     "firmware_sim/nmea.py",
     "firmware_sim/clip.py",
 ]
