@@ -69,6 +69,7 @@ class ClockSanity(Generic[K, M]):
         self._anchor = wall.now_ms() - mono_ms()  # steady = monotonic + anchor
         self._offset = self._anchor  # wall − monotonic as last observed (changes only by steps)
         self._held: deque[tuple[K, M]] = deque()
+        self._dropping = False
 
     def now_ms(self) -> int:
         """Steady time for stamping sensor data: the wall clock at start, then monotonic."""
@@ -108,10 +109,17 @@ class ClockSanity(Generic[K, M]):
         if not self.check():
             for item in items:
                 if len(self._held) >= self.max_held:
+                    if not self._dropping:
+                        log.warning(
+                            "clock still not plausible and %d readings held: dropping the oldest from now on",
+                            self.max_held,
+                        )
+                        self._dropping = True
                     self._held.popleft()
                     self.dropped["clock_hold_full"] += 1
                 self._held.append(item)
             return []
+        self._dropping = False
         out = [*self._held, *items]
         self._held.clear()
         shift = self._offset - self._anchor

@@ -93,12 +93,13 @@ def test_a_synchronised_clock_is_plausible_even_before_the_build_date() -> None:
     assert [r.seq for _, r in out] == [0, 1] and rig.guard.reason.startswith("synchronised")
 
 
-def test_holding_is_bounded_and_drops_the_oldest() -> None:
+def test_holding_is_bounded_and_drops_the_oldest(caplog: pytest.LogCaptureFixture) -> None:
     rig = Rig(BOOT)
     for seq in range(8):
         rig.guard.admit([("clip-01", posture(rig.guard, seq))])
         rig.advance(1000)
     assert rig.guard.held == 5 and rig.guard.dropped == Counter(clock_hold_full=3)
+    assert caplog.text.count("5 readings held: dropping the oldest from now on") == 1
     rig.wall.set(REAL)
     assert [r.seq for _, r in rig.guard.admit([])] == [3, 4, 5, 6, 7]
 
