@@ -5,12 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from edge.air_channels import Mhz19bChannel, Pms5003Channel, SenseairS8Channel
 from edge.channel import Channel
 from edge.clip_channel import ClipChannel
 from nurserywatch.kit import Device, DeviceKind
 
 CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
     DeviceKind.POSTURE_CLIP: lambda device: ClipChannel(device.id),
+    DeviceKind.PMS5003: lambda device: Pms5003Channel(device.id),
+    DeviceKind.MHZ19B: lambda device: Mhz19bChannel(device.id),
+    DeviceKind.SENSEAIR_S8: lambda device: SenseairS8Channel(device.id),
 }
 
 

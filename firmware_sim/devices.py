@@ -14,7 +14,10 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from firmware_sim.clip import make_clip
+from firmware_sim.mhz19b import make_mhz19b
+from firmware_sim.pms5003 import make_pms5003
 from firmware_sim.scenario import DeviceScenario, SimContext
+from firmware_sim.senseair_s8 import make_senseair_s8
 from nurserywatch.kit import DeviceKind
 
 
@@ -34,4 +37,7 @@ SimModel = StreamingModel | RespondingModel
 
 SIM_MODELS: dict[DeviceKind, Callable[[DeviceScenario, SimContext], SimModel]] = {
     DeviceKind.POSTURE_CLIP: make_clip,
+    DeviceKind.PMS5003: make_pms5003,
+    DeviceKind.MHZ19B: make_mhz19b,
+    DeviceKind.SENSEAIR_S8: make_senseair_s8,
 }
