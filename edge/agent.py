@@ -1,4 +1,4 @@
-"""The edge agent's shell: serial ports → decoders → one reading per second → MQTT.
+"""The edge agent's shell: serial ports and Bluetooth LE → decoders → one reading per second → MQTT.
 
     await run_edge(kit, agent_id, broker, clock)     # until cancelled
 
@@ -8,7 +8,8 @@ once per second per device publishes what the channel produced on
 ``reading/{device}/{stream}`` (QoS 1). Retained state: ``edge/{agent}`` online on every connect,
 offline on shutdown, and the broker sends the last will ``{"online": false}`` if the agent dies;
 ``status/{device}`` online/offline as its port opens and disappears (offline on shutdown: nobody
-watches it then).
+watches it then). Devices with a BLE transport are read by edge/ble_shell.py (scanning, GATT
+connections), which reports their presence and RSSI; without Bluetooth they stay offline.
 
 Bad serial input is counted per device and logged at most every 10 s per device.
 
@@ -33,6 +34,7 @@ from pathlib import Path
 import aiomqtt
 from pydantic import BaseModel
 
+from edge.ble_shell import run_ble
 from edge.channel import Channel
 from edge.channels import make_channel
 from edge.clock_probe import clock_synchronised
@@ -50,7 +52,7 @@ from nurserywatch.contract import (
     reading_topic,
     status_topic,
 )
-from nurserywatch.kit import Kit, SerialTransport
+from nurserywatch.kit import BleTransport, Device, Kit, SerialTransport
 from nurserywatch.mqtt import BrokerURL, publish, run_session
 
 log = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class EdgeAgent:
         #: Every device this agent reads, by id; serial ones also have a port to open.
         self.channels: dict[str, Channel] = {}
         self.serial: dict[str, _SerialDevice] = {}
+        self.ble: list[tuple[Device, Channel]] = []
         for device in kit.devices_of_agent(agent_id):
             channel = make_channel(device)
             if channel is not None and isinstance(device.transport, SerialTransport):
@@ -124,6 +127,9 @@ class EdgeAgent:
                 self.serial[device.id] = _SerialDevice(
                     kit.resolve_port(device.transport.port), device.transport.baud, channel
                 )
+            elif channel is not None and isinstance(device.transport, BleTransport):
+                self.channels[device.id] = channel
+                self.ble.append((device, channel))
             else:
                 log.warning(
                     "%s: %s over %s is not supported by this edge version yet; ignoring it",
@@ -154,9 +160,9 @@ class EdgeAgent:
             clock_ok=self.time.ok,
         )
 
-    def _status(self, device_id: str, online: bool) -> DeviceStatus:
+    def _status(self, device_id: str, online: bool, rssi_dbm: float | None = None) -> DeviceStatus:
         battery = self.channels[device_id].battery_pct()
-        return DeviceStatus(ts=self.clock.now_ms(), online=online, battery_pct=battery)
+        return DeviceStatus(ts=self.clock.now_ms(), online=online, battery_pct=battery, rssi_dbm=rssi_dbm)
 
     async def run(self) -> None:
         will = aiomqtt.Will(self.edge_topic, WILL_PAYLOAD, qos=1, retain=True)
@@ -179,6 +185,8 @@ class EdgeAgent:
                         ),
                         name=f"serial-{device_id}",
                     )
+                if self.ble:
+                    tg.create_task(run_ble(self.ble, self.time, self._on_ble_status), name="ble")
                 tg.create_task(self._tick(), name="edge-tick")
                 tg.create_task(run_session(self.broker, identifier, self._session, will=will), name="edge-mqtt")
         finally:
@@ -210,6 +218,10 @@ class EdgeAgent:
 
         return on_port
 
+    def _on_ble_status(self, device_id: str, online: bool, rssi_dbm: int | None) -> None:
+        self._online[device_id] = self._status(device_id, online, rssi_dbm)
+        self.spool.ready.set()
+
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
@@ -223,7 +235,8 @@ class EdgeAgent:
                 fresh += [((device_id, stream), reading) for stream, reading in channel.readings(now)]
                 battery = channel.battery_pct()
                 if battery is not None and battery != self._online[device_id].battery_pct:
-                    self._online[device_id] = self._status(device_id, self._online[device_id].online)
+                    was = self._online[device_id]
+                    self._online[device_id] = self._status(device_id, was.online, was.rssi_dbm)
                 summary = self._reject_log.summary(device_id, channel.problems(), channel.last_problem(), loop.time())
                 if summary:
                     log.warning("%s", summary)

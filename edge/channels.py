@@ -6,12 +6,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from edge.air_channels import Mhz19bChannel, Pms5003Channel, SenseairS8Channel
+from edge.ble_channels import BTHomeAirChannel, ThermometerChannel
 from edge.channel import Channel
 from edge.clip_channel import ClipChannel
 from nurserywatch.kit import Device, DeviceKind
 
 CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
     DeviceKind.POSTURE_CLIP: lambda device: ClipChannel(device.id),
+    DeviceKind.THERMOMETER: ThermometerChannel.for_device,
+    DeviceKind.AIR_BLE: BTHomeAirChannel.for_device,
     DeviceKind.PMS5003: lambda device: Pms5003Channel(device.id),
     DeviceKind.MHZ19B: lambda device: Mhz19bChannel(device.id),
     DeviceKind.SENSEAIR_S8: lambda device: SenseairS8Channel(device.id),
