@@ -41,7 +41,9 @@ class FaultInjector:
     def apply(self, index: int, sentence: bytes) -> bytes:
         n = index + 1
         if self.faults.bad_checksum_every and n % self.faults.bad_checksum_every == 0:
-            sentence = corrupt_checksum(sentence)
+            # NMEA sentences carry *HH; the binary formats (PMS5003, MH-Z19B, Modbus) end in their
+            # checksum/CRC byte, so flipping bits of the last byte breaks them all.
+            sentence = corrupt_checksum(sentence) if b"*" in sentence else sentence[:-1] + bytes([sentence[-1] ^ 0x5A])
             self.bad_checksums += 1
         if self.faults.garbage_every and n % self.faults.garbage_every == 0:
             sentence += self._garbage()

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -41,6 +41,16 @@ STREAMS_BY_KIND: dict[DeviceKind, frozenset[Stream]] = {
     DeviceKind.MHZ19B: frozenset({Stream.AIR}),
     DeviceKind.SENSEAIR_S8: frozenset({Stream.AIR}),
 }
+
+#: Serial speed when the kit does not give one. The air sensors only ever talk at 9600 baud.
+DEFAULT_BAUD: dict[DeviceKind, int] = {
+    DeviceKind.NAP_MAT: 115200,
+    DeviceKind.POSTURE_CLIP: 115200,
+    DeviceKind.PMS5003: 9600,
+    DeviceKind.MHZ19B: 9600,
+    DeviceKind.SENSEAIR_S8: 9600,
+}
+FIXED_BAUD = frozenset({DeviceKind.PMS5003, DeviceKind.MHZ19B, DeviceKind.SENSEAIR_S8})
 
 #: Devices that watch one child and must therefore be bound to one.
 CHILD_DEVICES = frozenset({DeviceKind.NAP_MAT, DeviceKind.POSTURE_CLIP, DeviceKind.THERMOMETER})
@@ -109,6 +119,30 @@ class Device(_Strict):
     agent: Ident
     transport: Transport
     child: Ident | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_baud(cls, data: Any) -> Any:
+        # The right speed depends on the kind, so a missing baud is filled in from the kind.
+        if isinstance(data, dict) and isinstance(data.get("transport"), dict):
+            transport = data["transport"]
+            if transport.get("type") == "serial" and "baud" not in transport:
+                try:
+                    default = DEFAULT_BAUD.get(DeviceKind(str(data.get("kind"))), 115200)
+                except ValueError:
+                    default = 115200  # the kind itself is wrong; that error is reported instead
+                data = {**data, "transport": {**transport, "baud": default}}
+        return data
+
+    @model_validator(mode="after")
+    def _check_baud(self) -> Device:
+        if isinstance(self.transport, SerialTransport) and self.kind in FIXED_BAUD:
+            fixed = DEFAULT_BAUD[self.kind]
+            if self.transport.baud != fixed:
+                raise ValueError(
+                    f"transport.baud: a {self.kind.value} talks at {fixed} baud only (got {self.transport.baud})"
+                )
+        return self
 
 
 class Kit(_Strict):

@@ -121,3 +121,23 @@ def test_every_command_has_help(cmd: str) -> None:
     assert out.returncode == 0, out.stderr
     assert "--config" in out.stdout or "check" in out.stdout
     assert len(out.stdout.split()) > 20
+
+
+def _with_air_sensor(transport: dict[str, object]) -> dict[str, object]:
+    data: dict[str, object] = yaml.safe_load(EXAMPLE.read_text())
+    devices = data["devices"]
+    assert isinstance(devices, list)
+    devices.append({"id": "co2-1", "kind": "mhz19b", "room": "hiyoko", "agent": "pi-hiyoko", "transport": transport})
+    return data
+
+
+def test_serial_speed_defaults_by_kind_and_fixed_speeds_are_checked(tmp_path: Path) -> None:
+    kit_file = tmp_path / "kit.yaml"
+    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0"})))
+    kit = load_kit(kit_file)
+    co2, clip = kit.device("co2-1"), kit.device("clip-01")
+    assert co2 is not None and co2.transport.type == "serial" and co2.transport.baud == 9600
+    assert clip is not None and clip.transport.type == "serial" and clip.transport.baud == 115200
+    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0", "baud": 115200})))
+    with pytest.raises(KitError, match=r"devices\[2\]\.transport\.baud: a mhz19b talks at 9600 baud only"):
+        load_kit(kit_file)
