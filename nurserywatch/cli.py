@@ -120,6 +120,32 @@ def edge(
     run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock()))
 
 
+@app.command()
+def doctor(
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="This agent's id in the kit (default: the kit's only agent).")
+    ] = None,
+    broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds each serial device has to answer.")] = 3.0,
+) -> None:
+    """Check this machine for the edge agent: each serial port present, openable and answering as
+    its device; the Bluetooth adapter; the broker (reachable, credentials); the clock; the spool's
+    disk. Prints one ✓/✗ line per check with advice; exit code 0 when all pass, 1 otherwise."""
+    import asyncio
+
+    setup_logging("error")
+    kit = _kit(config)
+    agent_id = _agent(kit, agent)
+    url = _broker(broker)
+    from edge.doctor import format_checks, run_doctor
+
+    checks = asyncio.run(run_doctor(kit, agent_id, url, serial_timeout_s=timeout))
+    typer.echo(f"nurserywatch doctor — kit {config}, agent {agent_id}")
+    typer.echo(format_checks(checks))
+    raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
 def _agent(kit: Kit, agent: str | None) -> str:
     ids = [a.id for a in kit.agents]
     if agent is None:

@@ -32,7 +32,7 @@ def payload(i: int) -> bytes:
 def spool_at(path: Path | None, clock: ManualClock | None = None, **bounds: int) -> Spool:
     bounds.setdefault("max_bytes", 2**20)
     bounds.setdefault("max_age_s", DAY_S)
-    return Spool(path, clock=clock or ManualClock(), **bounds)  # type: ignore[arg-type]
+    return Spool(path, clock=clock or ManualClock(), **bounds)
 
 
 def drain(spool: Spool) -> list[bytes]:
