@@ -22,6 +22,10 @@ app = typer.Typer(
 )
 kit_app = typer.Typer(help="Work with kit files (the description of a site).", no_args_is_help=True)
 app.add_typer(kit_app, name="kit")
+records_app = typer.Typer(
+    help="Nap-check records (午睡チェック表): verify the hash chain, export a room's day.", no_args_is_help=True
+)
+app.add_typer(records_app, name="records")
 
 EXIT_BAD_INPUT = 2
 
@@ -68,6 +72,100 @@ def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
         f"{config}: OK — site {kit.site!r} ({kit.name}), {len(kit.rooms)} rooms, {len(kit.agents)} agents, "
         f"{len(kit.devices)} devices ({bound} bound to children), {len(kit.children)} children"
     )
+
+
+DbOpt = Annotated[Path, typer.Option("--db", help="The gateway's SQLite file.")]
+EXIT_TAMPERED = 1
+
+
+@records_app.command("verify")
+def records_verify(
+    db: DbOpt = Path("run/nurserywatch.sqlite3"),
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head", help="SEQ:HASH noted earlier (e.g. from an export): fail unless it is still there."
+        ),
+    ] = None,
+) -> None:
+    """Walk the records' hash chain. Exit 0 when intact; 1 naming the first entry that was edited,
+    deleted or inserted; 2 when the file cannot be read."""
+    from gateway.records_store import RecordReader, RecordStoreError
+
+    try:
+        result = RecordReader(db).verify()
+        anchor = _head_anchor(expect_head) if expect_head else None
+        if result.ok and anchor is not None:
+            stored = RecordReader(db).entry(anchor[0]) if anchor[0] <= result.head.seq else None
+            if stored is None or stored.hash != anchor[1]:
+                fail(f"{db}: entry {anchor[0]}: not the entry noted as {expect_head} (rewritten or cut)", EXIT_TAMPERED)
+    except RecordStoreError as exc:
+        fail(str(exc))
+    if not result.ok:
+        fail(f"{db}: {result.problem}", EXIT_TAMPERED)
+    typer.echo(f"{db}: OK — {result.entries} entries, chain intact; head {result.head.seq}:{result.head.hash}")
+
+
+def _head_anchor(text: str) -> tuple[int, str]:
+    seq, _, digest = text.partition(":")
+    if not seq.isdigit() or len(digest) != 64:
+        fail(f"--expect-head {text!r}: expected SEQ:HASH (a number, a colon and 64 hex digits)")
+    return int(seq), digest.lower()
+
+
+@records_app.command("export")
+def records_export(
+    room: Annotated[str, typer.Option("--room", help="Room id (as in the kit).")],
+    day: Annotated[str, typer.Option("--date", help="Local date, YYYY-MM-DD.")],
+    db: DbOpt = Path("run/nurserywatch.sqlite3"),
+    fmt: Annotated[str, typer.Option("--format", help="csv (UTF-8 with BOM, for Excel) or json.")] = "csv",
+    lang: Annotated[str, typer.Option("--lang", help="Column headers and labels: ja or en.")] = "ja",
+    tz: Annotated[str, typer.Option("--tz", help="Time zone of --date and of the times shown.")] = "Asia/Tokyo",
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="Kit file: adds the children's names to the sheet.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
+) -> None:
+    """Export one room's nap-check records of one day. The chain is verified first: when it is
+    broken the export is still written, with a warning, and the exit code is 1."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from gateway.records_export import build_sheet, day_bounds, to_csv, to_json
+    from gateway.records_store import RecordReader, RecordStoreError
+
+    if fmt not in ("csv", "json") or lang not in ("ja", "en"):
+        fail(f"--format must be csv or json (got {fmt!r}); --lang ja or en (got {lang!r})")
+    try:
+        date = dt.date.fromisoformat(day)
+        zone = ZoneInfo(tz)
+    except ValueError:
+        fail(f"--date {day!r}: expected YYYY-MM-DD")
+    except ZoneInfoNotFoundError:
+        fail(f"--tz {tz!r}: unknown time zone")
+    names = {c.id: c.nickname for c in _kit(config).children if c.nickname} if config else {}
+    reader = RecordReader(db)
+    try:
+        chain = reader.verify()
+        records, followups = reader.records(room, *day_bounds(date, zone))
+        if not records and room not in reader.rooms():
+            fail(f"{db}: no nap-check records for room {room!r} (rooms: {', '.join(reader.rooms()) or 'none'})")
+    except RecordStoreError as exc:
+        fail(str(exc))
+    rows = build_sheet(records, followups, zone, names)
+    if fmt == "csv":
+        data = to_csv(rows, "ja" if lang == "ja" else "en", zone)
+    else:
+        data = to_json(rows, [*records, *followups], room=room, day=date, tz=zone, chain=chain).encode()
+    if out is None:
+        typer.echo(data, nl=False)
+    else:
+        out.write_bytes(data)
+        typer.echo(f"{out}: {len(rows)} records of room {room!r} on {date}", err=True)
+    if chain.ok:  # the anchor to note (on the printout) for a later `records verify --expect-head`
+        typer.echo(f"chain intact: {chain.entries} entries, head {chain.head.seq}:{chain.head.hash}", err=True)
+    else:
+        fail(f"{db}: the record chain is broken — {chain.problem}; this export may hold altered records", EXIT_TAMPERED)
 
 
 @app.command()

@@ -1,0 +1,371 @@
+"""The nap-check records' SQLite shell: an append-only, hash-chained table in the gateway's database,
+a read-only view (dashboard, ``nurserywatch records``), and ``RecordKeeper``, which ties the pure
+scheduler (``gateway.records``) to the store for the gateway service.
+
+Append-only at every level: the code only INSERTs; two triggers refuse UPDATE and DELETE on the
+table. The triggers stop mistakes and casual edits through the application's connection, not
+someone with the file (they can drop the triggers) — that is what the hash chain is for, and
+``nurserywatch records verify`` names the first entry that was edited, deleted or inserted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import closing, contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from gateway.alerts import Transition
+from gateway.records import (
+    BREATHING_RULES,
+    GENESIS,
+    ChainedEntry,
+    ChainHead,
+    Confirmation,
+    Entry,
+    RecordCommandError,
+    RecordScheduler,
+    RecordsConfig,
+    SessionStarted,
+    StoredEntry,
+    VerifyResult,
+    chain,
+    confirmation_for,
+    correction_for,
+    decode_stored,
+    index_columns,
+    verify_chain,
+)
+from nurserywatch.contract import Alert, BodyTempReading, BreathingReading, PostureReading, Reading
+from nurserywatch.kit import Kit
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = ("kind", "ts", "room", "child", "session", "refers")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS record_entries (
+    seq       INTEGER PRIMARY KEY,  -- assigned by the chain (1, 2, …), not by SQLite
+    kind      TEXT    NOT NULL,     -- session_started | session_stopped | record | confirmation | correction
+    ts        INTEGER NOT NULL,     -- unix ms: the check time of a record, else when it happened
+    room      TEXT    NOT NULL,
+    child     TEXT,
+    session   TEXT    NOT NULL,
+    refers    INTEGER,              -- the entry a confirmation or correction is about
+    body      TEXT    NOT NULL,     -- canonical JSON of the entry, with seq and prev_hash: what is hashed
+    prev_hash TEXT    NOT NULL,
+    hash      TEXT    NOT NULL      -- SHA-256 of body
+);
+CREATE INDEX IF NOT EXISTS record_entries_by_room ON record_entries (room, kind, ts);
+CREATE INDEX IF NOT EXISTS record_entries_by_refers ON record_entries (refers);
+CREATE TRIGGER IF NOT EXISTS record_entries_no_update BEFORE UPDATE ON record_entries
+BEGIN SELECT RAISE(ABORT, 'nap-check records are append-only: UPDATE refused'); END;
+CREATE TRIGGER IF NOT EXISTS record_entries_no_delete BEFORE DELETE ON record_entries
+BEGIN SELECT RAISE(ABORT, 'nap-check records are append-only: DELETE refused'); END;
+"""
+
+_SELECT = "SELECT seq, prev_hash, hash, body, " + ", ".join(_COLUMNS) + " FROM record_entries"
+
+
+class RecordStoreError(Exception):
+    """The records could not be opened, read or written."""
+
+
+def _stored(row: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(row[0], row[1], row[2], row[3], dict(zip(_COLUMNS, row[4:], strict=True)))
+
+
+class RecordStore:
+    """The writer (the gateway's). Not thread-safe: used from the gateway's one event loop."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot open the records: {exc}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RecordStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def append(self, entries: Sequence[Entry]) -> list[ChainedEntry]:
+        """Chain ``entries`` after the current head and insert them, all or none."""
+        if not entries:
+            return []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute("SELECT seq, hash FROM record_entries ORDER BY seq DESC LIMIT 1").fetchone()
+                chained = chain(GENESIS if row is None else ChainHead(row[0], row[1]), entries)
+                for c in chained:
+                    cols = index_columns(c.entry)
+                    self._db.execute(
+                        "INSERT INTO record_entries (seq, body, prev_hash, hash, " + ", ".join(_COLUMNS) + ")"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (c.seq, c.body, c.prev_hash, c.hash, *(cols[k] for k in _COLUMNS)),
+                    )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot append nap-check records: {exc}") from None
+        return chained
+
+    def entry(self, seq: int) -> ChainedEntry | None:
+        try:
+            row = self._db.execute(_SELECT + " WHERE seq = ?", (seq,)).fetchone()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read entry {seq}: {exc}") from None
+        if row is None:
+            return None
+        try:
+            return decode_stored(_stored(row))
+        except ValueError:
+            return None  # unreadable (tampered): not something staff can confirm; verify names it
+
+    def confirmed_by(self, seq: int) -> list[str]:
+        try:
+            rows = self._db.execute(
+                "SELECT body FROM record_entries WHERE kind = 'confirmation' AND refers = ?", (seq,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read confirmations: {exc}") from None
+        return [str(e.entry.by) for e in (_decode_body(seq, r[0]) for r in rows) if e is not None]
+
+    def open_sessions(self) -> list[tuple[SessionStarted, dict[str, int]]]:
+        """Sessions started and not stopped, with the end of each child's last written record."""
+        try:
+            rows = self._db.execute(
+                _SELECT + " WHERE kind = 'session_started' AND session NOT IN"
+                " (SELECT session FROM record_entries WHERE kind = 'session_stopped') ORDER BY seq"
+            ).fetchall()
+            out: list[tuple[SessionStarted, dict[str, int]]] = []
+            for row in rows:
+                try:
+                    started = decode_stored(_stored(row)).entry
+                except ValueError:
+                    log.error(
+                        "records: entry %s (a session start) is unreadable; run `nurserywatch records verify`", row[0]
+                    )
+                    continue
+                assert isinstance(started, SessionStarted)
+                written = self._db.execute(
+                    "SELECT child, MAX(ts) FROM record_entries WHERE kind = 'record' AND session = ? GROUP BY child",
+                    (started.session,),
+                ).fetchall()
+                out.append((started, {c: int(ts) for c, ts in written}))
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read open sessions: {exc}") from None
+        return out
+
+
+def _decode_body(seq: int, body: str) -> ChainedEntry | None:
+    try:
+        return decode_stored(StoredEntry(seq, "", "", body, {}))
+    except ValueError:
+        return None
+
+
+class RecordReader:
+    """Read-only view (dashboard, CLI): a fresh ``mode=ro`` connection per call, so it can never
+    write and always sees the gateway's latest commits."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._uri = self.path.resolve().as_uri() + "?mode=ro"
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self.path.is_file():
+            raise RecordStoreError(f"{self.path}: file not found")
+        try:
+            with closing(sqlite3.connect(self._uri, uri=True)) as db:
+                db.execute("PRAGMA busy_timeout=5000")
+                if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_entries'").fetchone() is None:
+                    raise RecordStoreError(f"{self.path}: holds no nap-check records (not a gateway database?)")
+                yield db
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read the nap-check records: {exc}") from None
+
+    def stored(self) -> Iterator[StoredEntry]:
+        """Every row in seq order, streamed (verification of a year of records stays small)."""
+        with self._connect() as db:
+            for row in db.execute(_SELECT + " ORDER BY seq"):
+                yield _stored(row)
+
+    def verify(self) -> VerifyResult:
+        return verify_chain(self.stored())
+
+    def entry(self, seq: int) -> ChainedEntry | None:
+        with self._connect() as db:
+            row = db.execute(_SELECT + " WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else decode_stored(_stored(row))
+
+    def rooms(self) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT DISTINCT room FROM record_entries ORDER BY room")]
+
+    def records(self, room: str, start_ms: int, end_ms: int) -> tuple[list[ChainedEntry], list[ChainedEntry]]:
+        """The records of ``room`` with check times in ``[start_ms, end_ms)`` and every confirmation and
+        correction about them (whenever they were made). Unreadable rows are skipped — run verify."""
+        with self._connect() as db:
+            rows = db.execute(
+                _SELECT + " WHERE room = ? AND kind = 'record' AND ts >= ? AND ts < ? ORDER BY ts, child, seq",
+                (room, start_ms, end_ms),
+            ).fetchall()
+            records = _decoded(rows)
+            followups: list[ChainedEntry] = []
+            pending = [r.seq for r in records]
+            while pending:  # confirmations of corrections refer to the correction
+                marks = ",".join("?" * len(pending[:500]))
+                found = _decoded(
+                    db.execute(_SELECT + f" WHERE refers IN ({marks}) ORDER BY seq", pending[:500]).fetchall()
+                )
+                pending = pending[500:] + [f.seq for f in found if f.entry.kind == "correction"]
+                followups += found
+        followups.sort(key=lambda e: e.seq)
+        return records, followups
+
+
+def _decoded(rows: Iterable[Sequence[Any]]) -> list[ChainedEntry]:
+    out = []
+    for row in rows:
+        try:
+            out.append(decode_stored(_stored(row)))
+        except ValueError:
+            log.warning("records: entry %s is unreadable and left out; run `nurserywatch records verify`", row[0])
+    return out
+
+
+def verify_file(path: str | Path) -> VerifyResult:
+    """Walk the whole chain of a database file. Raises RecordStoreError when it cannot be read."""
+    return RecordReader(path).verify()
+
+
+class RecordKeeper:
+    """The records' part of the running gateway: feeds the scheduler, appends what it writes to the
+    store, applies staff confirmations and corrections. The service calls it; it never raises for
+    bad input (commands raise RecordCommandError with a counter key).
+
+    If SQLite fails, entries wait in memory (in order, bounded) and are appended on the next call:
+    the chain is only extended by whole, committed transactions, so a retry cannot fork it."""
+
+    #: Entries kept in memory while the database refuses writes (≈ a day of a large nursery).
+    MAX_PENDING = 50_000
+
+    def __init__(
+        self,
+        kit: Kit,
+        store: RecordStore,
+        config: RecordsConfig | None = None,
+        *,
+        breathing_rules: frozenset[str] = BREATHING_RULES,
+    ) -> None:
+        self.kit = kit
+        self.store = store
+        self.scheduler = RecordScheduler(kit, config, breathing_rules)
+        #: appended, store_error, dropped, and the reasons of refused commands.
+        self.stats: Counter[str] = Counter()
+        self._children = {d.id: d.child for d in kit.devices if d.child is not None}
+        self._pending: list[Entry] = []
+        for started, written in store.open_sessions():
+            self.scheduler.resume(started, written)
+            log.info("records: resumed nap session %s in room %s", started.session, started.room)
+
+    # -- what the service reports
+
+    def seed_alerts(self, alerts: Iterable[Alert]) -> None:
+        """Alerts restored after a restart count in the intervals they are still active in."""
+        for alert in alerts:
+            self.scheduler.observe_alert(alert, alert.started_ts)
+
+    def session_started(self, room: str, ts: int, by: str, session_id: str | None = None) -> list[ChainedEntry]:
+        return self._append(self.scheduler.start_session(room, ts, by, session_id))
+
+    def session_stopped(self, room: str, ts: int, by: str) -> list[ChainedEntry]:
+        return self._append(self.scheduler.stop_session(room, ts, by))
+
+    def reading(self, device: str, reading: Reading) -> None:
+        child = self._children.get(device)
+        if child is None:
+            return
+        if isinstance(reading, PostureReading):
+            self.scheduler.observe_posture(child, reading.position, reading.ts)
+        elif isinstance(reading, BreathingReading):
+            self.scheduler.observe_breathing(child, reading.rate_bpm, reading.present, reading.ts)
+        elif isinstance(reading, BodyTempReading):
+            self.scheduler.observe_body_temp(child, reading.celsius, reading.ts)
+
+    def transitions(self, transitions: Iterable[Transition]) -> None:
+        for t in transitions:
+            self.scheduler.observe_alert(t.alert, t.ts)
+
+    def tick(self, now_ms: int) -> list[ChainedEntry]:
+        return self._append(self.scheduler.tick(now_ms))
+
+    # -- staff commands
+
+    def confirm(self, seq: int, by: str, now_ms: int) -> ChainedEntry:
+        entry = confirmation_for(self._target(seq), seq, by, now_ms, self._confirmers(seq))
+        return self._append_one(entry)
+
+    def correct(
+        self, seq: int, by: str, now_ms: int, changes: Mapping[str, Any], reason: str | None = None
+    ) -> ChainedEntry:
+        return self._append_one(correction_for(self._target(seq), seq, by, now_ms, changes, reason))
+
+    # -- internals
+
+    def _target(self, seq: int) -> ChainedEntry | None:
+        try:
+            return self.store.entry(seq)
+        except RecordStoreError as exc:
+            raise RecordCommandError("store_error", str(exc)) from None
+
+    def _confirmers(self, seq: int) -> list[str]:
+        try:
+            stored = self.store.confirmed_by(seq)
+        except RecordStoreError as exc:
+            raise RecordCommandError("store_error", str(exc)) from None
+        return stored + [e.by for e in self._pending if isinstance(e, Confirmation) and e.refers == seq]
+
+    def _append_one(self, entry: Entry) -> ChainedEntry:
+        written = self._append([entry])
+        if not written or written[-1].entry != entry:
+            raise RecordCommandError("store_error", "the database refused the write; it is kept and retried")
+        return written[-1]
+
+    def _append(self, entries: Sequence[Entry]) -> list[ChainedEntry]:
+        self._pending += entries
+        if not self._pending:
+            return []
+        try:
+            written = self.store.append(self._pending)
+        except RecordStoreError as exc:
+            self.stats["store_error"] += 1
+            if len(self._pending) > self.MAX_PENDING:
+                dropped = len(self._pending) - self.MAX_PENDING
+                del self._pending[:dropped]
+                self.stats["dropped"] += dropped
+            log.error("records: %s (%d entries waiting)", exc, len(self._pending))
+            return []
+        self._pending = []
+        self.stats["appended"] += len(written)
+        return written
