@@ -36,6 +36,9 @@ BrokerOpt = Annotated[
     str, typer.Option("--broker", help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://…")
 ]
 LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
+AgentOpt = Annotated[
+    str | None, typer.Option("--agent", help="This agent's id in the kit (default: the kit's only agent).")
+]
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -201,9 +204,7 @@ def sim(
 @app.command()
 def edge(
     config: ConfigOpt = Path("configs/kit.example.yaml"),
-    agent: Annotated[
-        str | None, typer.Option("--agent", help="This agent's id in the kit (default: the kit's only agent).")
-    ] = None,
+    agent: AgentOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     log_level: LogOpt = "info",
 ) -> None:
@@ -221,9 +222,7 @@ def edge(
 @app.command()
 def doctor(
     config: ConfigOpt = Path("configs/kit.example.yaml"),
-    agent: Annotated[
-        str | None, typer.Option("--agent", help="This agent's id in the kit (default: the kit's only agent).")
-    ] = None,
+    agent: AgentOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds each serial device has to answer.")] = 3.0,
 ) -> None:

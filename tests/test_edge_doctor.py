@@ -23,6 +23,7 @@ from nurserywatch.clock import ManualClock, SystemClock
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
 from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from tests.test_edge_store_forward import running
 
 AGENT = "pi-1"
 
@@ -69,27 +70,19 @@ async def garbage_device(path: Path) -> AsyncIterator[None]:
             pty.write(bytes(rng.randrange(256) for _ in range(64)) + b"\r\n$NWIMU,1,2*00\r\n")
             await asyncio.sleep(0.05)
 
-    task = asyncio.create_task(babble())
     try:
-        yield
+        async with running(babble()):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         pty.close()
 
 
 @contextlib.asynccontextmanager
 async def simulated(kit: Kit) -> AsyncIterator[None]:
     wanted = {d: spec for d, spec in SCENARIO["devices"].items() if kit.device(d) is not None}
-    task = asyncio.create_task(run_sim(kit, parse_scenario({"devices": wanted})))
-    await asyncio.sleep(0.3)  # ptys created
-    try:
+    async with running(run_sim(kit, parse_scenario({"devices": wanted}))):
+        await asyncio.sleep(0.3)  # ptys created
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 def by_name(checks: list[Check]) -> dict[str, Check]:
