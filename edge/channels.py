@@ -9,6 +9,7 @@ from edge.air_channels import Mhz19bChannel, Pms5003Channel, SenseairS8Channel
 from edge.ble_channels import BTHomeAirChannel, ThermometerChannel
 from edge.channel import Channel
 from edge.clip_channel import ClipChannel
+from edge.mat_channel import MatChannel
 from nurserywatch.kit import Device, DeviceKind
 
 CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
@@ -18,6 +19,7 @@ CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
     DeviceKind.PMS5003: lambda device: Pms5003Channel(device.id),
     DeviceKind.MHZ19B: lambda device: Mhz19bChannel(device.id),
     DeviceKind.SENSEAIR_S8: lambda device: SenseairS8Channel(device.id),
+    DeviceKind.NAP_MAT: lambda device: MatChannel(device.id),
 }
 
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from firmware_sim.clip import make_clip
+from firmware_sim.mat import make_mat
 from firmware_sim.mhz19b import make_mhz19b
 from firmware_sim.pms5003 import make_pms5003
 from firmware_sim.scenario import DeviceScenario, SimContext
@@ -40,4 +41,5 @@ SIM_MODELS: dict[DeviceKind, Callable[[DeviceScenario, SimContext], SimModel]] =
     DeviceKind.PMS5003: make_pms5003,
     DeviceKind.MHZ19B: make_mhz19b,
     DeviceKind.SENSEAIR_S8: make_senseair_s8,
+    DeviceKind.NAP_MAT: make_mat,
 }
