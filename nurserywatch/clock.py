@@ -21,7 +21,7 @@ class SystemClock:
 class ManualClock:
     """A clock that only moves when told to (tests, replays)."""
 
-    def __init__(self, start_ms: int = 1_767_225_600_000) -> None:  # 2026-01-01T00:00:00Z
+    def __init__(self, start_ms: int = 1_893_456_000_000) -> None:  # 2030-01-01T00:00:00Z, after BUILD_DATE_MS
         self._now = start_ms
 
     def now_ms(self) -> int:

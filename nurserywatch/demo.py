@@ -76,5 +76,6 @@ async def run_demo(
                 tg.create_task(run_gateway(demo_kit, broker, data_dir / "demo.sqlite3", rules, clock))
                 tg.create_task(serve_dashboard(demo_kit, broker, host, port))
                 for agent in demo_kit.agents:
-                    tg.create_task(run_edge(demo_kit, agent.id, broker, clock))
+                    spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
+                    tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))
                 tg.create_task(run_sim(demo_kit, scenario))
