@@ -1,0 +1,83 @@
+"""DESIGN.md §3's dependency rules, checked on the source (ast), for every module of every part.
+
+- edge runs alone on a Pi: only the shared package (nurserywatch) and its own modules;
+- gateway never imports edge, dashboard or firmware_sim;
+- dashboard imports the gateway's storage *read* interface only, never edge or firmware_sim;
+- firmware_sim imports none of edge, gateway, dashboard (it writes bytes from the formats on its own);
+- the shared package imports no part, except the CLI/demo wiring (inside functions);
+- decoders, signal analysis and rule logic are pure: no I/O library and no wall clock. Only the
+  shells listed below may do I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("edge", "gateway", "dashboard", "firmware_sim", "nurserywatch")
+IO_LIBS = {
+    "serial", "aiomqtt", "paho", "bleak", "bleak_retry_connector", "httpx", "sqlite3", "socket", "asyncio",
+    "subprocess", "os", "time", "uvicorn", "fastapi",
+}
+#: The thin shells around the pure code: the only modules allowed to touch I/O.
+SHELLS = {
+    "edge/agent.py", "edge/ble_shell.py", "edge/clock_probe.py", "edge/doctor.py", "edge/serial_port.py",
+    "edge/spool.py",
+    "firmware_sim/pty_device.py", "firmware_sim/runner.py",
+    "gateway/service.py", "gateway/store.py", "gateway/records_store.py",
+    "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
+    "nurserywatch/embedded_broker.py", "nurserywatch/cli.py",
+}
+FORBIDDEN = {
+    "edge": {"gateway", "dashboard", "firmware_sim"},
+    "gateway": {"edge", "dashboard", "firmware_sim"},
+    "dashboard": {"edge", "firmware_sim"},
+    "firmware_sim": {"edge", "gateway", "dashboard"},
+    "nurserywatch": {"edge", "gateway", "dashboard", "firmware_sim"},
+}
+#: What the dashboard may use of the gateway: its storage read interface.
+DASHBOARD_MAY_READ = {"gateway.store", "gateway.records_store", "gateway.records_export"}
+#: CLI wiring may import the parts lazily, inside the command functions.
+LAZY_WIRING = {"nurserywatch/cli.py", "nurserywatch/demo.py"}
+
+
+def modules() -> list[Path]:
+    return sorted(p for part in PARTS for p in (ROOT / part).rglob("*.py"))
+
+
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    tree = ast.parse(path.read_text())
+    # top level only: module-level statements (function bodies and `if TYPE_CHECKING:` are skipped)
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    found: set[str] = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
+
+
+def rel(path: Path) -> str:
+    return path.relative_to(ROOT).as_posix()
+
+
+@pytest.mark.parametrize("path", modules(), ids=rel)
+def test_parts_import_only_what_they_may(path: Path) -> None:
+    name = rel(path)
+    part = name.split("/")[0]
+    found = imports(path, top_level_only=name in LAZY_WIRING)
+    bad = {m for m in found if m.split(".")[0] in FORBIDDEN[part]}
+    if part == "dashboard":
+        bad |= {m for m in found if m.split(".")[0] == "gateway" and m not in DASHBOARD_MAY_READ}
+    assert not bad, f"{name} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("path", [p for p in modules() if rel(p).split("/")[0] in ("edge", "firmware_sim", "gateway")
+                                  and rel(p) not in SHELLS], ids=rel)
+def test_logic_is_sans_io(path: Path) -> None:
+    roots = {m.split(".")[0] for m in imports(path)}
+    assert not roots & IO_LIBS, f"{rel(path)} is logic, not a shell: no I/O library and no wall clock"
