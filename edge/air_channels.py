@@ -20,11 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from edge.byte_framing import ByteFramer, Rejection
+from edge.byte_framing import ByteFramer
 from edge.channel import SEQ_MODULO
 from edge.mhz19b import Mhz19bDecoder, Mhz19bReading
 from edge.mhz19b import read_request as mhz19b_request
 from edge.pms5003 import Pms5003Decoder, PmsFrame
+from edge.rejection import Rejection
 from edge.senseair_s8 import ModbusException, S8Reading, S8Reply, SenseairS8Decoder
 from edge.senseair_s8 import read_request as s8_request
 from nurserywatch.contract import AirReading, Stream, validation_reason

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from edge.bthome import BTHomeDecoder, BTHomePacket, parse_bindkey
 from edge.channel import SEQ_MODULO
-from edge.health_thermometer import Rejection as ThermometerRejection
 from edge.health_thermometer import decode_temperature_measurement
+from edge.rejection import Rejection
 from nurserywatch.contract import AirReading, BodyTempReading, Stream
 from nurserywatch.kit import BleTransport, Device
 
@@ -85,8 +85,8 @@ class ThermometerChannel(_Counted):
 
     def on_bytes(self, data: bytes, now_ms: int) -> None:
         result = decode_temperature_measurement(bytes(data))
-        if isinstance(result, ThermometerRejection):
-            self._count(result.reason.value, result.detail)
+        if isinstance(result, Rejection):
+            self._count(result.reason, result.detail)
             return
         try:
             BodyTempReading(ts=now_ms, seq=0, celsius=result.celsius)

@@ -28,6 +28,8 @@ from enum import StrEnum
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESCCM
 
+from edge.rejection import Rejection
+
 SERVICE_UUID = "0000fcd2-0000-1000-8000-00805f9b34fb"
 UUID16_LE = b"\xd2\xfc"
 
@@ -173,15 +175,6 @@ class BTHomePacket:
         return value if isinstance(value, int) else None
 
 
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: RejectReason
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason.value}: {self.detail}"
-
-
 def parse_bindkey(text: str) -> bytes:
     """A bindkey as written in a kit file (32 hex digits) → 16 bytes; ValueError otherwise."""
     key = bytes.fromhex(text)
@@ -312,7 +305,7 @@ class BTHomeDecoder:
         return rejection
 
     def _count(self, rejection: Rejection) -> None:
-        self.rejected[rejection.reason.value] += 1
+        self.rejected[rejection.reason] += 1
         self.last_rejection = rejection
 
 

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, Protocol, TypeVar
 
+from edge.rejection import Rejection
+
 F = TypeVar("F")
 F_co = TypeVar("F_co", covariant=True)
 
@@ -42,15 +44,6 @@ F_co = TypeVar("F_co", covariant=True)
 class FramingReason(StrEnum):
     GARBAGE = "garbage"
     TRUNCATED = "truncated"
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason}: {self.detail}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
 
+from edge.rejection import Rejection
+
 FLAG_FAHRENHEIT = 0x01
 FLAG_TIMESTAMP = 0x02
 FLAG_TEMP_TYPE = 0x04
@@ -76,15 +78,6 @@ class TemperatureMeasurement:
     #: or if it says "unknown" (zero year/month/day) or is not a real date.
     timestamp: datetime | None
     temp_type: TemperatureType | None
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: RejectReason
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason.value}: {self.detail}"
 
 
 def decode_temperature_measurement(payload: bytes) -> TemperatureMeasurement | Rejection:

@@ -28,7 +28,8 @@ from pydantic import BaseModel
 
 from edge.breathing import BreathingAnalyzer, BreathingConfig
 from edge.channel import SEQ_MODULO
-from edge.nmea import MatFrame, NmeaDecoder, Rejection
+from edge.nmea import MatFrame, NmeaDecoder
+from edge.rejection import Rejection
 from nurserywatch.contract import BreathingReading, Stream
 
 #: Re-anchor the sample clock when it is this far from the arrival times.

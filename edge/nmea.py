@@ -19,6 +19,8 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import StrEnum
 
+from edge.rejection import Rejection
+
 MAX_LINE_BYTES = 1024
 SEQ_MODULO = 65536
 #: Widest int16 reading; a clip never legitimately reports more than 32 g.
@@ -59,15 +61,6 @@ class MatFrame:
 
 
 Frame = ImuSample | MatFrame
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    reason: RejectReason
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.reason.value}: {self.detail}"
 
 
 class _Reject(Exception):
@@ -153,9 +146,9 @@ class NmeaDecoder:
         self.accepted += 1
         out.append(frame)
 
-    def _reject(self, out: list[Frame | Rejection], reason: RejectReason, detail: str) -> None:
+    def _reject(self, out: list[Frame | Rejection], reason: str, detail: str) -> None:
         rejection = Rejection(reason, detail)
-        self.rejected[reason.value] += 1
+        self.rejected[reason] += 1
         self.last_rejection = rejection
         out.append(rejection)
 

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.nmea import MAX_LINE_BYTES, ImuSample, MatFrame, NmeaDecoder, Rejection
+from edge.nmea import MAX_LINE_BYTES, ImuSample, MatFrame, NmeaDecoder
+from edge.rejection import Rejection
 from firmware_sim.nmea import encode_imu, encode_mat
 
 IMU42 = b"$NWIMU,42,0,0,1000*4F\r\n"

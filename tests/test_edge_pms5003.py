@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.byte_framing import ByteFramer, Rejection
+from edge.byte_framing import ByteFramer
 from edge.pms5003 import Pms5003Decoder, PmsFrame
+from edge.rejection import Rejection
 from firmware_sim.pms5003 import Pms5003Model, PmsStep, encode_frame
-from tests.test_edge_dependencies import IO_LIBS, ROOT, imported_roots
 
 
 def hexb(text: str) -> bytes:
@@ -183,21 +183,3 @@ def test_simulator_output_decodes_to_the_scripted_values(values: list[float], de
         assert abs(got - scripted) <= 5 * max(0.5, 0.03 * scripted) + 0.5  # 5 σ of noise plus rounding
     assert frame.pm1_ugm3 <= frame.pm25_ugm3 <= frame.pm10_ugm3
     assert frame.pm25_cf1_ugm3 >= frame.pm25_ugm3
-
-
-AIR_PURE = [
-    "edge/byte_framing.py",
-    "edge/modbus_crc.py",
-    "edge/pms5003.py",
-    "edge/mhz19b.py",
-    "edge/senseair_s8.py",
-    "edge/air_channels.py",
-    "firmware_sim/pms5003.py",
-    "firmware_sim/mhz19b.py",
-    "firmware_sim/senseair_s8.py",
-]
-
-
-@pytest.mark.parametrize("name", AIR_PURE)
-def test_air_decoders_channels_and_models_are_sans_io(name: str) -> None:
-    assert not imported_roots(ROOT / name) & (IO_LIBS | {"time"}), "pure: no I/O library, no wall clock"
