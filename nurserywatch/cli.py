@@ -33,7 +33,13 @@ ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Kit file (YAML) describing the site.", show_default=True)
 ]
 BrokerOpt = Annotated[
-    str, typer.Option("--broker", help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://…")
+    str,
+    typer.Option(
+        "--broker",
+        envvar="NURSERYWATCH_BROKER",
+        help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://… (or $NURSERYWATCH_BROKER, which keeps "
+        "a password out of the process list)",
+    ),
 ]
 LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
 AgentOpt = Annotated[
@@ -173,7 +179,7 @@ def records_export(
 
 @app.command()
 def sim(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: ConfigOpt = Path("configs/kit.demo.yaml"),
     scenario: Annotated[
         Path, typer.Option("--scenario", "-s", help="Scenario file (YAML) scripting device events over time.")
     ] = Path("configs/scenarios/demo.yaml"),
@@ -301,7 +307,7 @@ def dashboard(
 
 @app.command()
 def demo(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: ConfigOpt = Path("configs/kit.demo.yaml"),
     scenario: Annotated[Path, typer.Option("--scenario", "-s", help="Scenario for the simulated devices.")] = Path(
         "configs/scenarios/demo.yaml"
     ),

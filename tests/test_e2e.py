@@ -71,7 +71,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     d = tmp_path_factory.mktemp("e2e")
-    kit = redirect_serial_ports(load_kit(ROOT / "configs" / "kit.example.yaml"), d / "ttys")
+    kit = redirect_serial_ports(load_kit(ROOT / "configs" / "kit.demo.yaml"), d / "ttys")
     (d / "ttys").mkdir()
     kit_file = d / "kit.yaml"
     kit_file.write_text(yaml.safe_dump(kit.model_dump(mode="json"), allow_unicode=True))

@@ -21,7 +21,10 @@ def test_example_kit_loads() -> None:
     assert kit.site == "himawari"
     clip = kit.device("clip-01")
     assert clip is not None and clip.kind is DeviceKind.POSTURE_CLIP and clip.child == "c001"
-    assert [d.id for d in kit.devices_of_agent("pi-hiyoko")] == ["clip-01", "clip-02"]
+    hiyoko = ["clip-01", "clip-02", "mat-01", "mat-02", "co2-01", "pm-01"]
+    assert [d.id for d in kit.devices_of_agent("pi-hiyoko")] == hiyoko
+    air = kit.device("air-risu")
+    assert air is not None and air.transport.type == "ble" and air.transport.bindkey is not None
 
 
 def test_relative_ports_resolve_against_the_kit_folder(tmp_path: Path) -> None:
@@ -60,6 +63,7 @@ CASES = [
     ("devices.0.room", "panda", "devices[0].room: 'panda' is not a room id defined in this kit"),
     ("devices.0.child", "c999", "devices[0].child: 'c999' is not a child id defined in this kit"),
     ("devices.1.child", "c001", "devices[1].child: child 'c001' already has a posture_clip"),
+    ("devices.9.transport.bindkey", "abc", "devices[9].transport.bindkey: expected a string matching"),
     ("devices.1.id", "clip-01", "devices[1].id: 'clip-01' is used twice"),
     ("children.0.age_band", 2, "children[0].age_band: expected one of"),
     ("children.0.id", "Haruto", "children[0].id: expected an id of 1–64 characters"),
@@ -102,7 +106,7 @@ def test_missing_kit_file(tmp_path: Path) -> None:
 def test_cli_kit_check_ok() -> None:
     out = subprocess.run([*NW, "kit", "check", "--config", str(EXAMPLE)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert "OK" in out.stdout and "2 devices" in out.stdout
+    assert "OK" in out.stdout and "10 devices (6 bound to children)" in out.stdout
 
 
 def test_cli_bad_kit_exits_2_without_traceback(tmp_path: Path) -> None:
@@ -127,7 +131,7 @@ def _with_air_sensor(transport: dict[str, object]) -> dict[str, object]:
     data: dict[str, object] = yaml.safe_load(EXAMPLE.read_text())
     devices = data["devices"]
     assert isinstance(devices, list)
-    devices.append({"id": "co2-1", "kind": "mhz19b", "room": "hiyoko", "agent": "pi-hiyoko", "transport": transport})
+    devices.append({"id": "co2-9", "kind": "mhz19b", "room": "hiyoko", "agent": "pi-hiyoko", "transport": transport})
     return data
 
 
@@ -135,9 +139,9 @@ def test_serial_speed_defaults_by_kind_and_fixed_speeds_are_checked(tmp_path: Pa
     kit_file = tmp_path / "kit.yaml"
     kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0"})))
     kit = load_kit(kit_file)
-    co2, clip = kit.device("co2-1"), kit.device("clip-01")
+    co2, clip = kit.device("co2-9"), kit.device("clip-01")
     assert co2 is not None and co2.transport.type == "serial" and co2.transport.baud == 9600
     assert clip is not None and clip.transport.type == "serial" and clip.transport.baud == 115200
     kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0", "baud": 115200})))
-    with pytest.raises(KitError, match=r"devices\[2\]\.transport\.baud: a mhz19b talks at 9600 baud only"):
+    with pytest.raises(KitError, match=r"devices\[10\]\.transport\.baud: a mhz19b talks at 9600 baud only"):
         load_kit(kit_file)
