@@ -58,6 +58,8 @@ from nurserywatch.mqtt import BrokerURL, publish, run_session
 log = logging.getLogger(__name__)
 
 READING_INTERVAL_S = 1.0
+#: An open serial port with no decodable data for this long is reported offline (DeviceStatus).
+SILENCE_S = 5.0
 #: Bound on each goodbye publish during shutdown, so a dead broker cannot hold the agent up.
 SHUTDOWN_PUBLISH_TIMEOUT_S = 2.0
 #: The last will, exactly as DESIGN.md §5 gives it.
@@ -142,6 +144,9 @@ class EdgeAgent:
         # Device state as the ports report it, and what the broker last got from us.
         now = clock.now_ms()
         self._online = {d: DeviceStatus(ts=now, online=False) for d in self.channels}
+        # Serial ports: open or not (from the shell), and when each last produced a reading (loop time).
+        self._port_open: dict[str, bool] = {}
+        self._last_data_s: dict[str, float] = {}
         self._published: dict[str, DeviceStatus] = {}
         self._published_clock_ok: bool | None = None
         self.spool: Spool  # opened by run()
@@ -213,10 +218,32 @@ class EdgeAgent:
         def on_port(online: bool) -> None:
             if online:
                 self.channels[device_id].port_opened()
+                self._last_data_s[device_id] = asyncio.get_running_loop().time()  # grace period from now
+            self._port_open[device_id] = online
             self._online[device_id] = self._status(device_id, online)
             self.spool.ready.set()
 
         return on_port
+
+    def _watch_silence(self, device_id: str, got_data: bool, now_s: float) -> None:
+        """A port that is open but says nothing (sensor hung, wrong baud, cable half out) is as
+        lost as an unplugged one: report it offline after SILENCE_S (or 2.5 polls)."""
+        if got_data:
+            self._last_data_s[device_id] = now_s
+        if not self._port_open.get(device_id):
+            return
+        poll = self.channels[device_id].poll_interval_s
+        limit = max(SILENCE_S, 2.5 * poll) if poll else SILENCE_S
+        silent_s = now_s - self._last_data_s.get(device_id, now_s)
+        alive = silent_s <= limit
+        was = self._online[device_id]
+        if alive != was.online:
+            if alive:
+                log.info("%s: data again; reporting online", device_id)
+            else:
+                log.warning("%s: port open but silent for %.0f s; reporting offline", device_id, silent_s)
+            self._online[device_id] = self._status(device_id, alive, was.rssi_dbm)
+            self.spool.ready.set()
 
     def _on_ble_status(self, device_id: str, online: bool, rssi_dbm: int | None) -> None:
         self._online[device_id] = self._status(device_id, online, rssi_dbm)
@@ -232,7 +259,10 @@ class EdgeAgent:
             now = self.time.now_ms()
             fresh: list[tuple[tuple[str, Stream], BaseModel]] = []
             for device_id, channel in self.channels.items():
-                fresh += [((device_id, stream), reading) for stream, reading in channel.readings(now)]
+                produced = [((device_id, stream), reading) for stream, reading in channel.readings(now)]
+                fresh += produced
+                if device_id in self.serial:
+                    self._watch_silence(device_id, bool(produced), loop.time())
                 battery = channel.battery_pct()
                 if battery is not None and battery != self._online[device_id].battery_pct:
                     was = self._online[device_id]

@@ -18,7 +18,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from edge.agent import WILL_PAYLOAD, run_edge
+from edge.agent import SILENCE_S, WILL_PAYLOAD, run_edge
+from firmware_sim.nmea import encode_imu
+from firmware_sim.pty_device import PtyDevice
 from firmware_sim.runner import run_sim
 from nurserywatch.contract import (
     DeviceStatus,
@@ -279,3 +281,29 @@ async def test_unknown_agent_is_a_clear_error(mosquitto: BrokerURL, tmp_path: Pa
     kit = write_kit(tmp_path)
     with pytest.raises(ValueError, match=r"agent 'pi-9' is not in the kit of site 'testsite' \(known agents: pi-1\)"):
         await run_edge(kit, "pi-9", mosquitto, ShiftedClock())
+
+
+async def test_a_port_that_is_open_but_silent_is_reported_offline(mosquitto: BrokerURL, tmp_path: Path) -> None:
+    site = site_id()
+    kit = write_kit(tmp_path, site=site)
+    port = PtyDevice(tmp_path / "ports" / "clip-01")  # opens fine, then says nothing useful
+    clock = ShiftedClock()
+    try:
+        async with record(mosquitto, site) as rec:
+            edge = asyncio.create_task(run_edge(kit, AGENT, mosquitto, clock, spool_path=tmp_path / "spool.sqlite3"))
+            await rec.wait_for(is_status(site, "clip-01", True))
+            opened = time.monotonic()
+            port.write(b"\x00\x13garbage, not a sentence\r\n")
+            await rec.wait_for(is_status(site, "clip-01", False), timeout=10)
+            silent_for = time.monotonic() - opened
+            assert SILENCE_S - 1 <= silent_for <= SILENCE_S + 2.5, silent_for  # counted from the port opening
+            n = len(rec.messages)
+            for seq in range(30):  # valid sentences again: back online
+                port.write(encode_imu(seq, 0, 0, 1000))
+                await asyncio.sleep(0.1)
+                if any(is_status(site, "clip-01", True)(m) for m in rec.messages[n:]):
+                    break
+            await rec.wait_for(is_status(site, "clip-01", True), after=n, timeout=5)
+            await stop(edge)
+    finally:
+        port.close()
