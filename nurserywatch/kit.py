@@ -52,6 +52,17 @@ DEFAULT_BAUD: dict[DeviceKind, int] = {
 }
 FIXED_BAUD = frozenset({DeviceKind.PMS5003, DeviceKind.MHZ19B, DeviceKind.SENSEAIR_S8})
 
+#: How each kind can be connected (a BLE thermometer has no serial port, a UART sensor no radio).
+TRANSPORTS_BY_KIND: dict[DeviceKind, frozenset[str]] = {
+    DeviceKind.NAP_MAT: frozenset({"serial", "ble"}),
+    DeviceKind.POSTURE_CLIP: frozenset({"serial", "ble"}),
+    DeviceKind.THERMOMETER: frozenset({"ble"}),
+    DeviceKind.AIR_BLE: frozenset({"ble"}),
+    DeviceKind.PMS5003: frozenset({"serial"}),
+    DeviceKind.MHZ19B: frozenset({"serial"}),
+    DeviceKind.SENSEAIR_S8: frozenset({"serial"}),
+}
+
 #: Devices that watch one child and must therefore be bound to one.
 CHILD_DEVICES = frozenset({DeviceKind.NAP_MAT, DeviceKind.POSTURE_CLIP, DeviceKind.THERMOMETER})
 
@@ -133,6 +144,19 @@ class Device(_Strict):
                     default = 115200  # the kind itself is wrong; that error is reported instead
                 data = {**data, "transport": {**transport, "baud": default}}
         return data
+
+    @model_validator(mode="after")
+    def _check_transport(self) -> Device:
+        allowed = TRANSPORTS_BY_KIND[self.kind]
+        if self.transport.type not in allowed:
+            raise ValueError(
+                f"transport.type: a {self.kind.value} connects over {' or '.join(sorted(allowed))}, "
+                f"not {self.transport.type}"
+            )
+        keyed = isinstance(self.transport, BleTransport) and self.transport.bindkey
+        if keyed and self.kind is not DeviceKind.AIR_BLE:
+            raise ValueError(f"transport.bindkey: only BTHome air sensors (air_ble) use one, not a {self.kind.value}")
+        return self
 
     @model_validator(mode="after")
     def _check_baud(self) -> Device:

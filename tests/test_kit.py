@@ -145,3 +145,26 @@ def test_serial_speed_defaults_by_kind_and_fixed_speeds_are_checked(tmp_path: Pa
     kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0", "baud": 115200})))
     with pytest.raises(KitError, match=r"devices\[10\]\.transport\.baud: a mhz19b talks at 9600 baud only"):
         load_kit(kit_file)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ({"kind": "thermometer", "transport": {"type": "serial", "port": "/dev/ttyUSB5"}},
+         "transport.type: a thermometer connects over ble, not serial"),
+        ({"kind": "pms5003", "transport": {"type": "ble", "address": "AA:BB:CC:DD:EE:FF"}},
+         "transport.type: a pms5003 connects over serial, not ble"),
+        ({"kind": "posture_clip", "transport": {"type": "ble", "address": "AA:BB:CC:DD:EE:FF", "bindkey": "0" * 32}},
+         "transport.bindkey: only BTHome air sensors (air_ble) use one, not a posture_clip"),
+    ],
+)
+def test_kinds_and_transports_must_fit(tmp_path: Path, device: dict[str, object], message: str) -> None:
+    data: dict[str, object] = yaml.safe_load(EXAMPLE.read_text())
+    devices = data["devices"]
+    assert isinstance(devices, list)
+    devices.append({"id": "dev-x", "room": "hiyoko", "agent": "pi-hiyoko", **device})
+    kit_file = tmp_path / "kit.yaml"
+    kit_file.write_text(yaml.safe_dump(data, allow_unicode=True))
+    with pytest.raises(KitError) as exc:
+        load_kit(kit_file)
+    assert f"devices[10].{message}" in str(exc.value)
