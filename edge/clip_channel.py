@@ -14,8 +14,8 @@ from pydantic import BaseModel
 
 from edge.channel import SEQ_MODULO
 from edge.nmea import ImuSample, NmeaDecoder
-from edge.posture import classify_posture
-from nurserywatch.contract import PostureReading, Stream
+from edge.posture import PostureTracker
+from nurserywatch.contract import Position, PostureReading, Stream
 
 
 class ClipChannel:
@@ -30,6 +30,8 @@ class ClipChannel:
         self.lost = 0
         self._latest: ImuSample | None = None
         self._latest_ts = 0
+        self._tracker = PostureTracker()
+        self._position = Position.UNKNOWN
         self._fresh = False
 
     def request(self) -> bytes | None:
@@ -56,6 +58,7 @@ class ClipChannel:
                 continue
             if self._latest is not None:
                 self.lost += (frame.seq - self._latest.seq - 1) % SEQ_MODULO
+            self._position = self._tracker.update(frame.ax_mg, frame.ay_mg, frame.az_mg, now_ms)
             self._latest, self._latest_ts, self._fresh = frame, now_ms, True
 
     def problems(self) -> Counter[str]:
@@ -74,6 +77,6 @@ class ClipChannel:
         return PostureReading(
             ts=self._latest_ts,
             seq=s.seq,
-            position=classify_posture(s.ax_mg, s.ay_mg, s.az_mg),
+            position=self._position,
             accel_mg=(s.ax_mg, s.ay_mg, s.az_mg),
         )

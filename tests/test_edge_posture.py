@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.posture import classify_posture
+from edge.posture import PostureTracker, classify_posture
 from nurserywatch.contract import Position as P
 
 CASES: list[tuple[str, tuple[int, int, int], P]] = [
@@ -41,3 +41,51 @@ CASES: list[tuple[str, tuple[int, int, int], P]] = [
 @pytest.mark.parametrize(("accel", "expected"), [(a, e) for _, a, e in CASES], ids=[i for i, _, _ in CASES])
 def test_classify_posture(accel: tuple[int, int, int], expected: P) -> None:
     assert classify_posture(*accel) is expected
+
+
+# -- PostureTracker: hysteresis and dwell over a sequence of samples (times in ms)
+
+SUP, PRO, LEFT, RIGHT = (0, 0, 1000), (0, 0, -1000), (-1000, 0, 0), (1000, 0, 0)
+NEAR_SIDE_SUPINE = (-700, 0, 714)  # 45.6° towards the left: z still carries 71 % (supine by hysteresis)
+MOVING = (0, 0, 300)
+
+
+def _track(samples: list[tuple[int, tuple[int, int, int]]]) -> list[P]:
+    tracker = PostureTracker()
+    return [tracker.update(*acc, ts) for ts, acc in samples]
+
+
+TRACKS: list[tuple[str, list[tuple[int, tuple[int, int, int]]], list[P]]] = [
+    ("steady supine", [(0, SUP), (100, SUP)], [P.SUPINE, P.SUPINE]),
+    ("into prone at once", [(0, SUP), (100, PRO)], [P.SUPINE, P.PRONE]),
+    (
+        "a near-boundary supine does not flap to unknown",
+        [(0, SUP), (100, NEAR_SIDE_SUPINE), (200, SUP), (300, NEAR_SIDE_SUPINE), (2000, NEAR_SIDE_SUPINE)],
+        [P.SUPINE] * 5,
+    ),
+    (
+        "a side roll shorter than the dwell is not reported",
+        [(0, SUP), (100, LEFT), (500, LEFT), (900, SUP)],
+        [P.SUPINE] * 4,
+    ),
+    (
+        "a side roll held for the dwell is reported",
+        [(0, SUP), (100, LEFT), (600, LEFT), (1100, LEFT)],
+        [P.SUPINE, P.SUPINE, P.SUPINE, P.LEFT],
+    ),
+    (
+        "leaving prone needs 2 s: a wobble keeps the prone alert visible",
+        [(0, PRO), (100, RIGHT), (1500, RIGHT), (1600, PRO), (1700, RIGHT), (3600, RIGHT), (3700, RIGHT)],
+        [P.PRONE] * 6 + [P.RIGHT],
+    ),
+    (
+        "moving (not 1 g) is reported only once it lasts",
+        [(0, SUP), (100, MOVING), (600, MOVING), (1100, MOVING)],
+        [P.SUPINE, P.SUPINE, P.SUPINE, P.UNKNOWN],
+    ),
+]
+
+
+@pytest.mark.parametrize(("samples", "expected"), [(s, e) for _, s, e in TRACKS], ids=[n for n, _, _ in TRACKS])
+def test_tracker_hysteresis_and_dwell(samples: list[tuple[int, tuple[int, int, int]]], expected: list[P]) -> None:
+    assert _track(samples) == expected
