@@ -1,10 +1,18 @@
-"""Alert lifecycle, pure: raise, update, resolve, acknowledge — and the transitions they produce.
+"""Alert lifecycle, pure: raise, update, resolve, acknowledge, re-notify, escalate — and the
+transitions they produce.
 
 One *active* alert per (subject, rule): a rule that keeps firing updates the alert it already has
 instead of opening another one. Resolving (the condition cleared) and acknowledging (staff saw it)
 are independent; an alert is *closed* — dropped from the book, its retained MQTT message cleared —
 only when it is both resolved and acknowledged. Every change returns ``Transition``s, which the
 service appends to the audit log and publishes.
+
+Notification: an active, unacknowledged alert is re-notified every ``renotify`` interval of its
+severity (critical: 30 s) — re-published with ``notify_count`` + 1, ``notified_ts`` and
+``updated_ts`` — and escalated (``escalated``, ``escalated_ts``) at the N-th re-notification. The
+schedule lives in the alert itself, so a restarted gateway continues it. A firing that *raises*
+the severity (warning → critical) is a new situation: the acknowledgement is withdrawn (the
+audit log keeps it) and notification starts again.
 
 No I/O and no clock: every timestamp comes from the caller (message time or an injected Clock).
 """
@@ -16,9 +24,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from gateway.config import NotifyConfig
+from gateway.rules import battery, sensor_lost
 from gateway.rules.events import Cleared, Firing, RuleEvent
-from nurserywatch.contract import Alert, AlertState
+from nurserywatch.contract import Alert, AlertState, Severity
 from nurserywatch.kit import Kit
+
+#: Rules about a device rather than its child: a child's mat and clip each get their own alert.
+DEVICE_RULES = frozenset({sensor_lost.RULE, battery.RULE})
+
+_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 class UnknownAlertError(KeyError):
@@ -47,6 +62,12 @@ class Subject:
             raise ValueError("a subject needs a child, a device or a room")
         return key
 
+    def key_for(self, rule: str) -> str:
+        """The alert key of (subject, rule): the device for device rules, else ``key``."""
+        if rule in DEVICE_RULES and self.device is not None:
+            return self.device
+        return self.key
+
     @classmethod
     def of_device(cls, kit: Kit, device_id: str) -> Subject:
         dev = kit.device(device_id)
@@ -64,6 +85,10 @@ class Change(StrEnum):
     UPDATED = "updated"
     RESOLVED = "resolved"
     ACKNOWLEDGED = "acknowledged"
+    #: Re-published while active and unacknowledged (``notify_count`` went up).
+    RENOTIFIED = "renotified"
+    #: A re-notification that also escalated the alert.
+    ESCALATED = "escalated"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +128,7 @@ class AlertBook:
         return self._by_id.get(alert_id)
 
     def active(self, rule: str, subject: Subject) -> Alert | None:
-        aid = self._active.get((subject.key, rule))
+        aid = self._active.get((subject.key_for(rule), rule))
         return None if aid is None else self._by_id[aid]
 
     def open_alerts(self) -> list[Alert]:
@@ -112,22 +137,24 @@ class AlertBook:
 
     # -- operations
 
-    def apply(self, event: RuleEvent, subject: Subject) -> list[Transition]:
+    def apply(self, event: RuleEvent, subject: Subject, now: int | None = None) -> list[Transition]:
         if isinstance(event, Firing):
-            return self.fire(event, subject)[1]
+            return self.fire(event, subject, now)[1]
         return self.resolve(event, subject)
 
-    def fire(self, event: Firing, subject: Subject) -> tuple[Alert, list[Transition]]:
+    def fire(self, event: Firing, subject: Subject, now: int | None = None) -> tuple[Alert, list[Transition]]:
         """The rule's condition holds: raise a new alert, or update the active one.
 
         A firing that changes nothing visible (same severity and messages) is a no-op: the alert,
         including ``updated_ts`` and ``value``, stays as last published. That keeps MQTT traffic
         and the audit log proportional to changes, not to the sample rate; periodic re-notification
-        belongs to the escalation issue."""
+        is ``renotify``. ``now`` is the gateway clock (the notification schedule runs on it);
+        without it the event's time is used."""
+        notified = event.ts if now is None else now
         current = self.active(event.rule, subject)
         if current is None:
             alert = Alert(
-                id=alert_id(event.rule, subject.key, event.started_ts),
+                id=alert_id(event.rule, subject.key_for(event.rule), event.started_ts),
                 rule=event.rule,
                 severity=event.severity,
                 state=AlertState.ACTIVE,
@@ -139,6 +166,7 @@ class AlertBook:
                 value=event.value,
                 message=event.message,
                 message_en=event.message_en,
+                notified_ts=notified,
             )
             self._put(alert)
             return alert, [Transition(Change.RAISED, alert, event.ts)]
@@ -148,15 +176,17 @@ class AlertBook:
             event.message_en,
         ):
             return current, []
-        updated = current.model_copy(
-            update={
-                "severity": event.severity,
-                "message": event.message,
-                "message_en": event.message_en,
-                "value": event.value,
-                "updated_ts": max(current.updated_ts, event.ts),
-            }
-        )
+        fields: dict[str, object] = {
+            "severity": event.severity,
+            "message": event.message,
+            "message_en": event.message_en,
+            "value": event.value,
+            "updated_ts": max(current.updated_ts, event.ts),
+        }
+        if _RANK[event.severity] > _RANK[current.severity]:
+            # Worse than what staff acknowledged: they must hear about it again.
+            fields.update(acknowledged=False, acknowledged_by=None, acknowledged_ts=None, notified_ts=notified)
+        updated = current.model_copy(update=fields)
         self._put(updated)
         return updated, [Transition(Change.UPDATED, updated, event.ts)]
 
@@ -172,7 +202,7 @@ class AlertBook:
                 "updated_ts": max(current.updated_ts, event.ts),
             }
         )
-        del self._active[(subject.key, event.rule)]
+        del self._active[(subject.key_for(event.rule), event.rule)]
         self._settle(resolved)
         return [Transition(Change.RESOLVED, resolved, event.ts)]
 
@@ -195,12 +225,38 @@ class AlertBook:
         self._settle(acked)
         return [Transition(Change.ACKNOWLEDGED, acked, ts)]
 
+    def renotify(self, now: int, policy: NotifyConfig) -> list[Transition]:
+        """Re-notify every active, unacknowledged alert whose interval has passed since its last
+        notification (one re-notification however long the gap, e.g. after a restart), escalating
+        it at the ``escalate_after``-th. Acknowledged and resolved alerts are not re-notified."""
+        out = []
+        for alert in self.open_alerts():
+            if alert.state is not AlertState.ACTIVE or alert.acknowledged:
+                continue
+            interval = policy.renotify_ms(alert.severity)
+            last = alert.notified_ts if alert.notified_ts is not None else alert.updated_ts
+            if interval <= 0 or now - last < interval:
+                continue
+            count = alert.notify_count + 1
+            escalate = not alert.escalated and 0 < policy.escalate_after <= count
+            fields: dict[str, object] = {
+                "notify_count": count,
+                "notified_ts": now,
+                "updated_ts": max(alert.updated_ts, now),
+            }
+            if escalate:
+                fields.update(escalated=True, escalated_ts=now)
+            updated = alert.model_copy(update=fields)
+            self._put(updated)
+            out.append(Transition(Change.ESCALATED if escalate else Change.RENOTIFIED, updated, now))
+        return out
+
     # -- bookkeeping
 
     def _put(self, alert: Alert) -> None:
         self._by_id[alert.id] = alert
         if alert.state is AlertState.ACTIVE:
-            self._active[(Subject.of_alert(alert).key, alert.rule)] = alert.id
+            self._active[(Subject.of_alert(alert).key_for(alert.rule), alert.rule)] = alert.id
 
     def _settle(self, alert: Alert) -> None:
         """Store the new state, or forget the alert once it is resolved and acknowledged."""

@@ -1,14 +1,19 @@
 """The gateway's MQTT shell: readings in → validate → store → judge → alerts out.
 
-Everything that decides lives in pure modules (contract validation, ``rules``, ``alerts``); this file
-only moves bytes between the broker, those modules and the SQLite store, counts what it rejects,
-and keeps the broker's retained alert messages in step with the AlertBook:
+Everything that decides lives in pure modules (contract validation, ``engine`` with its ``rules``,
+``alerts`` and ``sessions``); this file only moves bytes between the broker, the engine, the SQLite
+store and the observers (``hooks``), runs the timer tick, counts what it rejects, and keeps the
+broker's retained messages in step with the engine:
 
 * every alert change is published on ``alert/{id}``, QoS 1, retained;
 * once an alert is resolved *and* acknowledged its final state is published (not retained) and the
   retained message is cleared with an empty retained payload, so it leaves late subscribers' lists;
-* on every (re)connect the open alerts are republished (a broker restarted without persistence has
-  lost them), and retained alerts the book does not hold any more are cleared.
+* an escalated alert is also published on ``escalation/{id}``, retained while it is active and
+  unacknowledged (and cleared when it is acknowledged or resolved);
+* each room's nap session is retained on ``session/{room}``;
+* on every (re)connect the open alerts, escalations and sessions are republished (a broker
+  restarted without persistence has lost them), and retained alerts / escalations the engine does
+  not hold any more are cleared.
 
 TODO(contract): a retained gateway status/heartbeat topic (like ``edge/{agent}``) would let the
 dashboard show "gateway offline"; it is not in contract v1 yet, so nothing is published for it.
@@ -16,32 +21,42 @@ dashboard show "gateway offline"; it is not in contract v1 yet, so nothing is pu
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import methodcaller
 from pathlib import Path
 
 import aiomqtt
 
-from gateway.alerts import AlertBook, Change, Subject, Transition, UnknownAlertError
+from gateway.alerts import Change, Transition, UnknownAlertError
 from gateway.config import RulesConfig
-from gateway.rules.prone import PostureSample, ProneRule, StaleReading
+from gateway.engine import Outcome, RulesEngine
+from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
+from gateway.rules.events import StaleReading
+from gateway.sessions import UnknownRoomError
 from gateway.store import Store, StoreError
 from nurserywatch.clock import Clock
 from nurserywatch.contract import (
     AckCommand,
     Alert,
+    AlertState,
     ContractError,
+    DeviceStatus,
     EdgeStatus,
-    PostureReading,
+    SessionCommand,
     Stream,
     TopicKind,
     alert_topic,
     decode,
+    escalation_topic,
     parse_reading,
     parse_topic,
+    session_topic,
     subscription,
 )
 from nurserywatch.kit import STREAMS_BY_KIND, Kit
@@ -62,10 +77,14 @@ class GatewayStats:
     readings_received: int = 0
     readings_stored: int = 0
     alerts_published: int = 0
-    #: Retained alert messages cleared because the book no longer holds them (restart reconciliation).
+    #: Retained alert / escalation messages cleared because the engine no longer holds them.
     stale_retained_cleared: int = 0
-    #: Input not used, by reason: bad_topic, unknown_device, unexpected_stream, unknown_agent, unknown_alert, bad_json,
-    #: invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error.
+    #: Timer ticks run (rules, schedules, re-notification).
+    ticks: int = 0
+    #: Exceptions raised by observers (logged; the gateway carries on).
+    observer_errors: int = 0
+    #: Input not used, by reason: bad_topic, unknown_device, unexpected_stream, unknown_agent, unknown_alert,
+    #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error.
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -89,26 +108,64 @@ class _RateLimitedLog:
         log.log(level, "%s%s", msg, f" (+{more} more {reason} not logged)" if more else "")
 
 
-class Gateway:
-    """State of one running gateway: the alert book, the rules, the store and the counters."""
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    payload: bytes
+    retain: bool
+    #: Publish, then clear the retained message (an alert's final, closing state).
+    clear_after: bool = False
 
-    def __init__(self, kit: Kit, store: Store, rules: RulesConfig, clock: Clock, stats: GatewayStats) -> None:
+
+class Gateway:
+    """State of one running gateway: the rules engine, the store, the observers and the counters."""
+
+    def __init__(
+        self,
+        kit: Kit,
+        store: Store,
+        rules: RulesConfig,
+        clock: Clock,
+        stats: GatewayStats,
+        observers: Sequence[ObserverFactory] = (),
+    ) -> None:
         self.kit = kit
         self.store = store
+        self.rules = rules
         self.clock = clock
         self.stats = stats
-        self.book = AlertBook(store.open_alerts())
-        self.prone = ProneRule(rules.prone)
-        # Lookups built once: every reading needs its device's subject, every edge status its agent.
-        self._subjects = {d.id: Subject.of_device(kit, d.id) for d in kit.devices}
+        sessions, windows = store.sessions()
+        self.engine = RulesEngine(
+            kit, rules, clock.now_ms(), alerts=store.open_alerts(), sessions=sessions, schedule_windows=windows
+        )
+        for room in sorted(set(rules.rooms) - {r.id for r in kit.rooms}):
+            log.error("rules file: rooms.%s is not a room of kit %r; its settings are not used", room, kit.site)
+        self._devices = {d.id: d for d in kit.devices}
         self._kinds = {d.id: d.kind for d in kit.devices}
         self._agents = frozenset(a.id for a in kit.agents)
         self.edges_online: dict[str, bool] = {}
         self._log = _RateLimitedLog()
-        # Alert states not yet confirmed published (survives reconnects within a run).
-        self._outbox: dict[str, Alert] = {}
-        if self.book.open_alerts():
-            log.info("restored %d open alert(s) from %s", len(self.book.open_alerts()), store.path)
+        # Messages not yet confirmed published, by topic (a newer state replaces an unsent older one).
+        self._outbox: dict[str, _Pending] = {}
+        self._client: aiomqtt.Client | None = None
+        self._flush_lock = asyncio.Lock()
+        self._failed_observers: set[str] = set()
+        open_alerts = self.engine.book.open_alerts()
+        if open_alerts:
+            log.info("restored %d open alert(s) from %s", len(open_alerts), store.path)
+        self.observers: list[GatewayObserver] = [factory(self) for factory in observers]
+        now = clock.now_ms()
+        for change in self.engine.restored_sessions(now):
+            log.info("nap session %s of room %s continues", change.state.session_id, change.room)
+            self._notify(methodcaller("on_session", change))
+
+    # ------------------------------------------------------------ hook for other parts
+
+    def add_observer(self, observer: GatewayObserver) -> None:
+        self.observers.append(observer)
+
+    def enqueue(self, message: Outgoing) -> None:
+        """Publish ``message`` (QoS 1) as soon as the broker is reachable."""
+        self._outbox[message.topic] = _Pending(message.payload, message.retain)
 
     # ------------------------------------------------------------ MQTT session
 
@@ -117,125 +174,190 @@ class Gateway:
         await client.subscribe(
             [
                 (subscription(site, TopicKind.READING), 1),
-                (subscription(site, TopicKind.COMMAND_ACK), 1),
+                (subscription(site, TopicKind.STATUS), 1),
                 (subscription(site, TopicKind.EDGE), 1),
-                # Only to reconcile retained alerts on (re)connect; live echoes of our own publishes
-                # arrive with retain=False and are ignored.
+                (subscription(site, TopicKind.COMMAND_ACK), 1),
+                (subscription(site, TopicKind.COMMAND_SESSION), 1),
+                # Only to reconcile retained messages on (re)connect; live echoes of our own
+                # publishes arrive with retain=False and are ignored.
                 (subscription(site, TopicKind.ALERT), 1),
+                (subscription(site, TopicKind.ESCALATION), 1),
             ]
         )
         raise_if_cancel_was_swallowed()
         self.stats.sessions += 1
-        for alert in self.book.open_alerts():
-            self._outbox[alert.id] = alert
-        await self._flush(client)
-        async for message in client.messages:
-            transitions, clear = self.handle(message.topic.value, _payload_bytes(message.payload), message.retain)
-            for t in transitions:
-                self._outbox[t.alert.id] = t.alert
-            if clear is not None:
-                await self._clear(client, clear)
+        now = self.clock.now_ms()
+        for alert in self.engine.book.open_alerts():
+            self._enqueue_alert(alert)
+        for state in self.engine.sessions.states(now):
+            self.enqueue(Outgoing(session_topic(site, state.room), state.to_json(), retain=True))
+        self._client = client
+        try:
             await self._flush(client)
+            async for message in client.messages:
+                self.handle(message.topic.value, _payload_bytes(message.payload), message.retain)
+                await self._flush(client)
+        finally:
+            self._client = None
+
+    async def tick_forever(self) -> None:
+        """The timer: every ``tick_ms`` (real time) judge at the injected clock's now, then publish.
+        Runs across reconnects, so rules keep being judged (and stored) while the broker is away."""
+        interval_s = self.rules.tick_ms / 1000
+        while True:
+            await asyncio.sleep(interval_s)
+            self.tick()
+            client = self._client
+            if client is None:
+                continue
+            try:
+                await self._flush(client)
+            except aiomqtt.MqttError as exc:  # the message loop notices and reconnects
+                self._log(logging.WARNING, "publish", f"publishing after a tick failed: {exc}")
+            except Exception:  # the timer must outlive any bug: a dead timer would silence apnea alerts
+                self.stats.rejected["internal_error"] += 1
+                log.exception("internal error while publishing after a tick")
 
     async def _flush(self, client: aiomqtt.Client) -> None:
-        """Publish pending alert states in order; an entry leaves the outbox only once sent, so a
+        """Publish pending messages in order; an entry leaves the outbox only once sent, so a
         connection lost half-way is made good on the next session."""
-        while self._outbox:
-            alert_id, alert = next(iter(self._outbox.items()))
-            topic = alert_topic(self.kit.site, alert_id)
-            await client.publish(topic, alert.to_json(), qos=1, retain=alert.retained)
-            raise_if_cancel_was_swallowed()
-            if not alert.retained:
-                await self._clear(client, alert_id)
-            del self._outbox[alert_id]
-            self.stats.alerts_published += 1
-
-    async def _clear(self, client: aiomqtt.Client, alert_id: str) -> None:
-        await client.publish(alert_topic(self.kit.site, alert_id), b"", qos=1, retain=True)
-        raise_if_cancel_was_swallowed()
+        async with self._flush_lock:
+            while self._outbox:
+                topic, msg = next(iter(self._outbox.items()))
+                await client.publish(topic, msg.payload, qos=1, retain=msg.retain)
+                raise_if_cancel_was_swallowed()
+                if msg.clear_after:
+                    await client.publish(topic, b"", qos=1, retain=True)
+                    raise_if_cancel_was_swallowed()
+                if self._outbox.get(topic) is msg:  # not replaced by a newer state meanwhile
+                    del self._outbox[topic]
+                if "/alert/" in topic and msg.payload:
+                    self.stats.alerts_published += 1
 
     # ------------------------------------------------------------ message handling (no network)
 
-    def handle(self, topic_str: str, payload: bytes, retained: bool = False) -> tuple[list[Transition], str | None]:
-        """Process one message. Returns the alert transitions to publish and, for a stale retained
-        alert, the id whose retained message must be cleared. Never raises for bad input."""
+    def handle(self, topic_str: str, payload: bytes, retained: bool = False) -> None:
+        """Process one message; what to publish goes to the outbox. Never raises for bad input."""
         try:
             topic = parse_topic(topic_str)
             if topic.site != self.kit.site:
                 raise ContractError("bad_topic", f"site {topic.site!r} is not this gateway's {self.kit.site!r}")
         except ContractError as exc:
             self._reject("bad_topic", f"{topic_str!r}: {exc.detail}")
-            return [], None
+            return
         try:
             match topic.kind:
                 case TopicKind.READING:
                     assert topic.device is not None and topic.stream is not None
-                    return self._on_reading(topic.device, topic.stream, payload, topic_str), None
-                case TopicKind.COMMAND_ACK:
-                    return self._on_ack(payload), None
+                    self._on_reading(topic.device, topic.stream, payload, topic_str)
+                case TopicKind.STATUS:
+                    assert topic.device is not None
+                    self._on_status(topic.device, payload, topic_str)
                 case TopicKind.EDGE:
                     assert topic.agent is not None
                     self._on_edge(topic.agent, payload)
-                case TopicKind.ALERT:
+                case TopicKind.COMMAND_ACK:
+                    self._on_ack(payload)
+                case TopicKind.COMMAND_SESSION:
+                    self._on_session_command(payload)
+                case TopicKind.ALERT | TopicKind.ESCALATION:
                     assert topic.alert_id is not None
-                    if retained and payload and self.book.get(topic.alert_id) is None:
-                        log.info("clearing retained alert %s: not open in the gateway's book", topic.alert_id)
+                    if retained and payload and not self._should_be_retained(topic.kind, topic.alert_id):
+                        log.info("clearing retained %s/%s: not open in the gateway", topic.kind.value, topic.alert_id)
                         self.stats.stale_retained_cleared += 1
-                        return [], topic.alert_id
+                        self._outbox.setdefault(topic_str, _Pending(b"", retain=True))
                 case _:
                     pass
         except Exception:  # a bug must not stop the gateway; count it and keep going
             self.stats.rejected["internal_error"] += 1
             log.exception("internal error while handling %s", topic_str)
-        return [], None
 
-    def _on_reading(self, device: str, stream: Stream, payload: bytes, topic: str) -> list[Transition]:
+    def tick(self) -> None:
+        now = self.clock.now_ms()
+        self.stats.ticks += 1
+        try:
+            outcome = self.engine.tick(now)
+        except Exception:  # a bug in one rule must not stop the timer of all the others
+            self.stats.rejected["internal_error"] += 1
+            log.exception("internal error in the timer tick")
+            return
+        self._process(outcome)
+        self._notify(methodcaller("on_tick", now))
+
+    def _on_reading(self, device: str, stream: Stream, payload: bytes, topic: str) -> None:
         self.stats.readings_received += 1
-        subject = self._subjects.get(device)
-        if subject is None:
+        kind = self._kinds.get(device)
+        if kind is None:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
-            return []
-        kind = self._kinds[device]
+            return
         if stream not in STREAMS_BY_KIND[kind]:
             self._reject("unexpected_stream", f"{topic}: a {kind.value} does not publish {stream.value} readings")
-            return []
+            return
         try:
             reading = parse_reading(stream, payload)
         except ContractError as exc:
             self._reject(exc.reason, f"{topic}: {exc.detail}")
-            return []
+            return
+        now = self.clock.now_ms()
         try:
-            if not self.store.add_reading(device, stream, reading, self.clock.now_ms()):
+            if not self.store.add_reading(device, stream, reading, now):
                 self._reject("duplicate", f"{topic}: seq {reading.seq} ts {reading.ts} already stored")
-                return []
+                return
             self.stats.readings_stored += 1
         except StoreError as exc:
             # Keep judging: alerting must not stop because the database did (buffering comes later).
             self._reject("store_error", str(exc), level=logging.ERROR)
-        if isinstance(reading, PostureReading):
-            try:
-                events = self.prone.feed(PostureSample(device, reading.position, reading.ts))
-            except StaleReading as exc:
-                self._reject("stale", f"{topic}: {exc}")
-                return []
-            transitions = [t for ev in events for t in self.book.apply(ev, subject)]
-            self._record(transitions)
-            return transitions
-        return []
+        try:
+            outcome = self.engine.reading(device, stream, reading, now)
+        except StaleReading as exc:
+            self._reject("stale", f"{topic}: {exc}")
+            return
+        self._process(outcome)
+        dev = self._devices[device]
+        accepted = AcceptedReading(device, dev.child, dev.room, stream, reading, now)
+        self._notify(methodcaller("on_reading", accepted))
 
-    def _on_ack(self, payload: bytes) -> list[Transition]:
+    def _on_status(self, device: str, payload: bytes, topic: str) -> None:
+        if device not in self._kinds:
+            self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
+            return
+        try:
+            status = decode(DeviceStatus, payload)
+        except ContractError as exc:
+            self._reject(exc.reason, f"{topic}: {exc.detail}")
+            return
+        self._process(self.engine.device_status(device, status, self.clock.now_ms()))
+
+    def _on_ack(self, payload: bytes) -> None:
         try:
             cmd = decode(AckCommand, payload)
         except ContractError as exc:
             self._reject(exc.reason, f"command/ack: {exc.detail}")
-            return []
+            return
         try:
-            transitions = self.book.acknowledge(cmd.alert_id, cmd.by, self.clock.now_ms())
+            outcome = self.engine.acknowledge(cmd.alert_id, cmd.by, self.clock.now_ms())
         except UnknownAlertError as exc:
             self._reject("unknown_alert", f"command/ack by {cmd.by!r}: {exc}")
-            return []
-        self._record(transitions)
-        return transitions
+            return
+        self._process(outcome)
+
+    def _on_session_command(self, payload: bytes) -> None:
+        try:
+            cmd = decode(SessionCommand, payload)
+        except ContractError as exc:
+            self._reject(exc.reason, f"command/session: {exc.detail}")
+            return
+        try:
+            outcome = self.engine.session_command(cmd, self.clock.now_ms())
+        except UnknownRoomError as exc:
+            self._reject("unknown_room", f"command/session by {cmd.by!r}: {exc}")
+            return
+        log.info("command/session: %s %s by %s", cmd.action.value, cmd.room, cmd.by)
+        self._process(outcome)
+        if not outcome.sessions:  # already so: answer with the current state all the same
+            for state in self.engine.sessions.states(self.clock.now_ms()):
+                if state.room == cmd.room:
+                    self.enqueue(Outgoing(session_topic(self.kit.site, state.room), state.to_json(), retain=True))
 
     def _on_edge(self, agent: str, payload: bytes) -> None:
         if agent not in self._agents:
@@ -246,25 +368,86 @@ class Gateway:
         except ContractError as exc:
             self._reject(exc.reason, f"edge/{agent}: {exc.detail}")
             return
-        # Kept for the sensor-lost rule (rules-engine issue); for now only logged on change.
         if self.edges_online.get(agent) != status.online:
             log.info("edge agent %s is %s", agent, "online" if status.online else "OFFLINE")
         self.edges_online[agent] = status.online
+        self._process(self.engine.edge_status(agent, status, self.clock.now_ms()))
+
+    # ------------------------------------------------------------ outcome → store, observers, outbox
+
+    def _process(self, outcome: Outcome) -> None:
+        if outcome.sessions or self.engine.sessions.dirty_windows:
+            windows = {r: self.engine.sessions.schedule_windows[r] for r in self.engine.sessions.dirty_windows}
+            self.engine.sessions.dirty_windows.clear()
+            for change in outcome.sessions:
+                log.info("nap session %s of room %s %s by %s", change.state.session_id, change.room,
+                         change.kind.value, change.state.stopped_by or change.state.started_by)  # fmt: skip
+            try:
+                self.store.record_sessions(outcome.sessions, windows)
+            except StoreError as exc:
+                self._reject("store_error", str(exc), level=logging.ERROR)
+        self._record(outcome.transitions)
+        for change in outcome.sessions:
+            self._notify(methodcaller("on_session", change))
+            self.enqueue(Outgoing(session_topic(self.kit.site, change.room), change.state.to_json(), retain=True))
+        for t in outcome.transitions:
+            self._notify(methodcaller("on_alert", t))
+            self._enqueue_transition(t)
+
+    def _enqueue_transition(self, t: Transition) -> None:
+        alert = t.alert
+        self._enqueue_alert(alert)
+        if alert.escalated and t.change in (Change.ACKNOWLEDGED, Change.RESOLVED):
+            self.enqueue(Outgoing(escalation_topic(self.kit.site, alert.id), b"", retain=True))
+
+    def _enqueue_alert(self, alert: Alert) -> None:
+        topic = alert_topic(self.kit.site, alert.id)
+        self._outbox[topic] = _Pending(alert.to_json(), retain=alert.retained, clear_after=not alert.retained)
+        if _escalation_retained(alert):
+            self.enqueue(Outgoing(escalation_topic(self.kit.site, alert.id), alert.to_json(), retain=True))
+
+    def _should_be_retained(self, kind: TopicKind, alert_id: str) -> bool:
+        alert = self.engine.book.get(alert_id)
+        if alert is None:
+            return False
+        return kind is TopicKind.ALERT or _escalation_retained(alert)
 
     def _record(self, transitions: Sequence[Transition]) -> None:
         for t in transitions:
             a = t.alert
+            if t.change is Change.RENOTIFIED:
+                log.debug("alert %s renotified (%d)", a.id, a.notify_count)
+                continue
             by = f" by {a.acknowledged_by}" if t.change is Change.ACKNOWLEDGED else ""
-            log.info("alert %s %s%s: %s %s/%s", a.id, t.change.value, by, a.rule, a.child, a.device)
+            log.info("alert %s %s%s: %s %s %s/%s", a.id, t.change.value, by, a.severity.value, a.rule, a.child,
+                     a.device)  # fmt: skip
         try:
             self.store.record(transitions)
         except StoreError as exc:
             # The alert is still published; the audit row is lost and said so (disk buffer comes later).
             self._reject("store_error", str(exc), level=logging.ERROR)
 
+    def _notify(self, call: Callable[[GatewayObserver], None]) -> None:
+        for observer in self.observers:
+            try:
+                call(observer)
+            except Exception as exc:
+                self.stats.observer_errors += 1
+                name = type(observer).__name__
+                if name not in self._failed_observers:  # the first traceback, then rate-limited lines
+                    self._failed_observers.add(name)
+                    log.exception("observer %s failed", name)
+                else:
+                    self._log(logging.ERROR, f"observer:{name}", f"observer {name} failed again: {exc!r}")
+
     def _reject(self, reason: str, detail: str, level: int = logging.WARNING) -> None:
         self.stats.rejected[reason] += 1
         self._log(level, reason, f"rejected ({reason}, {self.stats.rejected[reason]} so far): {detail}")
+
+
+def _escalation_retained(alert: Alert) -> bool:
+    """escalation/{id} is retained while the alert is escalated, active and unacknowledged."""
+    return alert.escalated and alert.state is AlertState.ACTIVE and not alert.acknowledged
 
 
 def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> bytes:
@@ -281,10 +464,18 @@ async def run_gateway(
     clock: Clock,
     *,
     stats: GatewayStats | None = None,
+    observers: Sequence[ObserverFactory] = (),
 ) -> None:
-    """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests."""
+    """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
+    ``observers`` are factories of GatewayObservers (see gateway/hooks.py)."""
     with Store(db_path) as store:
-        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats())
-        # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
-        # gateway restarts, so none is lost.
-        await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session)
+        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(), observers)
+        ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
+        try:
+            # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
+            # gateway restarts, so none is lost.
+            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session)
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker

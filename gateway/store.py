@@ -1,4 +1,5 @@
-"""SQLite storage of the gateway: readings, the current state of every alert, and the audit log.
+"""SQLite storage of the gateway: readings, the current state of every alert, the audit log, and
+nap sessions (current state per room, append-only session log).
 
 ``Store`` is the gateway's single writer; ``StoreReader`` is the read-only interface the dashboard
 imports (it opens the file with ``mode=ro`` and never touches rule state). WAL mode lets both run
@@ -20,7 +21,8 @@ from types import TracebackType
 from typing import Literal
 
 from gateway.alerts import Change, Transition
-from nurserywatch.contract import Alert, Reading, Stream, parse_reading
+from gateway.sessions import SessionChange, SessionChangeKind
+from nurserywatch.contract import Alert, Reading, SessionState, Stream, parse_reading
 
 SCHEMA_VERSION = 1
 
@@ -62,6 +64,22 @@ CREATE TABLE IF NOT EXISTS alert_transitions (
     body     TEXT    NOT NULL   -- the alert after the change
 );
 CREATE INDEX IF NOT EXISTS alert_transitions_by_alert ON alert_transitions (alert_id, seq);
+
+CREATE TABLE IF NOT EXISTS sessions (
+    room            TEXT PRIMARY KEY,
+    body            TEXT,           -- the room's latest SessionState as JSON (NULL: never had one)
+    schedule_window TEXT            -- the nap_schedule window the gateway last acted on
+);
+
+CREATE TABLE IF NOT EXISTS session_log (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,  -- append-only
+    room       TEXT    NOT NULL,
+    change     TEXT    NOT NULL,  -- started | stopped
+    ts         INTEGER NOT NULL,  -- gateway clock, unix ms
+    session_id TEXT    NOT NULL,
+    body       TEXT    NOT NULL   -- the SessionState after the change
+);
+CREATE INDEX IF NOT EXISTS session_log_by_room ON session_log (room, ts);
 """
 
 
@@ -143,6 +161,43 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot record alert transitions: {exc}") from None
 
+    def record_sessions(self, changes: Sequence[SessionChange], windows: dict[str, str] | None = None) -> None:
+        """Append session starts/stops to the log, keep each room's latest state, and remember the
+        schedule windows acted on — atomically. Restored-session notices are not changes: skipped."""
+        changes = [c for c in changes if c.kind is not SessionChangeKind.RESTORED]
+        if not changes and not windows:
+            return
+        try:
+            with self._transaction():
+                for c in changes:
+                    body = c.state.model_dump_json()
+                    self._db.execute(
+                        "INSERT INTO session_log (room, change, ts, session_id, body) VALUES (?, ?, ?, ?, ?)",
+                        (c.room, c.kind.value, c.ts, c.state.session_id or "", body),
+                    )
+                    self._db.execute(
+                        "INSERT INTO sessions (room, body) VALUES (?, ?)"
+                        " ON CONFLICT (room) DO UPDATE SET body = excluded.body",
+                        (c.room, body),
+                    )
+                for room, window in (windows or {}).items():
+                    self._db.execute(
+                        "INSERT INTO sessions (room, schedule_window) VALUES (?, ?)"
+                        " ON CONFLICT (room) DO UPDATE SET schedule_window = excluded.schedule_window",
+                        (room, window),
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot record nap sessions: {exc}") from None
+
+    def sessions(self) -> tuple[list[SessionState], dict[str, str]]:
+        """Each room's latest session state, and the schedule window last acted on per room."""
+        try:
+            rows = self._db.execute("SELECT room, body, schedule_window FROM sessions ORDER BY room").fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read nap sessions: {exc}") from None
+        states = [SessionState.model_validate_json(body) for _room, body, _w in rows if body is not None]
+        return states, {room: w for room, _body, w in rows if w is not None}
+
     def open_alerts(self) -> list[Alert]:
         """Alerts to restore on start: active, or resolved but not yet acknowledged."""
         try:
@@ -222,6 +277,26 @@ class StoreReader:
                 (st.value,),
             ).fetchall()
         return [StoredReading(dev, st, parse_reading(st, payload), rts) for dev, _ts, payload, rts in rows]
+
+    def sessions(self) -> list[SessionState]:
+        """Each room's latest nap session state (rooms that never had one are absent)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT body FROM sessions WHERE body IS NOT NULL ORDER BY room").fetchall()
+        return [SessionState.model_validate_json(r[0]) for r in rows]
+
+    def session_log(
+        self, room: str | None = None, since_ts: int = 0, until_ts: int | None = None
+    ) -> list[SessionState]:
+        """Session starts and stops (the state after each), oldest first, optionally of one room and
+        within [since_ts, until_ts)."""
+        sql, args = "SELECT body FROM session_log WHERE ts >= ?", list[int | str]([since_ts])
+        if until_ts is not None:
+            sql, args = sql + " AND ts < ?", [*args, until_ts]
+        if room is not None:
+            sql, args = sql + " AND room = ?", [*args, room]
+        with self._connect() as db:
+            rows = db.execute(sql + " ORDER BY seq", args).fetchall()
+        return [SessionState.model_validate_json(r[0]) for r in rows]
 
     def count_readings(self, device: str | None = None) -> int:
         with self._connect() as db:

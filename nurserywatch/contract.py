@@ -9,7 +9,10 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     status/{device}             QoS 1, retained       DeviceStatus
     edge/{agent}                QoS 1, retained       EdgeStatus (+ last will {"online": false})
     alert/{alert_id}            QoS 1, retained while not (resolved and acknowledged)   Alert
+    escalation/{alert_id}       QoS 1, retained while escalated, active and unacknowledged   Alert
+    session/{room}              QoS 1, retained       SessionState (nap session of a room)
     command/ack                 QoS 1, not retained   AckCommand
+    command/session             QoS 1, not retained   SessionCommand
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ class TopicKind(StrEnum):
     EDGE = "edge"
     ALERT = "alert"
     COMMAND_ACK = "command_ack"
+    ESCALATION = "escalation"
+    SESSION = "session"
+    COMMAND_SESSION = "command_session"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,7 @@ class Topic:
     stream: Stream | None = None
     agent: str | None = None
     alert_id: str | None = None
+    room: str | None = None
 
 
 def site_root(site: str) -> str:
@@ -102,6 +109,18 @@ def ack_topic(site: str) -> str:
     return f"{site_root(site)}/command/ack"
 
 
+def escalation_topic(site: str, alert_id: str) -> str:
+    return f"{site_root(site)}/escalation/{check_ident(alert_id, 'alert id')}"
+
+
+def session_topic(site: str, room: str) -> str:
+    return f"{site_root(site)}/session/{check_ident(room, 'room')}"
+
+
+def session_command_topic(site: str) -> str:
+    return f"{site_root(site)}/command/session"
+
+
 def subscription(site: str, kind: TopicKind) -> str:
     """The wildcard filter that matches every topic of one kind at a site."""
     root = site_root(site)
@@ -111,6 +130,9 @@ def subscription(site: str, kind: TopicKind) -> str:
         TopicKind.EDGE: f"{root}/edge/+",
         TopicKind.ALERT: f"{root}/alert/+",
         TopicKind.COMMAND_ACK: f"{root}/command/ack",
+        TopicKind.ESCALATION: f"{root}/escalation/+",
+        TopicKind.SESSION: f"{root}/session/+",
+        TopicKind.COMMAND_SESSION: f"{root}/command/session",
     }[kind]
 
 
@@ -136,6 +158,12 @@ def parse_topic(topic: str) -> Topic:
             return Topic(site, TopicKind.ALERT, alert_id=check_ident(alert_id, "alert id"))
         case ["command", "ack"]:
             return Topic(site, TopicKind.COMMAND_ACK)
+        case ["escalation", alert_id]:
+            return Topic(site, TopicKind.ESCALATION, alert_id=check_ident(alert_id, "alert id"))
+        case ["session", room]:
+            return Topic(site, TopicKind.SESSION, room=check_ident(room, "room"))
+        case ["command", "session"]:
+            return Topic(site, TopicKind.COMMAND_SESSION)
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
@@ -267,6 +295,13 @@ class Alert(_Payload):
     value: float | str | None = None
     message: str
     message_en: str
+    #: Re-notifications so far (a critical alert is re-published every 30 s while active and
+    #: unacknowledged); 0 for the first notification.
+    notify_count: Annotated[int, Field(ge=0)] = 0
+    #: Gateway time of the latest (re-)notification; the next one is due a re-notify interval later.
+    notified_ts: UnixMs | None = None
+    #: Gateway time at which the alert was escalated (``escalated`` became true).
+    escalated_ts: UnixMs | None = None
 
     @property
     def retained(self) -> bool:
@@ -277,6 +312,42 @@ class Alert(_Payload):
 class AckCommand(_Payload):
     alert_id: Ident
     by: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class SessionAction(StrEnum):
+    START = "start"
+    STOP = "stop"
+
+
+class SessionCommand(_Payload):
+    """Staff start or stop the nap session of a room (published by the dashboard)."""
+
+    room: Ident
+    action: SessionAction
+    by: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class SessionSource(StrEnum):
+    STAFF = "staff"
+    SCHEDULE = "schedule"
+
+
+class SessionState(_Payload):
+    """The nap session of one room, retained on ``session/{room}`` by the gateway. ``active`` false
+    with the ``started_*``/``stopped_*`` fields set describes the last session that ended."""
+
+    room: Ident
+    active: bool
+    #: Unique per session: ``{room}-{started_ts}``.
+    session_id: str | None = None
+    source: SessionSource | None = None
+    started_ts: UnixMs | None = None
+    started_by: str | None = None
+    #: When the kit's schedule will end this session (schedule-started sessions only).
+    scheduled_end_ts: UnixMs | None = None
+    stopped_ts: UnixMs | None = None
+    stopped_by: str | None = None
+    updated_ts: UnixMs
 
 
 # ---------------------------------------------------------------- helpers

@@ -5,11 +5,13 @@ file, the field and what was expected (the CLI prints it and exits with code 2).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nurserywatch.contract import IDENT_RE, Stream
 from nurserywatch.yaml_files import load_yaml_model
@@ -95,9 +97,43 @@ class BleTransport(_Strict):
 Transport = Annotated[SerialTransport | BleTransport, Field(discriminator="type")]
 
 
+_CLOCK_RE = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
+
+
+class NapWindow(_Strict):
+    """A daily nap time of a room, in the site's local time. ``end`` before ``start`` crosses midnight."""
+
+    start: Annotated[str, Field(pattern=_CLOCK_RE)]
+    end: Annotated[str, Field(pattern=_CLOCK_RE)]
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _sexagesimal(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 12:30 as the base-60 integer 750: take it back as minutes.
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        return value
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> NapWindow:
+        if self.start == self.end:
+            raise ValueError(f"end: {self.end!r} equals start; a nap window needs a length")
+        return self
+
+    @property
+    def start_time(self) -> time:
+        return time.fromisoformat(self.start)
+
+    @property
+    def end_time(self) -> time:
+        return time.fromisoformat(self.end)
+
+
 class Room(_Strict):
     id: Ident
     name: str
+    #: Nap sessions the gateway starts and stops by itself (staff can always start/stop by hand).
+    nap_schedule: list[NapWindow] = Field(default_factory=list)
 
 
 class SpoolConfig(_Strict):
@@ -172,6 +208,8 @@ class Device(_Strict):
 class Kit(_Strict):
     site: Ident
     name: str
+    #: IANA time zone of the site: nap schedules are local times.
+    timezone: str = "Asia/Tokyo"
     rooms: Annotated[list[Room], Field(min_length=1)]
     agents: Annotated[list[Agent], Field(min_length=1)]
     devices: list[Device] = Field(default_factory=list)
@@ -180,6 +218,10 @@ class Kit(_Strict):
 
     @model_validator(mode="after")
     def _check_references(self) -> Kit:
+        try:
+            ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone such as Asia/Tokyo") from None
         room_ids = _unique(self.rooms, "rooms")
         agent_ids = _unique(self.agents, "agents")
         child_ids = _unique(self.children, "children")
@@ -203,6 +245,9 @@ class Kit(_Strict):
         return self
 
     # -- lookups used by every part
+
+    def room(self, room_id: str) -> Room | None:
+        return next((r for r in self.rooms if r.id == room_id), None)
 
     def device(self, device_id: str) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)

@@ -15,6 +15,10 @@ from nurserywatch.contract import (
     EdgeStatus,
     Position,
     PostureReading,
+    SessionAction,
+    SessionCommand,
+    SessionSource,
+    SessionState,
     Severity,
     Stream,
     Topic,
@@ -23,9 +27,12 @@ from nurserywatch.contract import (
     alert_topic,
     decode,
     edge_topic,
+    escalation_topic,
     parse_reading,
     parse_topic,
     reading_topic,
+    session_command_topic,
+    session_topic,
     status_topic,
     subscription,
 )
@@ -50,6 +57,17 @@ R = "nurserywatch/v1/himawari"
         (edge_topic("himawari", "pi-1"), f"{R}/edge/pi-1", Topic("himawari", TopicKind.EDGE, agent="pi-1")),
         (alert_topic("himawari", "a1b2"), f"{R}/alert/a1b2", Topic("himawari", TopicKind.ALERT, alert_id="a1b2")),
         (ack_topic("himawari"), f"{R}/command/ack", Topic("himawari", TopicKind.COMMAND_ACK)),
+        (
+            escalation_topic("himawari", "apnea-1f"),
+            f"{R}/escalation/apnea-1f",
+            Topic("himawari", TopicKind.ESCALATION, alert_id="apnea-1f"),
+        ),
+        (
+            session_topic("himawari", "hiyoko"),
+            f"{R}/session/hiyoko",
+            Topic("himawari", TopicKind.SESSION, room="hiyoko"),
+        ),
+        (session_command_topic("himawari"), f"{R}/command/session", Topic("himawari", TopicKind.COMMAND_SESSION)),
     ],
 )
 def test_topics_build_and_parse(built: str, expected_topic: str, parsed: Topic) -> None:
@@ -69,6 +87,8 @@ def test_topics_build_and_parse(built: str, expected_topic: str, parsed: Topic) 
         (f"{R}/alert/{'a' * 65}", "bad_identifier"),
         ("nurserywatch/v1/HIMAWARI/status/x", "bad_identifier"),
         (f"{R}/command/reboot", "bad_topic"),
+        (f"{R}/session/Hiyoko", "bad_identifier"),
+        (f"{R}/escalation", "bad_topic"),
         ("nurserywatch/v1", "bad_topic"),
     ],
 )
@@ -89,6 +109,9 @@ def test_subscriptions() -> None:
     assert subscription("himawari", TopicKind.READING) == f"{R}/reading/+/+"
     assert subscription("himawari", TopicKind.ALERT) == f"{R}/alert/+"
     assert subscription("himawari", TopicKind.COMMAND_ACK) == f"{R}/command/ack"
+    assert subscription("himawari", TopicKind.ESCALATION) == f"{R}/escalation/+"
+    assert subscription("himawari", TopicKind.SESSION) == f"{R}/session/+"
+    assert subscription("himawari", TopicKind.COMMAND_SESSION) == f"{R}/command/session"
 
 
 def test_posture_reading_round_trip() -> None:
@@ -147,3 +170,35 @@ def test_alert_and_commands_validate() -> None:
         decode(AckCommand, b'{"alert_id": "abc", "by": ""}')
     # The last will carries only {"online": false}.
     assert decode(EdgeStatus, b'{"online": false}') == EdgeStatus(online=False)
+
+
+def test_alert_notification_fields_are_optional_for_older_payloads() -> None:
+    old = b'{"id": "a1", "rule": "prone", "severity": "critical", "state": "active", "started_ts": 1,'
+    old += b' "updated_ts": 2, "message": "m", "message_en": "m"}'
+    alert = decode(Alert, old)
+    assert (alert.notify_count, alert.notified_ts, alert.escalated, alert.escalated_ts) == (0, None, False, None)
+    again = alert.model_copy(update={"notify_count": 3, "notified_ts": 5, "escalated": True, "escalated_ts": 5})
+    assert decode(Alert, again.to_json()) == again
+    with pytest.raises(ContractError):
+        decode(Alert, again.to_json().replace(b'"notify_count":3', b'"notify_count":-1'))
+
+
+def test_session_command_and_state() -> None:
+    cmd = decode(SessionCommand, rb'{"room": "hiyoko", "action": "start", "by": "\u4f50\u85e4"}')
+    assert (cmd.room, cmd.action, cmd.by) == ("hiyoko", SessionAction.START, "佐藤")
+    for bad in (
+        b'{"room": "hiyoko", "action": "pause", "by": "x"}',
+        b'{"room": "Hiyoko", "action": "stop", "by": "x"}',
+        b'{"room": "hiyoko", "action": "stop", "by": ""}',
+        b'{"room": "hiyoko", "by": "x"}',
+    ):
+        with pytest.raises(ContractError) as exc:
+            decode(SessionCommand, bad)
+        assert exc.value.reason == "invalid_payload"
+    state = SessionState(
+        room="hiyoko", active=True, session_id="hiyoko-1767225600000", source=SessionSource.SCHEDULE,
+        started_ts=1_767_225_600_000, started_by="schedule", scheduled_end_ts=1_767_232_800_000,
+        updated_ts=1_767_225_600_000,
+    )  # fmt: skip
+    assert decode(SessionState, state.to_json()) == state
+    assert decode(SessionState, b'{"room": "risu", "active": false, "updated_ts": 0}').session_id is None

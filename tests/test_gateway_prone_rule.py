@@ -159,6 +159,9 @@ def test_raised_alert_is_a_whole_critical_contract_alert() -> None:
         "value": 30.0,
         "message": "うつぶせ寝が30秒以上続いています",
         "message_en": "Prone for 30 s or more",
+        "notify_count": 0,
+        "notified_ts": T0 + 30_000,  # without a gateway clock, the event's time
+        "escalated_ts": None,
     }
     assert alert.id.startswith("prone-")
 

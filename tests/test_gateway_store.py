@@ -181,7 +181,7 @@ def test_rules_file_values(tmp_path: Path, text: str, expected: RulesConfig) -> 
         ("prone: {min_duraton_s: 30}\n", "prone.min_duraton_s: unknown key (check the spelling"),
         ("apnoea: {min_duration_s: 20}\n", "apnoea: unknown key"),
         ("prone: 30\n", "prone: expected a mapping of settings (got 30)"),
-        ("- prone\n", "expected a mapping with keys prone"),
+        ("- prone\n", "expected a mapping with keys apnea, breathing_rate_low, breathing_rate_high, prone"),
         ("prone: {min_duration_s: [\n", "not valid YAML"),
     ],
 )

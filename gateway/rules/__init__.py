@@ -1,4 +1,4 @@
-"""Rules: pure state machines on message time. Each takes typed samples and returns ``events``
-(Firing / Cleared) keyed by device; the service maps devices to subjects and hands the events to
-the AlertBook, which owns the alert lifecycle. More rules of DESIGN.md §6 arrive with the
-rules-engine issue."""
+"""Rules of DESIGN.md §6: pure monitors on message time, one module per rule or rule family
+(breathing, prone, fever, sensor_lost, battery, air) plus the shared debouncing in ``levels``.
+Each reports ``events`` (Firing / Cleared) keyed by device; the engine maps devices to subjects
+and hands the events to the AlertBook, which owns the alert lifecycle."""

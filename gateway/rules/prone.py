@@ -20,22 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.config import ProneConfig
-from gateway.rules.events import Cleared, Firing, RuleEvent
+from gateway.rules.events import Cleared, Firing, RuleEvent, StaleReading
 from nurserywatch.contract import Position, Severity
 
 RULE = "prone"
 
-
-class StaleReading(Exception):
-    """A sample older than the newest one already judged for the same device."""
-
-    reason = "stale"
-
-    def __init__(self, device: str, ts: int, latest_ts: int) -> None:
-        super().__init__(f"{device}: sample at {ts} is older than the latest judged one at {latest_ts}")
-        self.device = device
-        self.ts = ts
-        self.latest_ts = latest_ts
+__all__ = ["RULE", "PostureSample", "ProneRule", "StaleReading"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,16 +66,26 @@ class ProneRule:
             return [Cleared(RULE, sample.device, sample.ts)]
 
         since = self._prone_since.setdefault(sample.device, sample.ts)
-        elapsed = sample.ts - since
+        return self._judge(sample.device, since, sample.ts)
+
+    def tick(self, device: str, ts: int) -> list[RuleEvent]:
+        """Judge the current prone run (if any) at ``ts`` without a new sample."""
+        since = self._prone_since.get(device)
+        if since is None or ts < self._latest.get(device, ts):
+            return []
+        return self._judge(device, since, ts)
+
+    def _judge(self, device: str, since: int, ts: int) -> list[RuleEvent]:
+        elapsed = ts - since
         if elapsed < self.min_duration_ms:
             return []
         return [
             Firing(
                 rule=RULE,
                 severity=Severity.CRITICAL,
-                device=sample.device,
+                device=device,
                 started_ts=since,
-                ts=sample.ts,
+                ts=ts,
                 value=elapsed / 1000,
                 message=self.message,
                 message_en=self.message_en,
