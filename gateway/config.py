@@ -23,7 +23,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nurserywatch.contract import IDENT_RE, Severity
-from nurserywatch.kit import AgeBand
+from nurserywatch.kit import AgeBand, Kit
 from nurserywatch.yaml_files import load_yaml_model
 
 Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
@@ -306,3 +306,11 @@ class RulesConfig(RuleSet):
 def load_rules(path: str | Path) -> RulesConfig:
     """Read and validate a rules file (empty = all defaults). Raises RulesError with one readable message."""
     return load_yaml_model(path, RulesConfig, RulesError, example="configs/rules.yaml", empty_means_defaults=True)
+
+
+def check_rules_fit_kit(rules: RulesConfig, kit: Kit, source: str | Path) -> None:
+    """RulesError when the rules file configures a room the kit does not have (a typo there would
+    silently leave that room on the defaults)."""
+    known = {r.id for r in kit.rooms}
+    for room in sorted(set(rules.rooms) - known):
+        raise RulesError(f"{source}: rooms.{room}: not a room of kit {kit.site!r} (rooms: {', '.join(sorted(known))})")

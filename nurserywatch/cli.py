@@ -274,12 +274,13 @@ def gateway(
     apply acknowledgements. Takes a kit file, a rules file, a database path and the broker URL."""
     setup_logging(log_level)
     kit = _kit(config)
-    from gateway.config import RulesError, load_rules
+    from gateway.config import RulesError, check_rules_fit_kit, load_rules
     from gateway.service import run_gateway
     from nurserywatch.clock import SystemClock
 
     try:
         rules_cfg = load_rules(rules)
+        check_rules_fit_kit(rules_cfg, kit, rules)
     except RulesError as exc:
         fail(str(exc))
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -326,12 +327,13 @@ def demo(
     setup_logging(log_level)
     kit = _kit(config)
     from firmware_sim.scenario import ScenarioError, load_scenario
-    from gateway.config import RulesError, load_rules
+    from gateway.config import RulesError, check_rules_fit_kit, load_rules
     from nurserywatch.demo import check_port_free, run_demo
 
     try:
         scen = load_scenario(scenario)
         rules_cfg = load_rules(rules)
+        check_rules_fit_kit(rules_cfg, kit, rules)
         check_port_free("127.0.0.1", port)
     except (ScenarioError, RulesError, ValueError) as exc:
         fail(str(exc))

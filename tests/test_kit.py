@@ -168,3 +168,15 @@ def test_kinds_and_transports_must_fit(tmp_path: Path, device: dict[str, object]
     with pytest.raises(KitError) as exc:
         load_kit(kit_file)
     assert f"devices[10].{message}" in str(exc.value)
+
+
+def test_cli_rules_naming_a_room_the_kit_lacks_exit_2(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("rooms:\n  panda: {prone: {min_duration_s: 10}}\n")
+    kit = EXAMPLE.parent / "kit.demo.yaml"
+    out = subprocess.run(
+        [*NW, "gateway", "--config", str(kit), "--rules", str(rules), "--db", str(tmp_path / "gw.db")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"{rules}: rooms.panda: not a room of kit 'himawari' (rooms: hiyoko)" in out.stderr
