@@ -27,13 +27,15 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from gateway.config import RulesConfig
+from gateway.rules.breathing import APNEA, BREATHING_HIGH, BREATHING_LOW
 from nurserywatch.contract import IDENT_RE, Alert, AlertState, Position, Severity, Stream
 from nurserywatch.kit import AgeBand, DeviceKind, Kit
 from nurserywatch.yaml_files import load_yaml_model
@@ -49,7 +51,23 @@ AUTO = "auto"
 GENESIS_HASH = "0" * 64
 
 #: Alerts of these rules in an interval make ``breathing_ok`` false whatever the rate said.
-BREATHING_RULES = frozenset({"apnea", "breathing_rate_low", "breathing_rate_high"})
+BREATHING_RULES = frozenset({APNEA, BREATHING_LOW, BREATHING_HIGH})
+
+#: (room, age band) → the lowest and highest breathing rate (per min) that count as OK.
+RateLimits = Callable[[str, AgeBand], tuple[float, float]]
+
+
+def rules_rate_limits(rules: RulesConfig) -> RateLimits:
+    """ "Breathing OK" uses the rules' own thresholds (configs/rules.yaml, per room and age band):
+    OK from ``breathing_rate_low.below_bpm`` up to ``breathing_rate_high.above_bpm``, so a record
+    and an alert never disagree about the same rate."""
+
+    def limits(room: str, band: AgeBand) -> tuple[float, float]:
+        rs = rules.resolve(room, band)
+        return rs.breathing_rate_low.below_bpm, rs.breathing_rate_high.above_bpm
+
+    return limits
+
 
 #: What each kind of child-bound device reports for the sheet (a thermometer is a spot check, so
 #: its silence is not "missing data").
@@ -68,7 +86,6 @@ class _Strict(BaseModel):
 
 
 Minutes = Annotated[float, Field(ge=1, le=60)]
-Bpm = Annotated[float, Field(ge=1, le=200)]
 
 
 class _ByBand(_Strict):
@@ -93,19 +110,6 @@ class BandIntervalOverrides(_ByBand):
     preschool: Minutes | None = Field(default=None, alias="3+")
 
 
-class BandMaxBpm(_ByBand):
-    """The highest breathing rate that still counts as OK (DESIGN.md §6: WHO fast-breathing limits)."""
-
-    infant: Bpm = Field(default=60, alias="0")
-    toddler: Bpm = Field(default=50, alias="1-2")
-    preschool: Bpm = Field(default=40, alias="3+")
-
-
-class BreathingOkConfig(_Strict):
-    min_bpm: Bpm = 10
-    max_bpm: BandMaxBpm = Field(default_factory=BandMaxBpm)
-
-
 class RoomRecordsConfig(_Strict):
     interval_min: BandIntervalOverrides = Field(default_factory=BandIntervalOverrides)
 
@@ -118,16 +122,12 @@ class RecordsConfig(_Strict):
     grace_s: Annotated[float, Field(ge=0, le=60)] = 2.0
     #: A body temperature older than this (minutes) is not shown on a record.
     body_temp_max_age_min: Annotated[float, Field(ge=0, le=24 * 60)] = 30.0
-    breathing_ok: BreathingOkConfig = Field(default_factory=BreathingOkConfig)
 
     def interval_ms(self, room: str, band: AgeBand) -> int:
         attr = _BAND_ATTR[band]
         override = self.rooms.get(room)
         minutes: float | None = getattr(override.interval_min, attr) if override else None
         return round((minutes if minutes is not None else getattr(self.interval_min, attr)) * 60_000)
-
-    def rate_limits(self, band: AgeBand) -> tuple[float, float]:
-        return self.breathing_ok.min_bpm, getattr(self.breathing_ok.max_bpm, _BAND_ATTR[band])
 
     def check_kit(self, kit: Kit, source: str = "configs/records.yaml") -> None:
         """Room overrides must name rooms of the kit (a misspelt room would silently use defaults)."""
@@ -570,10 +570,11 @@ class RecordScheduler:
     """Writes check records during nap sessions. Feed it session starts/stops, readings (message
     time), alert transitions, and clock ticks; ``tick``/``stop_session`` return the entries to chain."""
 
-    def __init__(self, kit: Kit, config: RecordsConfig | None = None,
+    def __init__(self, kit: Kit, config: RecordsConfig | None = None, rate_limits: RateLimits | None = None,
                  breathing_rules: frozenset[str] = BREATHING_RULES) -> None:  # fmt: skip
         self.kit = kit
         self.config = config or RecordsConfig()
+        self.rate_limits = rate_limits or rules_rate_limits(RulesConfig())
         self.breathing_rules = breathing_rules
         self._grace_ms = round(self.config.grace_s * 1000)
         self._temp_max_age_ms = round(self.config.body_temp_max_age_min * 60_000)
@@ -751,7 +752,7 @@ class RecordScheduler:
             on_mat=acc.present,
             breathing_rate_bpm=acc.rate,
             breathing_rate_mean_bpm=mean,
-            breathing_ok=self._breathing_ok(track.plan.age_band, acc.rate, mean, alerts),
+            breathing_ok=self._breathing_ok(s.room, track.plan.age_band, acc.rate, mean, alerts),
             body_temp_c=None if temp is None else temp[1],
             body_temp_ts=None if temp is None else temp[0],
             alerts=tuple(AlertRef(id=a.id, rule=a.rule, severity=a.severity) for a in alerts),
@@ -760,13 +761,13 @@ class RecordScheduler:
         )
 
     def _breathing_ok(
-        self, band: AgeBand, latest: float | None, mean: float | None, alerts: Sequence[_AlertSpan]
+        self, room: str, band: AgeBand, latest: float | None, mean: float | None, alerts: Sequence[_AlertSpan]
     ) -> bool | None:
         if any(a.rule in self.breathing_rules for a in alerts):
             return False
         if latest is None or mean is None:
             return None
-        low, high = self.config.rate_limits(band)
+        low, high = self.rate_limits(room, band)
         return low <= latest <= high and low <= mean <= high
 
     def _temp_at(self, child: str, end: int) -> tuple[int, float] | None:

@@ -17,16 +17,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.alerts import Transition
+from gateway.hooks import AcceptedReading, GatewayObserver
 from gateway.records import (
+    AUTO,
     BREATHING_RULES,
     GENESIS,
     ChainedEntry,
     ChainHead,
     Confirmation,
     Entry,
+    RateLimits,
     RecordCommandError,
     RecordScheduler,
     RecordsConfig,
@@ -38,10 +41,23 @@ from gateway.records import (
     correction_for,
     decode_stored,
     index_columns,
+    rules_rate_limits,
     verify_chain,
 )
-from nurserywatch.contract import Alert, BodyTempReading, BreathingReading, PostureReading, Reading
+from gateway.sessions import SessionChange, SessionChangeKind
+from nurserywatch.contract import (
+    Alert,
+    BodyTempReading,
+    BreathingReading,
+    PostureReading,
+    Reading,
+    RecordAction,
+    RecordCommand,
+)
 from nurserywatch.kit import Kit
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 log = logging.getLogger(__name__)
 
@@ -276,11 +292,12 @@ class RecordKeeper:
         store: RecordStore,
         config: RecordsConfig | None = None,
         *,
+        rate_limits: RateLimits | None = None,
         breathing_rules: frozenset[str] = BREATHING_RULES,
     ) -> None:
         self.kit = kit
         self.store = store
-        self.scheduler = RecordScheduler(kit, config, breathing_rules)
+        self.scheduler = RecordScheduler(kit, config, rate_limits, breathing_rules)
         #: appended, store_error, dropped, and the reasons of refused commands.
         self.stats: Counter[str] = Counter()
         self._children = {d.id: d.child for d in kit.devices if d.child is not None}
@@ -297,7 +314,16 @@ class RecordKeeper:
             self.scheduler.observe_alert(alert, alert.started_ts)
 
     def session_started(self, room: str, ts: int, by: str, session_id: str | None = None) -> list[ChainedEntry]:
-        return self._append(self.scheduler.start_session(room, ts, by, session_id))
+        """Open the room's sheet. The same session again (a restart) continues it; another session
+        while one is open (the sessions and the records disagree after a crash) closes the old one
+        at ``ts`` first, so no sheet stays open for ever."""
+        out: list[Entry] = []
+        current = self.scheduler.session(room)
+        if current is not None and session_id is not None and current != session_id:
+            log.warning("records: room %s: session %s was still open; closing it for %s", room, current, session_id)
+            out += self.scheduler.stop_session(room, ts, AUTO)
+        out += self.scheduler.start_session(room, ts, by, session_id)
+        return self._append(out)
 
     def session_stopped(self, room: str, ts: int, by: str) -> list[ChainedEntry]:
         return self._append(self.scheduler.stop_session(room, ts, by))
@@ -321,6 +347,14 @@ class RecordKeeper:
         return self._append(self.scheduler.tick(now_ms))
 
     # -- staff commands
+
+    def command(self, cmd: RecordCommand, now_ms: int) -> ChainedEntry:
+        """Apply a dashboard command; raises RecordCommandError (``reason`` is a counter key)."""
+        if cmd.action is RecordAction.CONFIRM:
+            if cmd.changes or cmd.reason:
+                raise RecordCommandError("invalid_command", "a confirmation carries no changes or reason")
+            return self.confirm(cmd.entry, cmd.by, now_ms)
+        return self.correct(cmd.entry, cmd.by, now_ms, cmd.changes or {}, cmd.reason)
 
     def confirm(self, seq: int, by: str, now_ms: int) -> ChainedEntry:
         entry = confirmation_for(self._target(seq), seq, by, now_ms, self._confirmers(seq))
@@ -369,3 +403,37 @@ class RecordKeeper:
         self._pending = []
         self.stats["appended"] += len(written)
         return written
+
+
+class RecordsObserver(GatewayObserver):
+    """The records' hook into the running gateway (gateway/hooks.py): nap sessions, accepted
+    readings, alert transitions and timer ticks go to a RecordKeeper on the gateway's database file;
+    ``command`` applies the dashboard's ``command/record``. "Breathing OK" uses the gateway's rules."""
+
+    def __init__(self, gateway: Gateway, config: RecordsConfig | None = None) -> None:
+        self.keeper = RecordKeeper(
+            gateway.kit, RecordStore(gateway.store.path), config, rate_limits=rules_rate_limits(gateway.rules)
+        )
+        self.keeper.seed_alerts(gateway.engine.book.open_alerts())
+
+    def on_session(self, change: SessionChange) -> None:
+        st = change.state
+        if change.kind is SessionChangeKind.STOPPED:
+            self.keeper.session_stopped(st.room, st.stopped_ts or change.ts, st.stopped_by or AUTO)
+        else:  # started, or restored after a restart (continued if the sheet is open)
+            self.keeper.session_started(st.room, st.started_ts or change.ts, st.started_by or AUTO, st.session_id)
+
+    def on_reading(self, accepted: AcceptedReading) -> None:
+        self.keeper.reading(accepted.device, accepted.reading)
+
+    def on_alert(self, transition: Transition) -> None:
+        self.keeper.transitions([transition])
+
+    def on_tick(self, now_ms: int) -> None:
+        self.keeper.tick(now_ms)
+
+    def command(self, cmd: RecordCommand, now_ms: int) -> ChainedEntry:
+        return self.keeper.command(cmd, now_ms)
+
+    def close(self) -> None:
+        self.keeper.store.close()

@@ -37,6 +37,8 @@ from gateway.alerts import Change, Transition, UnknownAlertError
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
+from gateway.records import RecordCommandError, RecordsConfig
+from gateway.records_store import RecordsObserver
 from gateway.rules.events import StaleReading
 from gateway.sessions import UnknownRoomError
 from gateway.store import Store, StoreError
@@ -48,6 +50,7 @@ from nurserywatch.contract import (
     ContractError,
     DeviceStatus,
     EdgeStatus,
+    RecordCommand,
     SessionCommand,
     Stream,
     TopicKind,
@@ -84,7 +87,8 @@ class GatewayStats:
     #: Exceptions raised by observers (logged; the gateway carries on).
     observer_errors: int = 0
     #: Input not used, by reason: bad_topic, unknown_device, unexpected_stream, unknown_agent, unknown_alert,
-    #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error.
+    #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error;
+    #: command/record: unknown_record, not_a_record, already_confirmed, invalid_command (docs/records.md).
     rejected: Counter[str] = field(default_factory=Counter)
 
 
@@ -127,6 +131,7 @@ class Gateway:
         clock: Clock,
         stats: GatewayStats,
         observers: Sequence[ObserverFactory] = (),
+        records: RecordsConfig | None = None,
     ) -> None:
         self.kit = kit
         self.store = store
@@ -152,7 +157,9 @@ class Gateway:
         open_alerts = self.engine.book.open_alerts()
         if open_alerts:
             log.info("restored %d open alert(s) from %s", len(open_alerts), store.path)
-        self.observers: list[GatewayObserver] = [factory(self) for factory in observers]
+        # The nap-check records (docs/records.md) always run, through the same hook as any observer.
+        self.records = RecordsObserver(self, records)
+        self.observers: list[GatewayObserver] = [self.records, *(factory(self) for factory in observers)]
         now = clock.now_ms()
         for change in self.engine.restored_sessions(now):
             log.info("nap session %s of room %s continues", change.state.session_id, change.room)
@@ -178,6 +185,7 @@ class Gateway:
                 (subscription(site, TopicKind.EDGE), 1),
                 (subscription(site, TopicKind.COMMAND_ACK), 1),
                 (subscription(site, TopicKind.COMMAND_SESSION), 1),
+                (subscription(site, TopicKind.COMMAND_RECORD), 1),
                 # Only to reconcile retained messages on (re)connect; live echoes of our own
                 # publishes arrive with retain=False and are ignored.
                 (subscription(site, TopicKind.ALERT), 1),
@@ -260,6 +268,8 @@ class Gateway:
                     self._on_ack(payload)
                 case TopicKind.COMMAND_SESSION:
                     self._on_session_command(payload)
+                case TopicKind.COMMAND_RECORD:
+                    self._on_record_command(payload)
                 case TopicKind.ALERT | TopicKind.ESCALATION:
                     assert topic.alert_id is not None
                     if retained and payload and not self._should_be_retained(topic.kind, topic.alert_id):
@@ -358,6 +368,21 @@ class Gateway:
             for state in self.engine.sessions.states(self.clock.now_ms()):
                 if state.room == cmd.room:
                     self.enqueue(Outgoing(session_topic(self.kit.site, state.room), state.to_json(), retain=True))
+
+    def _on_record_command(self, payload: bytes) -> None:
+        try:
+            cmd = decode(RecordCommand, payload)
+        except ContractError as exc:
+            self._reject(exc.reason, f"command/record: {exc.detail}")
+            return
+        try:
+            entry = self.records.command(cmd, self.clock.now_ms())
+        except RecordCommandError as exc:
+            self._reject(
+                exc.reason, f"command/record {cmd.action.value} of entry {cmd.entry} by {cmd.by!r}: {exc.detail}"
+            )
+            return
+        log.info("nap-check entry %d %sed by %s (entry %d)", cmd.entry, cmd.action.value, cmd.by, entry.seq)
 
     def _on_edge(self, agent: str, payload: bytes) -> None:
         if agent not in self._agents:
@@ -465,11 +490,13 @@ async def run_gateway(
     *,
     stats: GatewayStats | None = None,
     observers: Sequence[ObserverFactory] = (),
+    records: RecordsConfig | None = None,
 ) -> None:
     """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
-    ``observers`` are factories of GatewayObservers (see gateway/hooks.py)."""
+    ``observers`` are factories of GatewayObservers (see gateway/hooks.py); ``records`` the nap-check
+    record settings (configs/records.yaml; default: built-in)."""
     with Store(db_path) as store:
-        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(), observers)
+        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(), observers, records)
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         try:
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
@@ -479,3 +506,4 @@ async def run_gateway(
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            gw.records.close()

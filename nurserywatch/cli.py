@@ -129,9 +129,12 @@ def records_export(
     db: DbOpt = Path("run/nurserywatch.sqlite3"),
     fmt: Annotated[str, typer.Option("--format", help="csv (UTF-8 with BOM, for Excel) or json.")] = "csv",
     lang: Annotated[str, typer.Option("--lang", help="Column headers and labels: ja or en.")] = "ja",
-    tz: Annotated[str, typer.Option("--tz", help="Time zone of --date and of the times shown.")] = "Asia/Tokyo",
+    tz: Annotated[
+        str | None,
+        typer.Option("--tz", help="Time zone of --date and of the times shown (default: the kit's, else Asia/Tokyo)."),
+    ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Kit file: adds the children's names to the sheet.")
+        Path | None, typer.Option("--config", "-c", help="Kit file: the children's names and the site's time zone.")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write here instead of standard output.")] = None,
 ) -> None:
@@ -145,6 +148,9 @@ def records_export(
 
     if fmt not in ("csv", "json") or lang not in ("ja", "en"):
         fail(f"--format must be csv or json (got {fmt!r}); --lang ja or en (got {lang!r})")
+    kit = _kit(config) if config else None
+    names = {c.id: c.nickname for c in kit.children if c.nickname} if kit else {}
+    tz = tz or (kit.timezone if kit else "Asia/Tokyo")
     try:
         date = dt.date.fromisoformat(day)
         zone = ZoneInfo(tz)
@@ -152,7 +158,6 @@ def records_export(
         fail(f"--date {day!r}: expected YYYY-MM-DD")
     except ZoneInfoNotFoundError:
         fail(f"--tz {tz!r}: unknown time zone")
-    names = {c.id: c.nickname for c in _kit(config).children if c.nickname} if config else {}
     reader = RecordReader(db)
     try:
         chain = reader.verify()
@@ -268,6 +273,12 @@ def gateway(
         "run/nurserywatch.sqlite3"
     ),
     rules: Annotated[Path, typer.Option("--rules", help="Rule thresholds (YAML).")] = Path("configs/rules.yaml"),
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            "--records", help="Nap-check record settings (YAML, e.g. configs/records.yaml; default: built-in)."
+        ),
+    ] = None,
     log_level: LogOpt = "info",
 ) -> None:
     """Run the gateway: validate and store readings, judge them with the rules, publish alerts and
@@ -275,16 +286,19 @@ def gateway(
     setup_logging(log_level)
     kit = _kit(config)
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
+    from gateway.records import RecordsConfig, RecordsError, load_records_config
     from gateway.service import run_gateway
     from nurserywatch.clock import SystemClock
 
     try:
         rules_cfg = load_rules(rules)
         check_rules_fit_kit(rules_cfg, kit, rules)
-    except RulesError as exc:
+        records_cfg = load_records_config(records) if records else RecordsConfig()
+        records_cfg.check_kit(kit, str(records))
+    except (RulesError, RecordsError) as exc:
         fail(str(exc))
     db.parent.mkdir(parents=True, exist_ok=True)
-    run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock()))
+    run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock(), records=records_cfg))
 
 
 @app.command()

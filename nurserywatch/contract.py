@@ -13,6 +13,7 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     session/{room}              QoS 1, retained       SessionState (nap session of a room)
     command/ack                 QoS 1, not retained   AckCommand
     command/session             QoS 1, not retained   SessionCommand
+    command/record              QoS 1, not retained   RecordCommand (confirm / correct a nap-check record)
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class TopicKind(StrEnum):
     ESCALATION = "escalation"
     SESSION = "session"
     COMMAND_SESSION = "command_session"
+    COMMAND_RECORD = "command_record"
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,10 @@ def session_command_topic(site: str) -> str:
     return f"{site_root(site)}/command/session"
 
 
+def record_command_topic(site: str) -> str:
+    return f"{site_root(site)}/command/record"
+
+
 def subscription(site: str, kind: TopicKind) -> str:
     """The wildcard filter that matches every topic of one kind at a site."""
     root = site_root(site)
@@ -133,6 +139,7 @@ def subscription(site: str, kind: TopicKind) -> str:
         TopicKind.ESCALATION: f"{root}/escalation/+",
         TopicKind.SESSION: f"{root}/session/+",
         TopicKind.COMMAND_SESSION: f"{root}/command/session",
+        TopicKind.COMMAND_RECORD: f"{root}/command/record",
     }[kind]
 
 
@@ -164,6 +171,8 @@ def parse_topic(topic: str) -> Topic:
             return Topic(site, TopicKind.SESSION, room=check_ident(room, "room"))
         case ["command", "session"]:
             return Topic(site, TopicKind.COMMAND_SESSION)
+        case ["command", "record"]:
+            return Topic(site, TopicKind.COMMAND_RECORD)
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
@@ -348,6 +357,25 @@ class SessionState(_Payload):
     stopped_ts: UnixMs | None = None
     stopped_by: str | None = None
     updated_ts: UnixMs
+
+
+class RecordAction(StrEnum):
+    CONFIRM = "confirm"
+    CORRECT = "correct"
+
+
+class RecordCommand(_Payload):
+    """Staff confirm a nap-check record with one tap, or correct it (published by the dashboard).
+    The gateway applies it as a NEW chained entry referring to ``entry``; the record never changes
+    (docs/records.md). ``entry`` is the record's ``seq`` (to confirm a correction, its ``seq``)."""
+
+    entry: Annotated[int, Field(ge=1)]
+    action: RecordAction = RecordAction.CONFIRM
+    by: Annotated[str, Field(min_length=1, max_length=128)]
+    #: ``correct`` only: the changed fields (posture, prone_seen, on_mat, breathing_rate_bpm,
+    #: breathing_ok, body_temp_c, note); null clears one. Checked by the gateway.
+    changes: dict[str, str | bool | float | None] | None = None
+    reason: Annotated[str, Field(max_length=500)] | None = None
 
 
 # ---------------------------------------------------------------- helpers

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.config import RulesConfig
 from gateway.records import (
     AUTO,
     CheckRecord,
@@ -18,6 +19,7 @@ from gateway.records import (
     SessionStarted,
     SessionStopped,
     load_records_config,
+    rules_rate_limits,
 )
 from nurserywatch.contract import Alert, AlertState, Position, Severity, Stream
 from nurserywatch.kit import AgeBand, Kit
@@ -38,9 +40,11 @@ def make_kit() -> Kit:
     for c in CHILDREN:
         kinds = ["posture_clip"] if c == NO_MAT else ["nap_mat", "posture_clip"]
         kinds += ["thermometer"] if c == THERMO else []
-        for kind in kinds:
+        for n, kind in enumerate(kinds):
+            transport = ({"type": "ble", "address": f"AA:BB:CC:DD:EE:{n:02X}"} if kind == "thermometer"
+                         else {"type": "serial", "port": f"/dev/tty-{kind}-{c}"})  # fmt: skip
             devices.append({"id": f"{kind[:4]}-{c}", "kind": kind, "room": ROOM, "agent": "pi", "child": c,
-                            "transport": {"type": "serial", "port": f"/dev/tty-{kind}-{c}"}})  # fmt: skip
+                            "transport": transport})  # fmt: skip
     return Kit.model_validate(
         {
             "site": "s1",
@@ -399,6 +403,26 @@ def test_breathing_with_the_child_off_the_mat() -> None:
     assert rec.on_mat is False and rec.breathing_rate_bpm == 30.0 and rec.breathing_ok is True
 
 
+def test_breathing_ok_follows_the_rules_thresholds_per_room_and_age_band() -> None:
+    """The same limits as the alerts (configs/rules.yaml), so a record and an alert never disagree."""
+    rules = RulesConfig.model_validate(
+        {"rooms": {ROOM: {"age_bands": {"0": {"breathing_rate_high": {"above_bpm": 45}}}}}}
+    )
+    sched = RecordScheduler(KIT, rate_limits=rules_rate_limits(rules))
+    sched.start_session(ROOM, T0)
+    for child, bpm in [("c01", 46.0), ("c02", 45.0), ("c03", 9.9), ("c04", 10.0), ("c05", 50.0), ("c06", 50.1)]:
+        sched.observe_breathing(child, bpm, True, T0 + MIN)
+    got = {r.child: r.breathing_ok for r in records(sched.stop_session(ROOM, T0 + 10 * MIN)) if r.ts == T0 + 5 * MIN}
+    assert got == {"c01": False, "c02": True, "c03": False, "c04": True}
+    default = RecordScheduler(KIT)  # no rules given: the built-in thresholds (60 for 0 y)
+    default.start_session(ROOM, T0)
+    default.observe_breathing("c01", 46.0, True, T0 + MIN)
+    default.observe_breathing("c05", 50.1, True, T0 + MIN)
+    first = [r for r in records(default.stop_session(ROOM, T0 + 10 * MIN)) if r.interval_start_ts == T0]
+    got = {r.child: r.breathing_ok for r in first if r.child in ("c01", "c05")}
+    assert got == {"c01": True, "c05": False}
+
+
 # ---------------------------------------------------------------- config
 
 
@@ -423,7 +447,8 @@ def test_room_override_and_the_example_file() -> None:
         ("interval_min: {0: 0}\n", "interval_min.0: expected a number ≥ 1 (got 0)"),
         ("interval_min: {'2': 5}\n", "interval_min.2: unknown key"),
         ("grace: 2\n", "grace: unknown key"),
-        ("breathing_ok: {min_bpm: .nan}\n", "breathing_ok.min_bpm: must be a finite number"),
+        ("grace_s: .nan\n", "grace_s: must be a finite number"),
+        ("breathing_ok: {min_bpm: 10}\n", "breathing_ok: unknown key"),  # limits live in rules.yaml
     ],
 )
 def test_bad_records_files_name_the_field(tmp_path: Path, text: str, message: str) -> None:

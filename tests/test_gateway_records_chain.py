@@ -4,6 +4,8 @@ must exit 1 naming the FIRST bad entry. Also: triggers, restart, confirmations a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import re
@@ -14,10 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from typer.testing import CliRunner
 
 from gateway.alerts import Change, Transition
+from gateway.config import RulesConfig
 from gateway.records import (
     GENESIS,
     ChainedEntry,
@@ -27,14 +31,31 @@ from gateway.records import (
     RecordCommandError,
     RecordsConfig,
     SessionStarted,
+    SessionStopped,
     StoredEntry,
     canonical_json,
     chain,
     decode_stored,
 )
 from gateway.records_store import RecordKeeper, RecordReader, RecordStore, RecordStoreError
+from gateway.service import GatewayStats, run_gateway
 from nurserywatch.cli import app
-from nurserywatch.contract import AlertState, BodyTempReading, BreathingReading, Position, PostureReading
+from nurserywatch.clock import ManualClock
+from nurserywatch.contract import (
+    AlertState,
+    BodyTempReading,
+    BreathingReading,
+    Position,
+    PostureReading,
+    RecordCommand,
+    SessionAction,
+    SessionCommand,
+    Stream,
+    reading_topic,
+    record_command_topic,
+    session_command_topic,
+)
+from nurserywatch.mqtt import BrokerURL
 from tests.test_gateway_records import CHILDREN, KIT, MIN, ROOM, T0, alert
 
 runner = CliRunner()
@@ -364,4 +385,76 @@ def test_entries_wait_in_memory_while_the_database_refuses_writes(db: Path, monk
         monkeypatch.setattr(store, "append", real)
         written = keeper.tick(T0 + 71 * MIN)
         assert [e.entry.ts for e in written] == [T0 + 65 * MIN, T0 + 70 * MIN], "in order, nothing lost"
+    assert verify(db)[0] == 0
+
+
+# ---------------------------------------------------------------- in the running gateway, through a real Mosquitto
+
+
+async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Path) -> None:
+    """Session start (MQTT command) → readings → the records appear when the interval ends on the
+    injected clock; a confirmation over command/record becomes a new chained entry; stop → partial."""
+    kit = KIT.model_copy(update={"site": "records-shell"})
+    site, db, clock = kit.site, tmp_path / "gw.sqlite3", ManualClock(T0)
+    stats = GatewayStats()
+    task = asyncio.create_task(run_gateway(kit, mosquitto, db, RulesConfig(tick_ms=50), clock, stats=stats))
+
+    def entries() -> list[ChainedEntry]:
+        return [decode_stored(s) for s in RecordReader(db).stored()] if db.exists() else []
+
+    async def until(pred: Callable[[], bool], what: str) -> None:
+        async with asyncio.timeout(5):
+            while not pred():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.02)
+
+    try:
+        await until(lambda: stats.sessions >= 1, "the gateway to subscribe")
+        async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="records-shell-test") as c:
+            start = SessionCommand(room=ROOM, action=SessionAction.START, by="保育士A")
+            await c.publish(session_command_topic(site), start.to_json(), qos=1)
+            await until(lambda: any(isinstance(e.entry, SessionStarted) for e in entries()), "the session start")
+            for seq, (t_s, pos) in enumerate([(60, Position.SUPINE), (120, Position.PRONE), (170, Position.PRONE)]):
+                clock.set(T0 + t_s * 1000)
+                reading = PostureReading(ts=T0 + t_s * 1000, seq=seq, position=pos)
+                await c.publish(reading_topic(site, "post-c01", Stream.POSTURE), reading.to_json(), qos=1)
+                breath = BreathingReading(ts=T0 + t_s * 1000, seq=seq, rate_bpm=31.0 + seq, present=True)
+                await c.publish(reading_topic(site, "nap_-c01", Stream.BREATHING), breath.to_json(), qos=1)
+            await until(lambda: stats.readings_stored == 6, "the readings")
+            clock.set(T0 + 5 * MIN + 1000)  # the interval has ended, the grace (2 s) has not
+            await asyncio.sleep(0.3)  # several ticks
+            assert not any(isinstance(e.entry, CheckRecord) for e in entries())
+            clock.set(T0 + 5 * MIN + 2000)
+            await until(lambda: sum(isinstance(e.entry, CheckRecord) for e in entries()) == 4, "4 infants' records")
+            recs = {e.entry.child: e for e in entries() if isinstance(e.entry, CheckRecord)}
+            assert sorted(recs) == ["c01", "c02", "c03", "c04"]
+            c01 = recs["c01"].entry
+            assert isinstance(c01, CheckRecord) and c01.ts == T0 + 5 * MIN
+            assert (c01.posture, c01.prone_seen, c01.breathing_rate_bpm, c01.breathing_rate_mean_bpm) == (
+                Position.PRONE, True, 33.0, 32.0)  # fmt: skip
+            assert "prone" in {a.rule for a in c01.alerts}, "the prone alert the rules raised at 150 s"
+            assert recs["c02"].entry.data_missing  # type: ignore[union-attr]
+
+            confirm = RecordCommand(entry=recs["c01"].seq, by="保育士B")
+            await c.publish(record_command_topic(site), confirm.to_json(), qos=1)
+            await c.publish(record_command_topic(site), RecordCommand(entry=9999, by="x").to_json(), qos=1)
+            await c.publish(record_command_topic(site), b'{"entry": 0, "by": "x"}', qos=1)
+            await until(lambda: any(isinstance(e.entry, Confirmation) for e in entries()), "the confirmation")
+            await until(lambda: stats.rejected["unknown_record"] == 1, "the unknown entry refused")
+            await until(lambda: stats.rejected["invalid_payload"] == 1, "entry 0 refused")
+            (conf,) = [e.entry for e in entries() if isinstance(e.entry, Confirmation)]
+            assert (conf.refers, conf.by, conf.ts) == (recs["c01"].seq, "保育士B", T0 + 5 * MIN + 2000)
+
+            clock.set(T0 + 7 * MIN)
+            stop = SessionCommand(room=ROOM, action=SessionAction.STOP, by="保育士A")
+            await c.publish(session_command_topic(site), stop.to_json(), qos=1)
+            await until(lambda: any(isinstance(e.entry, SessionStopped) for e in entries()), "the session stop")
+        partial = [e.entry for e in entries() if isinstance(e.entry, CheckRecord) and e.entry.partial]
+        assert len(partial) == 12 and {r.ts for r in partial} == {T0 + 7 * MIN}
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert stats.rejected["internal_error"] == 0 and stats.observer_errors == 0
     assert verify(db)[0] == 0
