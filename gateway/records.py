@@ -581,6 +581,7 @@ class RecordScheduler:
         self._sessions: dict[str, _Session] = {}  # room -> open session
         self._alerts: dict[str, dict[str, _AlertSpan]] = {}  # child -> alert id -> span
         self._temps: dict[str, list[tuple[int, float]]] = {}  # child -> (ts, celsius)
+        self._room_of = {c.id: c.room for c in kit.children}
         self._expected: dict[str, set[Stream]] = {}
         for d in kit.devices:
             stream = _EXPECTED_STREAM.get(d.kind)
@@ -594,6 +595,9 @@ class RecordScheduler:
     def session(self, room: str) -> str | None:
         s = self._sessions.get(room)
         return None if s is None else s.id
+
+    def open_rooms(self) -> list[str]:
+        return sorted(self._sessions)
 
     def start_session(self, room: str, ts: int, by: str = AUTO, session_id: str | None = None) -> list[Entry]:
         """Open a session for the room's children. A second start for a room with an open session
@@ -693,12 +697,14 @@ class RecordScheduler:
         span.severity = alert.severity
         if alert.state is AlertState.RESOLVED and span.resolved_ts is None:
             span.resolved_ts = alert.resolved_ts if alert.resolved_ts is not None else ts
+            if self._track(alert.child) is None:  # no sheet open: nothing will ask for it
+                del spans[alert.id]
 
     # -- internals
 
     def _track(self, child: str) -> tuple[_Session, _Track] | None:
-        c = self.kit.child(child)
-        s = self._sessions.get(c.room) if c is not None else None
+        room = self._room_of.get(child)
+        s = self._sessions.get(room) if room is not None else None
         t = s.tracks.get(child) if s is not None else None
         return None if s is None or t is None else (s, t)
 

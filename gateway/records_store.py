@@ -415,6 +415,16 @@ class RecordsObserver(GatewayObserver):
             gateway.kit, RecordStore(gateway.store.path), config, rate_limits=rules_rate_limits(gateway.rules)
         )
         self.keeper.seed_alerts(gateway.engine.book.open_alerts())
+        # A sheet the records still hold open for a room the gateway has no session in (its stop was
+        # lost with a crash) is closed now — else it would write empty records for ever.
+        sessions = gateway.engine.sessions
+        for room in self.keeper.scheduler.open_rooms():
+            if sessions.active(room) is None:
+                st = sessions.state(room)
+                ts = st.stopped_ts if st is not None and st.stopped_ts is not None else gateway.clock.now_ms()
+                by = st.stopped_by if st is not None and st.stopped_by is not None else AUTO
+                log.warning("records: room %s has no nap session any more; closing its sheet", room)
+                self.keeper.session_stopped(room, ts, by)
 
     def on_session(self, change: SessionChange) -> None:
         st = change.state

@@ -394,6 +394,15 @@ def test_readings_before_the_session_or_far_ahead_are_not_used() -> None:
     assert not any(r.prone_seen for r in recs if r.child == "c01")
 
 
+def test_alerts_outside_a_nap_are_not_kept() -> None:
+    sched = RecordScheduler(KIT)
+    sched.observe_alert(alert("fever-z", "c01", "fever", A, T0), T0)
+    sched.observe_alert(alert("fever-z", "c01", "fever", R, T0 + MIN), T0 + MIN)
+    sched.start_session(ROOM, T0 + 2 * MIN)
+    (rec,) = [r for r in records(sched.tick(T0 + 8 * MIN)) if r.child == "c01"]
+    assert rec.alerts == () and not sched._alerts, "resolved before the nap: nothing kept, nothing shown"
+
+
 def test_breathing_with_the_child_off_the_mat() -> None:
     sched = RecordScheduler(KIT)
     sched.start_session(ROOM, T0)

@@ -38,7 +38,8 @@ from gateway.records import (
     decode_stored,
 )
 from gateway.records_store import RecordKeeper, RecordReader, RecordStore, RecordStoreError
-from gateway.service import GatewayStats, run_gateway
+from gateway.service import Gateway, GatewayStats, run_gateway
+from gateway.store import Store
 from nurserywatch.cli import app
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
@@ -458,3 +459,15 @@ async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Pa
             await task
     assert stats.rejected["internal_error"] == 0 and stats.observer_errors == 0
     assert verify(db)[0] == 0
+
+
+def test_a_sheet_the_gateway_has_no_session_for_is_closed_on_start(tmp_path: Path) -> None:
+    path = tmp_path / "gw.sqlite3"
+    nap(path, minutes=12, stop=False)  # the records' stop was lost; the gateway's sessions know none
+    with Store(path) as store:
+        gw = Gateway(KIT, store, RulesConfig(), ManualClock(T0 + 20 * MIN), GatewayStats())
+        gw.records.close()
+        assert gw.records.keeper.scheduler.open_rooms() == []
+    last = [decode_stored(s).entry for s in RecordReader(path).stored()][-1]
+    assert isinstance(last, SessionStopped) and last.ts == T0 + 20 * MIN and last.by == "auto"
+    assert verify(path)[0] == 0
