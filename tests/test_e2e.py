@@ -7,11 +7,8 @@ turned back."""
 from __future__ import annotations
 
 import json
-import os
 import queue
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,8 +25,8 @@ from nurserywatch.kit import load_kit
 from nurserywatch.mqtt import BrokerURL
 from tests.browser import chromium_page
 from tests.conftest import free_port, wait_for_port
+from tests.processes import ROOT, print_logs, spawn, stop
 
-ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 PRONE_AT_S = 3.0  # configs/scenarios/prone_once.yaml
 SUPINE_AT_S = 40.0
@@ -43,29 +40,6 @@ class Stack:
     sim_started: float
     logs: dict[str, Path]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-
-def _spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    log = log_dir / f"{name}.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nurserywatch", *args],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        start_new_session=True,  # its own process group, so teardown reaches every child
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    return proc, log
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
@@ -86,20 +60,18 @@ def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Ite
             ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port)]),
             ("edge", ["edge", *common, "--broker", broker]),
         ]:
-            procs[name], logs[name] = _spawn(name, args, d)
+            procs[name], logs[name] = spawn(name, args, d)
         wait_for_port(port, timeout_s=30)
         _wait_healthy(f"http://127.0.0.1:{port}")
         sim_started = time.time()
-        procs["sim"], logs["sim"] = _spawn(
+        procs["sim"], logs["sim"] = spawn(
             "sim", ["sim", *common, "--scenario", str(ROOT / "configs/scenarios/prone_once.yaml")], d
         )
         yield Stack(f"http://127.0.0.1:{port}", sim_started, logs, procs)
     finally:
         for proc in procs.values():
-            _stop(proc)
-        for name, log in logs.items():
-            tail = log.read_text(errors="replace").splitlines()[-15:]
-            print(f"----- {name} log (tail) -----", *tail, sep="\n")
+            stop(proc)
+        print_logs(logs)
         for name, proc in procs.items():
             assert proc.returncode is not None, f"{name} did not stop"
 
