@@ -50,6 +50,7 @@ from nurserywatch.contract import (
     ContractError,
     DeviceStatus,
     EdgeStatus,
+    P,
     RecordCommand,
     SessionCommand,
     Stream,
@@ -331,18 +332,22 @@ class Gateway:
         if device not in self._kinds:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
             return
-        try:
-            status = decode(DeviceStatus, payload)
-        except ContractError as exc:
-            self._reject(exc.reason, f"{topic}: {exc.detail}")
+        status = self._decode(DeviceStatus, payload, topic)
+        if status is None:
             return
         self._process(self.engine.device_status(device, status, self.clock.now_ms()))
 
-    def _on_ack(self, payload: bytes) -> None:
+    def _decode(self, model: type[P], payload: bytes, where: str) -> P | None:
+        """The payload as ``model``, or None after counting and logging why it was refused."""
         try:
-            cmd = decode(AckCommand, payload)
+            return decode(model, payload)
         except ContractError as exc:
-            self._reject(exc.reason, f"command/ack: {exc.detail}")
+            self._reject(exc.reason, f"{where}: {exc.detail}")
+            return None
+
+    def _on_ack(self, payload: bytes) -> None:
+        cmd = self._decode(AckCommand, payload, "command/ack")
+        if cmd is None:
             return
         try:
             outcome = self.engine.acknowledge(cmd.alert_id, cmd.by, self.clock.now_ms())
@@ -352,10 +357,8 @@ class Gateway:
         self._process(outcome)
 
     def _on_session_command(self, payload: bytes) -> None:
-        try:
-            cmd = decode(SessionCommand, payload)
-        except ContractError as exc:
-            self._reject(exc.reason, f"command/session: {exc.detail}")
+        cmd = self._decode(SessionCommand, payload, "command/session")
+        if cmd is None:
             return
         try:
             outcome = self.engine.session_command(cmd, self.clock.now_ms())
@@ -370,10 +373,8 @@ class Gateway:
                     self.enqueue(Outgoing(session_topic(self.kit.site, state.room), state.to_json(), retain=True))
 
     def _on_record_command(self, payload: bytes) -> None:
-        try:
-            cmd = decode(RecordCommand, payload)
-        except ContractError as exc:
-            self._reject(exc.reason, f"command/record: {exc.detail}")
+        cmd = self._decode(RecordCommand, payload, "command/record")
+        if cmd is None:
             return
         try:
             entry = self.records.command(cmd, self.clock.now_ms())
@@ -388,10 +389,8 @@ class Gateway:
         if agent not in self._agents:
             self._reject("unknown_agent", f"edge/{agent}: agent {agent!r} is not in kit {self.kit.site!r}")
             return
-        try:
-            status = decode(EdgeStatus, payload)
-        except ContractError as exc:
-            self._reject(exc.reason, f"edge/{agent}: {exc.detail}")
+        status = self._decode(EdgeStatus, payload, f"edge/{agent}")
+        if status is None:
             return
         if self.edges_online.get(agent) != status.online:
             log.info("edge agent %s is %s", agent, "online" if status.online else "OFFLINE")
