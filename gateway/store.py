@@ -12,6 +12,7 @@ service not to judge it twice either.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing, contextmanager
@@ -22,6 +23,7 @@ from typing import Literal
 
 from gateway.alerts import Change, Transition
 from gateway.sessions import SessionChange, SessionChangeKind
+from gateway.trends import Bucket, TrendWindow
 from nurserywatch.contract import Alert, Reading, SessionState, Stream, parse_reading
 
 SCHEMA_VERSION = 1
@@ -305,3 +307,20 @@ class StoreReader:
             else:
                 row = db.execute("SELECT COUNT(*) FROM readings WHERE device = ?", (device,)).fetchone()
         return int(row[0])
+
+    def reading_buckets(self, w: TrendWindow, devices: Sequence[str]) -> list[Bucket]:
+        """Mean/min/max of one field per epoch-aligned bucket over the readings of ``devices`` in
+        [start, end): the same answer as gateway/trends.py's InfluxQL (empty buckets absent)."""
+        if not devices:
+            return []
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT ts / :b * :b AS bucket, AVG(v), MIN(v), MAX(v) FROM ("
+                "  SELECT ts, json_extract(payload, :path) AS v FROM readings"
+                "  WHERE stream = :stream AND device IN (SELECT value FROM json_each(:devices))"
+                "  AND ts >= :start AND ts < :end"
+                ") WHERE v IS NOT NULL GROUP BY bucket ORDER BY bucket",
+                {"b": w.bucket_ms, "path": f"$.{w.field}", "stream": w.stream.value, "start": w.start_ms,
+                 "end": w.end_ms, "devices": json.dumps(list(devices))},
+            ).fetchall()  # fmt: skip
+        return [Bucket(int(t), float(mean), float(lo), float(hi)) for t, mean, lo, hi in rows]

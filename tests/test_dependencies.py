@@ -27,7 +27,8 @@ SHELLS = {
     "edge/agent.py", "edge/ble_shell.py", "edge/clock_probe.py", "edge/doctor.py", "edge/serial_port.py",
     "edge/spool.py",
     "firmware_sim/pty_device.py", "firmware_sim/runner.py",
-    "gateway/service.py", "gateway/store.py", "gateway/records_store.py",
+    "gateway/service.py", "gateway/store.py", "gateway/records_store.py", "gateway/influx_writer.py",
+    "gateway/write_buffer.py",
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
     "nurserywatch/embedded_broker.py", "nurserywatch/cli.py",
 }

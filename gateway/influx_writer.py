@@ -1,0 +1,306 @@
+"""The I/O shell that writes readings to InfluxDB over HTTP (httpx): v1 ``/write`` (InfluxDB 1.x,
+including Debian's 1.6.7) or v2 ``/api/v2/write`` (InfluxDB 2.x, 3.x, 1.8+, VictoriaMetrics).
+
+What to send and what each answer means is decided in gateway/influx.py; this module only moves
+bytes. The gateway hands lines over with ``submit`` (never blocks, never waits for the database —
+alerting must not), a background task batches them by size and time and posts them. When the
+database does not answer (or answers 429/5xx), the batch goes into the on-disk ``WriteBuffer``; from
+then on every new line goes behind it, and the buffer is drained oldest first, with backoff and
+jitter honouring Retry-After, until it is empty. A batch rejected with 400 (a bad point; InfluxDB's
+"partial write") is split until the bad point stands alone; that point is dead-lettered (logged,
+counted) and the rest written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from gateway.hooks import AcceptedReading, GatewayObserver
+from gateway.influx import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
+from gateway.trends import Bucket, TrendWindow, buckets_from_influx, influxql, quote_ident
+from gateway.write_buffer import WriteBuffer
+
+log = logging.getLogger("nurserywatch.gateway.influx")
+
+Api = Literal["v1", "v2"]
+
+
+@dataclass(frozen=True, slots=True)
+class InfluxTarget:
+    url: str
+    api: Api
+    #: v1: the database (InfluxDB 1.x; for 2.x through a DBRP mapping).
+    database: str = "nurserywatch"
+    #: v2: organisation, bucket and token.
+    org: str = ""
+    bucket: str = ""
+    token: str | None = None
+
+    def write_request(self) -> tuple[str, dict[str, str], dict[str, str]]:
+        """Path, query parameters and headers of a write."""
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if self.token:
+            headers["Authorization"] = f"Token {self.token}"
+        if self.api == "v1":
+            return "/write", {"db": self.database, "precision": "ms"}, headers
+        return "/api/v2/write", {"org": self.org, "bucket": self.bucket, "precision": "ms"}, headers
+
+
+def api_from_version(version: str | None) -> Api:
+    """The write API a server offers, from its ``X-Influxdb-Version`` header: 1.x → v1; 2.x, 3.x → v2.
+    No header (a compatible server such as VictoriaMetrics): v1, which those servers all accept."""
+    if not version:
+        return "v1"
+    major = version.strip().lstrip("vV").split(".", 1)[0]
+    return "v1" if major in ("0", "1") else "v2"
+
+
+async def detect_api(url: str, timeout_s: float = 5.0) -> Api:
+    """Ask ``/ping`` which API the server speaks (raises httpx.HTTPError when nothing answers)."""
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+        r = await client.get("/ping")
+    return api_from_version(r.headers.get("X-Influxdb-Version"))
+
+
+async def create_database(url: str, database: str, timeout_s: float = 5.0) -> None:
+    """InfluxDB 1.x: create the database if it is missing (``CREATE DATABASE`` is idempotent)."""
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
+        r = await client.post("/query", data={"q": f"CREATE DATABASE {quote_ident(database)}"})
+    r.raise_for_status()
+
+
+async def influx_trend(
+    url: str, database: str, room: str, w: TrendWindow, *, token: str | None = None, timeout_s: float = 10.0
+) -> list[Bucket]:
+    """A trend from InfluxQL over ``/query`` (1.x; 2.x through a DBRP mapping; 3.x)."""
+    headers = {"Authorization": f"Token {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers) as client:
+        r = await client.get("/query", params={"db": database, "epoch": "ms", "q": influxql(room, w)})
+    r.raise_for_status()
+    return buckets_from_influx(r.json())
+
+
+@dataclass
+class WriterStats:
+    written: int = 0
+    dead_lettered: int = 0
+    #: Write attempts that failed and will be retried (the database away or busy).
+    retries: int = 0
+    #: Lines dropped by the on-disk buffer at its bound (oldest first).
+    dropped: int = 0
+    #: The last few dead-lettered lines, for the log and for tests.
+    dead_letters: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+
+
+class InfluxWriter:
+    """Batches submitted lines and writes them; see the module docstring. Run ``run()`` as a task."""
+
+    def __init__(
+        self,
+        target: InfluxTarget,
+        buffer: WriteBuffer,
+        *,
+        batcher: Batcher | None = None,
+        backoff: Backoff | None = None,
+        drain_lines: int = 5000,
+        max_queue: int = 50_000,
+        timeout_s: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.target = target
+        self.buffer = buffer
+        self.batcher = batcher or Batcher()
+        self.backoff = backoff or Backoff()
+        self.drain_lines = drain_lines
+        self.max_queue = max_queue
+        self.stats = WriterStats()
+        self._queue: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._path, self._params, self._headers = target.write_request()
+        self._client = httpx.AsyncClient(base_url=target.url, timeout=timeout_s, transport=transport)
+        self._retry_after: float | None = None
+        self._in_flight = 0
+        self._failed = False
+        self._last_dead_log = 0.0
+
+    # ------------------------------------------------------------ the gateway's side
+
+    def submit(self, line: str) -> None:
+        """Queue one line. Never blocks on the database; past ``max_queue`` lines in memory (the
+        writer task is behind), they go to the on-disk buffer."""
+        self._queue.append(line)
+        if len(self._queue) >= self.max_queue:
+            self._spill()
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        """Lines not written yet: in memory, in the current batch and on disk."""
+        return len(self._queue) + len(self.batcher) + self._in_flight + len(self.buffer)
+
+    # ------------------------------------------------------------ the task
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if len(self.buffer):
+                await self._drain_once()
+                continue
+            while self._queue:
+                full = self.batcher.add(self._queue.popleft(), _ms(loop.time()))
+                if full is not None:
+                    await self._write_or_buffer(full)
+                    if len(self.buffer):
+                        break
+            if len(self.buffer):
+                continue
+            due = self.batcher.due_at()
+            if due is not None and _ms(loop.time()) >= due:
+                await self._write_or_buffer(self.batcher.take())
+                continue
+            self._wake.clear()
+            timeout = None if due is None else max(0.0, (due - _ms(loop.time())) / 1000)
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def flush(self) -> bool:
+        """Write everything pending now (for shutdown and tests); True when nothing is left. What
+        cannot be written stays in the on-disk buffer for the next start."""
+        self._spill()
+        while len(self.buffer):
+            upto, lines = self.buffer.peek(self.drain_lines)
+            if not await self._send(lines):
+                return False
+            self.buffer.ack(upto)
+        return True
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    # ------------------------------------------------------------ internals
+
+    def _spill(self) -> None:
+        """Move the current batch and the memory queue to the end of the on-disk buffer (in order)."""
+        lines = self.batcher.take() + list(self._queue)
+        self._queue.clear()
+        if lines:
+            self.stats.dropped += self.buffer.push(lines)
+
+    async def _write_or_buffer(self, batch: list[str]) -> None:
+        self._in_flight = len(batch)
+        try:
+            written = await self._send(batch)
+        except asyncio.CancelledError:  # stopping mid-write: the batch must not vanish with the task
+            self.stats.dropped += self.buffer.push(batch)
+            raise
+        finally:
+            self._in_flight = 0
+        if not written:
+            self.stats.dropped += self.buffer.push(batch)
+            self._spill()  # everything newer goes behind it: drained in order
+            log.warning("InfluxDB not writable; buffering on disk (%d lines)", len(self.buffer))
+
+    async def _drain_once(self) -> None:
+        if self._failed:  # wait after every failure, also the one that started the outage
+            await asyncio.sleep(self.backoff.next_delay(self._retry_after))
+        self._spill()
+        upto, lines = self.buffer.peek(self.drain_lines)
+        if await self._send(lines):
+            self.buffer.ack(upto)
+            self.backoff.reset()
+            if not len(self.buffer):
+                log.info("InfluxDB writable again; buffer drained")
+
+    async def _send(self, batch: list[str]) -> bool:
+        """Write a batch, splitting it around bad points. False: the database is not writable now
+        (the whole batch is to be tried again; points already taken are overwritten harmlessly)."""
+        todo = [batch]
+        while todo:
+            part = todo.pop()
+            if not part:
+                continue
+            status, retry_after = await self._post(part)
+            verdict = classify(status)
+            if verdict is Verdict.WRITTEN:
+                self.stats.written += len(part)
+            elif verdict is Verdict.REJECTED and len(part) == 1:
+                self._dead_letter(part[0])
+            elif verdict is Verdict.REJECTED:
+                left, right = split(part)
+                todo += [right, left]  # left first: keep the order
+            else:
+                self.stats.retries += 1
+                self._retry_after, self._failed = retry_after, True
+                return False
+        self._failed = False
+        return True
+
+    async def _post(self, lines: list[str]) -> tuple[int | None, float | None]:
+        body = ("\n".join(lines) + "\n").encode()
+        try:
+            r = await self._client.post(self._path, params=self._params, headers=self._headers, content=body)
+        except httpx.HTTPError as exc:
+            log.debug("InfluxDB write failed: %r", exc)
+            return None, None
+        if r.status_code >= 300:
+            log.debug("InfluxDB answered %d: %s", r.status_code, r.text[:300])
+        return r.status_code, parse_retry_after(r.headers.get("Retry-After"), time.time())
+
+    def _dead_letter(self, line: str) -> None:
+        self.stats.dead_lettered += 1
+        self.stats.dead_letters.append(line)
+        now = time.monotonic()
+        if now - self._last_dead_log >= 10.0:  # rate-limited; the counter has them all
+            self._last_dead_log = now
+            log.error("InfluxDB rejected a point; dead-lettered (%d so far): %s", self.stats.dead_lettered, line)
+
+
+def _ms(loop_time_s: float) -> int:
+    return int(loop_time_s * 1000)
+
+
+class InfluxObserver(GatewayObserver):
+    """Hands every accepted reading to the writer, on the gateway's observer hook (gateway/hooks.py)."""
+
+    def __init__(self, writer: InfluxWriter, site: str) -> None:
+        self.writer = writer
+        self.site = site
+
+    def on_reading(self, accepted: AcceptedReading) -> None:
+        line = reading_line(
+            site=self.site, room=accepted.room, device=accepted.device, child=accepted.child,
+            stream=accepted.stream, reading=accepted.reading,
+        )  # fmt: skip
+        if line is not None:
+            self.writer.submit(line)
+
+
+@asynccontextmanager
+async def running_writer(writer: InfluxWriter) -> AsyncIterator[InfluxWriter]:
+    """Run the writer's task for the duration of the block; on exit, flush what can be written
+    (the rest stays in the on-disk buffer) and close."""
+    task = asyncio.create_task(writer.run(), name="influx-writer")
+    try:
+        yield writer
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        try:
+            await asyncio.wait_for(writer.flush(), 10.0)
+        except TimeoutError:
+            writer._spill()
+        await writer.aclose()

@@ -1,0 +1,340 @@
+"""The InfluxDB writer and trend queries against real servers: Debian's InfluxDB 1.6.7 (v1 ``/write``,
+InfluxQL ``/query``) and VictoriaMetrics (``/api/v2/write``, read back through ``/api/v1/export``),
+each started on a free loopback port with a temporary data directory."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from gateway.influx import Backoff, Batcher, reading_line
+from gateway.influx_writer import (
+    InfluxTarget,
+    InfluxWriter,
+    create_database,
+    detect_api,
+    influx_trend,
+    running_writer,
+)
+from gateway.store import Store, StoreReader
+from gateway.trends import RANGES, window
+from gateway.write_buffer import WriteBuffer
+from nurserywatch.contract import AirReading, BreathingReading, Reading, Stream
+from tests.conftest import free_port
+
+INFLUXD = Path("/usr/bin/influxd")
+VICTORIA = Path("/usr/bin/victoria-metrics")
+DB = "nurserywatch"
+
+
+def _wait_http(url: str, path: str, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + path, timeout=0.5).status_code < 300:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url}{path} did not answer within {timeout_s} s")
+
+
+@dataclass
+class Server:
+    """A real database process that a test can stop and start again (same port, same data)."""
+
+    url: str
+    argv: list[str]
+    ready_path: str
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        _wait_http(self.url, self.ready_path)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def _influx_config(d: Path, port: int, rpc_port: int) -> str:
+    # Only HTTP on loopback: no usage reporting, no RPC/backup listener beyond loopback, no _internal
+    # monitor database, no subscriber, no continuous queries, no pprof.
+    return f"""reporting-disabled = true
+bind-address = "127.0.0.1:{rpc_port}"
+[meta]
+  dir = "{d / 'meta'}"
+  logging-enabled = false
+[data]
+  dir = "{d / 'data'}"
+  wal-dir = "{d / 'wal'}"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[subscriber]
+  enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  enabled = true
+  bind-address = "127.0.0.1:{port}"
+  log-enabled = false
+  pprof-enabled = false
+[logging]
+  level = "warn"
+"""
+
+
+@pytest.fixture
+def influxdb(tmp_path: Path) -> Iterator[Server]:
+    if not INFLUXD.exists():
+        pytest.fail("influxd is not installed; run `make test`, which installs it (apt package influxdb)")
+    port = free_port()
+    conf = tmp_path / "influxdb.conf"
+    conf.write_text(_influx_config(tmp_path / "influxdb", port, free_port()))
+    server = Server(f"http://127.0.0.1:{port}", [str(INFLUXD), "run", "-config", str(conf)], "/ping",
+                    tmp_path / "influxd.log")  # fmt: skip
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[Server]:
+    if not VICTORIA.exists():
+        pytest.fail("victoria-metrics is not installed; run `make test` (apt package victoria-metrics)")
+    port = free_port()
+    argv = [str(VICTORIA), "-httpListenAddr", f"127.0.0.1:{port}", "-storageDataPath", str(tmp_path / "vm"),
+            "-retentionPeriod", "100y", "-loggerLevel", "ERROR"]  # fmt: skip
+    server = Server(f"http://127.0.0.1:{port}", argv, "/health", tmp_path / "vm.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def air(ts: int, seq: int, co2: float | None, temp: float | None = None) -> AirReading:
+    return AirReading(ts=ts, seq=seq, co2_ppm=co2, temp_c=temp)
+
+
+def line(device: str, reading: Reading, stream: Stream = Stream.AIR, room: str = "hiyoko",
+         child: str | None = None) -> str:
+    out = reading_line(site="sakura", room=room, device=device, child=child, stream=stream, reading=reading)
+    assert out is not None
+    return out
+
+
+@pytest.fixture
+async def v1_writer(influxdb: Server, tmp_path: Path) -> AsyncIterator[InfluxWriter]:
+    await create_database(influxdb.url, DB)
+    writer = InfluxWriter(
+        InfluxTarget(influxdb.url, "v1", database=DB), WriteBuffer(tmp_path / "buf.sqlite3"),
+        batcher=Batcher(max_lines=500, max_age_ms=50), backoff=Backoff(base_s=0.05, cap_s=0.5),
+    )  # fmt: skip
+    async with running_writer(writer):
+        yield writer
+    writer.buffer.close()
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met")
+        await asyncio.sleep(0.02)
+
+
+async def influx_query(url: str, q: str) -> list[list[object]]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        r = await client.get("/query", params={"db": DB, "epoch": "ms", "q": q})
+    r.raise_for_status()
+    series = r.json()["results"][0].get("series", [])
+    return [row for s in series for row in s["values"]]
+
+
+async def test_detect_api_from_ping(influxdb: Server, victoria: Server) -> None:
+    assert await detect_api(influxdb.url) == "v1"  # X-Influxdb-Version: 1.6.7~rc0
+    assert await detect_api(victoria.url) == "v1"  # no version header: the v1 API every compatible server has
+
+
+async def test_v1_write_and_influxql_trend_equal_numpy_and_sqlite(
+    v1_writer: InfluxWriter, influxdb: Server, tmp_path: Path
+) -> None:
+    """A day of CO2 readings from two sensors in a room (and one in another room) through the writer;
+    the 24 h trend from InfluxQL equals numpy's aggregation of the same data and the SQLite answer."""
+    rng = np.random.default_rng(5)
+    now = 1_764_400_000_000
+    ts = np.sort(rng.integers(now - 25 * 3600_000, now, 3000))
+    values = np.round(rng.normal(900, 200, ts.size), 3)
+    devices = rng.choice(["air-1", "air-2", "air-9"], ts.size)
+    store = Store(tmp_path / "gw.sqlite3")
+    for i, (t, v, dev) in enumerate(zip(ts.tolist(), values.tolist(), devices.tolist(), strict=True)):
+        reading = air(int(t), i, None if i % 50 == 0 else float(v), temp=20.0)  # some readings without CO2
+        v1_writer.submit(line(dev, reading, room="other" if dev == "air-9" else "hiyoko"))
+        store.add_reading(dev, Stream.AIR, reading, int(t))
+    store.close()
+    await until(lambda: v1_writer.pending == 0)
+    assert v1_writer.stats.written == ts.size and v1_writer.stats.dead_lettered == 0
+
+    w = window("co2", "24h", now)
+    got = await influx_trend(influxdb.url, DB, "hiyoko", w)
+
+    keep = (devices != "air-9") & (ts >= w.start_ms) & (ts < w.end_ms) & (np.arange(ts.size) % 50 != 0)
+    starts = ts[keep] // w.bucket_ms * w.bucket_ms
+    expected = [(int(b), values[keep][starts == b]) for b in np.unique(starts)]
+    assert len(got) == len(expected) == 97  # 24 h of 15-minute buckets, the first one partial
+    for bucket, (start, vals) in zip(got, expected, strict=True):
+        assert bucket.start_ms == start
+        assert bucket.mean == pytest.approx(float(vals.mean()), rel=1e-12)
+        assert (bucket.min, bucket.max) == (float(vals.min()), float(vals.max()))
+
+    from_sqlite = StoreReader(tmp_path / "gw.sqlite3").reading_buckets(w, ["air-1", "air-2"])
+    assert [b.start_ms for b in from_sqlite] == [b.start_ms for b in got]
+    for a, b in zip(from_sqlite, got, strict=True):
+        assert (a.min, a.max) == (b.min, b.max) and a.mean == pytest.approx(b.mean, rel=1e-12)
+
+    raw = await influx_query(influxdb.url, f"SELECT count(co2_ppm) FROM air WHERE time >= {now - 26 * 3600_000}ms")
+    assert raw[0][1] == ts.size - len(range(0, ts.size, 50))
+
+
+@pytest.mark.parametrize("range_", list(RANGES))
+async def test_every_range_is_bounded_and_bucketed(v1_writer: InfluxWriter, influxdb: Server, range_: str) -> None:
+    length, bucket = RANGES[range_]
+    now = 1_764_400_000_000
+    # one reading per bucket inside the window, one just before it and one in the future
+    inside = list(range(now - length + bucket, now, bucket))
+    for i, t in enumerate([now - length - 1, *inside, now + bucket]):
+        v1_writer.submit(line("air-1", BreathingReading(ts=t, seq=i, rate_bpm=float(i)), Stream.BREATHING))
+    await until(lambda: v1_writer.pending == 0)
+    got = await influx_trend(influxdb.url, DB, "hiyoko", window("breathing_rate", range_, now))
+    assert [b.mean for b in got] == [float(i) for i in range(1, len(inside) + 1)]
+    assert all(b.start_ms % bucket == 0 for b in got)
+
+
+async def test_bad_point_dead_lettered_rest_written(v1_writer: InfluxWriter, influxdb: Server) -> None:
+    """InfluxDB answers 400 "partial write: field type conflict" for a batch with one bad point: the
+    batch is split, that point dead-lettered and counted, every other point written."""
+    async with httpx.AsyncClient(base_url=influxdb.url) as c:  # co2_ppm becomes a string field
+        r = await c.post("/write", params={"db": DB, "precision": "ms"}, content=b'air,room=x co2_ppm="high" 1\n')
+        assert r.status_code == 204
+    base = 1_764_400_000_000
+    lines = [line("air-1", air(base + i, i, 400.0 + i)).replace("room=hiyoko", "room=x") for i in range(20)]
+    lines.insert(13, 'air,device=air-1,room=x co2_ppm=true 1764399999999')  # bool into the float field
+    for ln in lines:
+        v1_writer.submit(ln)
+    await until(lambda: v1_writer.pending == 0)
+    assert v1_writer.stats.dead_lettered == 1
+    assert list(v1_writer.stats.dead_letters) == [lines[13]]
+    rows = await influx_query(influxdb.url, "SELECT co2_ppm FROM air WHERE room = 'x' AND time > 1000ms")
+    assert [r[1] for r in rows] == [400.0 + i for i in range(20)]
+
+
+async def test_victoria_metrics_v2_write_read_back_by_export(victoria: Server, tmp_path: Path) -> None:
+    writer = InfluxWriter(
+        InfluxTarget(victoria.url, "v2", org="nursery", bucket="nurserywatch", token="t0k"),
+        WriteBuffer(tmp_path / "buf.sqlite3"), batcher=Batcher(max_lines=100, max_age_ms=50),
+    )  # fmt: skip
+    now = int(time.time() * 1000) - 3_600_000  # inside VictoriaMetrics' "recent data" window
+    rates = [round(random.uniform(20, 40), 2) for _ in range(250)]
+    async with running_writer(writer):
+        for i, rate in enumerate(rates):
+            reading = BreathingReading(ts=now + i * 1000, seq=i, rate_bpm=rate, present=True)
+            writer.submit(line("mat-1", reading, Stream.BREATHING, child="c-01"))
+        await until(lambda: writer.pending == 0)
+    writer.buffer.close()
+    assert writer.stats.written == 250
+    async with httpx.AsyncClient(base_url=victoria.url) as c:
+        await c.get("/internal/force_flush")
+        for _ in range(100):  # VictoriaMetrics makes new data searchable within about a second
+            r = await c.post("/api/v1/export", params={"start": "0"}, data={"match[]": "breathing_rate_bpm"})
+            if r.text.strip():
+                break
+            await asyncio.sleep(0.1)
+    series = [json.loads(ln) for ln in r.text.splitlines()]
+    assert len(series) == 1
+    assert series[0]["metric"] == {"__name__": "breathing_rate_bpm", "site": "sakura", "room": "hiyoko",
+                                   "device": "mat-1", "child": "c-01"}  # fmt: skip
+    assert series[0]["timestamps"] == [now + i * 1000 for i in range(250)]
+    assert series[0]["values"] == rates
+
+
+async def test_database_down_mid_stream_nothing_lost(influxdb: Server, tmp_path: Path) -> None:
+    """InfluxDB stopped for 6 s while readings keep coming at 200/s, then started again: submit never
+    blocks meanwhile, the lines wait on disk, and after the drain every reading is in the database,
+    in order per series."""
+    await create_database(influxdb.url, DB)
+    writer = InfluxWriter(
+        InfluxTarget(influxdb.url, "v1", database=DB), WriteBuffer(tmp_path / "buf.sqlite3"),
+        batcher=Batcher(max_lines=200, max_age_ms=100), backoff=Backoff(base_s=0.05, cap_s=1.0), timeout_s=1.0,
+    )  # fmt: skip
+    base = 1_764_400_000_000
+    total, slowest_submit, buffered_peak = 0, 0.0, 0
+    async with running_writer(writer):
+        for phase, seconds in (("up", 1.0), ("down", 6.0), ("up", 2.0)):
+            if phase == "down":
+                await asyncio.to_thread(influxdb.stop)
+            elif total:
+                await asyncio.to_thread(influxdb.start)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                for _ in range(10):
+                    t0 = time.perf_counter()
+                    writer.submit(line("air-1", air(base + total * 5, total, float(total))))
+                    slowest_submit = max(slowest_submit, time.perf_counter() - t0)
+                    total += 1
+                buffered_peak = max(buffered_peak, len(writer.buffer))
+                await asyncio.sleep(0.05)
+        await until(lambda: writer.pending == 0, timeout_s=30)
+    writer.buffer.close()
+    assert buffered_peak > 500  # the outage really went through the disk buffer
+    assert writer.stats.retries > 0 and writer.stats.dropped == 0 and writer.stats.dead_lettered == 0
+    assert slowest_submit < 0.05  # the gateway never waits on the database
+    rows = await influx_query(influxdb.url, "SELECT co2_ppm FROM air WHERE time > 0ms")
+    assert [r[1] for r in rows] == [float(i) for i in range(total)]
+
+
+async def test_retry_after_is_honoured_and_413_splits(tmp_path: Path) -> None:
+    """Answers no local server gives on demand: 429 with Retry-After, then 413 for a large batch."""
+    seen: list[tuple[float, int]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        n = len(request.content.splitlines())
+        seen.append((time.monotonic(), n))
+        if len(seen) == 1:
+            return httpx.Response(429, headers={"Retry-After": "1"})
+        return httpx.Response(413 if n > 2 else 204)
+
+    writer = InfluxWriter(
+        InfluxTarget("http://db.invalid", "v2", org="o", bucket="b"), WriteBuffer(tmp_path / "buf.sqlite3"),
+        batcher=Batcher(max_lines=8, max_age_ms=10), backoff=Backoff(base_s=0.01, cap_s=0.02),
+        transport=httpx.MockTransport(handler),
+    )  # fmt: skip
+    async with running_writer(writer):
+        for i in range(8):
+            writer.submit(f"m f={i}.0 {i}")
+        await until(lambda: writer.pending == 0)
+    writer.buffer.close()
+    assert seen[1][0] - seen[0][0] >= 1.0  # waited for Retry-After, not the 10–20 ms backoff
+    assert writer.stats.written == 8 and writer.stats.dead_lettered == 0
+    assert [n for _, n in seen] == [8, 8, 4, 2, 2, 4, 2, 2]
