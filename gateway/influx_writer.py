@@ -14,30 +14,38 @@ counted) and the rest written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
-from gateway.hooks import AcceptedReading, GatewayObserver
+from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory
 from gateway.influx import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
 from gateway.trends import Bucket, TrendWindow, buckets_from_influx, influxql, quote_ident
 from gateway.write_buffer import WriteBuffer
+from nurserywatch.kit import Kit
+
+if TYPE_CHECKING:
+    from gateway.service import Gateway
 
 log = logging.getLogger("nurserywatch.gateway.influx")
 
 Api = Literal["v1", "v2"]
+ApiChoice = Literal["v1", "v2", "auto"]
 
 
 @dataclass(frozen=True, slots=True)
 class InfluxTarget:
     url: str
-    api: Api
+    #: "auto": asked from /ping by the writer task before its first write (see ``api_from_version``).
+    api: ApiChoice
     #: v1: the database (InfluxDB 1.x; for 2.x through a DBRP mapping).
     database: str = "nurserywatch"
     #: v2: organisation, bucket and token.
@@ -45,11 +53,14 @@ class InfluxTarget:
     bucket: str = ""
     token: str | None = None
 
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Token {self.token}"} if self.token else {}
+
     def write_request(self) -> tuple[str, dict[str, str], dict[str, str]]:
-        """Path, query parameters and headers of a write."""
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if self.token:
-            headers["Authorization"] = f"Token {self.token}"
+        """Path, query parameters and headers of a write (the API must be known)."""
+        headers = {"Content-Type": "text/plain; charset=utf-8", **self.auth_headers()}
+        if self.api == "auto":
+            raise ValueError("the write API is not known yet (api: auto)")
         if self.api == "v1":
             return "/write", {"db": self.database, "precision": "ms"}, headers
         return "/api/v2/write", {"org": self.org, "bucket": self.bucket, "precision": "ms"}, headers
@@ -74,7 +85,7 @@ async def detect_api(url: str, timeout_s: float = 5.0) -> Api:
 async def create_database(url: str, database: str, timeout_s: float = 5.0) -> None:
     """InfluxDB 1.x: create the database if it is missing (``CREATE DATABASE`` is idempotent)."""
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
-        r = await client.post("/query", data={"q": f"CREATE DATABASE {quote_ident(database)}"})
+        r = await client.post("/query", data=_create_database(database))
     r.raise_for_status()
 
 
@@ -115,18 +126,22 @@ class InfluxWriter:
         max_queue: int = 50_000,
         timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        create_database: bool = True,
     ) -> None:
         self.target = target
         self.buffer = buffer
         self.batcher = batcher or Batcher()
         self.backoff = backoff or Backoff()
         self.drain_lines = drain_lines
+        self.create_database = create_database
         self.max_queue = max_queue
         self.stats = WriterStats()
         self._queue: deque[str] = deque()
         self._wake = asyncio.Event()
-        self._path, self._params, self._headers = target.write_request()
-        self._client = httpx.AsyncClient(base_url=target.url, timeout=timeout_s, transport=transport)
+        self._path, self._params, self._headers = "", dict[str, str](), dict[str, str]()
+        self._client = httpx.AsyncClient(
+            base_url=target.url, timeout=timeout_s, transport=transport, headers=target.auth_headers()
+        )
         self._retry_after: float | None = None
         self._in_flight = 0
         self._failed = False
@@ -150,6 +165,43 @@ class InfluxWriter:
     # ------------------------------------------------------------ the task
 
     async def run(self) -> None:
+        """The writer task. On cancellation (the gateway stopping) whatever is in memory goes to the
+        on-disk buffer, to be written after the next start."""
+        try:
+            await self._prepare()
+            await self._loop()
+        except asyncio.CancelledError:
+            self._spill()
+            raise
+
+    async def _prepare(self) -> None:
+        """Learn the write API (``auto``) and, for v1, create the database — retried with backoff
+        for as long as the database does not answer (lines meanwhile wait in memory, then on disk)."""
+        while True:
+            try:
+                if self.target.api == "auto":
+                    r = await self._client.get("/ping")
+                    api = api_from_version(r.headers.get("X-Influxdb-Version"))
+                    if api == "v2" and not (self.target.org and self.target.bucket):
+                        log.error("%s speaks the v2 write API: the kit's storage needs org and bucket", self.target.url)
+                        api = "v1"  # the 1.x compatibility endpoint of 2.x needs a DBRP mapping, but it may work
+                    self.target = replace(self.target, api=api)
+                    log.info("InfluxDB at %s: using the %s write API", self.target.url, api)
+                if self.target.api == "v1" and self.create_database:
+                    r = await self._client.post("/query", data=_create_database(self.target.database))
+                    if r.status_code >= 300:  # no admin rights: the database may exist anyway
+                        log.warning("cannot create database %s: HTTP %d", self.target.database, r.status_code)
+                break
+            except httpx.HTTPError as exc:
+                self.stats.retries += 1
+                log.debug("InfluxDB not reachable yet: %r", exc)
+                if len(self._queue) >= self.max_queue // 2:
+                    self._spill()
+                await asyncio.sleep(self.backoff.next_delay())
+        self.backoff.reset()
+        self._path, self._params, self._headers = self.target.write_request()
+
+    async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if len(self.buffer):
@@ -178,6 +230,8 @@ class InfluxWriter:
         """Write everything pending now (for shutdown and tests); True when nothing is left. What
         cannot be written stays in the on-disk buffer for the next start."""
         self._spill()
+        if not self._path:  # the API is not known yet: the database never answered
+            return not len(self.buffer)
         while len(self.buffer):
             upto, lines = self.buffer.peek(self.drain_lines)
             if not await self._send(lines):
@@ -266,6 +320,10 @@ class InfluxWriter:
             log.error("InfluxDB rejected a point; dead-lettered (%d so far): %s", self.stats.dead_lettered, line)
 
 
+def _create_database(database: str) -> dict[str, str]:
+    return {"q": f"CREATE DATABASE {quote_ident(database)}"}
+
+
 def _ms(loop_time_s: float) -> int:
     return int(loop_time_s * 1000)
 
@@ -295,12 +353,48 @@ async def running_writer(writer: InfluxWriter) -> AsyncIterator[InfluxWriter]:
         yield writer
     finally:
         task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
-        try:
-            await asyncio.wait_for(writer.flush(), 10.0)
-        except TimeoutError:
-            writer._spill()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(writer.flush(), 10.0)  # what is not written stays in the buffer
         await writer.aclose()
+
+
+class ReadingsSink:
+    """The kit's ``storage:`` for readings, as ``run_gateway`` wires it: with ``readings: influxdb``
+    an InfluxWriter whose task runs beside the gateway and an observer feeding it; with ``sqlite``
+    nothing (the gateway's own store already holds the readings)."""
+
+    def __init__(self, kit: Kit) -> None:
+        self.kit = kit
+        self.writer: InfluxWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+        cfg = kit.storage
+        if cfg.readings == "influxdb":
+            assert cfg.url is not None  # the kit model checks it
+            target = InfluxTarget(
+                cfg.url, cfg.api, database=cfg.database, org=cfg.org or "", bucket=cfg.bucket or "",
+                token=os.environ.get(cfg.token_env) or None,
+            )  # fmt: skip
+            buffer = WriteBuffer(kit.resolve_port(cfg.buffer_path), max_lines=cfg.buffer_max_lines)
+            self.writer = InfluxWriter(target, buffer, batcher=Batcher(max_lines=cfg.batch_lines,
+                                                                       max_age_ms=cfg.batch_ms))  # fmt: skip
+
+    @property
+    def observers(self) -> list[ObserverFactory]:
+        return [] if self.writer is None else [self._observer]
+
+    def _observer(self, gateway: Gateway) -> GatewayObserver:
+        assert self.writer is not None
+        self._task = asyncio.get_running_loop().create_task(self.writer.run(), name="influx-writer")
+        return InfluxObserver(self.writer, gateway.kit.site)
+
+    async def aclose(self) -> None:
+        """Stop the writer task (what is in memory goes to the on-disk buffer) and close."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self.writer is not None:
+            await self.writer.aclose()
+            self.writer.buffer.close()

@@ -37,6 +37,7 @@ from gateway.alerts import Change, Transition, UnknownAlertError
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
+from gateway.influx_writer import ReadingsSink
 from gateway.records import RecordCommandError, RecordsConfig
 from gateway.records_store import RecordsObserver
 from gateway.rules.events import StaleReading
@@ -494,8 +495,10 @@ async def run_gateway(
     """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
     ``observers`` are factories of GatewayObservers (see gateway/hooks.py); ``records`` the nap-check
     record settings (configs/records.yaml; default: built-in)."""
+    sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
     with Store(db_path) as store:
-        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(), observers, records)
+        gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(),
+                     [*observers, *sink.observers], records)  # fmt: skip
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         try:
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
@@ -506,3 +509,4 @@ async def run_gateway(
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             gw.records.close()
+            await sink.aclose()

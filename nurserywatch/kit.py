@@ -151,6 +151,37 @@ class Agent(_Strict):
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
 
 
+class StorageConfig(_Strict):
+    """Where the gateway keeps readings (docs/storage.md). Alerts, sessions and records always stay in
+    the gateway's SQLite; with ``readings: influxdb`` readings go to InfluxDB as well."""
+
+    readings: Literal["sqlite", "influxdb"] = "sqlite"
+    #: InfluxDB's base URL, e.g. http://127.0.0.1:8086 (required for influxdb).
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")] | None = None
+    #: v1: /write (InfluxDB 1.x); v2: /api/v2/write (2.x, 3.x, 1.8+); auto: from /ping's version header.
+    api: Literal["v1", "v2", "auto"] = "auto"
+    #: v1 database, also what InfluxQL trend queries name (2.x: through a DBRP mapping).
+    database: Annotated[str, Field(min_length=1, max_length=64)] = "nurserywatch"
+    org: str | None = None
+    bucket: str | None = None
+    #: The API token is read from this environment variable (tokens do not belong in the kit file).
+    token_env: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "NURSERYWATCH_INFLUX_TOKEN"
+    #: The on-disk buffer while InfluxDB is unreachable; relative to the kit file's folder. At the
+    #: bound the oldest lines are dropped and counted (the gateway's SQLite keeps every reading).
+    buffer_path: Annotated[str, Field(min_length=1)] = "nurserywatch-influx-buffer.sqlite3"
+    buffer_max_lines: Annotated[int, Field(ge=1000)] = 2_000_000
+    batch_lines: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    batch_ms: Annotated[int, Field(ge=10, le=60_000)] = 1000
+
+    @model_validator(mode="after")
+    def _check(self) -> StorageConfig:
+        if self.readings == "influxdb" and self.url is None:
+            raise ValueError("url: readings: influxdb needs the database's URL, e.g. http://127.0.0.1:8086")
+        if self.api == "v2" and not (self.org and self.bucket):
+            raise ValueError("org, bucket: the v2 write API needs both")
+        return self
+
+
 class Child(_Strict):
     id: Ident
     #: Shown on the dashboard only; never sent over MQTT.
@@ -214,6 +245,7 @@ class Kit(_Strict):
     agents: Annotated[list[Agent], Field(min_length=1)]
     devices: list[Device] = Field(default_factory=list)
     children: list[Child] = Field(default_factory=list)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.influx import (
     Backoff,
@@ -20,8 +22,10 @@ from gateway.influx import (
     reading_line,
     split,
 )
+from gateway.influx_writer import InfluxTarget, ReadingsSink, api_from_version
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.contract import Reading, Stream, parse_reading
+from nurserywatch.kit import KitError, load_kit
 
 TS = 1_764_400_000_123
 
@@ -161,3 +165,62 @@ def test_write_buffer_in_order_bounded_and_persistent(tmp_path: Path) -> None:
     buf.ack(upto)
     assert len(buf) == 0 and buf.peek(1) == (0, [])
     buf.close()
+
+
+@pytest.mark.parametrize(
+    ("version", "api"),
+    [("1.6.7~rc0", "v1"), ("1.8.10", "v1"), ("v2.7.1", "v2"), ("2.0.0-beta", "v2"), ("3.0.1", "v2"),
+     (None, "v1"), ("", "v1")],
+)  # fmt: skip
+def test_write_api_from_ping_version(version: str | None, api: str) -> None:
+    assert api_from_version(version) == api
+
+
+def test_write_requests() -> None:
+    v1 = InfluxTarget("http://db:8086", "v1", database="nw")
+    assert v1.write_request() == ("/write", {"db": "nw", "precision": "ms"},
+                                  {"Content-Type": "text/plain; charset=utf-8"})  # fmt: skip
+    v2 = InfluxTarget("http://db:8086", "v2", org="o", bucket="b", token="s3cret")
+    assert v2.write_request() == (
+        "/api/v2/write", {"org": "o", "bucket": "b", "precision": "ms"},
+        {"Content-Type": "text/plain; charset=utf-8", "Authorization": "Token s3cret"},
+    )  # fmt: skip
+    with pytest.raises(ValueError):
+        InfluxTarget("http://db:8086", "auto").write_request()
+
+
+KIT = {
+    "site": "sakura", "name": "n", "rooms": [{"id": "hiyoko", "name": "ひよこ"}], "agents": [{"id": "pi-1"}],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("storage", "error"),
+    [
+        ({"readings": "influxdb"}, "storage.url"),
+        ({"readings": "influxdb", "url": "127.0.0.1:8086"}, "storage.url"),
+        ({"readings": "influxdb", "url": "http://db:8086", "api": "v2"}, "org, bucket"),
+        ({"readings": "influxdb", "url": "http://db:8086", "api": "v3"}, "storage.api"),
+        ({"readings": "postgres"}, "storage.readings"),
+        ({"readings": "sqlite", "token": "x"}, "storage.token"),  # tokens come from the environment
+        ({"buffer_max_lines": 10}, "storage.buffer_max_lines"),
+    ],
+)
+def test_kit_storage_errors(tmp_path: Path, storage: dict[str, object], error: str) -> None:
+    path = tmp_path / "kit.yaml"
+    path.write_text(yaml.safe_dump({**KIT, "storage": storage}, allow_unicode=True))
+    with pytest.raises(KitError, match=re.escape(error)):
+        load_kit(path)
+
+
+def test_kit_storage_default_is_sqlite_and_influxdb_wires_an_observer(tmp_path: Path) -> None:
+    path = tmp_path / "kit.yaml"
+    path.write_text(yaml.safe_dump(KIT, allow_unicode=True))
+    kit = load_kit(path)
+    assert kit.storage.readings == "sqlite" and ReadingsSink(kit).observers == []
+    path.write_text(yaml.safe_dump({**KIT, "storage": {"readings": "influxdb", "url": "http://127.0.0.1:8086"}}))
+    sink = ReadingsSink(load_kit(path))
+    assert sink.writer is not None and len(sink.observers) == 1
+    assert sink.writer.target.api == "auto" and sink.writer.target.database == "nurserywatch"
+    assert sink.writer.buffer.path == tmp_path / "nurserywatch-influx-buffer.sqlite3"  # next to the kit
+    sink.writer.buffer.close()

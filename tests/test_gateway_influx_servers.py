@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomqtt
 import httpx
 import numpy as np
 import pytest
@@ -29,8 +30,13 @@ from gateway.influx_writer import (
 from gateway.store import Store, StoreReader
 from gateway.trends import RANGES, window
 from gateway.write_buffer import WriteBuffer
-from nurserywatch.contract import AirReading, BreathingReading, Reading, Stream
+from nurserywatch.clock import ManualClock
+from nurserywatch.contract import AirReading, AlertState, BreathingReading, Position, Reading, Stream, reading_topic
+from nurserywatch.kit import Kit
+from nurserywatch.mqtt import BrokerURL
 from tests.conftest import free_port
+from tests.test_gateway_service import T0, client, make_kit, posture, watch_alerts
+from tests.test_gateway_service import gateway as service_gateway
 
 INFLUXD = Path("/usr/bin/influxd")
 VICTORIA = Path("/usr/bin/victoria-metrics")
@@ -338,3 +344,60 @@ async def test_retry_after_is_honoured_and_413_splits(tmp_path: Path) -> None:
     assert seen[1][0] - seen[0][0] >= 1.0  # waited for Retry-After, not the 10–20 ms backoff
     assert writer.stats.written == 8 and writer.stats.dead_lettered == 0
     assert [n for _, n in seen] == [8, 8, 4, 2, 2, 4, 2, 2]
+
+
+async def test_gateway_keeps_alerting_while_influxdb_is_down_and_loses_nothing(
+    influxdb: Server, mosquitto: BrokerURL, tmp_path: Path
+) -> None:
+    """The running gateway with ``storage: {readings: influxdb, api: auto}`` on real Mosquitto and
+    InfluxDB 1.6.7: the database is stopped mid-stream for 5 s; a prone alert raised meanwhile still
+    arrives at once, and after the restart every reading is in InfluxDB (and in the gateway's SQLite)."""
+    site = "influx-outage"
+    kit = Kit.model_validate({
+        **make_kit(site).model_dump(mode="json"),
+        "storage": {"readings": "influxdb", "url": influxdb.url, "api": "auto", "database": DB,
+                    "buffer_path": str(tmp_path / "influx-buffer.sqlite3"), "batch_ms": 50},
+    })  # fmt: skip
+    topic = reading_topic(site, "clip-01", "posture")
+    seq = 0
+
+    async def publish(pub: aiomqtt.Client, n: int, position: Position, start_ts: int) -> None:
+        nonlocal seq
+        for i in range(n):
+            await pub.publish(topic, posture(seq, start_ts + i * 1000, position), qos=1)
+            seq += 1
+
+    async def count() -> int:
+        rows = await influx_query(influxdb.url, "SELECT count(seq) FROM posture WHERE time > 0ms")
+        return int(rows[0][1]) if rows else 0  # type: ignore[call-overload]
+
+    async with (
+        service_gateway(kit, mosquitto, tmp_path / "gw.sqlite3", ManualClock(T0 + 100_000)),
+        watch_alerts(mosquitto, site) as alerts,
+        client(mosquitto) as pub,
+    ):
+        await publish(pub, 50, Position.SUPINE, T0 - 100_000)
+        deadline = time.monotonic() + 20
+        while await count() < 50:
+            assert time.monotonic() < deadline, "the first readings never reached InfluxDB"
+            await asyncio.sleep(0.05)
+
+        await asyncio.to_thread(influxdb.stop)
+        down = time.monotonic()
+        await publish(pub, 32, Position.PRONE, T0)  # prone for 31 s of message time
+        raised = await alerts.next_alert()
+        assert (raised.rule, raised.state) == ("prone", AlertState.ACTIVE)
+        assert time.monotonic() - down < 2.0  # alerting did not wait for the database
+        await publish(pub, 100, Position.SUPINE, T0 + 40_000)
+        await asyncio.sleep(5.0 - (time.monotonic() - down))
+        await asyncio.to_thread(influxdb.start)
+
+        deadline = time.monotonic() + 30
+        while (n := await count()) < seq:
+            assert time.monotonic() < deadline, f"{n} of {seq} readings in InfluxDB after the restart"
+            await asyncio.sleep(0.1)
+    assert await count() == seq == 182
+    assert StoreReader(tmp_path / "gw.sqlite3").count_readings() == seq
+    rows = await influx_query(influxdb.url, "SELECT position, seq FROM posture WHERE time > 0ms")
+    assert [r[2] for r in rows] == list(range(seq))  # in time order, none twice
+    assert [r[1] for r in rows[50:82]] == ["prone"] * 32
