@@ -3,9 +3,9 @@ window and answer parsing; the I/O is in gateway/influx_writer.py (``influx_tren
 gateway/store.py (``StoreReader.reading_buckets``), which give the same buckets.
 
 Always time-bounded (InfluxQL without a time bound scans everything), ``fill(none)`` (an empty bucket
-is absent, not a zero), bucket size from the range: 24 h → 15 min, 7 d → 1 h, 30 d → 6 h (96, 168
-and 120 points: enough for a chart, cheap for a Pi). Buckets are aligned to the Unix epoch, as
-InfluxQL's ``GROUP BY time()`` aligns them.
+is absent, not a zero), bucket size from the range: 24 h → 15 min, 7 d → 1 h, 30 d → 6 h (97, 169
+and 121 points with the partial first one: enough for a chart, cheap for a Pi). Buckets are aligned
+to the Unix epoch, as InfluxQL's ``GROUP BY time()`` aligns them.
 """
 
 from __future__ import annotations
