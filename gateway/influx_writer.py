@@ -153,7 +153,9 @@ class InfluxWriter:
         """Queue one line. Never blocks on the database; past ``max_queue`` lines in memory (the
         writer task is behind), they go to the on-disk buffer."""
         self._queue.append(line)
-        if len(self._queue) >= self.max_queue:
+        # Not while a batch is in flight: if it failed, it would land on disk behind newer lines. A
+        # request lasts at most ``timeout_s``, so the queue stays bounded anyway.
+        if len(self._queue) >= self.max_queue and not self._in_flight:
             self._spill()
         self._wake.set()
 

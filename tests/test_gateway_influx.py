@@ -22,7 +22,7 @@ from gateway.influx import (
     reading_line,
     split,
 )
-from gateway.influx_writer import InfluxTarget, ReadingsSink, api_from_version
+from gateway.influx_writer import InfluxTarget, InfluxWriter, ReadingsSink, api_from_version
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.contract import Reading, Stream, parse_reading
 from nurserywatch.kit import KitError, load_kit
@@ -224,3 +224,14 @@ def test_kit_storage_default_is_sqlite_and_influxdb_wires_an_observer(tmp_path: 
     assert sink.writer.target.api == "auto" and sink.writer.target.database == "nurserywatch"
     assert sink.writer.buffer.path == tmp_path / "nurserywatch-influx-buffer.sqlite3"  # next to the kit
     sink.writer.buffer.close()
+
+
+def test_submit_spills_to_disk_past_max_queue_in_order(tmp_path: Path) -> None:
+    """A writer task that is behind (or a database that does not answer) never grows memory past
+    ``max_queue``: the lines go to the disk buffer, oldest first."""
+    writer = InfluxWriter(InfluxTarget("http://db.invalid", "v1"), WriteBuffer(tmp_path / "b.sqlite3"), max_queue=10)
+    for i in range(25):
+        writer.submit(f"m f={i}.0 {i}")
+    assert len(writer.buffer) == 20 and writer.pending == 25
+    assert writer.buffer.peek(100)[1] == [f"m f={i}.0 {i}" for i in range(20)]
+    writer.buffer.close()
