@@ -28,10 +28,19 @@ from gateway.influx_writer import (
     running_writer,
 )
 from gateway.store import Store, StoreReader
-from gateway.trends import RANGES, window
+from gateway.trends import METRICS, RANGES, influxql, window
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.clock import ManualClock
-from nurserywatch.contract import AirReading, AlertState, BreathingReading, Position, Reading, Stream, reading_topic
+from nurserywatch.contract import (
+    AirReading,
+    AlertState,
+    BodyTempReading,
+    BreathingReading,
+    Position,
+    Reading,
+    Stream,
+    reading_topic,
+)
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from tests.conftest import free_port
@@ -401,3 +410,37 @@ async def test_gateway_keeps_alerting_while_influxdb_is_down_and_loses_nothing(
     rows = await influx_query(influxdb.url, "SELECT position, seq FROM posture WHERE time > 0ms")
     assert [r[2] for r in rows] == list(range(seq))  # in time order, none twice
     assert [r[1] for r in rows[50:82]] == ["prone"] * 32
+
+
+GRAFANA = Path(__file__).resolve().parents[1] / "configs" / "grafana" / "nurserywatch-trends.json"
+
+
+async def test_grafana_dashboard_uses_the_trend_influxql_and_runs(v1_writer: InfluxWriter, influxdb: Server) -> None:
+    """configs/grafana/nurserywatch-trends.json: one panel per trend metric whose query, with Grafana's
+    macros expanded, is exactly gateway/trends.py's InfluxQL; every query runs on the real InfluxDB."""
+    dash = json.loads(GRAFANA.read_text())
+    now = 1_764_400_000_000
+    for i in range(200):  # every metric's stream has data in two rooms
+        t = now - i * 60_000
+        v1_writer.submit(line("air-1", AirReading(ts=t, seq=i, co2_ppm=800.0 + i, pm25_ugm3=5.0, pm10_ugm3=9.0,
+                                                  temp_c=22.5, rh_pct=50.0)))  # fmt: skip
+        v1_writer.submit(line("air-2", air(t, i, 600.0), room="risu"))
+        v1_writer.submit(line("mat-1", BreathingReading(ts=t, seq=i, rate_bpm=30.0), Stream.BREATHING, child="c-01"))
+        v1_writer.submit(line("th-1", BodyTempReading(ts=t, seq=i, celsius=36.5), Stream.BODY_TEMP, child="c-01"))
+    await until(lambda: v1_writer.pending == 0)
+
+    (variable,) = dash["templating"]["list"]
+    rooms = await influx_query(influxdb.url, variable["query"])
+    assert {r[1] for r in rooms} == {"hiyoko", "risu"}  # one series per measurement; Grafana merges them
+
+    queries = [p["targets"][0]["query"] for p in dash["panels"]]
+    assert len(queries) == len(METRICS)
+    for metric, q in zip(METRICS, queries, strict=True):
+        w = window(metric, "24h", now)
+        # Grafana's $timeFilter is "time >= …ms and time <= …ms"; the API's window is end-exclusive.
+        time_filter = f"time >= {w.start_ms}ms AND time < {w.end_ms}ms"
+        expanded = q.replace("$room", "hiyoko").replace("$timeFilter", time_filter)
+        expanded = expanded.replace("$__interval", f"{w.bucket_ms}ms")
+        assert expanded == influxql("hiyoko", w), metric
+        rows = await influx_query(influxdb.url, expanded)
+        assert rows and len(rows) == len(await influx_trend(influxdb.url, DB, "hiyoko", w)), metric
