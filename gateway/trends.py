@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nurserywatch.contract import Stream
+from nurserywatch.kit import STREAMS_BY_KIND, Kit
 
 MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
@@ -68,6 +69,11 @@ def window(metric: str, range_: str, now_ms: int) -> TrendWindow:
     length, bucket = RANGES[range_]
     stream, field = METRICS[metric]
     return TrendWindow(metric, stream, field, now_ms - length, now_ms + 1, bucket)
+
+
+def room_devices(kit: Kit, room: str, stream: Stream) -> list[str]:
+    """The kit's devices in a room that publish a stream (what the SQLite trend aggregates)."""
+    return [d.id for d in kit.devices if d.room == room and stream in STREAMS_BY_KIND[d.kind]]
 
 
 def _literal(value: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import subprocess
 import time
@@ -25,10 +26,11 @@ from gateway.influx_writer import (
     create_database,
     detect_api,
     influx_trend,
+    room_trend,
     running_writer,
 )
 from gateway.store import Store, StoreReader
-from gateway.trends import METRICS, RANGES, influxql, window
+from gateway.trends import METRICS, RANGES, TrendError, influxql, window
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
@@ -294,10 +296,14 @@ async def test_victoria_metrics_v2_write_read_back_by_export(victoria: Server, t
     assert series[0]["values"] == rates
 
 
+#: The outage of the test below; NURSERYWATCH_TEST_OUTAGE_S=60 runs the issue's full minute (by hand).
+OUTAGE_S = float(os.environ.get("NURSERYWATCH_TEST_OUTAGE_S", "6"))
+
+
 async def test_database_down_mid_stream_nothing_lost(influxdb: Server, tmp_path: Path) -> None:
-    """InfluxDB stopped for 6 s while readings keep coming at 200/s, then started again: submit never
-    blocks meanwhile, the lines wait on disk, and after the drain every reading is in the database,
-    in order per series."""
+    """InfluxDB stopped for OUTAGE_S (6 s) while readings keep coming at 200/s, then started again:
+    submit never blocks meanwhile, the lines wait on disk, and after the drain every reading is in the
+    database, in order per series."""
     await create_database(influxdb.url, DB)
     writer = InfluxWriter(
         InfluxTarget(influxdb.url, "v1", database=DB), WriteBuffer(tmp_path / "buf.sqlite3"),
@@ -305,12 +311,14 @@ async def test_database_down_mid_stream_nothing_lost(influxdb: Server, tmp_path:
     )  # fmt: skip
     base = 1_764_400_000_000
     total, slowest_submit, buffered_peak = 0, 0.0, 0
+    restarted, drained = 0.0, 0.0
     async with running_writer(writer):
-        for phase, seconds in (("up", 1.0), ("down", 6.0), ("up", 2.0)):
+        for phase, seconds in (("up", 1.0), ("down", OUTAGE_S), ("up", 2.0)):
             if phase == "down":
                 await asyncio.to_thread(influxdb.stop)
             elif total:
                 await asyncio.to_thread(influxdb.start)
+                restarted = time.monotonic()
             end = time.monotonic() + seconds
             while time.monotonic() < end:
                 for _ in range(10):
@@ -319,10 +327,15 @@ async def test_database_down_mid_stream_nothing_lost(influxdb: Server, tmp_path:
                     slowest_submit = max(slowest_submit, time.perf_counter() - t0)
                     total += 1
                 buffered_peak = max(buffered_peak, len(writer.buffer))
+                if restarted and not drained and not len(writer.buffer):
+                    drained = time.monotonic()
                 await asyncio.sleep(0.05)
         await until(lambda: writer.pending == 0, timeout_s=30)
+        drained = drained or time.monotonic()
     writer.buffer.close()
-    assert buffered_peak > 500  # the outage really went through the disk buffer
+    assert buffered_peak > 100 * OUTAGE_S  # the outage really went through the disk buffer
+    print(f"outage {OUTAGE_S:g} s: {total} readings, {buffered_peak} buffered at the peak, "
+          f"disk buffer empty {drained - restarted:.1f} s after the restart")
     assert writer.stats.retries > 0 and writer.stats.dropped == 0 and writer.stats.dead_lettered == 0
     assert slowest_submit < 0.05  # the gateway never waits on the database
     rows = await influx_query(influxdb.url, "SELECT co2_ppm FROM air WHERE time > 0ms")
@@ -444,3 +457,48 @@ async def test_grafana_dashboard_uses_the_trend_influxql_and_runs(v1_writer: Inf
         assert expanded == influxql("hiyoko", w), metric
         rows = await influx_query(influxdb.url, expanded)
         assert rows and len(rows) == len(await influx_trend(influxdb.url, DB, "hiyoko", w)), metric
+
+
+async def test_room_trend_same_from_either_backend(v1_writer: InfluxWriter, influxdb: Server, tmp_path: Path) -> None:
+    """``room_trend`` (what /api/trends calls) answers from SQLite with the default kit and from
+    InfluxDB with ``readings: influxdb``, and the answers are equal; a bad metric or range is an error."""
+    devices = [
+        {"id": "air-h1", "kind": "pms5003", "room": "hiyoko"}, {"id": "air-h2", "kind": "mhz19b", "room": "hiyoko"},
+        {"id": "air-r1", "kind": "mhz19b", "room": "risu"},
+        {"id": "mat-1", "kind": "nap_mat", "room": "hiyoko", "child": "c001"},
+    ]  # fmt: skip
+    base = {
+        "site": "sakura", "name": "n", "agents": [{"id": "pi-1"}],
+        "rooms": [{"id": "hiyoko", "name": "ひよこ"}, {"id": "risu", "name": "りす"}],
+        "children": [{"id": "c001", "age_band": "0", "room": "hiyoko"}],
+        "devices": [{**d, "agent": "pi-1", "transport": {"type": "serial", "port": f"/dev/{d['id']}"}}
+                    for d in devices],
+    }  # fmt: skip
+    sqlite_kit = Kit.model_validate(base)
+    influx_kit = Kit.model_validate({**base, "storage": {"readings": "influxdb", "url": influxdb.url, "database": DB}})
+    now = 1_764_400_000_000
+    rng = np.random.default_rng(7)
+    db = tmp_path / "gw.sqlite3"
+    with Store(db) as store:
+        for i in range(2000):
+            t = now - int(rng.integers(0, 8 * 24 * 3600_000))
+            dev = ("air-h1", "air-h2", "air-r1", "mat-1")[i % 4]
+            room = "risu" if dev == "air-r1" else "hiyoko"
+            if dev == "mat-1":
+                reading: Reading = BreathingReading(ts=t, seq=i, rate_bpm=float(rng.integers(20, 40)))
+                stream = Stream.BREATHING
+            else:
+                reading, stream = air(t, i, round(float(rng.normal(800, 150)), 2)), Stream.AIR
+            store.add_reading(dev, stream, reading, t)
+            v1_writer.submit(line(dev, reading, stream, room=room, child="c001" if dev == "mat-1" else None))
+    await until(lambda: v1_writer.pending == 0)
+    for metric, range_ in (("co2", "24h"), ("co2", "7d"), ("breathing_rate", "7d"), ("co2", "30d")):
+        from_sqlite = await room_trend(sqlite_kit, db, "hiyoko", metric, range_, now)
+        from_influx = await room_trend(influx_kit, db, "hiyoko", metric, range_, now)
+        assert len(from_sqlite) > 10
+        assert [(b.start_ms, b.min, b.max) for b in from_sqlite] == [(b.start_ms, b.min, b.max) for b in from_influx]
+        assert [b.mean for b in from_sqlite] == pytest.approx([b.mean for b in from_influx], rel=1e-12)
+    with pytest.raises(TrendError, match="metric"):
+        await room_trend(sqlite_kit, db, "hiyoko", "noise", "24h", now)
+    with pytest.raises(TrendError, match="range"):
+        await room_trend(influx_kit, db, "hiyoko", "co2", "1y", now)
