@@ -130,9 +130,28 @@ def load_recording(path: Path) -> Recording:
     return Recording(raw, name=str(path))
 
 
+#: Where the recordings are looked for when a replay path does not resolve as written: next to the
+#: project checkout (../shared/data/resp_belt, as in the workspace), then the workspace's own copy.
+#: A checkout cloned elsewhere (CI) still finds them.
+RECORDING_DIRS = (
+    Path(__file__).resolve().parents[2] / "shared" / "data" / "resp_belt",
+    Path("/work/shared/data/resp_belt"),
+)
+
+
+def recording_path(name: str) -> Path:
+    """The first existing ``RECORDING_DIRS/name`` (else the first candidate, for the error message)."""
+    candidates = [d / name for d in RECORDING_DIRS]
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
 def resolve_replay(replay: str, base_dir: Path) -> Path:
     p = Path(replay)
-    return (p if p.is_absolute() else base_dir / p).resolve()
+    resolved = (p if p.is_absolute() else base_dir / p).resolve()
+    if resolved.exists():
+        return resolved
+    fallback = recording_path(p.name)
+    return fallback if fallback.exists() else resolved  # the path as written names the problem
 
 
 class ReplayMat(MatModel):

@@ -15,19 +15,18 @@ import pytest
 from edge.nmea import MatFrame, NmeaDecoder
 from firmware_sim.devices import SIM_MODELS, StreamingModel
 from firmware_sim.mat import MatModel, MatOptions, MatStep
-from firmware_sim.resp_belt import Recording, RecordingError, ReplayMat, load_recording
+from firmware_sim.resp_belt import Recording, RecordingError, ReplayMat, load_recording, recording_path
 from firmware_sim.runner import plan
 from firmware_sim.scenario import ScenarioError, load_scenario, parse_scenario
 from nurserywatch.kit import DeviceKind, Kit, load_kit
 
 REPO = Path(__file__).resolve().parents[1]
-RESP_BELT = REPO.parent / "shared" / "data" / "resp_belt"
 FS = 25
 
 
 def resp_belt_file(name: str = "12_20231119.csv.gz") -> Path:
-    """A recording from ../shared/data/resp_belt (next to the repository; present in CI)."""
-    path = RESP_BELT / name
+    """A recording from ../shared/data/resp_belt (next to the repository, or the workspace's copy)."""
+    path = recording_path(name)
     if not path.exists():
         pytest.fail(
             f"recording {path} not found: the resp_belt data must sit in ../shared/data/resp_belt next to the repo"
@@ -251,7 +250,7 @@ BAD_MATS: list[tuple[str, dict[str, Any], str]] = [
     ),
     (
         "a replay has no scripted rate",
-        {"timeline": [{"at_s": 0, "rate_bpm": 30}], "options": {"replay": str(RESP_BELT / "12_20231119.csv.gz")}},
+        {"timeline": [{"at_s": 0, "rate_bpm": 30}], "options": {"replay": str(recording_path("12_20231119.csv.gz"))}},
         r"devices\.mat-01\.timeline\[0\]\.rate_bpm: unknown key",
     ),
     (
