@@ -1,4 +1,4 @@
-"""Breathing features from a nap mat's samples, once per second (first version). Pure numpy.
+"""Breathing features from a nap mat's samples, once per second. Pure numpy.
 
     analyzer = BreathingAnalyzer(fs_hz=25)
     analyzer.add(t0_ms, samples)          # consecutive samples, the first at t0_ms (any chunking)
@@ -6,25 +6,42 @@
 
 Method, every second, on the samples of the last ``window_s`` (20 s):
 
-- **motion** (0..1): RMS of the second difference over the last second — a measure of jerk that
-  breathing (≤ 1.5 Hz) barely touches and movement fills — relative to a floor that follows the
-  quietest recent seconds (drops at once, rises 2 %/s). 2× the floor → 0, 20× → 1. A second with
-  motion ≥ 0.3 is a *motion second*: it restarts the rate window, so a movement burst is reported as
-  motion and never turned into a rate. A gain step shows as a one-second motion blip; a jump of the
-  1 s level by more than half ``weight_min_counts`` restarts the rate window too.
-- **rate_bpm**: over the clean part of the window (after the last motion second or level jump,
-  ≥ ``min_window_s`` = 8 s, else null): linear detrend, FFT band-pass 0.2–1.5 Hz (12–90/min, soft
-  edges), autocorrelation from the same spectrum; the breathing period is the first autocorrelation
-  peak reaching 60 % of the highest one between 0.67 s and half the window (parabolic interpolation).
-- **quality** (0..1): the normalised autocorrelation at that period (1 = perfectly periodic);
-  0 when there is no rate.
-- **last_breath_ts**: breaths are the maxima of the band-passed signal above 35 % of the reference
-  breath amplitude (learnt while a rate is reported, falling by at most 10 %/s, and fading by
-  1 %/s without a rhythm, so an apnea does not pull the bar down into the noise), at least half a
-  period apart. A maximum is accepted once it is 0.6 s inside the window (filter edge), so breaths
-  are reported ~1 s late but with their own time. The rate is reported only while the last breath
-  is recent (≤ 2.5 periods + 1.6 s): in an apnea the rate turns null and ``last_breath_ts`` stops
-  advancing.
+- **motion** (0..1): jerk — RMS of the second difference over the last second, which breathing
+  (≤ 1.5 Hz) barely touches and movement fills — against a floor that follows the quietest recent
+  seconds (drops at once, rises 5 %/s); 2× the floor → 0, 20× → 1. A *motion second* has motion
+  ≥ 0.5 and, once breaths are known, a jerk of at least 0.75 × the size of a breath (so sensor noise
+  coming back after a quiet pause is not movement). A motion second, or a jump of the 1 s level by
+  more than half ``weight_min_counts`` (a gain step, the child lying differently), ends the current
+  *clean segment*: movement is reported as motion, never turned into breaths or a rate.
+- **band-pass**: the clean part of the window (≥ 3 s) has a quadratic trend removed (a curved drift
+  left in would ring at the window's edges) and is band-passed 0.2–1.5 Hz (12–90/min, soft edges)
+  with one FFT. Samples closer than 0.6 s to the window's ends are not trusted yet: a breath is
+  found ~1–2.5 s after its peak (the fall after it, the filter's edge, the 1 s cadence) but carries
+  its own time.
+- **breaths, one by one** (``last_breath_ts``): the band-passed samples go, once each, through a
+  hysteresis (zig-zag) detector that alternates between troughs and peaks: a *breath* is a peak
+  with a rise of ≥ T before it and a fall of ≥ T after it, both within 1.5 breath periods (2–5 s;
+  a slower swing is drift, not a breath). No midline is needed, so a wandering baseline or a sharp
+  inspiration does not matter. Its time is the vertex of a parabola through the samples within ±10 %
+  of a period of the highest one. The threshold adapts::
+
+      T = max(0.4 × typical swing, 9 × σ of the noise in the band)
+
+  *typical swing*: the median rise of the last 9 breaths of the segment, at most 3× the window's
+  current peak-to-peak amplitude (so breathing that turns much shallower, or smaller after a
+  sigh, is learnt within seconds); it fades 3 %/s once no breath came for 1.5 periods; a new
+  segment learns it again. *Noise*: the band 3 Hz–80 % of Nyquist (above breathing and most of the
+  cardiac component) is measured robustly (MAD) and scaled to the breathing band as white noise.
+  A swing of 9σ of band-limited noise is rare enough that noise, drift and the heart do not make
+  breaths in an apnea (none in 2 h of simulated apnea at any noise level): ``last_breath_ts`` stops
+  at the last real breath, and the gateway times the apnea from it.
+- **rate_bpm**: 60 / the mean interval between consecutive breaths of the last ``window_s``, counting
+  only intervals inside one clean segment (one spanning a movement is not a breath interval) —
+  the true count of an irregular rhythm, where the autocorrelation of the first version often
+  locked onto two breaths (halved rates). Needs ≥ 2 intervals spanning ≥ 4 s; null in a motion
+  second, and once the last breath is older than 2.5 intervals + 1.6 s (an apnea: within seconds).
+- **quality** (0..1): the normalised autocorrelation of the band-passed clean window at the breathing
+  period (1 = perfectly regular); 0 when there is no rate.
 - **amplitude**: peak-to-peak of the band-passed signal over the last 6 s (2·median|y|/0.707), in
   ADC counts; it falls to the noise level in an apnea.
 - **present**: from the weight level (median of the last second), with hysteresis. Empty mat:
@@ -33,20 +50,38 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   of ≥ max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing
   rhythm → empty. A clear breathing rhythm (quality ≥ 0.5) on its own also means present: after an
   edge restart during a nap there is no empty level to compare with. Until it knows (first 10 s
-  after the first sample) ``present`` is null.
+  after the first sample) ``present`` is null. An apnea leaves the weight alone: ``present`` stays
+  true. Breaths found while the mat is empty are not reported.
 
-Limits (issue 4 owns accuracy): one respiratory source per mat; rates outside 12–90/min are not
-measured; the rate lags changes by up to half the window; a rate needs 8 s of movement-free data;
-``weight_min_counts`` (1000, i.e. ~1 kg at the nominal 1 count ≈ 1 g) assumes the mat's published
-scale and a gain within about ×0.5…×2; a child who is already on the mat when the edge starts and
-is in apnea is reported ``present: null`` then ``false`` (no weight step, no rhythm seen); a drop
-in gain of more than 70 % while occupied looks like the child leaving. Gaps of lost data up to 2 s
-are bridged by holding the last value; longer gaps restart the windows (not the presence state).
+How well it does — rate error, apnea sensitivity and timing, false apnea alarms, on simulated mats
+and on four real chest-belt recordings degraded into mat signals: ``bench/breathing_accuracy.py``,
+figures in bench/README.md. The constants above were tuned on those same signals (there is no
+held-out real recording), so the real-recording figures are optimistic.
+
+Limits: one respiratory source per mat; rates outside 12–90/min are not measured; the rate is a
+20 s mean and lags a change by up to ~10 s. Breaths smaller than 9σ of the in-band noise are not
+seen: with the nominal breath of ±60 counts, white noise up to ~10 counts per sample at 25 Hz is
+fine, at 20 counts (a breath ≈ 9σ) breaths are missed and false apnea alarms follow. A breath
+cut short by an apnea that begins mid-inspiration is not a breath (no fall after it): the alert
+then comes up to one breath early. After a motion second or a level jump no breath can be found
+for ~3.6 s (the band-pass needs 3 s of new data), so movement lasting 20 s or more leaves
+``last_breath_ts`` behind and the gateway's apnea rule fires: a moving child's breathing cannot be
+seen, and safety comes first. Small movements (jerk below 0.75 × a breath) are not motion
+seconds and go through the band-pass. ``weight_min_counts`` (1000, i.e. ~1 kg at the nominal
+1 count ≈ 1 g) assumes the mat's published scale and a gain within about ×0.5…×2; an empty mat's
+level that drifts by more than ~1000 counts a minute can read as a child lying down; a child who is
+already on the mat when the edge starts and is in apnea is reported ``present: null`` then
+``false`` (no weight step, no rhythm seen); a drop in gain of more than 70 % while occupied looks
+like the child leaving. Gaps of lost data up to 2 s are bridged by holding the last value; longer
+gaps restart the windows (not the presence state).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -59,7 +94,6 @@ FloatArray = NDArray[np.float64]
 @dataclass(frozen=True, slots=True)
 class BreathingConfig:
     window_s: float = 20.0
-    min_window_s: float = 8.0
     band_hz: tuple[float, float] = (0.2, 1.5)
     #: Smallest weight step that means a child lay down (counts at the mat's nominal gain).
     weight_min_counts: float = 1000.0
@@ -69,22 +103,47 @@ class BreathingConfig:
 
 
 # Tuning constants (see the module docstring).
-MOTION_FLAG = 0.3
-FLOOR_RISE = 1.02
+MOTION_FLAG = 0.5
+MOTION_STAY = 0.3
+MOTION_VS_BREATH = 0.75
+FLOOR_RISE = 1.05
 LEVEL_ALPHA = 1.0 / 30.0
 OFF_FRACTION = 0.7
 RHYTHM_QUALITY = 0.5
-MIN_QUALITY = 0.35
-#: The period is the first autocorrelation peak at least this fraction of the highest: irregular
-#: breathing often correlates better over two breaths than over one (halved rates on real belts).
-NEAR_BEST = 0.6
-PEAK_FRACTION = 0.35
-AMP_REF_DECAY = 0.99
-AMP_REF_FALL = 0.9
-PEAK_EDGE_S = 0.6
+#: Shortest clean segment that is band-passed, and how far inside it samples are trusted.
+MIN_FILTER_S = 3.0
+EDGE_S = 0.6
+#: Hysteresis of the breath detector: a fraction of the typical swing, and a floor in σ of the
+#: in-band noise.
+SWING_FRACTION = 0.4
+NOISE_SIGMAS = 9.0
+TYPICAL_BREATHS = 9
+MIN_TYPICAL = 3
+#: The typical swing fades this much per second once no breath came for FADE_AFTER periods.
+SWING_FADE = 0.97
+FADE_AFTER = 1.5
+AMP_CAP = 3.0
+#: Rate: at least this many intervals spanning this long; "recent" last breath for a rate.
+MIN_INTERVALS = 2
+MIN_SPAN_S = 4.0
+RECENT_PERIODS = 2.5
 AMPLITUDE_S = 6.0
+#: A breath rises and falls within STALE_PERIODS breath periods (bounded): a slower swing is not one.
+STALE_PERIODS = 1.5
+STALE_MIN_MS = 2000.0
+STALE_MAX_MS = 5000.0
+DEFAULT_PERIOD_MS = 3000.0
+#: Breath time: parabola fitted within ±this fraction of a period around the highest sample.
+PEAK_FIT_PERIODS = 0.1
+RING_S = 8.0
 SINE_MEDIAN = 0.707  # median |sin| as a fraction of the amplitude
 BAND_EDGE_HZ = 0.1
+DETREND_ORDER = 2
+#: Noise is measured between this frequency and this fraction of the Nyquist frequency (above
+#: breathing and most of the cardiac component); MAD → σ for Gaussian noise.
+NOISE_BAND_HZ = 3.0
+NOISE_BAND_TOP = 0.8
+ROBUST_SIGMA = 1.4826
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +157,13 @@ class BreathingFeatures:
     last_breath_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class Breath:
+    t_ms: float
+    swing: float  # rise from the trough before it, in counts
+    segment: int  # clean segment it was found in
+
+
 class BreathingAnalyzer:
     """Incremental breathing features for one mat (see the module docstring)."""
 
@@ -107,23 +173,37 @@ class BreathingAnalyzer:
         self.fs = float(fs_hz)
         self.config = cfg = config or BreathingConfig()
         self._win = max(int(round(cfg.window_s * self.fs)), 4)
+        self._edge = max(int(round(EDGE_S * self.fs)), 1)
         self._buf = np.zeros(2 * self._win + int(self.fs * cfg.max_gap_s) + 64)
         self._n = 0  # samples in _buf
         self._total = 0  # samples appended since the start (gap fill included)
         self._t_last_ms: float | None = None  # time of the newest sample
         self._t_first_ms: float | None = None
-        self._clean_from = 0  # absolute index where the rate window may start
+        self._clean_from = 0  # absolute index where the current clean segment starts
+        self._segment = 0
         self.restarts = 0  # gaps too long to bridge, or time going backwards
-        # Motion, presence and breath state.
+        # Motion and presence state.
         self._floor: float | None = None
+        self._moving = False  # the last second was a motion second
         self._level_prev: float | None = None
         self._present: bool | None = None
         self._empty_level: float | None = None
         self._occupied_level: float | None = None
         self._streak = 0  # consecutive seconds voting for a presence change
-        self._amp_ref: float | None = None
-        self._last_breath_ms: float | None = None
-        self._masks: dict[int, FloatArray] = {}
+        # Breath detector state (absolute sample indices).
+        self._scanned = 0  # samples before this index have been through the detector
+        self._zz_mode = -1  # +1: rising (looking for a peak), -1: falling (looking for a trough)
+        self._zz_ext = math.inf  # the current extreme
+        self._zz_at = 0  # index of the peak candidate
+        self._zz_trough = 0.0  # value of the trough before the rising swing …
+        self._zz_trough_at = 0  # … and its index
+        self._ring = np.zeros(int(RING_S * self.fs) + 8)  # band-passed samples already scanned, by index
+        self._threshold = 0.0
+        self._swing_ref: float | None = None  # faded typical swing
+        self.breaths: deque[Breath] = deque(maxlen=128)
+        self._last_breath_ms: float | None = None  # last breath reported (mat not empty)
+        self._trend: FloatArray | None = None  # orthonormal polynomial basis for the detrend
+        self._masks: dict[int, tuple[FloatArray, FloatArray | None, float]] = {}
 
     # -- input
 
@@ -159,8 +239,15 @@ class BreathingAnalyzer:
     def _restart(self) -> None:
         self.restarts += 1
         self._n = 0
-        self._clean_from = self._total
+        self._new_segment()
         self._level_prev = None
+
+    def _new_segment(self) -> None:
+        self._clean_from = self._total
+        self._segment += 1
+        self._zz_mode, self._zz_ext = -1, math.inf  # the detector starts afresh: first a trough
+        self._zz_trough_at = self._total
+        self._swing_ref = None  # the child may lie differently: breath sizes are learnt again
 
     # -- once per second
 
@@ -172,39 +259,27 @@ class BreathingAnalyzer:
         now = self._t_last_ms
         x = self._buf[max(0, self._n - self._win) : self._n]
         second = int(round(fs))
-        motion = self._motion(x[-second - 1 :])
-        level = float(np.median(x[-second:]))
-        moving = motion >= MOTION_FLAG
+        motion, jerk = self._motion(x[-second - 1 :])
+        level = _median(x[-second:])
+        # A motion second: jerk well above the quiet floor and, once breaths are known, comparable
+        # to a breath — sensor noise that returns after a quiet pause is not movement.
+        size = self._breath_size()
+        flag = MOTION_STAY if self._moving else MOTION_FLAG  # hysteresis: a movement's fading tail is movement
+        moving = self._moving = motion >= flag and (size is None or jerk >= MOTION_VS_BREATH * size)
         jumped = self._level_prev is not None and abs(level - self._level_prev) > cfg.weight_min_counts / 2
         self._level_prev = level
         if moving or jumped:
-            self._clean_from = self._total
+            self._new_segment()
 
         start = max(len(x) - (self._total - self._clean_from), 0)
         clean = x[start:]
-        rate, quality, amplitude = None, 0.0, None
-        if len(clean) >= 4 * fs:
-            y, acf = self._bandpass(clean)
-            amplitude = 2.0 * float(np.median(np.abs(y[-int(AMPLITUDE_S * fs) :]))) / SINE_MEDIAN
-            period = None
-            if len(clean) >= cfg.min_window_s * fs:
-                period, quality = self._period(acf, len(clean))
-            rhythmic = period is not None and quality >= RHYTHM_QUALITY
-            breath_amp = float(np.median(np.abs(y))) / SINE_MEDIAN
-            if self._amp_ref is None and rhythmic:
-                self._amp_ref = breath_amp  # first rhythm: now breaths can be told from noise
-            self._find_breaths(y, now, period)
-            if period is not None and quality >= MIN_QUALITY and self._breath_recent(now, period):
-                rate = 60.0 * fs / period
-            if rate is not None and rhythmic and self._amp_ref is not None:
-                # Falls at most 10 %/s: the window's tail going flat (apnea) must not pull the bar down.
-                self._amp_ref = max(breath_amp, AMP_REF_FALL * self._amp_ref)
-            else:
-                self._fade_amp_ref()
-        else:
-            self._fade_amp_ref()
-        if rate is None:
-            quality = 0.0
+        amplitude = None
+        acf: FloatArray | None = None
+        if len(clean) >= MIN_FILTER_S * fs:
+            y, acf, noise = self._bandpass(clean)
+            amplitude = 2.0 * _median(np.abs(y[-int(AMPLITUDE_S * fs) :])) / SINE_MEDIAN
+            self._scan(y, now, amplitude, noise)
+        rate, quality = self._rate(now, acf) if not moving else (None, 0.0)  # breathing is not seen while moving
         present = self._presence(level, now, moving, rhythm=rate is not None and quality >= RHYTHM_QUALITY)
         if present is False:
             rate, quality = None, 0.0
@@ -220,91 +295,160 @@ class BreathingAnalyzer:
 
     # -- pieces
 
-    def _motion(self, x: FloatArray) -> float:
+    def _motion(self, x: FloatArray) -> tuple[float, float]:
+        """Motion (0..1) of the last second, and its jerk (RMS of the second difference)."""
         if len(x) < 3:
-            return 0.0
+            return 0.0, 0.0
         rms = max(float(np.sqrt(np.mean(np.square(np.diff(x, 2))))), 0.5)
         self._floor = rms if self._floor is None else min(rms, self._floor * FLOOR_RISE)
-        return min(max(math.log10(rms / (2.0 * self._floor)), 0.0), 1.0)
+        return min(max(math.log10(rms / (2.0 * self._floor)), 0.0), 1.0), rms
 
-    def _mask(self, nfft: int) -> FloatArray:
-        mask = self._masks.get(nfft)
-        if mask is None:
+    def _breath_size(self) -> float | None:
+        """Median swing of the last breaths, whatever their segment (not faded)."""
+        if not self.breaths:
+            return None
+        return statistics.median(b.swing for b in itertools.islice(reversed(self.breaths), TYPICAL_BREATHS))
+
+    def _mask(self, nfft: int) -> tuple[FloatArray, FloatArray | None, float]:
+        """The band-pass mask for an FFT length, the high band's mask (None when the sample rate
+        leaves no room for one) and the ratio of their white-noise gains."""
+        cached = self._masks.get(nfft)
+        if cached is None:
             lo, hi = self.config.band_hz
             f = np.fft.rfftfreq(nfft, 1.0 / self.fs)
             rise = np.clip((f - (lo - BAND_EDGE_HZ)) / BAND_EDGE_HZ, 0.0, 1.0)
             fall = np.clip(((hi + BAND_EDGE_HZ) - f) / BAND_EDGE_HZ, 0.0, 1.0)
             mask = np.sin(0.5 * np.pi * rise) ** 2 * np.sin(0.5 * np.pi * fall) ** 2
-            self._masks[nfft] = mask
-        return mask
+            top = NOISE_BAND_TOP * self.fs / 2.0
+            high = ((f >= NOISE_BAND_HZ) & (f <= top)).astype(np.float64)
+            if top - NOISE_BAND_HZ >= 1.0:
+                cached = (mask, high, math.sqrt(float(np.sum(mask**2)) / float(np.sum(high))))
+            else:
+                cached = (mask, None, 0.0)
+            self._masks[nfft] = cached
+        return cached
 
-    def _bandpass(self, x: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """Band-passed signal and its (biased) autocorrelation, both from one FFT."""
+    def _bandpass(self, x: FloatArray) -> tuple[FloatArray, FloatArray, float]:
+        """Band-passed signal, its (biased) autocorrelation, both from one FFT, and σ of the
+        noise in the band, estimated from the band above it (white noise: same density)."""
         n = len(x)
-        t = np.arange(n) - (n - 1) / 2.0
-        slope = float(np.dot(t, x)) / float(np.dot(t, t))
-        d = x - x.mean() - slope * t
+        if self._trend is None or len(self._trend) != n:  # the window's length is the same most seconds
+            self._trend, _r = np.linalg.qr(np.vander(np.linspace(-1.0, 1.0, n), DETREND_ORDER + 1))
+        q = self._trend
+        d = x - q @ (q.T @ x)  # a curved drift left in would ring at the window's edges
         nfft = 1 << (2 * n - 1).bit_length()  # zero padding: linear, not circular
-        spec = np.fft.rfft(d, nfft) * self._mask(nfft)
+        mask, high, ratio = self._mask(nfft)
+        raw = np.fft.rfft(d, nfft)
+        spec = raw * mask
         y = np.fft.irfft(spec, nfft)[:n]
         acf = np.fft.irfft(np.abs(spec) ** 2, nfft)[:n]
-        return y, acf
+        if high is not None:
+            h = np.fft.irfft(raw * high, nfft)[self._edge : n - self._edge]
+            noise = ROBUST_SIGMA * _median(np.abs(h)) * ratio
+        else:  # no band above breathing to measure: the jerk floor, generously
+            noise = 2.0 * (self._floor or 0.0) / math.sqrt(6.0)
+        return y, acf, noise
 
-    def _period(self, acf: FloatArray, n: int) -> tuple[float | None, float]:
-        """Breathing period in samples and its normalised autocorrelation."""
-        lo, hi = self.config.band_hz
-        k_min = max(int(self.fs / hi), 2)
-        k_max = min(int(self.fs / lo) + 1, n // 2)
-        if acf[0] <= 0 or k_max <= k_min + 1:
-            return None, 0.0
-        k = np.arange(k_min, k_max)
-        r = acf[k_min:k_max] / acf[0] * n / (n - k)  # unbiased: each lag has fewer products
-        peaks = np.flatnonzero((r[1:-1] > r[:-2]) & (r[1:-1] >= r[2:])) + 1
-        if not len(peaks):
-            return None, 0.0
-        best = float(r[peaks].max())
-        if best <= 0:
-            return None, 0.0
-        i = int(peaks[np.argmax(r[peaks] >= NEAR_BEST * best)])  # the first near-best peak: not a multiple
-        a, b, c = r[i - 1], r[i], r[i + 1]
-        denom = a - 2 * b + c
-        shift = 0.5 * (a - c) / denom if denom < 0 else 0.0
-        return float(k_min + i + shift), float(b)
+    # -- breaths
 
-    def _fade_amp_ref(self) -> None:
-        if self._amp_ref is not None:
-            self._amp_ref *= AMP_REF_DECAY
+    def _scan(self, y: FloatArray, now: float, amplitude: float, noise: float) -> None:
+        """Run the breath detector over the samples of y that became trustworthy since last time."""
+        y0 = self._total - len(y)  # absolute index of y[0]
+        first = max(self._scanned - y0, self._edge)
+        end = len(y) - self._edge
+        if end <= first:
+            return
+        self._fade_swing(now)
+        typical = amplitude if self._swing_ref is None else min(self._swing_ref, AMP_CAP * amplitude)
+        t = self._threshold = max(SWING_FRACTION * typical, NOISE_SIGMAS * noise, 1e-9)
+        period = self._period_ms() or DEFAULT_PERIOD_MS
+        longest = int(min(max(STALE_PERIODS * period, STALE_MIN_MS), STALE_MAX_MS) * self.fs / 1000.0)
+        ring, size = self._ring, len(self._ring)
+        ring[np.arange(y0 + first, y0 + end) % size] = y[first:end]
+        mode, ext, at, trough, trough_at = self._zz_mode, self._zz_ext, self._zz_at, self._zz_trough, self._zz_trough_at
+        for i in range(y0 + first, y0 + end):
+            v = float(ring[i % size])
+            if mode > 0:  # rising: the peak is the highest sample until the signal falls by T
+                if v > ext:
+                    ext, at = v, i
+                elif ext - v >= t:  # a rise of ≥ T then a fall of ≥ T: a breath, if not too slow
+                    if at - trough_at <= longest:
+                        self._breath(at, i, ext - trough, period, now)
+                    mode, ext, trough_at = -1, v, i
+                elif i - at > longest:  # no fall after the peak: not a breath; look for a trough again
+                    mode, ext, trough_at = -1, v, i
+            elif v < ext:  # falling (or a fresh segment): the trough is the lowest sample …
+                ext, trough_at = v, i
+            elif v - ext >= t:  # … until the signal rises by T
+                mode, trough, ext, at = 1, ext, v, i
+            elif i - trough_at > longest:  # a trough long ago: only a recent one starts a breath
+                ext, trough_at = v, i
+        self._zz_mode, self._zz_ext, self._zz_at, self._zz_trough, self._zz_trough_at = mode, ext, at, trough, trough_at
+        self._scanned = y0 + end
 
-    def _find_breaths(self, y: FloatArray, now: float, period: float | None) -> None:
-        if self._amp_ref is None:
+    def _breath(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
+        if swing < self._threshold:  # the trough was found under an older, lower threshold
             return
-        fs = self.fs
-        edge = int(PEAK_EDGE_S * fs)
-        inner = y[edge : len(y) - edge]
-        if len(inner) < 3:
-            return
-        cand = np.flatnonzero(
-            (inner[1:-1] > inner[:-2]) & (inner[1:-1] >= inner[2:]) & (inner[1:-1] > PEAK_FRACTION * self._amp_ref)
-        )
-        if not len(cand):
-            return
-        # Newest first; a higher maximum within half a period replaces a lower one.
-        gap = 0.5 * period if period is not None else 0.4 * fs
-        newest = int(cand[-1])
-        for c in cand[::-1]:
-            if newest - int(c) >= gap:
-                break
-            if inner[int(c) + 1] > inner[newest + 1]:
-                newest = int(c)
-        t_ms = now - (len(y) - 1 - (edge + newest + 1)) * 1000.0 / fs
-        if self._last_breath_ms is None or t_ms > self._last_breath_ms:
+        # The peak's time: a parabola through the samples within ±10 % of a period of the highest one.
+        w = max(1, int(round(PEAK_FIT_PERIODS * period_ms * self.fs / 1000.0)))
+        lo = max(at - w, self._clean_from + self._edge, self._total - len(self._ring) + 1)
+        idx = np.arange(lo, min(at + w, now_index) + 1)
+        shift = 0.0
+        if len(idx) >= 3 and idx[0] < at < idx[-1]:
+            c2, c1, _c0 = np.polyfit(idx - at, self._ring[idx % len(self._ring)], 2)
+            if c2 < 0:
+                shift = min(max(-c1 / (2.0 * c2), float(idx[0] - at)), float(idx[-1] - at))
+        t_ms = now - (self._total - 1 - at - shift) * 1000.0 / self.fs
+        self.breaths.append(Breath(t_ms, swing, self._segment))
+        recent = [b.swing for b in list(self.breaths)[-TYPICAL_BREATHS:] if b.segment == self._segment]
+        # One or two breaths could be a sigh or the tail of a movement: until there are three, the
+        # window's amplitude stands for the typical swing.
+        self._swing_ref = statistics.median(recent) if len(recent) >= MIN_TYPICAL else None
+        if self._present is not False and (self._last_breath_ms is None or t_ms > self._last_breath_ms):
             self._last_breath_ms = t_ms
 
-    def _breath_recent(self, now: float, period: float) -> bool:
-        if self._last_breath_ms is None:
-            return False
-        allowed = 2.5 * period * 1000.0 / self.fs + 1000.0 + PEAK_EDGE_S * 1000.0
-        return now - self._last_breath_ms <= allowed
+    def _period_ms(self) -> float | None:
+        """Median interval of the recent breaths of one segment."""
+        ibis = self._intervals(None)
+        return statistics.median(ibis) if ibis else None
+
+    def _intervals(self, since_ms: float | None) -> list[float]:
+        out: list[float] = []
+        prev: Breath | None = None
+        for b in list(self.breaths)[-(TYPICAL_BREATHS + 1) :] if since_ms is None else self.breaths:
+            if since_ms is not None and b.t_ms < since_ms:
+                continue
+            if prev is not None and prev.segment == b.segment:
+                out.append(b.t_ms - prev.t_ms)
+            prev = b
+        return out
+
+    def _fade_swing(self, now: float) -> None:
+        if self._swing_ref is None or not self.breaths:
+            return
+        period = self._period_ms() or DEFAULT_PERIOD_MS
+        if now - self.breaths[-1].t_ms > FADE_AFTER * period + EDGE_S * 1000.0 + 1000.0:
+            self._swing_ref *= SWING_FADE
+
+    # -- rate
+
+    def _rate(self, now: float, acf: FloatArray | None) -> tuple[float | None, float]:
+        ibis = self._intervals(now - self.config.window_s * 1000.0)
+        if len(ibis) < MIN_INTERVALS or sum(ibis) < MIN_SPAN_S * 1000.0:
+            return None, 0.0
+        period = sum(ibis) / len(ibis)
+        last = self.breaths[-1].t_ms
+        if now - last > RECENT_PERIODS * period + EDGE_S * 1000.0 + 1000.0:
+            return None, 0.0
+        quality = 0.0
+        if acf is not None and acf[0] > 0:
+            k = int(round(period * self.fs / 1000.0))
+            n = len(acf)
+            if 0 < k < n - self.fs:
+                quality = float(acf[k] / acf[0] * n / (n - k))
+        return 60_000.0 / period, quality
+
+    # -- presence
 
     def _presence(self, level: float, now: float, moving: bool, *, rhythm: bool) -> bool | None:
         cfg = self.config
@@ -343,7 +487,7 @@ class BreathingAnalyzer:
         self._present = present
         self._streak = 0
         if stepped:
-            self._clean_from = self._total  # the level step would spoil the rate window
+            self._new_segment()  # the level step would spoil the band-pass
         if present:
             self._occupied_level = level
             if not stepped:
@@ -351,3 +495,11 @@ class BreathingAnalyzer:
         else:
             self._empty_level = level
             self._occupied_level = None
+
+
+def _median(x: FloatArray) -> float:
+    """Median of a non-empty array without np.median's overhead (called several times a second)."""
+    n = len(x)
+    k = n // 2
+    part = np.partition(x, (k - 1, k) if n % 2 == 0 else k)
+    return float(part[k]) if n % 2 else 0.5 * float(part[k - 1] + part[k])

@@ -71,6 +71,8 @@ PHASE_JITTER_RAD = 0.5
 BREATHS_PER_KNOT = 1.5
 AMPLITUDE_JITTER = 0.2
 DRIFT_KNOT_S = 60.0
+#: Time step of the grid on which reference breaths are found.
+REFERENCE_GRID_S = 0.01
 
 FloatArray = NDArray[np.float64]
 
@@ -235,6 +237,37 @@ class MatModel:
         """The scripted mean breathing rate at ``t_s``, None when there is no breathing to see."""
         state = self.state_at(t_s)
         return state.rate_bpm if state.present and not state.apnea else None
+
+    def breathing_envelope(self, t_s: FloatArray) -> FloatArray:
+        """How much of the breathing reaches the mat at mat times ``t_s`` (0…1): the child's
+        presence times (1 − apnea), ramps included."""
+        t = t_s % self.loop_s if self.loop_s else t_s
+        tl = self.timeline
+        seg = tl.segment(t)
+        out: FloatArray = tl.presence.at(t, seg) * (1.0 - tl.apnea.at(t, seg))
+        return out
+
+    def respiration(self, t_s: FloatArray) -> FloatArray:
+        """The breathing at mat times ``t_s`` in counts, before presence, apnea and gain."""
+        t = t_s % self.loop_s if self.loop_s else t_s
+        return self._respiration(t, self.timeline.segment(t))
+
+    def reference_breaths(self, t0_s: float, t1_s: float) -> list[float]:
+        """Mat times of the breaths between ``t0_s`` and ``t1_s``: the maxima of the breathing as it
+        reaches the mat (respiration × envelope, on a 100 Hz grid, parabolic interpolation) where
+        at least half of it does. The truth for judging breath detection and apnea timing; a breath
+        fading into an apnea counts while its envelope is ≥ 0.5."""
+        step = REFERENCE_GRID_S
+        t_abs = np.arange(t0_s - step, t1_s + 2 * step, step)
+        t = t_abs % self.loop_s if self.loop_s else t_abs
+        envelope = self.breathing_envelope(t_abs)
+        w = envelope * self._respiration(t, self.timeline.segment(t))
+        i = np.flatnonzero((w[1:-1] > w[:-2]) & (w[1:-1] >= w[2:]) & (w[1:-1] > 0) & (envelope[1:-1] >= 0.5)) + 1
+        a, b, c = w[i - 1], w[i], w[i + 1]
+        denom = a - 2 * b + c
+        shift = np.where(denom < 0, 0.5 * (a - c) / np.where(denom < 0, denom, -1.0), 0.0)
+        times = t_abs[i] + shift * step
+        return [float(v) for v in times if t0_s <= v <= t1_s]
 
     # -- signal
 

@@ -53,6 +53,10 @@ DETREND_S = 10.0
 ENVELOPE_BLOCK_S = 30.0
 #: Reference breaths: adults breathe at most ~40/min, so breaths are ≥ 1.5 recording-seconds apart.
 MIN_BREATH_GAP_S = 1.5
+#: Second reference: smallest prominence (normalised belt, a typical breath is about ±1) and how
+#: far either side it is looked for.
+MIN_PROMINENCE = 0.4
+PROMINENCE_WINDOW_S = 8.0
 
 
 class ReplayOptions(MatOptions):
@@ -108,6 +112,44 @@ class Recording:
                 continue
             peaks.append(i)
         return [(lo + i) / fs for i in peaks]
+
+    def prominent_breath_times(self, t0_rec: float, t1_rec: float) -> list[float]:
+        """A second, independent reference (recording seconds between t0 and t1): maxima of the
+        clean belt (0.5 s moving average) whose *prominence* — height above the higher of the two
+        lowest points reached on either side before a higher sample, within 8 s — is at least 0.4
+        (a fifth of a typical breath's peak-to-peak), at least 1.5 s apart (the higher one wins).
+        Unlike ``breath_times`` it needs no absolute level, so it also counts small breaths riding
+        on a baseline shift; the two references disagree most on restless stretches."""
+        peaks = self._prominent_peaks
+        return [float(t) for t in peaks[(peaks >= t0_rec) & (peaks <= t1_rec)]]
+
+    @functools.cached_property
+    def _prominent_peaks(self) -> FloatArray:
+        """Every prominent breath of the recording (seconds), found once over the whole of it."""
+        fs = self.fs_hz
+        s = _moving_average(self.breathing, int(0.5 * fs))
+        maxima = np.flatnonzero((s[1:-1] > s[:-2]) & (s[1:-1] >= s[2:])) + 1
+        wlen = int(PROMINENCE_WINDOW_S * fs)
+        kept = []
+        for p in maxima:
+            v = s[p]
+            left = s[max(0, p - wlen) : p][::-1]
+            higher = np.flatnonzero(left > v)
+            left_base = left[: higher[0]].min() if len(higher) else left.min(initial=v)
+            right = s[p + 1 : p + 1 + wlen]
+            higher = np.flatnonzero(right > v)
+            right_base = right[: higher[0]].min() if len(higher) else right.min(initial=v)
+            if v - max(left_base, right_base) >= MIN_PROMINENCE:
+                kept.append(int(p))
+        # Closer than MIN_BREATH_GAP_S: the higher breath wins (highest first, as scipy's find_peaks).
+        gap = int(MIN_BREATH_GAP_S * fs)
+        taken = np.zeros(len(s), dtype=bool)
+        chosen = []
+        for k in sorted(kept, key=lambda i: -s[i]):
+            if not taken[max(0, k - gap + 1) : k + gap].any():
+                chosen.append(k)
+                taken[k] = True
+        return np.array(sorted(chosen), dtype=np.float64) / fs
 
 
 @functools.lru_cache(maxsize=8)
@@ -175,10 +217,21 @@ class ReplayMat(MatModel):
         """Recording seconds played at mat time ``t_s`` (before looping)."""
         return self.start_s + t_s * self.time_scale
 
-    def reference_breaths(self, t0_s: float, t1_s: float) -> list[float]:
-        """Mat times of the breaths the clean belt shows between mat times t0 and t1."""
-        rec = self.recording.breath_times(self.recording_time(t0_s), self.recording_time(t1_s))
-        return [(r - self.start_s) / self.time_scale for r in rec]
+    def reference_breaths(self, t0_s: float, t1_s: float, method: str = "peaks") -> list[float]:
+        """Mat times of the breaths the clean belt shows between mat times t0 and t1 (``method``
+        "peaks": ``Recording.breath_times``; "prominence": ``Recording.prominent_breath_times``),
+        leaving out those the timeline keeps from the mat (empty mat, apnea: envelope < 0.5)."""
+        r0, r1 = self.recording_time(t0_s), self.recording_time(t1_s)
+        if method == "peaks":
+            rec = self.recording.breath_times(r0, r1)
+        elif method == "prominence":
+            rec = self.recording.prominent_breath_times(r0, r1)
+        else:
+            raise ValueError(f"unknown reference method {method!r}")
+        times = np.array([(r - self.start_s) / self.time_scale for r in rec])
+        if not len(times):
+            return []
+        return [float(t) for t in times[self.breathing_envelope(times) >= 0.5]]
 
     def _respiration(self, t: FloatArray, seg: NDArray[np.intp]) -> FloatArray:
         out: FloatArray = self.options.breath_counts * self.recording.at(self.start_s + t * self.time_scale)
