@@ -147,7 +147,6 @@ class Gateway:
         for room in sorted(set(rules.rooms) - {r.id for r in kit.rooms}):
             log.error("rules file: rooms.%s is not a room of kit %r; its settings are not used", room, kit.site)
         self._devices = {d.id: d for d in kit.devices}
-        self._kinds = {d.id: d.kind for d in kit.devices}
         self._agents = frozenset(a.id for a in kit.agents)
         self.edges_online: dict[str, bool] = {}
         self._log = _RateLimitedLog()
@@ -298,10 +297,11 @@ class Gateway:
 
     def _on_reading(self, device: str, stream: Stream, payload: bytes, topic: str) -> None:
         self.stats.readings_received += 1
-        kind = self._kinds.get(device)
-        if kind is None:
+        known = self._devices.get(device)
+        if known is None:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
             return
+        kind = known.kind
         if stream not in STREAMS_BY_KIND[kind]:
             self._reject("unexpected_stream", f"{topic}: a {kind.value} does not publish {stream.value} readings")
             return
@@ -330,7 +330,7 @@ class Gateway:
         self._notify(methodcaller("on_reading", accepted))
 
     def _on_status(self, device: str, payload: bytes, topic: str) -> None:
-        if device not in self._kinds:
+        if device not in self._devices:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
             return
         status = self._decode(DeviceStatus, payload, topic)
