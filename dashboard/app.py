@@ -18,13 +18,13 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dashboard.i18n import DEFAULT_LANG, Lang, catalogue, pick_lang
 from dashboard.live import LiveLink, NotConnected
 from dashboard.live_state import AlertFilter
+from dashboard.pages import page_context, render
 from dashboard.sse import event_stream
 from dashboard.views import RoomView, rooms_view
 from nurserywatch.clock import Clock
@@ -35,7 +35,6 @@ from nurserywatch.mqtt import BrokerURL
 log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
 
 
 class ApiError(Exception):
@@ -63,8 +62,17 @@ def get_default_lang(request: Request) -> Lang:
     return cast(Lang, request.app.state.default_lang)
 
 
+def get_gateway_db(request: Request) -> Path:
+    """The gateway's SQLite file; 503 when the dashboard was started without one."""
+    path = cast(Path | None, request.app.state.gateway_db)
+    if path is None:
+        raise ApiError(503, "no_gateway_db", "this dashboard was started without the gateway's database (--db)")
+    return path
+
+
 LinkDep = Annotated[LiveLink, Depends(get_link)]
 DefaultLangDep = Annotated[Lang, Depends(get_default_lang)]
+GatewayDbDep = Annotated[Path, Depends(get_gateway_db)]
 
 
 # ---------------------------------------------------------------- routes
@@ -95,24 +103,15 @@ class Health(BaseModel):
 async def index(request: Request, link: LinkDep, default_lang: DefaultLangDep, lang: str | None = None) -> HTMLResponse:
     chosen = pick_lang(lang, default_lang)
     kit = link.state.kit
-    boot = {
+    boot: dict[str, Any] = {
         "lang": chosen,
         "t": catalogue(chosen),
         "rooms": {r.id: r.name for r in kit.rooms},
         "children": {c.id: c.nickname for c in kit.children},
     }
-    return templates.TemplateResponse(
-        request,
-        "index.html",
-        {
-            "lang": chosen,
-            "other_lang": "en" if chosen == "ja" else "ja",
-            "t": catalogue(chosen),
-            "kit": kit,
-            "rooms": rooms_view(link.state, link.clock.now_ms()),
-            "boot": boot,
-        },
-    )
+    rooms = rooms_view(link.state, link.clock.now_ms())
+    context = page_context(request, kit, chosen, "nav.room", rooms=rooms, boot=boot)
+    return render(request, "index.html", context)
 
 
 @router.get("/api/events", include_in_schema=False)
@@ -176,7 +175,11 @@ def create_app(
     *,
     default_lang: Lang = DEFAULT_LANG,
     clock: Clock | None = None,
+    gateway_db: Path | None = None,
+    data_dir: Path | None = None,
 ) -> FastAPI:
+    """``gateway_db`` is the gateway's SQLite file, opened read-only for records, history and trends;
+    ``data_dir`` is where the dashboard keeps its own database (users, sessions, audit log)."""
     link = LiveLink(kit, broker, clock=clock)
 
     @contextlib.asynccontextmanager
@@ -194,6 +197,8 @@ def create_app(
     app = FastAPI(title=f"nurserywatch dashboard — {kit.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.link = link
     app.state.default_lang = default_lang
+    app.state.gateway_db = gateway_db
+    app.state.data_dir = data_dir
     app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
@@ -248,10 +253,19 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def serve_dashboard(kit: Kit, broker: BrokerURL, host: str, port: int, *, lang: Lang = DEFAULT_LANG) -> None:
+async def serve_dashboard(
+    kit: Kit,
+    broker: BrokerURL,
+    host: str,
+    port: int,
+    *,
+    lang: Lang = DEFAULT_LANG,
+    gateway_db: Path | None = None,
+    data_dir: Path | None = None,
+) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
     closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
-    app = create_app(kit, broker, default_lang=lang)
+    app = create_app(kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir)
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

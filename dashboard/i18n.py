@@ -18,6 +18,8 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
         "This system assists the staff's own nap checks. It is not a device that prevents SIDS.",
     ),
     "lang_switch": ("English", "日本語"),
+    "nav.label": ("ページ", "Pages"),
+    "nav.room": ("お昼寝ルーム", "Nap room"),
     "staff_name": ("担当者名", "Your name"),
     "staff_name_placeholder": ("未入力なら「staff」", "“staff” if empty"),
     "alerts_heading": ("アラート", "Alerts"),

@@ -15,7 +15,8 @@ from nurserywatch.mqtt import BrokerURL
 
 class DashboardSettings(BaseSettings):
     """``NURSERYWATCH_BROKER``, ``NURSERYWATCH_KIT``, ``NURSERYWATCH_DASHBOARD_HOST``,
-    ``NURSERYWATCH_DASHBOARD_PORT``, ``NURSERYWATCH_DASHBOARD_LANG``.
+    ``NURSERYWATCH_DASHBOARD_PORT``, ``NURSERYWATCH_DASHBOARD_LANG``, ``NURSERYWATCH_GATEWAY_DB``,
+    ``NURSERYWATCH_DASHBOARD_DATA_DIR``.
 
     Host and port carry a ``dashboard_`` prefix because every part shares the ``NURSERYWATCH_``
     namespace and a bare ``NURSERYWATCH_PORT`` would be ambiguous."""
@@ -28,6 +29,10 @@ class DashboardSettings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: Annotated[int, Field(ge=0, le=65535)] = 8080
     dashboard_lang: Lang = "ja"
+    #: The gateway's SQLite file, read-only (records, alert history, trends from SQLite).
+    gateway_db: Path = Path("run/nurserywatch.sqlite3")
+    #: The dashboard's own files (users, sessions, audit log).
+    dashboard_data_dir: Path = Path("run")
 
     def broker_url(self) -> BrokerURL:
         return BrokerURL.parse(self.broker)

@@ -307,6 +307,12 @@ def dashboard(
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
+    db: Annotated[
+        Path, typer.Option("--db", help="The gateway's SQLite file (read-only: records, history, trends).")
+    ] = Path("run/nurserywatch.sqlite3"),
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the dashboard keeps its own database (users, audit log).")
+    ] = Path("run"),
     log_level: LogOpt = "info",
 ) -> None:
     """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
@@ -314,8 +320,9 @@ def dashboard(
     kit = _kit(config)
     from dashboard.app import serve_dashboard
 
+    data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port))
+        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port, gateway_db=db, data_dir=data_dir))
     except OSError as exc:  # typically the port is taken
         fail(exc.strerror or str(exc))
 

@@ -73,8 +73,9 @@ async def run_demo(
             print(f"nurserywatch demo — broker {broker}", flush=True)
             print(f"  ダッシュボード / dashboard: http://{host}:{port}/   (Ctrl-C で停止 / to stop)", flush=True)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(run_gateway(demo_kit, broker, data_dir / "demo.sqlite3", rules, clock))
-                tg.create_task(serve_dashboard(demo_kit, broker, host, port))
+                db = data_dir / "demo.sqlite3"
+                tg.create_task(run_gateway(demo_kit, broker, db, rules, clock))
+                tg.create_task(serve_dashboard(demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir))
                 for agent in demo_kit.agents:
                     spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
                     tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))

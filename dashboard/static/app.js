@@ -136,7 +136,7 @@
     postureTs.set(p.child, p.ts);
     card.dataset.posture = p.position;
     card.querySelector(".posture-label").textContent = T[`posture.${p.position}`] ?? p.position;
-    card.querySelector(".posture-icon use").setAttribute("href", `static/icons.svg#pos-${p.position}`);
+    card.querySelector(".posture-icon use").setAttribute("href", `/static/icons.svg#pos-${p.position}`);
     card.querySelector(".age").dataset.ts = String(p.ts);
   }
 
