@@ -22,15 +22,15 @@ from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import httpx
 
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory
 from gateway.influx import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
-from gateway.store import StoreReader
-from gateway.trends import Bucket, TrendWindow, buckets_from_influx, influxql, quote_ident, room_devices, window
+from gateway.trend_reader import influx_trend as influx_trend  # re-exported: moved to the read module
+from gateway.trend_reader import room_trend as room_trend
+from gateway.trends import quote_ident
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.kit import Kit
 
@@ -89,27 +89,6 @@ async def create_database(url: str, database: str, timeout_s: float = 5.0) -> No
     async with httpx.AsyncClient(base_url=url, timeout=timeout_s) as client:
         r = await client.post("/query", data=_create_database(database))
     r.raise_for_status()
-
-
-async def influx_trend(
-    url: str, database: str, room: str, w: TrendWindow, *, token: str | None = None, timeout_s: float = 10.0
-) -> list[Bucket]:
-    """A trend from InfluxQL over ``/query`` (1.x; 2.x through a DBRP mapping; 3.x)."""
-    headers = {"Authorization": f"Token {token}"} if token else {}
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, headers=headers) as client:
-        r = await client.get("/query", params={"db": database, "epoch": "ms", "q": influxql(room, w)})
-    r.raise_for_status()
-    return buckets_from_influx(r.json())
-
-
-async def room_trend(kit: Kit, db_path: str | Path, room: str, metric: str, range_: str, now_ms: int) -> list[Bucket]:
-    """``GET /api/trends?room=&metric=&range=``: from InfluxDB when the kit stores readings there,
-    else from the gateway's SQLite (same buckets). Raises TrendError for an unknown metric or range."""
-    w = window(metric, range_, now_ms)
-    cfg = kit.storage
-    if cfg.readings == "influxdb" and cfg.url is not None:
-        return await influx_trend(cfg.url, cfg.database, room, w, token=os.environ.get(cfg.token_env) or None)
-    return await asyncio.to_thread(StoreReader(db_path).reading_buckets, w, room_devices(kit, room, w.stream))
 
 
 @dataclass

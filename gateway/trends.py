@@ -1,5 +1,5 @@
 """Trend queries for managers (``GET /api/trends?room=&metric=&range=``) — pure: query text, time
-window and answer parsing; the I/O is in gateway/influx_writer.py (``influx_trend``) and
+window and answer parsing; the I/O is in gateway/trend_reader.py (``influx_trend``) and
 gateway/store.py (``StoreReader.reading_buckets``), which give the same buckets.
 
 Always time-bounded (InfluxQL without a time bound scans everything), ``fill(none)`` (an empty bucket

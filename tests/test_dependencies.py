@@ -28,7 +28,7 @@ SHELLS = {
     "edge/spool.py",
     "firmware_sim/pty_device.py", "firmware_sim/runner.py",
     "gateway/service.py", "gateway/store.py", "gateway/records_store.py", "gateway/influx_writer.py",
-    "gateway/write_buffer.py",
+    "gateway/write_buffer.py", "gateway/trend_reader.py",
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
     "nurserywatch/embedded_broker.py", "nurserywatch/cli.py",
 }
@@ -41,6 +41,11 @@ FORBIDDEN = {
 }
 #: What the dashboard may use of the gateway: its storage read interface.
 DASHBOARD_MAY_READ = {"gateway.store", "gateway.records_store", "gateway.records_export"}
+# Manager pages: trends read through gateway.trend_reader (InfluxDB or SQLite, not the writer) with
+# gateway.trends' pure names (metrics, ranges, TrendError); the threshold bands and time-above summary
+# come from the same rules file the gateway judges with (gateway.config: pure pydantic models, no I/O
+# beyond loading the YAML), so the dashboard cannot draw a different threshold than the one that alerts.
+DASHBOARD_MAY_READ |= {"gateway.trend_reader", "gateway.trends", "gateway.config"}
 #: CLI wiring may import the parts lazily, inside the command functions.
 LAZY_WIRING = {"nurserywatch/cli.py", "nurserywatch/demo.py"}
 
