@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dashboard.auth import AuthPolicy, StaffDep, audit, install_auth, live_session_check
 from dashboard.i18n import DEFAULT_LANG, Lang, catalogue, pick_lang
 from dashboard.live import LiveLink, NotConnected
 from dashboard.live_state import AlertFilter
@@ -83,8 +84,9 @@ router = APIRouter()
 class AckRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    # Until login exists (a later issue) the page sends the name typed into its header, or nothing.
-    by: Annotated[str, Field(min_length=1, max_length=128)] = "staff"
+    # Accepted for old clients but ignored: the acknowledgement is made under the signed-in user's
+    # name, so nobody can acknowledge in someone else's name (a different `by` is noted in the audit log).
+    by: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
 
 class AckSent(BaseModel):
@@ -100,7 +102,9 @@ class Health(BaseModel):
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-async def index(request: Request, link: LinkDep, default_lang: DefaultLangDep, lang: str | None = None) -> HTMLResponse:
+async def index(
+    request: Request, link: LinkDep, default_lang: DefaultLangDep, user: StaffDep, lang: str | None = None
+) -> HTMLResponse:
     chosen = pick_lang(lang, default_lang)
     kit = link.state.kit
     boot: dict[str, Any] = {
@@ -115,13 +119,16 @@ async def index(request: Request, link: LinkDep, default_lang: DefaultLangDep, l
 
 
 @router.get("/api/events", include_in_schema=False)
-async def events(link: LinkDep) -> StreamingResponse:
+async def events(request: Request, link: LinkDep, user: StaffDep) -> StreamingResponse:
     sub = link.fanout.subscribe()
     snapshot = link.state.snapshot(link.clock.now_ms())
+    session_alive = live_session_check(request)
 
     async def stream() -> AsyncIterator[str]:
         try:
             async for chunk in event_stream(snapshot, sub):
+                if not session_alive():  # signed out or disabled: end the stream (keep-alives come every 15 s)
+                    break
                 yield chunk
         finally:
             link.fanout.unsubscribe(sub)
@@ -134,23 +141,28 @@ async def events(link: LinkDep) -> StreamingResponse:
 
 
 @router.get("/api/alerts")
-async def list_alerts(link: LinkDep, state: Annotated[AlertFilter, Query()] = "all") -> list[Alert]:
+async def list_alerts(link: LinkDep, user: StaffDep, state: Annotated[AlertFilter, Query()] = "all") -> list[Alert]:
     return link.state.alerts_list(state)
 
 
 @router.post("/api/alerts/{alert_id}/ack", status_code=202)
-async def acknowledge(alert_id: str, link: LinkDep, body: AckRequest | None = None) -> AckSent:
+async def acknowledge(
+    request: Request, alert_id: str, link: LinkDep, user: StaffDep, body: AckRequest | None = None
+) -> AckSent:
     if alert_id not in link.state.alerts:
         raise ApiError(404, "unknown_alert", f"alert {alert_id!r} is not in the dashboard's current list")
     try:
-        await link.acknowledge(alert_id, (body or AckRequest()).by)
+        await link.acknowledge(alert_id, user.shown_name)
     except NotConnected as exc:
         raise ApiError(503, "mqtt_unavailable", str(exc)) from None
+    named = body.by if body and body.by else None
+    ignored = f"body named {named!r}, ignored" if named and named not in (user.shown_name, user.username) else ""
+    audit(request, user, "alert.ack", alert_id, ignored)
     return AckSent()
 
 
 @router.get("/api/rooms")
-async def rooms(link: LinkDep) -> list[RoomView]:
+async def rooms(link: LinkDep, user: StaffDep) -> list[RoomView]:
     return rooms_view(link.state, link.clock.now_ms())
 
 
@@ -177,6 +189,7 @@ def create_app(
     clock: Clock | None = None,
     gateway_db: Path | None = None,
     data_dir: Path | None = None,
+    auth_policy: AuthPolicy | None = None,
 ) -> FastAPI:
     """``gateway_db`` is the gateway's SQLite file, opened read-only for records, history and trends;
     ``data_dir`` is where the dashboard keeps its own database (users, sessions, audit log)."""
@@ -199,7 +212,11 @@ def create_app(
     app.state.default_lang = default_lang
     app.state.gateway_db = gateway_db
     app.state.data_dir = data_dir
+    install_auth(app, data_dir, link.clock, auth_policy)  # users, sessions, audit log in data_dir
     app.include_router(router)
+    from dashboard.auth_pages import router as auth_router  # login, logout, /api/me, /admin/users
+
+    app.include_router(auth_router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
     return app
@@ -262,10 +279,13 @@ async def serve_dashboard(
     lang: Lang = DEFAULT_LANG,
     gateway_db: Path | None = None,
     data_dir: Path | None = None,
+    auth_policy: AuthPolicy | None = None,
 ) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
     closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
-    app = create_app(kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir)
+    app = create_app(
+        kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir, auth_policy=auth_policy
+    )
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, quote
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from dashboard.auth_logic import LoginThrottle
+
 if TYPE_CHECKING:
     from dashboard.auth_store import AuthStore, Session
     from nurserywatch.clock import Clock
@@ -132,6 +134,7 @@ class AuthState:
     store: AuthStore
     clock: Clock
     policy: AuthPolicy
+    throttle: LoginThrottle
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -243,6 +246,25 @@ async def form_fields(request: Request) -> dict[str, str]:
     return {k: v[0] for k, v in pairs.items()}
 
 
+def live_session_check(request: Request) -> Callable[[], bool]:
+    """For a long-lived response (the live stream): a function that says whether the request's
+    session still holds, re-reading it at most once a minute. Re-reading also marks the session as
+    used, so a tablet showing the live room view is never signed out for being idle; a logout, a
+    disabled user or the end of the session's lifetime ends the stream (the page then asks again)."""
+    state = auth_state(request)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    checked = [state.now_ms()]
+
+    def alive() -> bool:
+        now = state.now_ms()
+        if now - checked[0] < 60_000:
+            return True
+        checked[0] = now
+        return state.store.session(token, now, state.policy) is not None
+
+    return alive
+
+
 # ---------------------------------------------------------------- audit
 
 
@@ -271,7 +293,8 @@ def install_auth(app: FastAPI, data_dir: Path | None, clock: Clock, policy: Auth
     users from code) and answer auth errors: JSON for the API, a redirect to the login page for a
     browser asking for a page."""
     policy = policy or AuthPolicy()
-    state = AuthState(open_store(data_dir, policy), clock, policy)
+    throttle = LoginThrottle(policy.failure_window_s * 1000, policy.lockout_s * 1000, policy.max_lockout_s * 1000)
+    state = AuthState(open_store(data_dir, policy), clock, policy, throttle)
     app.state.auth = state
 
     async def auth_error(request: Request, exc: Exception) -> Response:
@@ -286,4 +309,35 @@ def install_auth(app: FastAPI, data_dir: Path | None, clock: Clock, policy: Auth
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
 
     app.add_exception_handler(AuthError, auth_error)
+    if data_dir is not None and state.store.count_users() == 0:
+        log.warning(
+            "no dashboard users yet: nobody can sign in. Create the first admin with "
+            "`nurserywatch users create-admin --data-dir %s --username NAME`", data_dir,
+        )
     return state
+
+
+#: The accounts `nurserywatch demo` (re)creates, with a fresh random password each start.
+DEMO_ACCOUNTS: Final = (("staff", Role.STAFF, "保育士デモ"), ("admin", Role.ADMIN, "管理者デモ"))
+
+
+def demo_accounts(data_dir: Path, now_ms: int) -> list[tuple[str, str, Role]]:
+    """Create (or reset) the demo's accounts in ``data_dir``; returns (username, password, role)."""
+    import secrets
+
+    store = open_store(data_dir, AuthPolicy())
+    made = []
+    try:
+        for username, role, display in DEMO_ACCOUNTS:
+            password = secrets.token_urlsafe(9)
+            if store.get_user(username) is None:
+                store.add_user(username, password, role, display, now_ms)
+            else:
+                store.set_password(username, password, now_ms)
+                store.set_disabled(username, False, now_ms)
+                store.set_role(username, role, now_ms)
+            store.audit(now_ms, None, "user.demo_reset", username, "nurserywatch demo", "demo")
+            made.append((username, password, role))
+    finally:
+        store.close()
+    return made

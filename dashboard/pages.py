@@ -13,6 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from dashboard.auth import Role
 from dashboard.i18n import Lang, catalogue
 from nurserywatch.kit import Kit
 
@@ -23,6 +24,7 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 class NavItem:
     key: str  # catalogue key of the label, also the page's id
     href: str
+    role: Role = Role.STAFF  # shown only to users with at least this role (the route checks it too)
 
 
 #: The pages in the navigation bar, in order. Pages add themselves here when they exist.
@@ -31,10 +33,17 @@ NAV: list[NavItem] = [NavItem("nav.room", "/")]
 
 def page_context(request: Request, kit: Kit, lang: Lang, current: str, **extra: Any) -> dict[str, Any]:
     t = catalogue(lang)
+    # The signed-in user (set by the route's auth dependency): header name, logout, CSRF meta, nav by role.
+    session = getattr(request.state, "nw_session", None) or None
+    user = session.user if session else None
     nav = [
-        {"href": f"{item.href}?lang={lang}", "label": t[item.key], "current": item.key == current} for item in NAV
+        {"href": f"{item.href}?lang={lang}", "label": t[item.key], "current": item.key == current}
+        for item in NAV
+        if user is not None and user.may(item.role)
     ]
-    return {"lang": lang, "other_lang": "en" if lang == "ja" else "ja", "t": t, "kit": kit, "nav": nav} | extra
+    base = {"lang": lang, "other_lang": "en" if lang == "ja" else "ja", "t": t, "kit": kit, "nav": nav}
+    auth = {"user": user, "csrf_token": session.csrf_token if session else None}
+    return base | auth | extra
 
 
 def render(request: Request, template: str, context: dict[str, Any]) -> HTMLResponse:

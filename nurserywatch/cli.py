@@ -4,8 +4,9 @@ files (clear message + exit code 2 on a bad file, never a traceback), then run o
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -361,6 +362,153 @@ def demo(
     run_until_signalled(
         run_demo(kit, scen, rules_cfg, broker=_broker(broker) if broker else None, port=port, data_dir=data_dir)
     )
+
+
+# ---------------------------------------------------------------- dashboard users (login and roles)
+
+users_app = typer.Typer(
+    help="Dashboard users: the first admin, add, change password, role, disable (docs/dashboard.md).",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
+UsersDirOpt = Annotated[
+    Path, typer.Option("--data-dir", help="The dashboard's data folder (holds dashboard.sqlite3).")
+]
+UsernameOpt = Annotated[str, typer.Option("--username", "-u", help="Login name: letters, digits, . _ @ -")]
+PasswordFileOpt = Annotated[
+    Path | None,
+    typer.Option("--password-file", help="Read the password from the first line of this file instead of a prompt."),
+]
+DisplayNameOpt = Annotated[
+    str, typer.Option("--display-name", help="The name shown as who acknowledged or checked (e.g. 田中).")
+]
+
+
+def _password(password_file: Path | None) -> str:
+    if password_file is None:
+        return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
+    try:
+        lines = password_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{password_file}: cannot read the password: {exc}")
+    if not lines or not lines[0]:
+        fail(f"{password_file}: the first line (the password) is empty")
+    return lines[0]
+
+
+def _user_change(data_dir: Path, action: str, target: str, change: Callable[[Any, int], str]) -> None:
+    """Open the dashboard's user database, make one change, audit it as done from the command line."""
+    from dashboard.auth import AuthPolicy, open_store
+    from dashboard.auth_store import UserError
+    from nurserywatch.clock import SystemClock
+
+    store = open_store(data_dir, AuthPolicy())
+    try:
+        now = SystemClock().now_ms()
+        message = change(store, now)
+        store.audit(now, None, action, target, "from the command line", "cli")
+    except (UserError, ValueError) as exc:
+        fail(str(exc))
+    finally:
+        store.close()
+    typer.echo(message)
+
+
+def _add_user(data_dir: Path, username: str, role_name: str, display_name: str, password_file: Path | None) -> None:
+    from dashboard.auth import Role
+
+    try:
+        role = Role.parse(role_name)
+    except ValueError as exc:
+        fail(str(exc))
+    password = _password(password_file)
+
+    def add(store: Any, now: int) -> str:
+        user = store.add_user(username, password, role, display_name, now)
+        return f"added {user.username} ({role.label}) to {data_dir}/dashboard.sqlite3"
+
+    _user_change(data_dir, "user.add", username.lower(), add)
+
+
+@users_app.command("create-admin")
+def users_create_admin(
+    data_dir: UsersDirOpt,
+    username: UsernameOpt,
+    password_file: PasswordFileOpt = None,
+    display_name: DisplayNameOpt = "",
+) -> None:
+    """Create an admin (the first one, or another to recover access). The password is asked twice."""
+    _add_user(data_dir, username, "admin", display_name, password_file)
+
+
+@users_app.command("add")
+def users_add(
+    data_dir: UsersDirOpt,
+    username: UsernameOpt,
+    role: Annotated[str, typer.Option("--role", help="staff, manager or admin.")] = "staff",
+    password_file: PasswordFileOpt = None,
+    display_name: DisplayNameOpt = "",
+) -> None:
+    """Add a user with a role (staff: view, acknowledge, confirm, assign; manager: also trends and exports;
+    admin: also users and the kit)."""
+    _add_user(data_dir, username, role, display_name, password_file)
+
+
+@users_app.command("passwd")
+def users_passwd(data_dir: UsersDirOpt, username: UsernameOpt, password_file: PasswordFileOpt = None) -> None:
+    """Set a user's password; their open sessions end."""
+    password = _password(password_file)
+
+    def change(store: Any, now: int) -> str:
+        store.set_password(username, password, now)
+        return f"password of {username.lower()} changed; their sessions ended"
+
+    _user_change(data_dir, "user.passwd", username.lower(), change)
+
+
+@users_app.command("role")
+def users_role(
+    data_dir: UsersDirOpt,
+    username: UsernameOpt,
+    role: Annotated[str, typer.Option("--role", help="staff, manager or admin.")],
+) -> None:
+    """Change a user's role (the last enabled admin cannot be demoted)."""
+    from dashboard.auth import Role
+
+    def change(store: Any, now: int) -> str:
+        user = store.set_role(username, Role.parse(role), now)
+        return f"{user.username} is now {user.role.label}"
+
+    _user_change(data_dir, "user.role", username.lower(), change)
+
+
+@users_app.command("disable")
+def users_disable(
+    data_dir: UsersDirOpt,
+    username: UsernameOpt,
+    enable: Annotated[bool, typer.Option("--enable", help="Enable the user again instead.")] = False,
+) -> None:
+    """Disable a user (their sessions end at once; the last enabled admin cannot be disabled)."""
+
+    def change(store: Any, now: int) -> str:
+        store.set_disabled(username, not enable, now)
+        return f"{username.lower()} {'enabled' if enable else 'disabled'}"
+
+    _user_change(data_dir, "user.enable" if enable else "user.disable", username.lower(), change)
+
+
+@users_app.command("list")
+def users_list(data_dir: UsersDirOpt) -> None:
+    """List the users: name, role, enabled, display name."""
+    from dashboard.auth import AuthPolicy, open_store
+
+    store = open_store(data_dir, AuthPolicy())
+    try:
+        for row in store.list_users():
+            state = "disabled" if row.disabled else "enabled"
+            typer.echo(f"{row.user.username}\t{row.user.role.label}\t{state}\t{row.user.display_name}")
+    finally:
+        store.close()
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience

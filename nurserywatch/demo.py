@@ -59,12 +59,14 @@ async def run_demo(
     host: str = "127.0.0.1",
 ) -> None:
     from dashboard.app import serve_dashboard
+    from dashboard.auth import demo_accounts
     from edge.agent import run_edge
     from firmware_sim.runner import run_sim
     from gateway.service import run_gateway
 
     data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
+    accounts = demo_accounts(data_dir, clock.now_ms())
     with tempfile.TemporaryDirectory(prefix="nurserywatch-demo-") as tmp:
         demo_kit = redirect_serial_ports(kit, Path(tmp))
         async with contextlib.AsyncExitStack() as stack:
@@ -72,6 +74,8 @@ async def run_demo(
                 broker = await stack.enter_async_context(embedded_broker(free_port(host), host))
             print(f"nurserywatch demo — broker {broker}", flush=True)
             print(f"  ダッシュボード / dashboard: http://{host}:{port}/   (Ctrl-C で停止 / to stop)", flush=True)
+            for username, password, role in accounts:  # fresh passwords on every start
+                print(f"  ログイン / sign in ({role.label}): {username} / {password}", flush=True)
             async with asyncio.TaskGroup() as tg:
                 db = data_dir / "demo.sqlite3"
                 tg.create_task(run_gateway(demo_kit, broker, db, rules, clock))

@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from dashboard.app import serve_dashboard
+from dashboard.auth import Role
 from nurserywatch.contract import (
     AckCommand,
     Alert,
@@ -31,6 +34,7 @@ from nurserywatch.contract import (
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from tests.conftest import free_port
+from tests.dashboard_login import FAST, add_accounts, login
 
 T0 = 1_767_225_600_000
 
@@ -94,6 +98,7 @@ class Dash:
     base: str
     http: httpx.AsyncClient
     mqtt: aiomqtt.Client
+    data_dir: Path
 
     @property
     def site(self) -> str:
@@ -112,11 +117,19 @@ class Dash:
 
 
 @contextlib.asynccontextmanager
-async def running_dashboard(kit: Kit, broker: BrokerURL, mqtt_broker: BrokerURL | None = None) -> AsyncIterator[Dash]:
+async def running_dashboard(
+    kit: Kit, broker: BrokerURL, mqtt_broker: BrokerURL | None = None, role: Role | None = Role.STAFF
+) -> AsyncIterator[Dash]:
     """serve_dashboard on a free port (talking to ``broker``), an HTTP client, and a test MQTT client
-    (on ``mqtt_broker``, default the same broker). Waits until the dashboard is subscribed."""
+    (on ``mqtt_broker``, default the same broker). Waits until the dashboard is subscribed. Its data
+    folder holds one account per role (tests/dashboard_login.py); the client is signed in as ``role``
+    (None: not signed in)."""
     port = free_port()
-    task = asyncio.create_task(serve_dashboard(kit, broker, "127.0.0.1", port))
+    data = tempfile.TemporaryDirectory(prefix="nw-dash-")
+    add_accounts(Path(data.name))
+    task = asyncio.create_task(
+        serve_dashboard(kit, broker, "127.0.0.1", port, data_dir=Path(data.name), auth_policy=FAST)
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         async with (
@@ -132,11 +145,14 @@ async def running_dashboard(kit: Kit, broker: BrokerURL, mqtt_broker: BrokerURL 
                 return False
 
             await eventually(healthy, 10, "dashboard healthy")
-            yield Dash(kit, base, http, mqtt)
+            if role is not None:
+                await login(http, role)
+            yield Dash(kit, base, http, mqtt, Path(data.name))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        data.cleanup()
 
 
 @pytest.fixture
@@ -188,10 +204,12 @@ async def test_alert_appears_is_acknowledged_and_leaves(dash: Dash) -> None:
     assert message.qos == 1
     assert ack_of(message) == AckCommand(alert_id="a1", by="田中")
 
-    # Without a body (no login yet) the command names "staff".
-    r = await dash.http.post("/api/alerts/a1/ack")
-    assert r.status_code == 202
-    assert ack_of(await next_message(dash.mqtt)) == AckCommand(alert_id="a1", by="staff")
+    # The name comes from the session (tanaka, shown as 田中), with or without a body, and a body
+    # naming someone else is ignored: nobody acknowledges in another's name.
+    for kwargs in ({}, {"json": {"by": "誰か"}}):
+        r = await dash.http.post("/api/alerts/a1/ack", **kwargs)
+        assert r.status_code == 202
+        assert ack_of(await next_message(dash.mqtt)) == AckCommand(alert_id="a1", by="田中")
 
     # The gateway's answer comes back on alert/a1; the dashboard only mirrors it.
     acked = make_alert("a1", acknowledged=True, acknowledged_by="田中", acknowledged_ts=T0 + 5000, updated_ts=T0 + 5000)
