@@ -5,6 +5,8 @@
 (() => {
   const boot = JSON.parse(document.getElementById("boot").textContent);
   const T = boot.t;
+  // Every POST carries the session's CSRF token (rendered by base.html); the server refuses writes without it.
+  const CSRF_HEADERS = { "X-CSRF-Token": document.querySelector('meta[name="csrf-token"]')?.content ?? "" };
   const locale = boot.lang === "ja" ? "ja-JP" : "en-GB";
   // A posture older than this is shown in red: the sensor-lost rule fires at 10 s (DESIGN.md §6).
   const STALE_S = 10;
@@ -103,7 +105,7 @@
     try {
       const response = await fetch(`api/alerts/${encodeURIComponent(id)}/ack`, {
         method: "POST",
-        headers: { "Content-Type": "application/json" },
+        headers: { "Content-Type": "application/json", ...CSRF_HEADERS },
         body: JSON.stringify(by ? { by } : {}),
       });
       if (response.status !== 202) {
