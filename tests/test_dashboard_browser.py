@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
+from dashboard.auth import Role
 from nurserywatch.contract import AckCommand, ack_topic, reading_topic
 from nurserywatch.mqtt import BrokerURL
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
+from tests.dashboard_login import ACCOUNTS, PASSWORD
 from tests.test_dashboard_api import T0, Dash, ack_of, make_alert, make_kit, next_message, running_dashboard
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -50,10 +52,18 @@ class PageWatch:
         page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
 
 
-async def open_page(browser: Browser, dash: Dash, path: str = "/") -> tuple[Page, PageWatch]:
+async def open_page(browser: Browser, dash: Dash, path: str = "/", role: Role = Role.STAFF) -> tuple[Page, PageWatch]:
+    """Open ``path``: the dashboard sends the browser to its login page, the test signs in with the
+    form as the account of ``role``, and lands back on ``path``."""
     page = await browser.new_page(locale="ja-JP", viewport={"width": 1280, "height": 800})
     watch = PageWatch(page)
     await page.goto(dash.base + path)
+    await page.wait_for_url("**/login?next=*")
+    username, _ = ACCOUNTS[role]
+    await page.fill("#username", username)
+    await page.fill("#password", PASSWORD)
+    await page.click('[data-testid="login-submit"]')
+    await page.wait_for_url(lambda url: "/login" not in url)
     # The live stream is open and its snapshot applied: from here on, changes arrive as events.
     await expect(page.locator("#live-status")).to_have_attribute("data-live", "ok")
     return page, watch
