@@ -267,7 +267,7 @@ async def check_broker(broker: BrokerURL, identifier: str, timeout_s: float) -> 
         username=broker.username,
         password=broker.password,
         clean_session=True,  # leave no session behind
-        tls_params=aiomqtt.TLSParameters() if broker.tls else None,
+        tls_params=broker.tls_params(),  # the site CA from ?credentials= or ?ca=
         timeout=timeout_s,
     )
     try:

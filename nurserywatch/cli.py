@@ -84,6 +84,73 @@ def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
     )
 
 
+@kit_app.command("provision")
+def kit_provision(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (existing secrets there are kept).")],
+    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    hostname: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hostname",
+            help="A name or IP address clients use to reach the broker (repeat it); the TLS certificate carries "
+            "these plus localhost, 127.0.0.1 and ::1.",
+        ),
+    ] = None,
+    bind: Annotated[str, typer.Option("--bind", help="Address of the plain MQTT listener.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the plain MQTT listener (0: none).")] = 1883,
+    tls_bind: Annotated[
+        str | None, typer.Option("--tls-bind", help="Address of the TLS listener (default: every interface).")
+    ] = None,
+    tls_port: Annotated[int, typer.Option("--tls-port", help="Port of the TLS listener (0: none).")] = 8883,
+    broker_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--broker-dir",
+            help="Where the mosquitto/ files will be on the broker's machine, e.g. /etc/mosquitto/nurserywatch "
+            "(default: OUT/mosquitto as an absolute path).",
+        ),
+    ] = None,
+    client_certs: Annotated[
+        bool, typer.Option("--client-certs", help="Also issue client certificates and require one on TLS.")
+    ] = False,
+) -> None:
+    """Generate the site's MQTT security: a Mosquitto config without anonymous access, a password per
+    edge agent, gateway and dashboard, ACLs from the kit, a site CA and the broker's TLS certificate,
+    and one credentials file per part (docs/deploy.md, "Securing MQTT")."""
+    import datetime as dt
+
+    from nurserywatch.provision import ProvisionError
+    from nurserywatch.provision_files import ProvisionOptions, provision
+
+    kit = _kit(config)
+    opts = ProvisionOptions(
+        hostnames=tuple(hostname or ()),
+        bind=bind,
+        port=port,
+        tls_bind=tls_bind or None,
+        tls_port=tls_port,
+        broker_dir=broker_dir,
+        client_certs=client_certs,
+    )
+    try:
+        result = provision(kit, out, opts, dt.datetime.now(dt.UTC))
+    except ProvisionError as exc:
+        fail(str(exc))
+    kept = [u for u in result.users if u not in result.new_passwords]
+    typer.echo(f"site {kit.site!r}: MQTT security written to {out}/")
+    typer.echo(f"  mosquitto/   config, ACL, password file for {len(result.users)} users "
+               f"(passwords: {len(result.new_passwords)} new, {len(kept)} kept), TLS certificate")
+    if result.names is not None and result.server_cert_expires is not None:
+        typer.echo(f"               certificate for {', '.join(result.names.all)}; "
+                   f"valid until {result.server_cert_expires:%Y-%m-%d} (run this again before then)")
+    typer.echo(f"  credentials/ one file per user ({', '.join(result.users)}) and ca.crt — secret, 0600")
+    typer.echo(f"  ca/          the site CA ({'new' if result.ca_created else 'kept'}); ca.key issues certificates, "
+               "keep it off the network")
+    for stale in result.stale:
+        typer.echo(f"  note: {stale} is for a user the kit no longer has; it no longer works — delete it")
+    typer.echo("next: docs/deploy.md, section \"Securing MQTT\"")
+
+
 DbOpt = Annotated[Path, typer.Option("--db", help="The gateway's SQLite file.")]
 EXIT_TAMPERED = 1
 

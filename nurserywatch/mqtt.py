@@ -10,26 +10,124 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from nurserywatch.yaml_files import load_yaml_model
 
 log = logging.getLogger(__name__)
 
 
+class CredentialsError(ValueError):
+    """A credentials file that cannot be used; ``str()`` names the file and the problem."""
+
+
+class MqttCredentials(BaseModel):
+    """A credentials file (YAML, written by ``nurserywatch kit provision``): who this part is on the
+    broker, and the TLS files. Relative paths are taken relative to the credentials file's folder."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    username: Annotated[str, Field(min_length=1)]
+    password: Annotated[str, Field(min_length=1)]
+    #: The site CA that signed the broker's certificate (used with mqtts:// only).
+    ca_file: str | None = None
+    #: A TLS client certificate and its key, for a broker that requires one (mqtts:// only).
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttCredentials:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file, key_file: a client certificate needs both the certificate and its key")
+        return self
+
+
+def load_credentials(path: str | Path) -> MqttCredentials:
+    """Read a credentials file; TLS file paths come back absolute and checked to exist."""
+    path = Path(path)
+    creds = load_yaml_model(path, MqttCredentials, CredentialsError, example="docs/deploy.md (Securing MQTT)")
+    try:
+        if path.stat().st_mode & 0o077:
+            # Like ssh with a private key, but only a warning: refusing would stop a safety system.
+            log.warning("%s: holds a password but others can read it; chmod 600 it", path)
+    except OSError:
+        pass
+    found: dict[str, str | None] = {}
+    for key in ("ca_file", "cert_file", "key_file"):
+        value = getattr(creds, key)
+        if value is None:
+            found[key] = None
+            continue
+        file = path.parent / value
+        if not file.is_file():
+            raise CredentialsError(f"{path}: {key}: {file} is not a file")
+        found[key] = str(file.resolve())
+    return creds.model_copy(update=found)
+
+
 @dataclass(frozen=True, slots=True)
 class BrokerURL:
-    """``mqtt://[user:password@]host[:port]`` (1883) or ``mqtts://…`` (8883, TLS)."""
+    """``mqtt://[user:password@]host[:port]`` (1883) or ``mqtts://…`` (8883, TLS).
+
+    Query options: ``?credentials=FILE`` reads user, password and TLS files from a credentials file
+    (keeps the password out of the URL and the process list); ``?ca=FILE`` (mqtts only) trusts that CA."""
 
     host: str
     port: int
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    #: TLS: the CA certificate the broker's certificate must chain to (None: the system's trust store).
+    ca_file: str | None = None
+    #: TLS client certificate and key (None: none sent).
+    cert_file: str | None = None
+    key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
+        """Parse a broker URL; every problem (including an unusable credentials file) is a ValueError."""
+        base = cls._parse_base(url.split("?", 1)[0])
+        query = urlsplit(url).query
+        try:
+            options = parse_qs(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            raise ValueError(f"broker URL {url!r}: the options after ? must be key=value pairs joined by &") from None
+        unknown = sorted(set(options) - {"credentials", "ca"})
+        if unknown:
+            raise ValueError(f"broker URL {url!r}: unknown option {unknown[0]!r} (known: credentials, ca)")
+        for key, values in options.items():
+            if len(values) != 1 or not values[0]:
+                raise ValueError(f"broker URL {url!r}: give ?{key}= once, with a file path")
+        if "ca" in options:
+            if not base.tls:
+                raise ValueError(f"broker URL {url!r}: ?ca= is for TLS; use mqtts://")
+            ca = Path(options["ca"][0])
+            if not ca.is_file():
+                raise ValueError(f"broker URL {url!r}: ?ca={ca}: no such file")
+            base = replace(base, ca_file=str(ca.resolve()))
+        if "credentials" in options:
+            if base.username is not None:
+                raise ValueError(f"broker URL {url!r}: give the user either in the URL or in ?credentials=, not both")
+            creds = load_credentials(options["credentials"][0])
+            base = replace(base, username=creds.username, password=creds.password)
+            if base.tls:
+                # A plain mqtt:// URL ignores the TLS files: one credentials file serves both listeners.
+                base = replace(
+                    base,
+                    ca_file=base.ca_file or creds.ca_file,
+                    cert_file=creds.cert_file,
+                    key_file=creds.key_file,
+                )
+        return base
+
+    @classmethod
+    def _parse_base(cls, url: str) -> BrokerURL:
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts"):
             raise ValueError(f"broker URL {url!r}: expected mqtt://host:port or mqtts://host:port")
@@ -63,8 +161,15 @@ class BrokerURL:
             will=will,
             keepalive=keepalive,
             clean_session=False,
-            tls_params=aiomqtt.TLSParameters() if self.tls else None,
+            tls_params=self.tls_params(),
         )
+
+    def tls_params(self) -> aiomqtt.TLSParameters | None:
+        """What aiomqtt needs for this URL's TLS (None for plain mqtt://); the server's certificate and
+        host name are always verified."""
+        if not self.tls:
+            return None
+        return aiomqtt.TLSParameters(ca_certs=self.ca_file, certfile=self.cert_file, keyfile=self.key_file)
 
 
 Session = Callable[[aiomqtt.Client], Awaitable[None]]

@@ -30,7 +30,7 @@ SHELLS = {
     "gateway/service.py", "gateway/store.py", "gateway/records_store.py", "gateway/influx_writer.py",
     "gateway/write_buffer.py", "gateway/trend_reader.py",
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
-    "nurserywatch/embedded_broker.py", "nurserywatch/cli.py",
+    "nurserywatch/embedded_broker.py", "nurserywatch/cli.py", "nurserywatch/provision_files.py",
 }
 FORBIDDEN = {
     "edge": {"gateway", "dashboard", "firmware_sim"},
