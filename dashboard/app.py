@@ -28,6 +28,7 @@ from dashboard.live_state import AlertFilter
 from dashboard.pages import page_context, render
 from dashboard.sse import event_stream
 from dashboard.views import RoomView, rooms_view
+from gateway.config import RulesConfig
 from nurserywatch.clock import Clock
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
@@ -189,6 +190,8 @@ def create_app(
     clock: Clock | None = None,
     gateway_db: Path | None = None,
     data_dir: Path | None = None,
+    rules: RulesConfig | None = None,
+    kit_path: Path | None = None,
     auth_policy: AuthPolicy | None = None,
 ) -> FastAPI:
     """``gateway_db`` is the gateway's SQLite file, opened read-only for records, history and trends;
@@ -213,10 +216,16 @@ def create_app(
     app.state.gateway_db = gateway_db
     app.state.data_dir = data_dir
     install_auth(app, data_dir, link.clock, auth_policy)  # users, sessions, audit log in data_dir
+    app.state.rules = rules  # the thresholds of the manager pages (None: the built-in defaults)
     app.include_router(router)
     from dashboard.auth_pages import router as auth_router  # login, logout, /api/me, /admin/users
 
     app.include_router(auth_router)
+    from dashboard.integrator_pages import install_integrator_pages  # here: they import this module
+    from dashboard.manager_pages import router as manager_router
+
+    app.include_router(manager_router)
+    install_integrator_pages(app, kit_path)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
     return app
@@ -279,12 +288,15 @@ async def serve_dashboard(
     lang: Lang = DEFAULT_LANG,
     gateway_db: Path | None = None,
     data_dir: Path | None = None,
+    rules: RulesConfig | None = None,
+    kit_path: Path | None = None,
     auth_policy: AuthPolicy | None = None,
 ) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
     closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
     app = create_app(
-        kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir, auth_policy=auth_policy
+        kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir, rules=rules, kit_path=kit_path,
+        auth_policy=auth_policy,
     )
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -324,3 +324,67 @@ class StoreReader:
                  "end": w.end_ms, "devices": json.dumps(list(devices))},
             ).fetchall()  # fmt: skip
         return [Bucket(int(t), float(mean), float(lo), float(hi)) for t, mean, lo, hi in rows]
+
+    # ---------------------------------------------------------------- manager pages (dashboard)
+
+    def alert_history(
+        self,
+        *,
+        room: str | None = None,
+        rule: str | None = None,
+        severity: str | None = None,
+        acknowledged: bool | None = None,
+        since_ts: int | None = None,
+        until_ts: int | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[int, list[Alert]]:
+        """Alerts that started in [since_ts, until_ts), filtered, newest first: (total matching,
+        one page of ``limit`` from ``offset``)."""
+        conds: list[str] = []
+        args: list[str | int] = []
+        for column, value in (("room", room), ("rule", rule), ("severity", severity)):
+            if value is not None:
+                conds.append(f"{column} = ?")
+                args.append(value)
+        if acknowledged is not None:
+            conds.append("acknowledged = ?")
+            args.append(int(acknowledged))
+        if since_ts is not None:
+            conds.append("started_ts >= ?")
+            args.append(since_ts)
+        if until_ts is not None:
+            conds.append("started_ts < ?")
+            args.append(until_ts)
+        where = ("WHERE " + " AND ".join(conds)) if conds else ""
+        with self._connect() as db:
+            total = int(db.execute(f"SELECT COUNT(*) FROM alerts {where}", args).fetchone()[0])
+            rows = db.execute(
+                f"SELECT body FROM alerts {where} ORDER BY started_ts DESC, id LIMIT ? OFFSET ?", [*args, limit, offset]
+            ).fetchall()
+        return total, [Alert.model_validate_json(r[0]) for r in rows]
+
+    def alert_rules(self) -> list[str]:
+        """The rules that ever raised an alert (for the history filter)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT DISTINCT rule FROM alerts ORDER BY rule").fetchall()
+        return [r[0] for r in rows]
+
+    def reading_values(
+        self, stream: Stream, field: str, devices: Sequence[str], start_ms: int, end_ms: int
+    ) -> list[tuple[str, int, float]]:
+        """(device, ts, value) of one numeric field of ``devices`` in [start_ms, end_ms), by time;
+        readings without the field are left out (the time-above-threshold summary)."""
+        if not devices:
+            return []
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT device, ts, v FROM ("
+                "  SELECT device, ts, json_extract(payload, :path) AS v FROM readings"
+                "  WHERE stream = :stream AND device IN (SELECT value FROM json_each(:devices))"
+                "  AND ts >= :start AND ts < :end"
+                ") WHERE v IS NOT NULL ORDER BY ts, device",
+                {"path": f"$.{field}", "stream": stream.value, "start": start_ms, "end": end_ms,
+                 "devices": json.dumps(list(devices))},
+            ).fetchall()  # fmt: skip
+        return [(str(d), int(t), float(v)) for d, t, v in rows]
