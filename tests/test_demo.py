@@ -5,6 +5,7 @@ acknowledges it, and Ctrl-C (SIGINT) stops everything without leaving a process 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 
 from tests.browser import chromium_page
 from tests.conftest import free_port, wait_for_port
+from tests.dashboard_login import browser_login_sync, login_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,22 +39,31 @@ def test_demo_shows_a_prone_alert_that_a_click_acknowledges(tmp_path: Path) -> N
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, timeout_s=30)
-        assert f"{base}/" in log.read_text(), "the demo must print the dashboard URL"
+        printed = log.read_text()
+        assert f"{base}/" in printed, "the demo must print the dashboard URL"
+        # ... and a staff account to sign in with (fresh password each start).
+        account = re.search(r"sign in \(staff\): (\S+) / (\S+)", printed)
+        assert account, "the demo must print a staff account"
+        assert re.search(r"sign in \(admin\): admin / \S+", printed)
+        username, password = account.groups()
+        api = httpx.Client(base_url=base)
+        assert api.get("/api/alerts").status_code == 401  # nothing without signing in
+        assert login_sync(api, username, password)["role"] == "staff"
 
         alert = None
         while alert is None:
             assert time.time() - started < 60, "no prone alert within the first minute"
-            active = httpx.get(f"{base}/api/alerts", params={"state": "active"}).json()
+            active = api.get("/api/alerts", params={"state": "active"}).json()
             alert = next((a for a in active if a["rule"] == "prone"), None)
             time.sleep(0.5)
 
         with chromium_page() as page:
-            page.goto(base + "/")
+            browser_login_sync(page, base, username, password)
             row = page.locator(f'[data-alert-id="{alert["id"]}"]')
             row.wait_for(state="visible", timeout=5000)
             row.locator("button.ack").click()
             deadline = time.time() + 5
-            while not {a["id"]: a for a in httpx.get(f"{base}/api/alerts").json()}[alert["id"]]["acknowledged"]:
+            while not {a["id"]: a for a in api.get("/api/alerts").json()}[alert["id"]]["acknowledged"]:
                 assert time.time() < deadline, "the click did not acknowledge the alert"
                 time.sleep(0.1)
             # Still prone: the alert stays active (acknowledged) until the child is turned.

@@ -20,11 +20,13 @@ import httpx
 import pytest
 import yaml
 
+from dashboard.auth import Role
 from nurserywatch.demo import redirect_serial_ports
 from nurserywatch.kit import load_kit
 from nurserywatch.mqtt import BrokerURL
 from tests.browser import chromium_page
 from tests.conftest import free_port, wait_for_port
+from tests.dashboard_login import ACCOUNTS, PASSWORD, add_accounts, browser_login_sync, login_sync
 from tests.processes import ROOT, print_logs, spawn, stop
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -39,6 +41,7 @@ class Stack:
     base_url: str
     sim_started: float
     logs: dict[str, Path]
+    api: httpx.Client  # signed in as staff
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
 
@@ -54,10 +57,11 @@ def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Ite
     logs: dict[str, Path] = {}
     procs: dict[str, subprocess.Popen[bytes]] = {}
     common = ["--config", str(kit_file), "--log-level", "info"]
+    add_accounts(d)  # one account per role in the dashboard's data folder
     try:
         for name, args in [
             ("gateway", ["gateway", *common, "--broker", broker, "--db", str(d / "gw.sqlite3")]),
-            ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port)]),
+            ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port), "--data-dir", str(d)]),
             ("edge", ["edge", *common, "--broker", broker]),
         ]:
             procs[name], logs[name] = spawn(name, args, d)
@@ -67,7 +71,10 @@ def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Ite
         procs["sim"], logs["sim"] = spawn(
             "sim", ["sim", *common, "--scenario", str(ROOT / "configs/scenarios/prone_once.yaml")], d
         )
-        yield Stack(f"http://127.0.0.1:{port}", sim_started, logs, procs)
+        base = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=base) as api:
+            login_sync(api, ACCOUNTS[Role.STAFF][0], PASSWORD)
+            yield Stack(base, sim_started, logs, api, procs)
     finally:
         for proc in procs.values():
             stop(proc)
@@ -100,8 +107,10 @@ def _find_alerts(obj: Any) -> Iterator[dict[str, Any]]:
             yield from _find_alerts(v)
 
 
-def _sse_listener(url: str, out: queue.Queue[tuple[float, dict[str, Any]]], stop: threading.Event) -> None:
-    with httpx.stream("GET", url, timeout=httpx.Timeout(5, read=None)) as resp:
+def _sse_listener(
+    api: httpx.Client, url: str, out: queue.Queue[tuple[float, dict[str, Any]]], stop: threading.Event
+) -> None:
+    with api.stream("GET", url, timeout=httpx.Timeout(5, read=None)) as resp:
         for line in resp.iter_lines():
             if stop.is_set():
                 return
@@ -117,7 +126,7 @@ def _sse_listener(url: str, out: queue.Queue[tuple[float, dict[str, Any]]], stop
 def test_prone_alert_end_to_end(stack: Stack) -> None:
     events: queue.Queue[tuple[float, dict[str, Any]]] = queue.Queue()
     stop = threading.Event()
-    threading.Thread(target=_sse_listener, args=(f"{stack.base_url}/api/events", events, stop), daemon=True).start()
+    threading.Thread(target=_sse_listener, args=(stack.api, "/api/events", events, stop), daemon=True).start()
 
     # 1. The alert reaches a live client within 35 s of the first prone sample. The sim process
     # starts before its timeline does, so measuring from its launch is conservative.
@@ -137,12 +146,12 @@ def test_prone_alert_end_to_end(stack: Stack) -> None:
     assert 29.0 <= latency <= 35.0, "the prone rule fired too early: minimum duration is 30 s"
     assert alert["severity"] == "critical" and alert["device"] == "clip-01" and alert["child"] == "c001"
 
-    active = httpx.get(f"{stack.base_url}/api/alerts", params={"state": "active"}).json()
+    active = stack.api.get("/api/alerts", params={"state": "active"}).json()
     assert [a["id"] for a in active] == [alert["id"]]
 
     # 2. A real browser finds the alert on the page and acknowledges it with a click.
     with chromium_page() as page:
-        page.goto(stack.base_url + "/")
+        browser_login_sync(page, stack.base_url, ACCOUNTS[Role.STAFF][0], PASSWORD)
         row = page.locator(f'[data-alert-id="{alert["id"]}"]')
         row.wait_for(state="visible", timeout=5000)
         assert "うつぶせ" in row.inner_text()
@@ -153,7 +162,7 @@ def test_prone_alert_end_to_end(stack: Stack) -> None:
         # The gateway owns alert state: the acknowledgement comes back through MQTT.
         deadline = time.time() + 5
         while True:
-            now = {a["id"]: a for a in httpx.get(f"{stack.base_url}/api/alerts").json()}
+            now = {a["id"]: a for a in stack.api.get("/api/alerts").json()}
             if now.get(alert["id"], {}).get("acknowledged"):
                 break
             assert time.time() < deadline, "acknowledgement was not applied within 5 s"
@@ -161,12 +170,12 @@ def test_prone_alert_end_to_end(stack: Stack) -> None:
 
         # 3. The child is turned back at 40 s: resolved + acknowledged leaves the list and the page.
         deadline = stack.sim_started + SUPINE_AT_S + 10
-        while httpx.get(f"{stack.base_url}/api/alerts").json():
+        while stack.api.get("/api/alerts").json():
             assert time.time() < deadline, "the alert did not leave the list after the child was turned"
             time.sleep(0.2)
         row.wait_for(state="detached", timeout=5000)
         page.screenshot(path=str(ARTIFACTS / "e2e-resolved.png"), full_page=True)
-    assert httpx.get(f"{stack.base_url}/api/alerts", params={"state": "active"}).json() == []
+    assert stack.api.get("/api/alerts", params={"state": "active"}).json() == []
     stop.set()
 
     # The live client saw the whole lifecycle: acknowledged, then resolved.
@@ -174,7 +183,7 @@ def test_prone_alert_end_to_end(stack: Stack) -> None:
     while not events.empty():
         seen.append(events.get()[1])
     mine = [a for a in seen if a["id"] == alert["id"]]
-    assert any(a["acknowledged"] and a["acknowledged_by"] for a in mine)
+    assert any(a["acknowledged"] and a["acknowledged_by"] == "田中" for a in mine)  # the signed-in user
     assert any(a["state"] == "resolved" for a in mine)
     for name, proc in stack.procs.items():
         if name != "sim":
