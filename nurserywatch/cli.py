@@ -381,16 +381,27 @@ def dashboard(
     data_dir: Annotated[
         Path, typer.Option("--data-dir", help="Where the dashboard keeps its own database (users, audit log).")
     ] = Path("run"),
+    rules: Annotated[
+        Path, typer.Option("--rules", help="The gateway's rule thresholds (YAML): the bands on the trend charts.")
+    ] = Path("configs/rules.yaml"),
     log_level: LogOpt = "info",
 ) -> None:
     """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
     setup_logging(log_level)
     kit = _kit(config)
     from dashboard.app import serve_dashboard
+    from gateway.config import RulesError, check_rules_fit_kit, load_rules
+
+    try:
+        rules_cfg = load_rules(rules)
+        check_rules_fit_kit(rules_cfg, kit, rules)
+    except RulesError as exc:
+        fail(str(exc))
 
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port, gateway_db=db, data_dir=data_dir))
+        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port, gateway_db=db, data_dir=data_dir,
+                                            rules=rules_cfg, kit_path=config))  # fmt: skip
     except OSError as exc:  # typically the port is taken
         fail(exc.strerror or str(exc))
 
@@ -427,7 +438,15 @@ def demo(
     except (ScenarioError, RulesError, ValueError) as exc:
         fail(str(exc))
     run_until_signalled(
-        run_demo(kit, scen, rules_cfg, broker=_broker(broker) if broker else None, port=port, data_dir=data_dir)
+        run_demo(
+            kit,
+            scen,
+            rules_cfg,
+            broker=_broker(broker) if broker else None,
+            port=port,
+            data_dir=data_dir,
+            kit_path=config,
+        )
     )
 
 

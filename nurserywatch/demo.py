@@ -57,6 +57,7 @@ async def run_demo(
     port: int,
     data_dir: Path,
     host: str = "127.0.0.1",
+    kit_path: Path | None = None,
 ) -> None:
     from dashboard.app import serve_dashboard
     from dashboard.auth import demo_accounts
@@ -79,7 +80,11 @@ async def run_demo(
             async with asyncio.TaskGroup() as tg:
                 db = data_dir / "demo.sqlite3"
                 tg.create_task(run_gateway(demo_kit, broker, db, rules, clock))
-                tg.create_task(serve_dashboard(demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir))
+                tg.create_task(
+                    serve_dashboard(
+                        demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir, rules=rules, kit_path=kit_path
+                    )
+                )
                 for agent in demo_kit.agents:
                     spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
                     tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))
