@@ -53,9 +53,10 @@ def load_credentials(path: str | Path) -> MqttCredentials:
     path = Path(path)
     creds = load_yaml_model(path, MqttCredentials, CredentialsError, example="docs/deploy.md (Securing MQTT)")
     try:
-        if path.stat().st_mode & 0o077:
+        if path.stat().st_mode & 0o007:
             # Like ssh with a private key, but only a warning: refusing would stop a safety system.
-            log.warning("%s: holds a password but others can read it; chmod 600 it", path)
+            # Group-readable is fine: root:nurserywatch 0640 is how the service user reads it.
+            log.warning("%s: holds a password but every local user can read it; chmod o-rwx it", path)
     except OSError:
         pass
     found: dict[str, str | None] = {}

@@ -378,9 +378,12 @@ async def test_tls_with_the_site_ca(site: Site) -> None:
     with pytest.raises(aiomqtt.MqttError, match="(?i)certificate"):
         async with untrusted.client("t-untrusted"):
             pass
-    # The agent's doctor checks the broker through the same URL.
+    # The agent's doctor checks the broker through the same URL (docs/deploy.md quotes both lines).
     check = await check_broker(site.url("edge-pi-a", tls=True), "t-doctor", 3.0)
     assert check.ok and check.detail == "connected; credentials of 'edge-pi-a' accepted", check
+    check = await check_broker(untrusted, "t-doctor-untrusted", 3.0)
+    assert not check.ok and check.detail.startswith("TCP connects but MQTT does not answer"), check
+    assert "certificate" in check.detail
 
 
 async def test_client_certificates(kit_file: Path, tmp_path: Path) -> None:
