@@ -28,6 +28,7 @@ import httpx
 
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory
 from gateway.influx import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
+from gateway.retention_job import influx_retention
 from gateway.trend_reader import influx_trend as influx_trend  # re-exported: moved to the read module
 from gateway.trend_reader import room_trend as room_trend
 from gateway.trends import quote_ident
@@ -125,6 +126,8 @@ class InfluxWriter:
         self.backoff = backoff or Backoff()
         self.drain_lines = drain_lines
         self.create_database = create_database
+        #: The kit's retention.readings_raw_days, applied when the database is prepared (ReadingsSink sets it).
+        self.retention_days: int | None = None
         self.max_queue = max_queue
         self.stats = WriterStats()
         self._queue: deque[str] = deque()
@@ -184,6 +187,8 @@ class InfluxWriter:
                     r = await self._client.post("/query", data=_create_database(self.target.database))
                     if r.status_code >= 300:  # no admin rights: the database may exist anyway
                         log.warning("cannot create database %s: HTTP %d", self.target.database, r.status_code)
+                if self.retention_days is not None:
+                    await influx_retention(self._client, self.target.api, self.target.database, self.retention_days)
                 break
             except httpx.HTTPError as exc:
                 self.stats.retries += 1
@@ -372,6 +377,7 @@ class ReadingsSink:
             buffer = WriteBuffer(kit.resolve_port(cfg.buffer_path), max_lines=cfg.buffer_max_lines)
             self.writer = InfluxWriter(target, buffer, batcher=Batcher(max_lines=cfg.batch_lines,
                                                                        max_age_ms=cfg.batch_ms))  # fmt: skip
+            self.writer.retention_days = kit.retention.readings_raw_days
 
     @property
     def observers(self) -> list[ObserverFactory]:

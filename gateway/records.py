@@ -267,8 +267,25 @@ class Correction(_Entry):
         return checked.model_dump(mode="json", include=set(value))
 
 
+class RecordsPruned(_Entry):
+    """Entries 1..``upto_seq`` were deleted under the kit's ``retention.records_days``
+    (gateway/records_retention.py). Chained like any entry, it is the anchor ``verify`` starts from:
+    the first entry kept must link to ``upto_hash``."""
+
+    kind: Literal["pruned"] = "pruned"
+    ts: UnixMs
+    by: str = AUTO
+    upto_seq: Seq
+    upto_hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    #: Every pruned entry (other than earlier anchors) had a time before this local midnight.
+    before_ts: UnixMs
+    #: How many entries this pruning deleted.
+    entries: Annotated[int, Field(ge=1)]
+
+
 Entry = Annotated[
-    SessionStarted | SessionStopped | CheckRecord | Confirmation | Correction, Field(discriminator="kind")
+    SessionStarted | SessionStopped | CheckRecord | Confirmation | Correction | RecordsPruned,
+    Field(discriminator="kind"),
 ]
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
 
@@ -329,6 +346,8 @@ def chain(head: ChainHead, entries: Iterable[Entry]) -> list[ChainedEntry]:
 
 def index_columns(entry: Entry) -> dict[str, str | int | None]:
     """The columns the store keeps next to the body for lookups; verify checks they match it."""
+    if isinstance(entry, RecordsPruned):
+        return {"kind": entry.kind, "ts": entry.ts, "room": "", "child": None, "session": "", "refers": None}
     refers = None
     if isinstance(entry, Confirmation):
         refers = entry.refers
@@ -381,12 +400,12 @@ def decode_stored(row: StoredEntry) -> ChainedEntry:
     return ChainedEntry(row.seq, row.prev_hash, row.hash, row.body, entry)
 
 
-def verify_chain(rows: Iterable[StoredEntry]) -> VerifyResult:
+def verify_chain(rows: Iterable[StoredEntry], start: ChainHead | None = None) -> VerifyResult:
     """Walk the chain in seq order and name the FIRST bad entry: edited (content ≠ hash), deleted
     (a gap in the numbers or a link to a hash that is not in the file), inserted (a later entry
     links past it) or renumbered. Stops at the first problem: what follows a break is not trusted."""
-    head = GENESIS
-    seen: dict[str, int] = {GENESIS_HASH: 0}  # hash -> seq, to recognise a link that skips entries
+    head = start or GENESIS  # after pruning: the anchor (RecordsPruned) of the last entry deleted
+    seen: dict[str, int] = {GENESIS_HASH: 0, head.hash: head.seq}  # hash -> seq, to recognise a skipping link
     count = 0
 
     def bad(seq: int, problem: str) -> VerifyResult:
@@ -802,4 +821,4 @@ class RecordScheduler:
 
 
 def _record_order(entry: Entry) -> tuple[int, str, str]:
-    return (entry.ts, entry.room, getattr(entry, "child", ""))
+    return (entry.ts, getattr(entry, "room", ""), getattr(entry, "child", ""))

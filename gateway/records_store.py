@@ -33,6 +33,7 @@ from gateway.records import (
     RecordCommandError,
     RecordScheduler,
     RecordsConfig,
+    RecordsPruned,
     SessionStarted,
     StoredEntry,
     VerifyResult,
@@ -227,7 +228,19 @@ class RecordReader:
                 yield _stored(row)
 
     def verify(self) -> VerifyResult:
-        return verify_chain(self.stored())
+        return verify_chain(self.stored(), self.pruned_anchor())
+
+    def pruned_anchor(self) -> ChainHead | None:
+        """Where the chain starts after retention pruned its beginning: the last ``pruned`` entry's
+        (upto_seq, upto_hash). That entry is itself in the chain, so verify checks it like any other."""
+        with self._connect() as db:
+            row = db.execute(_SELECT + " WHERE kind = 'pruned' ORDER BY seq DESC LIMIT 1").fetchone()
+        try:
+            entry = None if row is None else decode_stored(_stored(row)).entry
+        except ValueError:
+            return None  # unreadable: verify names that entry
+        return ChainHead(entry.upto_seq, entry.upto_hash) if isinstance(entry, RecordsPruned) else None
+
 
     def entry(self, seq: int) -> ChainedEntry | None:
         with self._connect() as db:
@@ -236,7 +249,8 @@ class RecordReader:
 
     def rooms(self) -> list[str]:
         with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT DISTINCT room FROM record_entries ORDER BY room")]
+            # '' is the room of pruned-anchor entries (they belong to no room)
+            return [r[0] for r in db.execute("SELECT DISTINCT room FROM record_entries WHERE room != '' ORDER BY room")]
 
     def records(self, room: str, start_ms: int, end_ms: int) -> tuple[list[ChainedEntry], list[ChainedEntry]]:
         """The records of ``room`` with check times in ``[start_ms, end_ms)`` and every confirmation and
@@ -447,3 +461,52 @@ class RecordsObserver(GatewayObserver):
 
     def close(self) -> None:
         self.keeper.store.close()
+
+
+def prune_records(path: str | Path, before_ts: int, now_ms: int) -> int:
+    """Retention (kit ``retention.records_days``): delete the longest run of entries from the start of
+    the chain whose times are all before ``before_ts`` (a local midnight: whole days), stopping at
+    the first session still open, and chain a ``pruned`` anchor naming the last deleted entry and its
+    hash — one transaction, so verify always finds the anchor it starts from. Returns entries deleted.
+    Earlier anchors are pruned with the rest (the new one supersedes them); a confirmation or
+    correction made within the retention period keeps everything after it (prefix only)."""
+    with closing(sqlite3.connect(path, isolation_level=None)) as db:
+        db.execute("PRAGMA busy_timeout=5000")
+        if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_entries'").fetchone() is None:
+            return 0  # no records kept in this file (yet)
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            keep = db.execute(
+                "SELECT MIN(seq) FROM record_entries WHERE (ts >= ? AND kind != 'pruned') OR (kind = 'session_started'"
+                " AND session NOT IN (SELECT session FROM record_entries WHERE kind = 'session_stopped'))",
+                (before_ts,),
+            ).fetchone()[0]
+            first, last = db.execute("SELECT MIN(seq), MAX(seq) FROM record_entries").fetchone()
+            upto = (last if keep is None else int(keep) - 1) if first is not None else 0
+            if first is None or upto < first:
+                db.execute("ROLLBACK")
+                return 0
+            hashes = dict(db.execute("SELECT seq, hash FROM record_entries WHERE seq IN (?, ?)", (upto, last)))
+            count = upto - int(first) + 1
+            pruned = RecordsPruned(ts=now_ms, upto_seq=upto, upto_hash=hashes[upto], before_ts=before_ts, entries=count)
+            (anchor,) = chain(ChainHead(int(last), hashes[last]), [pruned])
+            cols = index_columns(anchor.entry)
+            db.execute(
+                "INSERT INTO record_entries (seq, body, prev_hash, hash, " + ", ".join(_COLUMNS) + ")"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (anchor.seq, anchor.body, anchor.prev_hash, anchor.hash, *(cols[k] for k in _COLUMNS)),
+            )
+            # The one sanctioned DELETE: the trigger is lifted and restored (as it was) in this transaction.
+            trigger = db.execute(
+                "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'record_entries_no_delete'"
+            ).fetchone()
+            db.execute("DROP TRIGGER IF EXISTS record_entries_no_delete")
+            db.execute("DELETE FROM record_entries WHERE seq <= ?", (upto,))
+            if trigger is not None:
+                db.execute(trigger[0])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    log.info("records: pruned entries %d–%d (before %d), anchor entry %d", first, upto, before_ts, anchor.seq)
+    return count

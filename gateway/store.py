@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Literal
 
 from gateway.alerts import Change, Transition
+from gateway.retention_store import trend
 from gateway.sessions import SessionChange, SessionChangeKind
 from gateway.trends import Bucket, TrendWindow
 from nurserywatch.contract import Alert, Reading, SessionState, Stream, parse_reading
@@ -310,20 +311,11 @@ class StoreReader:
 
     def reading_buckets(self, w: TrendWindow, devices: Sequence[str]) -> list[Bucket]:
         """Mean/min/max of one field per epoch-aligned bucket over the readings of ``devices`` in
-        [start, end): the same answer as gateway/trends.py's InfluxQL (empty buckets absent)."""
-        if not devices:
-            return []
+        [start, end): the same answer as gateway/trends.py's InfluxQL (empty buckets absent). Whole
+        15-min buckets already rolled up come from the rollups, the rest from raw readings — the
+        same answer either way (gateway/retention.py)."""
         with self._connect() as db:
-            rows = db.execute(
-                "SELECT ts / :b * :b AS bucket, AVG(v), MIN(v), MAX(v) FROM ("
-                "  SELECT ts, json_extract(payload, :path) AS v FROM readings"
-                "  WHERE stream = :stream AND device IN (SELECT value FROM json_each(:devices))"
-                "  AND ts >= :start AND ts < :end"
-                ") WHERE v IS NOT NULL GROUP BY bucket ORDER BY bucket",
-                {"b": w.bucket_ms, "path": f"$.{w.field}", "stream": w.stream.value, "start": w.start_ms,
-                 "end": w.end_ms, "devices": json.dumps(list(devices))},
-            ).fetchall()  # fmt: skip
-        return [Bucket(int(t), float(mean), float(lo), float(hi)) for t, mean, lo, hi in rows]
+            return trend(db, w, devices)
 
     # ---------------------------------------------------------------- manager pages (dashboard)
 

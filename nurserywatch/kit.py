@@ -182,6 +182,44 @@ class StorageConfig(_Strict):
         return self
 
 
+class RetentionConfig(_Strict):
+    """How long the gateway keeps each kind of data, in days (docs/storage.md, "Retention"). Children's
+    data is kept no longer than needed; nap-check records are kept long because municipalities audit
+    them. Enforced hourly by the gateway (gateway/retention.py) and, for readings, by InfluxDB."""
+
+    #: Raw readings (SQLite; InfluxDB's retention policy). Trends older than this come from rollups.
+    readings_raw_days: Annotated[int, Field(ge=1, le=36500)] = 30
+    #: 15-minute rollups (count/sum/min/max per device, stream and field): a year of trends, and more.
+    readings_downsampled_days: Annotated[int, Field(ge=1, le=36500)] = 400
+    #: Alerts and their audit log of transitions, counted from when the alert was resolved.
+    alerts_days: Annotated[int, Field(ge=1, le=36500)] = 400
+    #: The nap-session log (starts and stops).
+    nap_sessions_days: Annotated[int, Field(ge=1, le=36500)] = 400
+    #: Nap-check records (午睡チェック表): whole local days, pruned behind a chained anchor entry.
+    records_days: Annotated[int, Field(ge=1, le=36500)] = 5 * 366
+    #: Lines waiting in the InfluxDB on-disk buffer (InfluxDB would drop them past its retention).
+    #: Default: 7, or readings_raw_days when that is shorter.
+    influx_buffer_days: Annotated[int, Field(ge=1, le=36500)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> RetentionConfig:
+        if self.readings_downsampled_days < self.readings_raw_days:
+            raise ValueError(
+                f"readings_downsampled_days: {self.readings_downsampled_days} is shorter than readings_raw_days "
+                f"({self.readings_raw_days}); the rollups must outlive the raw readings they summarise"
+            )
+        if self.influx_buffer_days is not None and self.influx_buffer_days > self.readings_raw_days:
+            raise ValueError(
+                f"influx_buffer_days: {self.influx_buffer_days} is longer than readings_raw_days "
+                f"({self.readings_raw_days}); InfluxDB would drop such lines anyway"
+            )
+        return self
+
+    @property
+    def influx_buffer_keep_days(self) -> int:
+        return self.influx_buffer_days if self.influx_buffer_days is not None else min(7, self.readings_raw_days)
+
+
 class Child(_Strict):
     id: Ident
     #: Shown on the dashboard only; never sent over MQTT.
@@ -246,6 +284,7 @@ class Kit(_Strict):
     devices: list[Device] = Field(default_factory=list)
     children: list[Child] = Field(default_factory=list)
     storage: StorageConfig = Field(default_factory=StorageConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

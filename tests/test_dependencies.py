@@ -31,6 +31,7 @@ SHELLS = {
     "gateway/write_buffer.py", "gateway/trend_reader.py",
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
     "nurserywatch/embedded_broker.py", "nurserywatch/cli.py", "nurserywatch/provision_files.py",
+    "gateway/retention_store.py", "gateway/retention_job.py",
 }
 FORBIDDEN = {
     "edge": {"gateway", "dashboard", "firmware_sim"},
