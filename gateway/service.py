@@ -15,11 +15,8 @@ broker's retained messages in step with the engine:
   restarted without persistence has lost them), and retained alerts / escalations the engine does
   not hold any more are cleared.
 
-* a heartbeat (``GatewayStatus``) is retained on ``gateway`` about every second, from the timer tick
-  (a dead timer stops it too); the broker publishes the last will ``{"online": false}`` for a
-  gateway that vanished;
-* runtime child ↔ device assignments (``command/assign``, gateway/assignments.py) re-bind the rules
-  and records and are retained on ``assignment/{device}``.
+TODO(contract): a retained gateway status/heartbeat topic (like ``edge/{agent}``) would let the
+dashboard show "gateway offline"; it is not in contract v1 yet, so nothing is published for it.
 """
 
 from __future__ import annotations
@@ -37,8 +34,6 @@ from pathlib import Path
 import aiomqtt
 
 from gateway.alerts import Change, Transition, UnknownAlertError
-from gateway.assignments import AssignmentError
-from gateway.assignments_store import Assignments
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
@@ -55,11 +50,9 @@ from nurserywatch.contract import (
     Alert,
     AlertState,
     ContractError,
-    AssignCommand,
     DeviceStatus,
     EdgeStatus,
     P,
-    GatewayStatus,
     RecordCommand,
     SessionCommand,
     Stream,
@@ -68,7 +61,6 @@ from nurserywatch.contract import (
     decode,
     escalation_topic,
     parse_reading,
-    gateway_topic,
     parse_topic,
     session_topic,
     subscription,
@@ -81,9 +73,6 @@ log = logging.getLogger(__name__)
 #: Seconds between two log lines for the same rejection reason (the counters still count all).
 LOG_INTERVAL_S = 10.0
 
-#: About how often the heartbeat goes out (in whole timer ticks; DESIGN: the dashboard calls a
-#: gateway lost after 5 s of silence).
-HEARTBEAT_MS = 1000
 
 @dataclass
 class GatewayStats:
@@ -181,10 +170,6 @@ class Gateway:
     # ------------------------------------------------------------ hook for other parts
 
     def add_observer(self, observer: GatewayObserver) -> None:
-        # Today's child ↔ device assignments (gateway/assignments.py); re-binds devices as it loads.
-        self.assignments = Assignments(self)
-        self.observers.append(self.assignments)
-        self._heartbeat_every = max(1, round(HEARTBEAT_MS / rules.tick_ms))
         self.observers.append(observer)
 
     def enqueue(self, message: Outgoing) -> None:
@@ -195,16 +180,6 @@ class Gateway:
 
     async def session(self, client: aiomqtt.Client) -> None:
         site = self.kit.site
-    def rebind_device(self, device: str, child: str | None, now: int) -> None:
-        """A runtime assignment (gateway/assignments.py): ``device`` now watches ``child``."""
-        self._devices[device] = self._devices[device].model_copy(update={"child": child})
-        self.engine.rebind(device, child, now)
-        self.records.keeper.rebind(device, child)
-
-    def heartbeat(self, online: bool = True) -> Outgoing:
-        status = GatewayStatus(ts=self.clock.now_ms(), online=online, heartbeat_s=HEARTBEAT_MS / 1000)
-        return Outgoing(gateway_topic(self.kit.site), status.to_json(), retain=True)
-
         await client.subscribe(
             [
                 (subscription(site, TopicKind.READING), 1),
@@ -221,7 +196,6 @@ class Gateway:
         )
         raise_if_cancel_was_swallowed()
         self.stats.sessions += 1
-                (subscription(site, TopicKind.COMMAND_ASSIGN), 1),
         now = self.clock.now_ms()
         for alert in self.engine.book.open_alerts():
             self._enqueue_alert(alert)
@@ -235,8 +209,6 @@ class Gateway:
                 await self._flush(client)
         finally:
             self._client = None
-        self.assignments.publish_all(now)
-        self.enqueue(self.heartbeat())
 
     async def tick_forever(self) -> None:
         """The timer: every ``tick_ms`` (real time) judge at the injected clock's now, then publish.
@@ -308,8 +280,6 @@ class Gateway:
                         self._outbox.setdefault(topic_str, _Pending(b"", retain=True))
                 case _:
                     pass
-                case TopicKind.COMMAND_ASSIGN:
-                    self._on_assign_command(payload)
         except Exception:  # a bug must not stop the gateway; count it and keep going
             self.stats.rejected["internal_error"] += 1
             log.exception("internal error while handling %s", topic_str)
@@ -333,8 +303,6 @@ class Gateway:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
             return
         kind = known.kind
-        if self.stats.ticks % self._heartbeat_every == 0:
-            self.enqueue(self.heartbeat())
         if stream not in STREAMS_BY_KIND[kind]:
             self._reject("unexpected_stream", f"{topic}: a {kind.value} does not publish {stream.value} readings")
             return
@@ -427,18 +395,6 @@ class Gateway:
         if status is None:
             return
         if self.edges_online.get(agent) != status.online:
-    def _on_assign_command(self, payload: bytes) -> None:
-        cmd = self._decode(AssignCommand, payload, "command/assign")
-        if cmd is None:
-            return
-        try:
-            changes = self.assignments.command(cmd, self.clock.now_ms())
-        except AssignmentError as exc:
-            self._reject(exc.reason, f"command/assign of {cmd.device} by {cmd.by!r}: {exc.detail}")
-            return
-        for c in changes:
-            log.info("assignment for %s: %s watches %s (by %s)", c.day, c.device, c.child or "nobody", cmd.by)
-
             log.info("edge agent %s is %s", agent, "online" if status.online else "OFFLINE")
         self.edges_online[agent] = status.online
         self._process(self.engine.edge_status(agent, status, self.clock.now_ms()))
@@ -550,8 +506,7 @@ async def run_gateway(
         try:
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
             # gateway restarts, so none is lost.
-            will = aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
-            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will)
+            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -559,4 +514,3 @@ async def run_gateway(
             gw.records.close()
             await retention.aclose()
             await sink.aclose()
-            gw.assignments.close()
