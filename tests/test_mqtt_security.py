@@ -132,6 +132,21 @@ def test_every_topic_kind_has_a_decided_access_for_gateway_and_dashboard() -> No
         assert GATEWAY_ACCESS[kind] is Access.READ
 
 
+def test_the_dashboard_may_read_everything_it_subscribes_to(kit_file: Path) -> None:
+    from paho.mqtt.client import topic_matches_sub
+
+    from dashboard.live import LiveLink
+
+    kit = load_kit(kit_file)
+    dashboard = next(u for u in mqtt_users(kit) if u.role is Role.DASHBOARD)
+    readable = [r.topic for r in acl_rules(kit, dashboard) if r.access in (Access.READ, Access.READWRITE)]
+    subscribed = LiveLink(kit, BrokerURL("127.0.0.1", 1)).topics()
+    assert subscribed
+    for topic_filter in subscribed:
+        example = topic_filter.replace("+", "x1")  # a topic the filter matches
+        assert any(topic_matches_sub(acl, example) for acl in readable), f"the ACL hides {topic_filter}"
+
+
 def test_config_refuses_bad_options_with_a_message() -> None:
     kit = load_kit(Path(__file__).parent.parent / "configs" / "kit.example.yaml")
     conf = mosquitto_conf(kit, BrokerOptions("/etc/mosquitto/nw", port=1883, tls_port=8883))
