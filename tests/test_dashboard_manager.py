@@ -36,6 +36,7 @@ from nurserywatch.contract import (
     AlertState,
     DeviceStatus,
     EdgeStatus,
+    Position,
     PostureReading,
     Severity,
     Stream,
@@ -393,7 +394,8 @@ async def test_devices_and_agents(env: Env) -> None:
                                                      devices=["clip-01", "co2-01"], clock_ok=False
                                                      ).to_json())  # fmt: skip
     with Store(env.db) as store:
-        store.add_reading("clip-01", Stream.POSTURE, PostureReading(ts=NOW - 2000, seq=1, position="supine"), NOW)
+        clip = PostureReading(ts=NOW - 2000, seq=1, position=Position.SUPINE)
+        store.add_reading("clip-01", Stream.POSTURE, clip, NOW)
     body = (await env.http.get("/api/devices")).json()
     dev = {d["id"]: d for d in body["devices"]}
     assert dev["co2-01"]["online"] is True and dev["co2-01"]["battery_pct"] == 80 and dev["co2-01"]["rssi_dbm"] == -67
