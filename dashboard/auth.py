@@ -218,8 +218,31 @@ ManagerDep = Annotated[User, Depends(require_manager)]
 AdminDep = Annotated[User, Depends(require_admin)]
 
 
+def route_roles(app: FastAPI) -> list[tuple[str, str, Role | None]]:
+    """(method, path, least role or None) for every API route of ``app``, through included routers
+    (FastAPI ≥ 0.16x keeps them as lazy ``_IncludedRouter`` entries). For the route × role tests."""
+    out: list[tuple[str, str, Role | None]] = []
+
+    def visit(routes: list[Any], prefix: str, extra: list[Role]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                context = getattr(route, "include_context", None)
+                more = [r for d in getattr(context, "dependencies", []) if isinstance(
+                    r := getattr(d.dependency, "nw_role", None), Role)]
+                visit(inner.routes, prefix + getattr(context, "prefix", ""), extra + more)
+            elif hasattr(route, "dependant") and hasattr(route, "methods"):
+                own = required_role(route)
+                roles = [*extra, *([own] if own else [])]
+                for method in sorted(route.methods - {"HEAD"}):
+                    out.append((method, prefix + route.path, max(roles) if roles else None))
+
+    visit(list(app.routes), "", [])
+    return out
+
+
 def required_role(route: Any) -> Role | None:
-    """The least role a route's dependencies demand (None: public). For the route × role tests."""
+    """The least role a route's dependencies demand (None: public)."""
     found: list[Role] = []
 
     def walk(dependant: Any) -> None:

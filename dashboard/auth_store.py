@@ -110,8 +110,8 @@ class AuthStore:
             memory_cost=policy.argon2_memory_kib,
             parallelism=policy.argon2_parallelism,
         )
-        # Checked against when the username is unknown, so both cases take the same time.
-        self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
+        # Checked against when the username is unknown, so both cases take the same time (made on first use).
+        self._dummy_hash: str | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
@@ -211,7 +211,10 @@ class AuthStore:
                 "SELECT username, role, display_name, password_hash, disabled FROM users WHERE username = ?",
                 (username.lower(),),
             ).fetchone()
+        if row is None and self._dummy_hash is None:
+            self._dummy_hash = self.hasher.hash(secrets.token_hex(16))
         stored = row[3] if row else self._dummy_hash
+        assert stored is not None
         try:
             self.hasher.verify(stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
