@@ -223,6 +223,23 @@ class RulesEngine:
         out.transitions += self.book.renotify(now, self.rules.notify)
         return out
 
+    def rebind(self, device: str, child: str | None, now: int) -> None:
+        """A runtime assignment (gateway/assignments.py): ``device`` now watches ``child`` (None: nobody).
+        Its monitors start afresh with the new child's thresholds; alerts still open on the device
+        are restored into them (the caller refuses a change while one is active)."""
+        old = self._devices[device]
+        d = old.device.model_copy(update={"child": child})
+        kid = self.kit.child(child) if child else None
+        dr = _DeviceRules(d, self.rules.resolve(d.room, kid.age_band if kid else None), now)
+        for alert in self.book.open_alerts():
+            if alert.state is AlertState.ACTIVE and alert.device == device:
+                dr.restore(alert)
+        self._devices[device] = dr
+        for group in (self._by_room[d.room], self._by_agent[d.agent]):
+            group[group.index(old)] = dr
+        self._subjects[device] = Subject(device=d.id, room=d.room, child=child)
+        self._session_to_monitors(d.room)
+
     # ------------------------------------------------------------ internals
 
     def _device_time(self, dr: _DeviceRules, now: int) -> int | None:

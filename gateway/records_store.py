@@ -353,6 +353,13 @@ class RecordKeeper:
         elif isinstance(reading, BodyTempReading):
             self.scheduler.observe_body_temp(child, reading.celsius, reading.ts)
 
+    def rebind(self, device: str, child: str | None) -> None:
+        """A runtime assignment (gateway/assignments.py): the device's readings count for ``child``."""
+        if child is None:
+            self._children.pop(device, None)
+        else:
+            self._children[device] = child
+
     def transitions(self, transitions: Iterable[Transition]) -> None:
         for t in transitions:
             self.scheduler.observe_alert(t.alert, t.ts)

@@ -15,8 +15,11 @@ broker's retained messages in step with the engine:
   restarted without persistence has lost them), and retained alerts / escalations the engine does
   not hold any more are cleared.
 
-TODO(contract): a retained gateway status/heartbeat topic (like ``edge/{agent}``) would let the
-dashboard show "gateway offline"; it is not in contract v1 yet, so nothing is published for it.
+* a heartbeat (``GatewayStatus``) is retained on ``gateway`` about every second, from the timer tick
+  (a dead timer stops it too); the broker publishes the last will ``{"online": false}`` for a
+  gateway that vanished;
+* runtime child ↔ device assignments (``command/assign``, gateway/assignments.py) re-bind the rules
+  and records and are retained on ``assignment/{device}``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from pathlib import Path
 import aiomqtt
 
 from gateway.alerts import Change, Transition, UnknownAlertError
+from gateway.assignments import AssignmentError
+from gateway.assignments_store import Assignments
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
@@ -49,9 +54,11 @@ from nurserywatch.contract import (
     AckCommand,
     Alert,
     AlertState,
+    AssignCommand,
     ContractError,
     DeviceStatus,
     EdgeStatus,
+    GatewayStatus,
     P,
     RecordCommand,
     SessionCommand,
@@ -60,6 +67,7 @@ from nurserywatch.contract import (
     alert_topic,
     decode,
     escalation_topic,
+    gateway_topic,
     parse_reading,
     parse_topic,
     session_topic,
@@ -72,6 +80,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two log lines for the same rejection reason (the counters still count all).
 LOG_INTERVAL_S = 10.0
+#: About how often the heartbeat goes out (in whole timer ticks; DESIGN: the dashboard calls a
+#: gateway lost after 5 s of silence).
+HEARTBEAT_MS = 1000
 
 
 @dataclass
@@ -162,6 +173,10 @@ class Gateway:
         # The nap-check records (docs/records.md) always run, through the same hook as any observer.
         self.records = RecordsObserver(self, records)
         self.observers: list[GatewayObserver] = [self.records, *(factory(self) for factory in observers)]
+        # Today's child ↔ device assignments (gateway/assignments.py); re-binds devices as it loads.
+        self.assignments = Assignments(self)
+        self.observers.append(self.assignments)
+        self._heartbeat_every = max(1, round(HEARTBEAT_MS / rules.tick_ms))
         now = clock.now_ms()
         for change in self.engine.restored_sessions(now):
             log.info("nap session %s of room %s continues", change.state.session_id, change.room)
@@ -169,8 +184,22 @@ class Gateway:
 
     # ------------------------------------------------------------ hook for other parts
 
+    def device(self, device_id: str) -> Device | None:
+        """A kit device as the gateway binds it now (today's assignments included); None: unknown."""
+        return self._devices.get(device_id)
+
     def add_observer(self, observer: GatewayObserver) -> None:
         self.observers.append(observer)
+
+    def rebind_device(self, device: str, child: str | None, now: int) -> None:
+        """A runtime assignment (gateway/assignments.py): ``device`` now watches ``child``."""
+        self._devices[device] = self._devices[device].model_copy(update={"child": child})
+        self.engine.rebind(device, child, now)
+        self.records.keeper.rebind(device, child)
+
+    def heartbeat(self, online: bool = True) -> Outgoing:
+        status = GatewayStatus(ts=self.clock.now_ms(), online=online, heartbeat_s=HEARTBEAT_MS / 1000)
+        return Outgoing(gateway_topic(self.kit.site), status.to_json(), retain=True)
 
     def enqueue(self, message: Outgoing) -> None:
         """Publish ``message`` (QoS 1) as soon as the broker is reachable."""
@@ -188,6 +217,7 @@ class Gateway:
                 (subscription(site, TopicKind.COMMAND_ACK), 1),
                 (subscription(site, TopicKind.COMMAND_SESSION), 1),
                 (subscription(site, TopicKind.COMMAND_RECORD), 1),
+                (subscription(site, TopicKind.COMMAND_ASSIGN), 1),
                 # Only to reconcile retained messages on (re)connect; live echoes of our own
                 # publishes arrive with retain=False and are ignored.
                 (subscription(site, TopicKind.ALERT), 1),
@@ -201,6 +231,8 @@ class Gateway:
             self._enqueue_alert(alert)
         for state in self.engine.sessions.states(now):
             self.enqueue(Outgoing(session_topic(site, state.room), state.to_json(), retain=True))
+        self.assignments.publish_all(now)
+        self.enqueue(self.heartbeat())
         self._client = client
         try:
             await self._flush(client)
@@ -272,6 +304,8 @@ class Gateway:
                     self._on_session_command(payload)
                 case TopicKind.COMMAND_RECORD:
                     self._on_record_command(payload)
+                case TopicKind.COMMAND_ASSIGN:
+                    self._on_assign_command(payload)
                 case TopicKind.ALERT | TopicKind.ESCALATION:
                     assert topic.alert_id is not None
                     if retained and payload and not self._should_be_retained(topic.kind, topic.alert_id):
@@ -295,6 +329,8 @@ class Gateway:
             return
         self._process(outcome)
         self._notify(methodcaller("on_tick", now))
+        if self.stats.ticks % self._heartbeat_every == 0:
+            self.enqueue(self.heartbeat())
 
     def _on_reading(self, device: str, stream: Stream, payload: bytes, topic: str) -> None:
         self.stats.readings_received += 1
@@ -386,6 +422,18 @@ class Gateway:
             )
             return
         log.info("nap-check entry %d %sed by %s (entry %d)", cmd.entry, cmd.action.value, cmd.by, entry.seq)
+
+    def _on_assign_command(self, payload: bytes) -> None:
+        cmd = self._decode(AssignCommand, payload, "command/assign")
+        if cmd is None:
+            return
+        try:
+            changes = self.assignments.command(cmd, self.clock.now_ms())
+        except AssignmentError as exc:
+            self._reject(exc.reason, f"command/assign of {cmd.device} by {cmd.by!r}: {exc.detail}")
+            return
+        for c in changes:
+            log.info("assignment for %s: %s watches %s (by %s)", c.day, c.device, c.child or "nobody", cmd.by)
 
     def _on_edge(self, agent: str, payload: bytes) -> None:
         if agent not in self._agents:
@@ -506,11 +554,13 @@ async def run_gateway(
         try:
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
             # gateway restarts, so none is lost.
-            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session)
+            will = aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
+            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will)
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             gw.records.close()
+            gw.assignments.close()
             await retention.aclose()
             await sink.aclose()

@@ -14,6 +14,9 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     command/ack                 QoS 1, not retained   AckCommand
     command/session             QoS 1, not retained   SessionCommand
     command/record              QoS 1, not retained   RecordCommand (confirm / correct a nap-check record)
+    gateway                     QoS 1, retained       GatewayStatus: heartbeat every second (+ last will {"online": false})
+    assignment/{device}         QoS 1, retained       DeviceAssignment (which child a mat or clip watches today)
+    command/assign              QoS 1, not retained   AssignCommand (staff assign a child to a mat / clip for today)
 """
 
 from __future__ import annotations
@@ -72,6 +75,9 @@ class TopicKind(StrEnum):
     SESSION = "session"
     COMMAND_SESSION = "command_session"
     COMMAND_RECORD = "command_record"
+    GATEWAY = "gateway"
+    ASSIGNMENT = "assignment"
+    COMMAND_ASSIGN = "command_assign"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +133,18 @@ def record_command_topic(site: str) -> str:
     return f"{site_root(site)}/command/record"
 
 
+def gateway_topic(site: str) -> str:
+    return f"{site_root(site)}/gateway"
+
+
+def assignment_topic(site: str, device: str) -> str:
+    return f"{site_root(site)}/assignment/{check_ident(device, 'device')}"
+
+
+def assign_command_topic(site: str) -> str:
+    return f"{site_root(site)}/command/assign"
+
+
 def subscription(site: str, kind: TopicKind) -> str:
     """The wildcard filter that matches every topic of one kind at a site."""
     root = site_root(site)
@@ -140,6 +158,9 @@ def subscription(site: str, kind: TopicKind) -> str:
         TopicKind.SESSION: f"{root}/session/+",
         TopicKind.COMMAND_SESSION: f"{root}/command/session",
         TopicKind.COMMAND_RECORD: f"{root}/command/record",
+        TopicKind.GATEWAY: f"{root}/gateway",
+        TopicKind.ASSIGNMENT: f"{root}/assignment/+",
+        TopicKind.COMMAND_ASSIGN: f"{root}/command/assign",
     }[kind]
 
 
@@ -173,6 +194,12 @@ def parse_topic(topic: str) -> Topic:
             return Topic(site, TopicKind.COMMAND_SESSION)
         case ["command", "record"]:
             return Topic(site, TopicKind.COMMAND_RECORD)
+        case ["gateway"]:
+            return Topic(site, TopicKind.GATEWAY)
+        case ["assignment", device]:
+            return Topic(site, TopicKind.ASSIGNMENT, device=check_ident(device, "device"))
+        case ["command", "assign"]:
+            return Topic(site, TopicKind.COMMAND_ASSIGN)
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
@@ -376,6 +403,46 @@ class RecordCommand(_Payload):
     #: breathing_ok, body_temp_c, note); null clears one. Checked by the gateway.
     changes: dict[str, str | bool | float | None] | None = None
     reason: Annotated[str, Field(max_length=500)] | None = None
+
+
+class GatewayStatus(_Payload):
+    """The gateway's heartbeat, retained on ``gateway``: published every ``heartbeat_s`` from its rules
+    timer (so it also stops when the timer does); the last will is ``{"online": false}``. A reader
+    judges liveness by when it last *received* one, not by ``ts`` (clocks differ)."""
+
+    # ts is absent in the last will, which the broker sends for a dead gateway.
+    ts: UnixMs | None = None
+    online: bool
+    #: Seconds between heartbeats; a reader should call the gateway lost after a few missed ones.
+    heartbeat_s: Annotated[float, Field(gt=0, le=60)] | None = None
+
+
+class AssignmentSource(StrEnum):
+    KIT = "kit"
+    STAFF = "staff"
+
+
+class DeviceAssignment(_Payload):
+    """Which child a mat or posture clip watches, retained on ``assignment/{device}`` by the gateway.
+    ``source: kit`` is the kit file's binding; ``staff`` an assignment for the local ``day`` only
+    (the kit's binding returns the next day). ``child`` null: the device watches nobody today."""
+
+    device: Ident
+    child: Ident | None = None
+    source: AssignmentSource
+    #: Local date (kit time zone) a staff assignment holds for, ``YYYY-MM-DD``.
+    day: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")] | None = None
+    by: str | None = None
+    updated_ts: UnixMs
+
+
+class AssignCommand(_Payload):
+    """Staff put a child on a mat (or clip) for today, or take the device off (``child`` null).
+    A child already on another device of the same kind is moved (that device watches nobody)."""
+
+    device: Ident
+    child: Ident | None = None
+    by: Annotated[str, Field(min_length=1, max_length=128)]
 
 
 # ---------------------------------------------------------------- helpers
