@@ -267,6 +267,28 @@ class Correction(_Entry):
         return checked.model_dump(mode="json", include=set(value))
 
 
+class RedactedRef(_Entry):
+    """One entry an erasure removed the content of: where it was in the chain, pinned by hashes."""
+
+    seq: Seq
+    kind: str
+    prev_hash: str
+    hash: str
+
+
+class Erasure(_Entry):
+    """A child's data was erased (``nurserywatch data erase``): the entries listed lost their content
+    in the same transaction. Names no child — only which entries, so ``verify`` can tell a lawful
+    redaction from content removed by hand, and still check every link around them."""
+
+    kind: Literal["erasure"] = "erasure"
+    ts: UnixMs
+    by: StaffName
+    #: The data request (``data_requests`` row) that asked for it.
+    request: Annotated[str, Field(min_length=1, max_length=64)]
+    redacted: tuple[RedactedRef, ...]
+
+
 class RecordsPruned(_Entry):
     """Entries 1..``upto_seq`` were deleted under the kit's ``retention.records_days``
     (gateway/records_retention.py). Chained like any entry, it is the anchor ``verify`` starts from:
@@ -284,7 +306,7 @@ class RecordsPruned(_Entry):
 
 
 Entry = Annotated[
-    SessionStarted | SessionStopped | CheckRecord | Confirmation | Correction | RecordsPruned,
+    SessionStarted | SessionStopped | CheckRecord | Confirmation | Correction | Erasure | RecordsPruned,
     Field(discriminator="kind"),
 ]
 _ENTRY: TypeAdapter[Entry] = TypeAdapter(Entry)
@@ -346,7 +368,7 @@ def chain(head: ChainHead, entries: Iterable[Entry]) -> list[ChainedEntry]:
 
 def index_columns(entry: Entry) -> dict[str, str | int | None]:
     """The columns the store keeps next to the body for lookups; verify checks they match it."""
-    if isinstance(entry, RecordsPruned):
+    if isinstance(entry, Erasure | RecordsPruned):
         return {"kind": entry.kind, "ts": entry.ts, "room": "", "child": None, "session": "", "refers": None}
     refers = None
     if isinstance(entry, Confirmation):
@@ -376,6 +398,8 @@ class VerifyResult:
     #: The first bad entry's seq (or the first missing one), None when the chain is intact.
     bad_seq: int | None = None
     problem: str | None = None
+    #: Entries among ``entries`` whose content an erasure removed (their place and links still checked).
+    redacted: int = 0
 
     @property
     def ok(self) -> bool:
@@ -403,13 +427,20 @@ def decode_stored(row: StoredEntry) -> ChainedEntry:
 def verify_chain(rows: Iterable[StoredEntry], start: ChainHead | None = None) -> VerifyResult:
     """Walk the chain in seq order and name the FIRST bad entry: edited (content ≠ hash), deleted
     (a gap in the numbers or a link to a hash that is not in the file), inserted (a later entry
-    links past it) or renumbered. Stops at the first problem: what follows a break is not trusted."""
+    links past it) or renumbered. Stops at the first problem: what follows a break is not trusted.
+
+    A redacted entry (content removed by ``data erase``, see ``redaction_marker``) cannot be
+    re-hashed; it is trusted only when a later erasure entry — itself hashed and chained — lists its
+    seq, kind, link and hash, and the entries around it link to exactly those."""
     head = start or GENESIS  # after pruning: the anchor (RecordsPruned) of the last entry deleted
     seen: dict[str, int] = {GENESIS_HASH: 0, head.hash: head.seq}  # hash -> seq, to recognise a skipping link
     count = 0
+    #: redacted seq -> (its row, the erasure seq its marker names), until that erasure entry vouches for it
+    unvouched: dict[int, tuple[StoredEntry, int]] = {}
+    redacted = 0
 
     def bad(seq: int, problem: str) -> VerifyResult:
-        return VerifyResult(count, head, seq, problem)
+        return VerifyResult(count, head, seq, problem, redacted)
 
     for row in rows:
         label = f"entry {row.seq}"
@@ -420,7 +451,8 @@ def verify_chain(rows: Iterable[StoredEntry], start: ChainHead | None = None) ->
             recomputed = sha256_hex(canonical_json(data))
         except (ValueError, TypeError):
             return bad(row.seq, f"{label}: edited — its content is not a valid entry")
-        if recomputed != row.hash:
+        erasure_seq = _redacted_by(data)
+        if erasure_seq is None and recomputed != row.hash:
             return bad(row.seq, f"{label}{_describe(data)}: edited or forged — its content does not match its hash")
         body_seq, body_prev = data.get("seq"), data.get("prev_hash")
         if body_prev != row.prev_hash:
@@ -450,11 +482,22 @@ def verify_chain(rows: Iterable[StoredEntry], start: ChainHead | None = None) ->
             return bad(row.seq, f"{label}: renumbered — its hashed content says entry {body_seq}")
         if row.seq != head.seq + 1:  # a consistent link with a gap cannot happen without a forged hash
             return bad(head.seq + 1, _missing(head.seq + 1, row.seq, head.seq))
-        try:
-            entry = decode_stored(row).entry
-        except ValueError as exc:
-            return bad(row.seq, f"{label}: {exc}")
-        expected = index_columns(entry)
+        if erasure_seq is not None:
+            if erasure_seq <= row.seq:
+                return bad(row.seq, f"{label}: edited — its content was removed, naming erasure entry {erasure_seq}")
+            expected: Mapping[str, str | int | None] = REDACTED_COLUMNS
+            unvouched[row.seq] = (row, erasure_seq)
+            redacted += 1
+        else:
+            try:
+                entry = decode_stored(row).entry
+            except ValueError as exc:
+                return bad(row.seq, f"{label}: {exc}")
+            expected = index_columns(entry)
+            if isinstance(entry, Erasure):
+                problem = _vouch(entry, row.seq, unvouched)
+                if problem is not None:
+                    return bad(*problem)
         for name, value in expected.items():
             stored = row.columns.get(name)
             if stored != value:
@@ -464,7 +507,59 @@ def verify_chain(rows: Iterable[StoredEntry], start: ChainHead | None = None) ->
         count += 1
         head = ChainHead(row.seq, row.hash)
         seen[row.hash] = row.seq
-    return VerifyResult(count, head)
+    if unvouched:
+        first = min(unvouched)
+        return bad(first, f"entry {first}: its content was removed, but no erasure entry lists it (removed by hand?)")
+    return VerifyResult(count, head, redacted=redacted)
+
+
+def _vouch(erasure: Erasure, seq: int, unvouched: dict[int, tuple[StoredEntry, int]]) -> tuple[int, str] | None:
+    """Match an erasure entry's list against the redacted rows before it; the problem, if any."""
+    for ref in erasure.redacted:
+        found = unvouched.pop(ref.seq, None)
+        if found is None:
+            continue  # listed but not redacted: the content is still there and verified as usual
+        row, named = found
+        if named != seq:
+            return ref.seq, f"entry {ref.seq}: edited — its content was removed naming erasure entry {named}, not {seq}"
+        if (row.prev_hash, row.hash) != (ref.prev_hash, ref.hash):
+            return ref.seq, (
+                f"entry {ref.seq}: replaced — its links differ from those erasure entry {seq} recorded "
+                "(an entry next to it was edited and re-hashed)"
+            )
+    return None
+
+
+#: The lookup columns of a redacted row: nothing about whom or where it was.
+REDACTED_COLUMNS: Mapping[str, str | int | None] = {
+    "kind": "redacted", "ts": 0, "room": "", "child": None, "session": "", "refers": None,
+}  # fmt: skip
+
+
+def redaction_marker(seq: int, prev_hash: str, erasure_seq: int) -> str:
+    """What replaces an erased entry's body: its place in the chain and the erasure entry that
+    removed it (which lists its hash). The hash column stays as it was, so the next entry's link,
+    and the erasure entry's list, still pin it."""
+    return canonical_json({"prev_hash": prev_hash, "redacted_by": erasure_seq, "seq": seq})
+
+
+def _redacted_by(data: Mapping[str, Any]) -> int | None:
+    """The erasure seq of a redaction marker; None for an ordinary entry. A marker has exactly the
+    three keys (an ordinary entry never has ``redacted_by``: entries forbid unknown fields)."""
+    if "redacted_by" not in data:
+        return None
+    value = data["redacted_by"]
+    if set(data) != {"prev_hash", "redacted_by", "seq"} or not isinstance(value, int) or isinstance(value, bool):
+        return 0  # a malformed marker: reported as naming no valid erasure entry
+    return value
+
+
+def is_redacted(body: str) -> bool:
+    try:
+        data = json.loads(body)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(data, dict) and _redacted_by(data) is not None
 
 
 def _missing(first: int, found: int, after: int) -> str:

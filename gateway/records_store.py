@@ -20,20 +20,24 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from gateway.alerts import Transition
+from gateway.child_data import mentions_child
 from gateway.hooks import AcceptedReading, GatewayObserver
 from gateway.records import (
     AUTO,
     BREATHING_RULES,
     GENESIS,
+    REDACTED_COLUMNS,
     ChainedEntry,
     ChainHead,
     Confirmation,
     Entry,
+    Erasure,
     RateLimits,
     RecordCommandError,
     RecordScheduler,
     RecordsConfig,
     RecordsPruned,
+    RedactedRef,
     SessionStarted,
     StoredEntry,
     VerifyResult,
@@ -42,6 +46,7 @@ from gateway.records import (
     correction_for,
     decode_stored,
     index_columns,
+    redaction_marker,
     rules_rate_limits,
     verify_chain,
 )
@@ -64,6 +69,10 @@ log = logging.getLogger(__name__)
 
 _COLUMNS = ("kind", "ts", "room", "child", "session", "refers")
 
+#: Dropped and re-created around a redaction only, inside the erasure's transaction (RecordStore.erase).
+_NO_UPDATE = """CREATE TRIGGER IF NOT EXISTS record_entries_no_update BEFORE UPDATE ON record_entries
+BEGIN SELECT RAISE(ABORT, 'nap-check records are append-only: UPDATE refused'); END;"""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS record_entries (
     seq       INTEGER PRIMARY KEY,  -- assigned by the chain (1, 2, …), not by SQLite
@@ -79,11 +88,12 @@ CREATE TABLE IF NOT EXISTS record_entries (
 );
 CREATE INDEX IF NOT EXISTS record_entries_by_room ON record_entries (room, kind, ts);
 CREATE INDEX IF NOT EXISTS record_entries_by_refers ON record_entries (refers);
-CREATE TRIGGER IF NOT EXISTS record_entries_no_update BEFORE UPDATE ON record_entries
-BEGIN SELECT RAISE(ABORT, 'nap-check records are append-only: UPDATE refused'); END;
+{no_update}
 CREATE TRIGGER IF NOT EXISTS record_entries_no_delete BEFORE DELETE ON record_entries
 BEGIN SELECT RAISE(ABORT, 'nap-check records are append-only: DELETE refused'); END;
 """
+
+_SCHEMA = _SCHEMA.format(no_update=_NO_UPDATE)
 
 _SELECT = "SELECT seq, prev_hash, hash, body, " + ", ".join(_COLUMNS) + " FROM record_entries"
 
@@ -144,6 +154,75 @@ class RecordStore:
         except sqlite3.Error as exc:
             raise RecordStoreError(f"{self.path}: cannot append nap-check records: {exc}") from None
         return chained
+
+    def erase(self, child: str, by: str, ts: int, request: str) -> tuple[ChainedEntry | None, int]:
+        """Remove the content of every entry that mentions ``child`` (their records, confirmations,
+        corrections, and the session starts listing them) and chain an ``Erasure`` entry naming
+        those entries with their links and hashes — one transaction, so ``verify`` never sees a
+        redaction without its erasure entry. Returns (the erasure entry or None when nothing
+        mentioned the child, entries redacted). Refuses (RecordStoreError) while a session that
+        lists the child is open: the running gateway resumes sessions from those entries."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._db.execute(
+                    _SELECT + " WHERE child = ? OR kind = 'session_started' ORDER BY seq", (child,)
+                ).fetchall()
+                stopped = {r[0] for r in self._db.execute("SELECT session FROM record_entries"
+                                                          " WHERE kind = 'session_stopped'")}  # fmt: skip
+                targets = []
+                for row in rows:
+                    try:
+                        decoded = decode_stored(_stored(row))
+                    except ValueError:
+                        continue  # unreadable: not ours to judge; verify names it
+                    if not mentions_child(decoded.entry, child):
+                        continue
+                    if isinstance(decoded.entry, SessionStarted) and decoded.entry.session not in stopped:
+                        raise RecordStoreError(
+                            f"child {child!r} is in the nap session {decoded.entry.session} of room "
+                            f"{decoded.entry.room}, which is still open: stop it, then erase"
+                        )
+                    targets.append(decoded)
+                if not targets:
+                    self._db.execute("ROLLBACK")
+                    return None, 0
+                last = self._db.execute("SELECT seq, hash FROM record_entries ORDER BY seq DESC LIMIT 1").fetchone()
+                refs = tuple(RedactedRef(seq=t.seq, kind=t.entry.kind, prev_hash=t.prev_hash, hash=t.hash)
+                             for t in targets)  # fmt: skip
+                (erasure,) = chain(ChainHead(last[0], last[1]), [Erasure(ts=ts, by=by, request=request,
+                                                                          redacted=refs)])  # fmt: skip
+                cols = index_columns(erasure.entry)
+                self._db.execute(
+                    "INSERT INTO record_entries (seq, body, prev_hash, hash, " + ", ".join(_COLUMNS) + ")"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (erasure.seq, erasure.body, erasure.prev_hash, erasure.hash, *(cols[k] for k in _COLUMNS)),
+                )
+                # The one sanctioned UPDATE: lifted and restored inside this transaction only.
+                self._db.execute("DROP TRIGGER IF EXISTS record_entries_no_update")
+                blank = [REDACTED_COLUMNS[k] for k in _COLUMNS]
+                self._db.executemany(
+                    "UPDATE record_entries SET body = ?, " + ", ".join(f"{k} = ?" for k in _COLUMNS) + " WHERE seq = ?",
+                    [(redaction_marker(t.seq, t.prev_hash, erasure.seq), *blank, t.seq) for t in targets],
+                )
+                self._db.execute(_NO_UPDATE)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot erase from the nap-check records: {exc}") from None
+        return erasure, len(targets)
+
+    def mentioning(self, child: str) -> list[ChainedEntry]:
+        """Every readable entry that mentions ``child`` (for an export), in seq order."""
+        try:
+            rows = self._db.execute(
+                _SELECT + " WHERE child = ? OR kind = 'session_started' ORDER BY seq", (child,)
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read the nap-check records: {exc}") from None
+        return [e for e in _decoded(rows) if mentions_child(e.entry, child)]
 
     def entry(self, seq: int) -> ChainedEntry | None:
         try:
@@ -241,15 +320,20 @@ class RecordReader:
             return None  # unreadable: verify names that entry
         return ChainHead(entry.upto_seq, entry.upto_hash) if isinstance(entry, RecordsPruned) else None
 
-
     def entry(self, seq: int) -> ChainedEntry | None:
         with self._connect() as db:
             row = db.execute(_SELECT + " WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else decode_stored(_stored(row))
 
+    def hash_at(self, seq: int) -> str | None:
+        """The stored hash of entry ``seq`` (also of a redacted one), for ``verify --expect-head``."""
+        with self._connect() as db:
+            row = db.execute("SELECT hash FROM record_entries WHERE seq = ?", (seq,)).fetchone()
+        return None if row is None else str(row[0])
+
     def rooms(self) -> list[str]:
         with self._connect() as db:
-            # '' is the room of pruned-anchor entries (they belong to no room)
+            # '' is the room of erasure entries and redacted ones (they belong to no room)
             return [r[0] for r in db.execute("SELECT DISTINCT room FROM record_entries WHERE room != '' ORDER BY room")]
 
     def records(self, room: str, start_ms: int, end_ms: int) -> tuple[list[ChainedEntry], list[ChainedEntry]]:

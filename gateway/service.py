@@ -39,6 +39,7 @@ import aiomqtt
 from gateway.alerts import Change, Transition, UnknownAlertError
 from gateway.assignments import AssignmentError
 from gateway.assignments_store import Assignments
+from gateway.child_data_store import ChildDataStoreError, note_bindings
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
@@ -152,6 +153,10 @@ class Gateway:
         self.rules = rules
         self.clock = clock
         self.stats = stats
+        try:  # the history `nurserywatch data export/erase` find a child's readings by (docs/storage.md)
+            note_bindings(store.path, kit, clock.now_ms())
+        except ChildDataStoreError as exc:
+            log.error("%s", exc)
         sessions, windows = store.sessions()
         self.engine = RulesEngine(
             kit, rules, clock.now_ms(), alerts=store.open_alerts(), sessions=sessions, schedule_windows=windows

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast
 
 import typer
 
@@ -14,6 +14,9 @@ from nurserywatch import __version__
 from nurserywatch.kit import Kit, KitError, load_kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.runtime import run_until_signalled, setup_logging
+
+if TYPE_CHECKING:
+    from gateway.child_data_jobs import Format, Plan
 
 app = typer.Typer(
     help="nurserywatch — open nap-check and air-quality monitoring for nurseries (保育園の午睡チェック).",
@@ -173,14 +176,16 @@ def records_verify(
         result = RecordReader(db).verify()
         anchor = _head_anchor(expect_head) if expect_head else None
         if result.ok and anchor is not None:
-            stored = RecordReader(db).entry(anchor[0]) if anchor[0] <= result.head.seq else None
-            if stored is None or stored.hash != anchor[1]:
+            stored = RecordReader(db).hash_at(anchor[0]) if anchor[0] <= result.head.seq else None
+            if stored != anchor[1]:
                 fail(f"{db}: entry {anchor[0]}: not the entry noted as {expect_head} (rewritten or cut)", EXIT_TAMPERED)
     except RecordStoreError as exc:
         fail(str(exc))
     if not result.ok:
         fail(f"{db}: {result.problem}", EXIT_TAMPERED)
-    typer.echo(f"{db}: OK — {result.entries} entries, chain intact; head {result.head.seq}:{result.head.hash}")
+    redacted = f" ({result.redacted} redacted by `data erase`)" if result.redacted else ""
+    head = f"{result.head.seq}:{result.head.hash}"
+    typer.echo(f"{db}: OK — {result.entries} entries{redacted}, chain intact; head {head}")
 
 
 def _head_anchor(text: str) -> tuple[int, str]:
@@ -595,6 +600,119 @@ def users_list(data_dir: UsersDirOpt) -> None:
             typer.echo(f"{row.user.username}\t{row.user.role.label}\t{state}\t{row.user.display_name}")
     finally:
         store.close()
+
+
+# ---------------------------------------------------------------- a child's data (export / erase)
+
+data_app = typer.Typer(
+    help="A child's data: export everything held about a child, or erase it from every store (docs/storage.md).",
+    no_args_is_help=True,
+)
+app.add_typer(data_app, name="data")
+ChildOpt = Annotated[str, typer.Option("--child", help="The child's id (the kit's pseudonym, e.g. c03).")]
+ByOpt = Annotated[
+    str | None, typer.Option("--by", help="Who asks (logged with the request; default: your login name).")
+]
+GatewayKitOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="The gateway's kit file (bindings, time zone, InfluxDB settings).")
+]
+
+
+def _by(by: str | None) -> str:
+    import getpass
+
+    return by or getpass.getuser()
+
+
+def _progress() -> Callable[[str, int, int], None]:
+    """One line on standard error, rewritten at most every 0.5 s (long exports and erases)."""
+    import time
+
+    last = [0.0]
+
+    def show(what: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.5 or done >= total:
+            last[0] = now
+            typer.echo(f"\r{what}: {done}/{total}", err=True, nl=done >= total)
+
+    return show
+
+
+def _child_plan(config: Path, db: Path, child: str) -> Plan:
+    from gateway.child_data import check_child_id
+    from gateway.child_data_jobs import JobError, plan
+
+    kit = _kit(config)
+    try:
+        return plan(kit, db, check_child_id(child))
+    except JobError as exc:
+        fail(str(exc))
+
+
+@data_app.command("export")
+def data_export(
+    child: ChildOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the files into (created).")],
+    config: GatewayKitOpt = Path("configs/kit.example.yaml"),
+    db: DbOpt = Path("run/nurserywatch.sqlite3"),
+    fmt: Annotated[str, typer.Option("--format", help="json, csv or both.")] = "both",
+    by: ByOpt = None,
+) -> None:
+    """Write everything held about one child — readings, alerts and their transitions, nap-check
+    records, InfluxDB points — as JSON and/or CSV files with a manifest. Logged in the database."""
+    import time
+
+    from gateway.child_data_jobs import JobError, export
+
+    if fmt not in ("json", "csv", "both"):
+        fail(f"--format must be json, csv or both (got {fmt!r})")
+    p = _child_plan(config, db, child)
+    try:
+        res = export(p, out, cast("Format", fmt), int(time.time() * 1000), _by(by), _progress())
+    except (*JobError, OSError) as exc:
+        fail(str(exc))
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
+    typer.echo(f"{out}: {len(res.files)} files about child {child} — {counts}")
+
+
+@data_app.command("erase")
+def data_erase(
+    child: ChildOpt,
+    config: GatewayKitOpt = Path("configs/kit.example.yaml"),
+    db: DbOpt = Path("run/nurserywatch.sqlite3"),
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    by: ByOpt = None,
+) -> None:
+    """Remove one child's data from every store: readings, alerts, InfluxDB and its disk buffer;
+    nap-check records keep a redacted entry, so `records verify` still passes. Exit 1 when a store
+    could not be reached (run it again); 2 for an unknown child or when it must not run now."""
+    import time
+
+    from gateway.child_data_jobs import JobError, erase, erase_preview, refusals
+
+    p = _child_plan(config, db, child)
+    try:
+        reasons = refusals(p)
+        if reasons:
+            fail("; ".join(reasons))
+        if not yes:
+            preview = ", ".join(f"{k} {v}" for k, v in erase_preview(p).items())
+            typer.echo(f"erase all data about child {child} from {db}: {preview}")
+            if not typer.confirm("This cannot be undone. Erase?", default=False):
+                fail("nothing erased")
+        request = erase(p, _by(by), int(time.time() * 1000), _progress())
+    except JobError as exc:
+        fail(str(exc))
+    typer.echo(request.summary())
+    if p.in_kit:
+        typer.echo(
+            f"note: child {child} is still in the kit {config}: remove them (and their devices' bindings), "
+            "or the running gateway keeps storing new data about them",
+            err=True,
+        )
+    if request.outcome != "done":
+        fail(f"not everything was erased — run the command again once the store answers: {request.detail}", 1)
 
 
 def main() -> None:  # pragma: no cover - console entry point convenience

@@ -32,6 +32,7 @@ SHELLS = {
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
     "nurserywatch/embedded_broker.py", "nurserywatch/cli.py", "nurserywatch/provision_files.py",
     "gateway/retention_store.py", "gateway/retention_job.py",
+    "gateway/child_data_store.py", "gateway/child_data_influx.py", "gateway/child_data_jobs.py",
 }
 FORBIDDEN = {
     "edge": {"gateway", "dashboard", "firmware_sim"},
