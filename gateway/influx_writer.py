@@ -19,7 +19,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
@@ -29,11 +29,12 @@ import httpx
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory
 from gateway.influx import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
 from gateway.retention_job import influx_retention
+from gateway.store import StoreError, StoreReader
 from gateway.trend_reader import influx_trend as influx_trend  # re-exported: moved to the read module
 from gateway.trend_reader import room_trend as room_trend
 from gateway.trends import quote_ident
 from gateway.write_buffer import WriteBuffer
-from nurserywatch.kit import Kit
+from nurserywatch.kit import Device, Kit
 
 if TYPE_CHECKING:
     from gateway.service import Gateway
@@ -92,16 +93,43 @@ async def create_database(url: str, database: str, timeout_s: float = 5.0) -> No
     r.raise_for_status()
 
 
+#: A reading's identity in the gateway's SQLite (its UNIQUE key): device, stream, seq, ts.
+ReadingKey = tuple[str, str, int, int]
+
+
 @dataclass
 class WriterStats:
+    """The writer's counters (since the gateway started; ``buffered`` is the disk buffer's depth now).
+    ``GatewayStats.influx`` is this object; ``counters()`` is the form for logs and /metrics."""
+
+    #: Lines InfluxDB confirmed (2xx), re-sent overlap included.
     written: int = 0
+    #: Lines waiting in the on-disk buffer now.
+    buffered: int = 0
     dead_lettered: int = 0
     #: Write attempts that failed and will be retried (the database away or busy).
     retries: int = 0
     #: Lines dropped by the on-disk buffer at its bound (oldest first).
     dropped: int = 0
+    #: Readings re-sent from the gateway's SQLite at start (after a crash; docs/storage.md).
+    backfilled: int = 0
+    #: The last failed or rejected write ("" when none): what, and when (Unix s).
+    last_error: str = ""
+    last_error_ts: float | None = None
     #: The last few dead-lettered lines, for the log and for tests.
     dead_letters: deque[str] = field(default_factory=lambda: deque(maxlen=100))
+
+    def counters(self) -> dict[str, int]:
+        """The numbers, by name (stable names: a metrics endpoint exports them as they are)."""
+        return {
+            "written": self.written, "buffered": self.buffered, "dropped": self.dropped,
+            "dead_lettered": self.dead_lettered, "retries": self.retries, "backfilled": self.backfilled,
+        }  # fmt: skip
+
+    def summary(self) -> str:
+        """One log line."""
+        text = ", ".join(f"{k} {v}" for k, v in self.counters().items())
+        return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
 class InfluxWriter:
@@ -122,8 +150,9 @@ class InfluxWriter:
     ) -> None:
         self.target = target
         self.buffer = buffer
-        self.batcher = batcher or Batcher()
-        self.backoff = backoff or Backoff()
+        # "is None", not "or": an empty Batcher is falsy (it has a length), and was silently replaced.
+        self.batcher = batcher if batcher is not None else Batcher()
+        self.backoff = backoff if backoff is not None else Backoff()
         self.drain_lines = drain_lines
         self.create_database = create_database
         #: The kit's retention.readings_raw_days, applied when the database is prepared (ReadingsSink sets it).
@@ -138,15 +167,27 @@ class InfluxWriter:
         )
         self._retry_after: float | None = None
         self._in_flight = 0
+        #: Backfill bookkeeping: lines leave memory (written, or pushed to disk) in submission order,
+        #: so counting them tells which submitted readings are safe (see ``on_durable``).
+        self.on_durable: Callable[[ReadingKey], None] | None = None
+        self._submitted = 0
+        self._left_memory = 0
+        self._keys: deque[tuple[int, ReadingKey]] = deque()
+        self._last_outage_log = 0.0
+        self.stats.buffered = len(buffer)
         self._failed = False
         self._last_dead_log = 0.0
 
     # ------------------------------------------------------------ the gateway's side
 
-    def submit(self, line: str) -> None:
+    def submit(self, line: str, key: ReadingKey | None = None) -> None:
         """Queue one line. Never blocks on the database; past ``max_queue`` lines in memory (the
-        writer task is behind), they go to the on-disk buffer."""
+        writer task is behind), they go to the on-disk buffer. ``key``: the reading's identity in the
+        gateway's SQLite, reported to ``on_durable`` once the line is written or on disk."""
         self._queue.append(line)
+        self._submitted += 1
+        if key is not None:
+            self._keys.append((self._submitted, key))
         # Not while a batch is in flight: if it failed, it would land on disk behind newer lines. A
         # request lasts at most ``timeout_s``, so the queue stays bounded anyway.
         if len(self._queue) >= self.max_queue and not self._in_flight:
@@ -192,6 +233,7 @@ class InfluxWriter:
                 break
             except httpx.HTTPError as exc:
                 self.stats.retries += 1
+                self._error(f"{self.target.url} not reachable: {exc!r}")
                 log.debug("InfluxDB not reachable yet: %r", exc)
                 if len(self._queue) >= self.max_queue // 2:
                     self._spill()
@@ -234,7 +276,7 @@ class InfluxWriter:
             upto, lines = self.buffer.peek(self.drain_lines)
             if not await self._send(lines):
                 return False
-            self.buffer.ack(upto)
+            self._ack(upto)
         return True
 
     async def aclose(self) -> None:
@@ -247,19 +289,42 @@ class InfluxWriter:
         lines = self.batcher.take() + list(self._queue)
         self._queue.clear()
         if lines:
-            self.stats.dropped += self.buffer.push(lines)
+            self._push(lines)
+
+    def _push(self, lines: list[str]) -> None:
+        """Lines from memory to the end of the disk buffer: from here on they survive a crash."""
+        self.stats.dropped += self.buffer.push(lines)
+        self.stats.buffered = len(self.buffer)
+        self._safe(len(lines))
+
+    def _ack(self, upto: int) -> None:
+        self.buffer.ack(upto)
+        self.stats.buffered = len(self.buffer)
+
+    def _safe(self, n: int) -> None:
+        """The next ``n`` lines in submission order left memory (written, dead-lettered or on disk):
+        tell ``on_durable`` the newest reading that is now safe."""
+        self._left_memory += n
+        newest: ReadingKey | None = None
+        while self._keys and self._keys[0][0] <= self._left_memory:
+            newest = self._keys.popleft()[1]
+        if newest is not None and self.on_durable is not None:
+            self.on_durable(newest)
 
     async def _write_or_buffer(self, batch: list[str]) -> None:
         self._in_flight = len(batch)
         try:
             written = await self._send(batch)
         except asyncio.CancelledError:  # stopping mid-write: the batch must not vanish with the task
-            self.stats.dropped += self.buffer.push(batch)
+            self._in_flight = 0
+            self._push(batch)
             raise
         finally:
             self._in_flight = 0
-        if not written:
-            self.stats.dropped += self.buffer.push(batch)
+        if written:
+            self._safe(len(batch))
+        else:
+            self._push(batch)
             self._spill()  # everything newer goes behind it: drained in order
             log.warning("InfluxDB not writable; buffering on disk (%d lines)", len(self.buffer))
 
@@ -269,10 +334,13 @@ class InfluxWriter:
         self._spill()
         upto, lines = self.buffer.peek(self.drain_lines)
         if await self._send(lines):
-            self.buffer.ack(upto)
+            self._ack(upto)
             self.backoff.reset()
             if not len(self.buffer):
-                log.info("InfluxDB writable again; buffer drained")
+                log.info("InfluxDB writable again; buffer drained (%s)", self.stats.summary())
+        elif time.monotonic() - self._last_outage_log >= 60.0:  # an outage says how it goes, once a minute
+            self._last_outage_log = time.monotonic()
+            log.warning("InfluxDB still not writable: %d lines on disk; %s", len(self.buffer), self.stats.last_error)
 
     async def _send(self, batch: list[str]) -> bool:
         """Write a batch, splitting it around bad points. False: the database is not writable now
@@ -304,10 +372,15 @@ class InfluxWriter:
             r = await self._client.post(self._path, params=self._params, headers=self._headers, content=body)
         except httpx.HTTPError as exc:
             log.debug("InfluxDB write failed: %r", exc)
+            self._error(f"write failed: {exc!r}")
             return None, None
         if r.status_code >= 300:
             log.debug("InfluxDB answered %d: %s", r.status_code, r.text[:300])
+            self._error(f"HTTP {r.status_code}: {r.text[:200].strip()}")
         return r.status_code, parse_retry_after(r.headers.get("Retry-After"), time.time())
+
+    def _error(self, what: str) -> None:
+        self.stats.last_error, self.stats.last_error_ts = what, time.time()
 
     def _dead_letter(self, line: str) -> None:
         self.stats.dead_lettered += 1
@@ -339,7 +412,8 @@ class InfluxObserver(GatewayObserver):
             stream=accepted.stream, reading=accepted.reading,
         )  # fmt: skip
         if line is not None:
-            self.writer.submit(line)
+            r = accepted.reading
+            self.writer.submit(line, (accepted.device, accepted.stream.value, r.seq, r.ts))
 
 
 @asynccontextmanager
@@ -367,6 +441,7 @@ class ReadingsSink:
         self.kit = kit
         self.writer: InfluxWriter | None = None
         self._task: asyncio.Task[None] | None = None
+        self._reader: StoreReader | None = None
         cfg = kit.storage
         if cfg.readings == "influxdb":
             assert cfg.url is not None  # the kit model checks it
@@ -385,8 +460,35 @@ class ReadingsSink:
 
     def _observer(self, gateway: Gateway) -> GatewayObserver:
         assert self.writer is not None
-        self._task = asyncio.get_running_loop().create_task(self.writer.run(), name="influx-writer")
+        self._reader = StoreReader(gateway.store.path)
+        # The gateway is not connected yet: every reading after this one will come live.
+        upto = self._reader.max_reading_id()
+        self._task = asyncio.get_running_loop().create_task(self._run(gateway, upto), name="influx-writer")
         return InfluxObserver(self.writer, gateway.kit.site)
+
+    async def _run(self, gateway: Gateway, upto: int) -> None:
+        """The writer task, after the backfill. That runs here, once the gateway is fully built (its
+        device → child bindings include today's assignments), and before this task writes anything,
+        so no live line has left memory yet; the mark only starts following live lines after it."""
+        assert self.writer is not None and self._reader is not None
+        try:
+            backfill(self.writer.buffer, self._reader, gateway.kit.site, gateway.device, upto, self.writer.stats)
+        except StoreError as exc:  # the live path must not stop for it
+            log.error("InfluxDB backfill failed: %s", exc)
+        self.writer.on_durable = self._mark
+        await self.writer.run()
+
+    def _mark(self, key: ReadingKey) -> None:
+        """Move the backfill mark to the reading ``key`` (written to InfluxDB or on disk, and so is
+        everything submitted before it). One indexed lookup per batch, not per reading."""
+        assert self.writer is not None and self._reader is not None
+        try:
+            reading_id = self._reader.reading_id(*key)
+        except StoreError as exc:  # the mark stays behind: at worst more is re-sent after a crash
+            log.warning("backfill mark not moved: %s", exc)
+            return
+        if reading_id is not None and reading_id > (self.writer.buffer.mark() or 0):
+            self.writer.buffer.set_mark(reading_id)
 
     async def aclose(self) -> None:
         """Stop the writer task (what is in memory goes to the on-disk buffer) and close."""
@@ -395,5 +497,60 @@ class ReadingsSink:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self.writer is not None:
+            log.info("InfluxDB writer stopped: %s", self.writer.stats.summary())
             await self.writer.aclose()
             self.writer.buffer.close()
+
+
+#: Readings read from the gateway's SQLite per page when backfilling.
+BACKFILL_PAGE = 5000
+
+
+def backfill(
+    buffer: WriteBuffer,
+    reader: StoreReader,
+    site: str,
+    device: Callable[[str], Device | None],
+    upto: int | None = None,
+    stats: WriterStats | None = None,
+) -> int:
+    """At start: put every reading the gateway stored after the buffer's mark (see WriteBuffer) and
+    up to ``upto`` (default: the newest) into the disk buffer, and move the mark to ``upto``. Those
+    are the readings a crash (kill -9, power loss) caught in memory; some of them may be in InfluxDB
+    already, and writing them again is harmless (same series and time: one point). ``device`` gives
+    a device's room and child as the gateway binds them now (``Gateway.device``). A buffer without a
+    mark (InfluxDB newly switched on) starts at ``upto``: history is not copied. Returns the number
+    of readings queued."""
+    top = reader.max_reading_id() if upto is None else upto
+    mark = buffer.mark()
+    if mark is None or mark > top:
+        if mark is not None:  # the gateway's database was replaced: its ids start again
+            log.warning("backfill mark %d is past the newest reading (%d): starting from there", mark, top)
+        buffer.set_mark(top)
+        return 0
+    queued = skipped = 0
+    while mark < top and (rows := [r for r in reader.readings_after(mark, BACKFILL_PAGE) if r[0] <= top]):
+        lines: list[str] = []
+        for _, stored in rows:
+            dev = device(stored.device)
+            if dev is None:
+                skipped += 1  # a device no longer in the kit: its room and child are unknown
+                continue
+            line = reading_line(site=site, room=dev.room, device=dev.id, child=dev.child,
+                                stream=stored.stream, reading=stored.reading)  # fmt: skip
+            if line is not None:
+                lines.append(line)
+        dropped = buffer.push(lines)
+        mark = rows[-1][0]
+        buffer.set_mark(mark)  # after the push: a crash in between re-sends, never skips
+        queued += len(lines)
+        if stats is not None:
+            stats.dropped += dropped
+    buffer.set_mark(top)
+    if stats is not None:
+        stats.backfilled += queued
+        stats.buffered = len(buffer)
+    if queued or skipped:
+        log.info("InfluxDB backfill: %d reading(s) stored after the last confirmed one queued for writing%s",
+                 queued, f"; {skipped} of devices no longer in the kit skipped" if skipped else "")  # fmt: skip
+    return queued

@@ -43,7 +43,7 @@ from gateway.child_data_store import ChildDataStoreError, note_bindings
 from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
-from gateway.influx_writer import ReadingsSink
+from gateway.influx_writer import ReadingsSink, WriterStats
 from gateway.records import RecordCommandError, RecordsConfig
 from gateway.records_store import RecordsObserver
 from gateway.retention_job import RetentionRunner
@@ -74,7 +74,7 @@ from nurserywatch.contract import (
     session_topic,
     subscription,
 )
-from nurserywatch.kit import STREAMS_BY_KIND, Kit
+from nurserywatch.kit import STREAMS_BY_KIND, Device, Kit
 from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,9 @@ class GatewayStats:
     #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error;
     #: command/record: unknown_record, not_a_record, already_confirmed, invalid_command (docs/records.md).
     rejected: Counter[str] = field(default_factory=Counter)
+    #: The InfluxDB writer's counters (``readings: influxdb``; None with SQLite only): written,
+    #: buffered, dropped, dead_lettered, retries, backfilled, last_error — the same live object.
+    influx: WriterStats | None = None
 
 
 class _RateLimitedLog:
@@ -555,6 +558,8 @@ async def run_gateway(
     with Store(db_path) as store:
         gw = Gateway(kit, store, rules, clock, stats if stats is not None else GatewayStats(),
                      [*observers, *sink.observers, retention.observer], records)  # fmt: skip
+        if sink.writer is not None:
+            gw.stats.influx = sink.writer.stats
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         try:
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the

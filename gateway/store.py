@@ -309,6 +309,32 @@ class StoreReader:
                 row = db.execute("SELECT COUNT(*) FROM readings WHERE device = ?", (device,)).fetchone()
         return int(row[0])
 
+    def max_reading_id(self) -> int:
+        """The id of the newest stored reading (0: none yet); ids grow in arrival order."""
+        with self._connect() as db:
+            row = db.execute("SELECT MAX(id) FROM readings").fetchone()
+        return int(row[0] or 0)
+
+    def reading_id(self, device: str, stream: Stream | str, seq: int, ts: int) -> int | None:
+        """The id of the reading with this identity (the table's UNIQUE key), None if not stored."""
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT id FROM readings WHERE device = ? AND stream = ? AND seq = ? AND ts = ?",
+                (device, Stream(stream).value, seq, ts),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def readings_after(self, after_id: int, limit: int) -> list[tuple[int, StoredReading]]:
+        """Up to ``limit`` readings with an id above ``after_id``, oldest first, with their ids
+        (InfluxDB backfill pages through them)."""
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, device, stream, payload, received_ts FROM readings WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [(int(i), StoredReading(dev, Stream(st), parse_reading(Stream(st), p), rts))
+                for i, dev, st, p, rts in rows]  # fmt: skip
+
     def reading_buckets(self, w: TrendWindow, devices: Sequence[str]) -> list[Bucket]:
         """Mean/min/max of one field per epoch-aligned bucket over the readings of ``devices`` in
         [start, end): the same answer as gateway/trends.py's InfluxQL (empty buckets absent). Whole
