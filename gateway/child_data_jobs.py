@@ -105,7 +105,12 @@ def export(p: Plan, out: Path, fmt: Format, now_ms: int, by: str, progress: Prog
         rows = _with_progress((reading_row(*r) for r in store.readings(p.windows)), "readings", total, progress)
         res.counts["readings"] = _write_rows(out, "readings", rows, want_json, want_csv, res.files,
                                              by_key="stream", first=("device", "stream", "ts", "seq"))  # fmt: skip
+        rollups = store.rollups(p.windows)
         alerts = store.alerts(p.child)
+    if rollups:  # retention keeps 15-min aggregates after the raw readings are gone
+        first = ("device", "stream", "field", "bucket")
+        n = _write_rows(out, "rollups", iter(rollups), want_json, want_csv, res.files, by_key="stream", first=first)
+        res.counts["reading_rollups"] = n
     res.counts["alerts"] = len(alerts)
     res.counts["alert_transitions"] = sum(len(t) for _a, t in alerts)
     if want_json:
@@ -308,6 +313,7 @@ def erase(p: Plan, by: str, now_ms: int, progress: Progress | None = None) -> Re
         try:
             counts["alerts"], counts["alert_transitions"] = store.erase_alerts(p.child)
             counts["readings"] = store.erase_readings(p.windows, progress)
+            counts["reading_rollups"] = store.erase_rollups(p.windows)
         except ChildDataStoreError as exc:
             problems.append(str(exc))
     cfg = p.kit.storage

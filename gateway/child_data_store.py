@@ -28,6 +28,7 @@ from gateway.child_data import (
     changed_bindings,
     line_child,
 )
+from gateway.retention import ROLLUP_MS
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
 
@@ -213,6 +214,34 @@ class ChildDataStore:
                     progress("readings", done, max(total, done))
                 if n < ERASE_CHUNK_ROWS:
                     break
+        return done
+
+    def _rollup_where(self, w: DeviceWindow) -> tuple[str, list[Any]]:
+        # every 15-min bucket that overlaps the window: a bucket shared with the next child is theirs too
+        sql, args = "device = ? AND bucket > ?", [w.device, w.start_ts - ROLLUP_MS]
+        if w.end_ts is not None:
+            sql, args = sql + " AND bucket < ?", [*args, w.end_ts]
+        return sql, args
+
+    def rollups(self, windows: Sequence[DeviceWindow]) -> list[dict[str, Any]]:
+        """The downsampled readings (retention's ``reading_rollups``) of the child's device windows."""
+        if not self._table("reading_rollups"):
+            return []
+        out = []
+        for w in windows:
+            where, args = self._rollup_where(w)
+            cols = ("stream", "field", "device", "bucket", "count", "sum", "min", "max")
+            rows = self._q(f"SELECT {', '.join(cols)} FROM reading_rollups WHERE {where} ORDER BY bucket", args)
+            out += [dict(zip(cols, r, strict=True)) for r in rows]
+        return out
+
+    def erase_rollups(self, windows: Sequence[DeviceWindow]) -> int:
+        if not self._table("reading_rollups"):
+            return 0
+        done = 0
+        for w in windows:
+            where, args = self._rollup_where(w)
+            done += self._write(f"DELETE FROM reading_rollups WHERE {where}", args)
         return done
 
     def alerts(self, child: str) -> list[tuple[Alert, list[tuple[int, str, int, Alert]]]]:

@@ -30,6 +30,8 @@ from gateway.child_data_store import ChildDataStore
 from gateway.influx import encode_line
 from gateway.records import canonical_json
 from gateway.records_store import RecordReader
+from gateway.retention_store import connect as retention_connect
+from gateway.retention_store import roll_up
 from gateway.store import Store
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.cli import app
@@ -79,6 +81,9 @@ def site(tmp_path: Path) -> tuple[Path, Path]:
             raised = alert(aid, child, "prone", AlertState.ACTIVE, T0)
             done = alert(aid, child, "prone", AlertState.RESOLVED, T0 + MIN).model_copy(update={"acknowledged": True})
             store.record([Transition(Change.RAISED, raised, T0), Transition(Change.RESOLVED, done, T0 + MIN)])
+    con = retention_connect(db)  # retention's 15-min rollups (breathing rate: the mat's)
+    assert roll_up(con, T0 + 120 * MIN)[2] > 0
+    con.close()
     return db, write_kit(tmp_path / "kit.yaml", rebound_kit())
 
 
@@ -143,10 +148,12 @@ def test_export_holds_exactly_the_childs_data(site: tuple[Path, Path], tmp_path:
         assert hashlib.sha256(canonical_json(e["body"]).encode()).hexdigest() == e["hash"]
     csvs = sorted(p.name for p in out.glob("*.csv"))
     assert csvs == ["alert_transitions.csv", "alerts.csv", "readings_breathing.csv", "readings_posture.csv",
-                    "records.csv"]  # fmt: skip
+                    "records.csv", "rollups_breathing.csv"]  # fmt: skip
     assert len((out / "readings_posture.csv").read_text(encoding="utf-8-sig").splitlines()) == 41
     everything = "\n".join(p.read_text(encoding="utf-8-sig") for p in out.iterdir())
     assert [c for c in OTHERS if mentions(everything, c)] == []  # nobody else's data, not even their ids
+    rollups = json.loads((out / "rollups.json").read_text())
+    assert rollups and {r["device"] for r in rollups} == {"nap_-c03"}
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["readings"] == 100 and manifest["counts"]["records"] == 6
     with ChildDataStore(db) as cds:
@@ -184,8 +191,10 @@ def test_erase_removes_the_child_everywhere_and_the_chain_still_verifies(site: t
     assert erase_row[:4] == ("erase", "c03", "園長", "done")
     counts = json.loads(erase_row[4])
     # 6 records + the session start that listed c03 among the children checked
+    assert counts.pop("reading_rollups") > 0
     assert counts == {"record_entries_redacted": 7, "alerts": 2, "alert_transitions": 4, "readings": 100,
                       "binding_rows": 2, "assignment_rows": 0}  # fmt: skip
+    assert not sqlite3.connect(db).execute("SELECT 1 FROM reading_rollups WHERE device = 'nap_-c03'").fetchall()
 
     code, output = run("records", "verify", "--db", str(db))
     assert code == 0 and "(7 redacted by `data erase`)" in output, output
