@@ -245,7 +245,7 @@ async def test_gateway_killed_mid_stream_influxdb_complete_after_restart(
             await publish(pub, 300)
             await _wait(lambda: _equals(influx_count(), 300), "the first 300 readings in InfluxDB")
             await publish(pub, 200)  # these wait in the gateway's memory for the next batch (3 s)
-            await _wait(lambda: _true(sqlite_count() == 500), "500 readings in SQLite", 2.5)
+            await _wait(lambda: _true(sqlite_count() == 500), "500 readings in SQLite", 10.0)
             stop(gw, signal.SIGKILL)
             at_kill = await influx_count()
             assert at_kill < sqlite_count() == 500  # the kill really caught readings on their way
