@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from edge.breathing import BreathingAnalyzer, BreathingFeatures
+from edge.breathing import LAST_BREATH_GUARD_MS, BreathingAnalyzer, BreathingFeatures
 from firmware_sim.mat import MatModel, MatOptions, MatStep
 from firmware_sim.resp_belt import ReplayMat, ReplayOptions, load_recording
 from gateway.alerts import Change
@@ -50,8 +50,9 @@ def secs(f: BreathingFeatures) -> float:
 
 
 def last_breath_s(f: BreathingFeatures) -> float:
+    """The last breath's peak as the analyzer estimated it (``last_breath_ms`` minus its guard)."""
     assert f.last_breath_ms is not None
-    return (f.last_breath_ms - T0_MS) / 1000
+    return (f.last_breath_ms - LAST_BREATH_GUARD_MS - T0_MS) / 1000
 
 
 def mat(*items: dict[str, Any], seed: str = "b", **options: Any) -> MatModel:
@@ -113,6 +114,10 @@ def test_every_breath_is_found_at_its_time() -> None:
     nearest = np.array([np.min(np.abs(found - t)) for t in truth])
     assert (nearest < 0.1).all(), "every true breath, within 0.1 s"
     assert len(found[(found >= 8) & (found <= 55)]) == len(truth), "and nothing else"
+    last = analyzer.features()
+    assert last is not None and last.last_breath_ms == round(analyzer.breaths[-1].t_ms + LAST_BREATH_GUARD_MS), (
+        "last_breath_ms: the newest breath's peak plus the guard"
+    )
 
 
 def test_first_rate_needs_two_breath_intervals() -> None:
