@@ -124,9 +124,10 @@ class _DeviceRules:
         return []
 
     def restore(self, alert: Alert) -> None:
-        for monitor in (self.mat, self.fever, self.air, self.battery, self.lost):
+        for monitor in (self.mat, self.fever, self.air, self.battery):
             if monitor is not None:
                 monitor.restore(alert.rule, alert.severity, alert.started_ts)
+        self.lost.restore(alert.rule, alert.severity, alert.started_ts, alert.message_en)  # its reason too
 
     def set_session(self, state: SessionState | None) -> None:
         if self.mat is not None:

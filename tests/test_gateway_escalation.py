@@ -13,7 +13,20 @@ from gateway.engine import RulesEngine
 from gateway.rules.events import Cleared, Firing
 from gateway.store import Store, StoreReader
 from nurserywatch.contract import AlertState, Severity, Stream
-from tests.gateway_rules_harness import KIT, T0, Ack, Periodic, air, breathing, ms, posture, replay, steps
+from tests.gateway_rules_harness import (
+    KIT,
+    T0,
+    Ack,
+    Periodic,
+    Session,
+    Status,
+    air,
+    breathing,
+    ms,
+    posture,
+    replay,
+    steps,
+)
 
 CHILD = Subject(device="clip-0", room="hiyoko", child="c0")
 
@@ -155,3 +168,27 @@ def test_escalate_after_is_configurable(escalate_after: int) -> None:
     r = replay([posture("clip-0", 0, 400, "prone")], 30 + 30 * escalate_after, rules=rules)
     assert r.rows()[-1][:2] == (30.0 + 30 * escalate_after, Change.ESCALATED)
     assert sum(1 for row in r.rows() if row[1] is Change.ESCALATED) == 1
+
+
+@pytest.mark.parametrize("unplugged", [True, False], ids=["status-offline", "silent"])
+def test_critical_sensor_lost_stays_critical_across_a_restart(unplugged: bool) -> None:
+    """A clip heard during the nap, then lost (unplugged: its status says offline, retained, and is
+    delivered again to the restarted gateway; or silent): the alert is critical. After a gateway
+    restart with the device still lost it must stay critical with the same message and id — found
+    by the chaos test: the restarted monitor had never heard the device and downgraded it to warning
+    (no re-notification for warnings), and while silent it flipped to 'not started'."""
+    rules = RulesConfig(tick_ms=1000)
+    lost = [Status(12, "clip-0", online=False)] if unplugged else []
+    events = [Session(0, "hiyoko"), posture("clip-0", 0, 12, "supine"), *lost]
+    first = replay(events, 30, rules=rules)
+    [alert] = [a for a in first.open_alerts("sensor_lost") if a.device == "clip-0"]
+    assert alert.severity is Severity.CRITICAL
+    engine = RulesEngine(KIT, rules, T0 + ms(40), alerts=first.engine.book.open_alerts(),
+                         sessions=first.engine.sessions.states(T0 + ms(40)))  # fmt: skip
+    again = [Status(40, "clip-0", online=False)] if unplugged else []  # the retained status, redelivered
+    r = replay(again, 100, rules=rules, engine=engine, start_s=40)
+    assert [s.row for s in r.seen if s.transition.alert.id == alert.id
+            and s.transition.change not in (Change.RENOTIFIED, Change.ESCALATED)] == []  # fmt: skip
+    [after] = [a for a in r.open_alerts("sensor_lost") if a.device == "clip-0"]
+    assert (after.id, after.severity, after.message_en) == (alert.id, Severity.CRITICAL, alert.message_en)
+    assert after.notify_count > alert.notify_count  # a critical alert keeps being re-notified

@@ -78,6 +78,8 @@ class SensorLostMonitor:
         self._session_start: int | None = None
         self._reason: Reason | None = None
         self._severity: Severity | None = None
+        #: A restored critical alert: the device was live in the session before the restart.
+        self._was_live = False
 
     # ------------------------------------------------------------ inputs (gateway time)
 
@@ -105,9 +107,15 @@ class SensorLostMonitor:
         """The room's nap session started at ``start_ts``, or (None) there is none."""
         self._session_start = start_ts
 
-    def restore(self, rule: str, severity: Severity, started_ts: int) -> None:
+    def restore(self, rule: str, severity: Severity, started_ts: int, message_en: str | None = None) -> None:
+        """Seed an alert restored at start with the severity and reason it was stored with: the new
+        process has not heard the device yet, and without this a critical alert was downgraded to
+        warning (no re-notification) right after a restart while the device was still lost."""
         if rule == RULE:
             self._debounce.force(started_ts)
+            self._severity = severity
+            self._reason = next((r for r, (_ja, en) in self._texts.items() if en == message_en), None)
+            self._was_live = severity is Severity.CRITICAL
 
     # ------------------------------------------------------------ judgement
 
@@ -149,7 +157,7 @@ class SensorLostMonitor:
     def _live(self, in_session: bool) -> bool:
         """Heard during the session, or just before it began (outside a session: heard at all)."""
         if self._last_heard is None:
-            return False
+            return self._was_live
         if not in_session or self._session_start is None:
             return True
         return self._last_heard >= self._session_start - self._silence_ms
