@@ -8,6 +8,9 @@ returns an object with any of these methods (subclass ``GatewayObserver``, whose
 
 * ``on_session(change)`` — a nap session started or stopped (``SessionChange``: kind, state, ts);
   right after construction, once per session that was active in the store (kind ``restored``).
+* ``on_stored(accepted)`` — every reading that is not a duplicate, *before* the rules judge it, also
+  one the rules refuse as older than the device's newest (an out-of-order replay): what storage
+  copies such as the InfluxDB writer need.
 * ``on_reading(accepted)`` — a reading that was validated, is not a duplicate and is not older
   than the device's newest one (``AcceptedReading``); called *after* the rules judged it.
 * ``on_alert(transition)`` — every alert transition (raised, updated, resolved, acknowledged,
@@ -58,6 +61,9 @@ class GatewayObserver:
     """Base class with no-op callbacks; override the ones you need."""
 
     def on_session(self, change: SessionChange) -> None:
+        return None
+
+    def on_stored(self, accepted: AcceptedReading) -> None:
         return None
 
     def on_reading(self, accepted: AcceptedReading) -> None:

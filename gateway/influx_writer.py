@@ -400,13 +400,14 @@ def _ms(loop_time_s: float) -> int:
 
 
 class InfluxObserver(GatewayObserver):
-    """Hands every accepted reading to the writer, on the gateway's observer hook (gateway/hooks.py)."""
+    """Hands every stored reading to the writer, on the gateway's observer hook (gateway/hooks.py),
+    including out-of-order ones the rules refuse as stale: InfluxDB must hold what SQLite holds."""
 
     def __init__(self, writer: InfluxWriter, site: str) -> None:
         self.writer = writer
         self.site = site
 
-    def on_reading(self, accepted: AcceptedReading) -> None:
+    def on_stored(self, accepted: AcceptedReading) -> None:
         line = reading_line(
             site=self.site, room=accepted.room, device=accepted.device, child=accepted.child,
             stream=accepted.stream, reading=accepted.reading,
