@@ -364,14 +364,16 @@ class Gateway:
         except StoreError as exc:
             # Keep judging: alerting must not stop because the database did (buffering comes later).
             self._reject("store_error", str(exc), level=logging.ERROR)
+        dev = self._devices[device]
+        accepted = AcceptedReading(device, dev.child, dev.room, stream, reading, now)
+        # Storage copies (InfluxDB) want every stored reading, also one too old for the rules.
+        self._notify(methodcaller("on_stored", accepted))
         try:
             outcome = self.engine.reading(device, stream, reading, now)
         except StaleReading as exc:
             self._reject("stale", f"{topic}: {exc}")
             return
         self._process(outcome)
-        dev = self._devices[device]
-        accepted = AcceptedReading(device, dev.child, dev.room, stream, reading, now)
         self._notify(methodcaller("on_reading", accepted))
 
     def _on_status(self, device: str, payload: bytes, topic: str) -> None:
