@@ -193,6 +193,7 @@ def create_app(
     rules: RulesConfig | None = None,
     kit_path: Path | None = None,
     auth_policy: AuthPolicy | None = None,
+    metrics_token: str | None = None,
 ) -> FastAPI:
     """``gateway_db`` is the gateway's SQLite file, opened read-only for records, history and trends;
     ``data_dir`` is where the dashboard keeps its own database (users, sessions, audit log)."""
@@ -226,6 +227,9 @@ def create_app(
 
     app.include_router(manager_router)
     install_integrator_pages(app, kit_path)
+    from dashboard.metrics import install_metrics  # /metrics: loopback only, or this token (docs/metrics.md)
+
+    install_metrics(app, metrics_token)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
     return app
@@ -291,12 +295,13 @@ async def serve_dashboard(
     rules: RulesConfig | None = None,
     kit_path: Path | None = None,
     auth_policy: AuthPolicy | None = None,
+    metrics_token: str | None = None,
 ) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
     closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
     app = create_app(
         kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir, rules=rules, kit_path=kit_path,
-        auth_policy=auth_policy,
+        auth_policy=auth_policy, metrics_token=metrics_token,
     )
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

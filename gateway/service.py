@@ -44,6 +44,8 @@ from gateway.config import RulesConfig
 from gateway.engine import Outcome, RulesEngine
 from gateway.hooks import AcceptedReading, GatewayObserver, ObserverFactory, Outgoing
 from gateway.influx_writer import ReadingsSink, WriterStats
+from gateway.metrics import gateway_families
+from gateway.metrics_http import metrics_server
 from gateway.records import RecordCommandError, RecordsConfig
 from gateway.records_store import RecordsObserver
 from gateway.retention_job import RetentionRunner
@@ -75,6 +77,8 @@ from nurserywatch.contract import (
     subscription,
 )
 from nurserywatch.kit import STREAMS_BY_KIND, Device, Kit
+from nurserywatch.metrics import Histogram
+from nurserywatch.metrics import render as render_metrics
 from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,16 @@ class GatewayStats:
     #: The InfluxDB writer's counters (``readings: influxdb``; None with SQLite only): written,
     #: buffered, dropped, dead_lettered, retries, backfilled, last_error — the same live object.
     influx: WriterStats | None = None
+    #: Readings received by stream (valid or not; ``readings_received`` is their sum) — /metrics.
+    readings_by_stream: Counter[str] = field(default_factory=Counter)
+    #: Alert transitions by (rule, change) — /metrics.
+    alert_transitions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Seconds from a reading taken off the MQTT client's queue to its rules judged (stored, observers run).
+    judge_seconds: Histogram = field(default_factory=Histogram)
+    #: Seconds from the message (or timer tick) that changed an alert to its publish acknowledged by the broker.
+    alert_publish_seconds: Histogram = field(default_factory=Histogram)
+    #: The port /metrics is served on (None: off), once listening.
+    metrics_port: int | None = None
 
 
 class _RateLimitedLog:
@@ -136,6 +150,8 @@ class _Pending:
     retain: bool
     #: Publish, then clear the retained message (an alert's final, closing state).
     clear_after: bool = False
+    #: perf_counter() when the message or tick that caused this alert change was taken up (metrics).
+    since: float | None = None
 
 
 class Gateway:
@@ -175,6 +191,8 @@ class Gateway:
         self._client: aiomqtt.Client | None = None
         self._flush_lock = asyncio.Lock()
         self._failed_observers: set[str] = set()
+        # perf_counter() at the start of the message or tick being handled (latency metrics only).
+        self._taken_up = 0.0
         open_alerts = self.engine.book.open_alerts()
         if open_alerts:
             log.info("restored %d open alert(s) from %s", len(open_alerts), store.path)
@@ -208,6 +226,11 @@ class Gateway:
     def heartbeat(self, online: bool = True) -> Outgoing:
         status = GatewayStatus(ts=self.clock.now_ms(), online=online, heartbeat_s=HEARTBEAT_MS / 1000)
         return Outgoing(gateway_topic(self.kit.site), status.to_json(), retain=True)
+
+    @property
+    def outbox_depth(self) -> int:
+        """Messages waiting to be published (and confirmed by the broker)."""
+        return len(self._outbox)
 
     def enqueue(self, message: Outgoing) -> None:
         """Publish ``message`` (QoS 1) as soon as the broker is reachable."""
@@ -283,11 +306,14 @@ class Gateway:
                     del self._outbox[topic]
                 if "/alert/" in topic and msg.payload:
                     self.stats.alerts_published += 1
+                    if msg.since is not None:
+                        self.stats.alert_publish_seconds.observe(time.perf_counter() - msg.since)
 
     # ------------------------------------------------------------ message handling (no network)
 
     def handle(self, topic_str: str, payload: bytes, retained: bool = False) -> None:
         """Process one message; what to publish goes to the outbox. Never raises for bad input."""
+        self._taken_up = time.perf_counter()
         try:
             topic = parse_topic(topic_str)
             if topic.site != self.kit.site:
@@ -327,6 +353,7 @@ class Gateway:
             log.exception("internal error while handling %s", topic_str)
 
     def tick(self) -> None:
+        self._taken_up = time.perf_counter()
         now = self.clock.now_ms()
         self.stats.ticks += 1
         try:
@@ -342,6 +369,7 @@ class Gateway:
 
     def _on_reading(self, device: str, stream: Stream, payload: bytes, topic: str) -> None:
         self.stats.readings_received += 1
+        self.stats.readings_by_stream[stream.value] += 1
         known = self._devices.get(device)
         if known is None:
             self._reject("unknown_device", f"{topic}: device {device!r} is not in kit {self.kit.site!r}")
@@ -375,6 +403,7 @@ class Gateway:
             return
         self._process(outcome)
         self._notify(methodcaller("on_reading", accepted))
+        self.stats.judge_seconds.observe(time.perf_counter() - self._taken_up)
 
     def _on_status(self, device: str, payload: bytes, topic: str) -> None:
         if device not in self._devices:
@@ -475,18 +504,20 @@ class Gateway:
             self._notify(methodcaller("on_session", change))
             self.enqueue(Outgoing(session_topic(self.kit.site, change.room), change.state.to_json(), retain=True))
         for t in outcome.transitions:
+            self.stats.alert_transitions[(t.alert.rule, t.change.value)] += 1
             self._notify(methodcaller("on_alert", t))
             self._enqueue_transition(t)
 
     def _enqueue_transition(self, t: Transition) -> None:
         alert = t.alert
-        self._enqueue_alert(alert)
+        self._enqueue_alert(alert, since=self._taken_up)
         if alert.escalated and t.change in (Change.ACKNOWLEDGED, Change.RESOLVED):
             self.enqueue(Outgoing(escalation_topic(self.kit.site, alert.id), b"", retain=True))
 
-    def _enqueue_alert(self, alert: Alert) -> None:
+    def _enqueue_alert(self, alert: Alert, since: float | None = None) -> None:
         topic = alert_topic(self.kit.site, alert.id)
-        self._outbox[topic] = _Pending(alert.to_json(), retain=alert.retained, clear_after=not alert.retained)
+        self._outbox[topic] = _Pending(alert.to_json(), retain=alert.retained, clear_after=not alert.retained,
+                                       since=since)  # fmt: skip
         if _escalation_retained(alert):
             self.enqueue(Outgoing(escalation_topic(self.kit.site, alert.id), alert.to_json(), retain=True))
 
@@ -550,10 +581,13 @@ async def run_gateway(
     stats: GatewayStats | None = None,
     observers: Sequence[ObserverFactory] = (),
     records: RecordsConfig | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
 ) -> None:
     """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
     ``observers`` are factories of GatewayObservers (see gateway/hooks.py); ``records`` the nap-check
-    record settings (configs/records.yaml; default: built-in)."""
+    record settings (configs/records.yaml; default: built-in). ``metrics_port``: serve Prometheus
+    metrics on ``metrics_host`` (docs/metrics.md); None: off, 0: a free port (in ``stats.metrics_port``)."""
     sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
     # Retention and downsampling, hourly on the gateway clock (docs/storage.md "Retention").
     retention = RetentionRunner(kit, db_path, buffer=None if sink.writer is None else sink.writer.buffer)
@@ -563,12 +597,21 @@ async def run_gateway(
         if sink.writer is not None:
             gw.stats.influx = sink.writer.stats
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
+        metrics = contextlib.AsyncExitStack()
         try:
+            if metrics_port is not None:
+
+                def scrape() -> str:
+                    return render_metrics(gateway_families(gw, sink.writer))
+
+                gw.stats.metrics_port = await metrics.enter_async_context(
+                    metrics_server(metrics_host, metrics_port, scrape))  # fmt: skip
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
             # gateway restarts, so none is lost.
             will = aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
             await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will)
         finally:
+            await metrics.aclose()
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker

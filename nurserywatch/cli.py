@@ -352,6 +352,12 @@ def gateway(
             "--records", help="Nap-check record settings (YAML, e.g. configs/records.yaml; default: built-in)."
         ),
     ] = None,
+    metrics_port: Annotated[
+        int, typer.Option("--metrics-port", help="Serve Prometheus metrics at /metrics on this port (0: off).")
+    ] = 0,
+    metrics_host: Annotated[
+        str, typer.Option("--metrics-host", help="Address for /metrics (loopback by default).")
+    ] = "127.0.0.1",
     log_level: LogOpt = "info",
 ) -> None:
     """Run the gateway: validate and store readings, judge them with the rules, publish alerts and
@@ -371,7 +377,13 @@ def gateway(
     except (RulesError, RecordsError) as exc:
         fail(str(exc))
     db.parent.mkdir(parents=True, exist_ok=True)
-    run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock(), records=records_cfg))
+    if not 0 <= metrics_port <= 65535:
+        fail(f"--metrics-port {metrics_port}: not a port (1-65535, or 0 for off)")
+    try:
+        run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock(), records=records_cfg,
+                                        metrics_host=metrics_host, metrics_port=metrics_port or None))  # fmt: skip
+    except OSError as exc:  # the metrics port is taken
+        fail(exc.strerror or str(exc))
 
 
 @app.command()
@@ -389,6 +401,10 @@ def dashboard(
     rules: Annotated[
         Path, typer.Option("--rules", help="The gateway's rule thresholds (YAML): the bands on the trend charts.")
     ] = Path("configs/rules.yaml"),
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option("--metrics-token-file", help="/metrics requires this bearer token (default: loopback only)."),
+    ] = None,
     log_level: LogOpt = "info",
 ) -> None:
     """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
@@ -403,10 +419,18 @@ def dashboard(
     except RulesError as exc:
         fail(str(exc))
 
+    metrics_token = None
+    if metrics_token_file is not None:
+        try:
+            metrics_token = metrics_token_file.read_text().strip()
+        except OSError as exc:
+            fail(f"--metrics-token-file {metrics_token_file}: {exc.strerror}")
+        if len(metrics_token) < 16:
+            fail(f"--metrics-token-file {metrics_token_file}: the token must be at least 16 characters")
     data_dir.mkdir(parents=True, exist_ok=True)
     try:
         run_until_signalled(serve_dashboard(kit, _broker(broker), host, port, gateway_db=db, data_dir=data_dir,
-                                            rules=rules_cfg, kit_path=config))  # fmt: skip
+                                            rules=rules_cfg, kit_path=config, metrics_token=metrics_token))  # fmt: skip
     except OSError as exc:  # typically the port is taken
         fail(exc.strerror or str(exc))
 

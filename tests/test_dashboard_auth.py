@@ -37,6 +37,9 @@ ARTIFACTS = ROOT / "test-artifacts"
 #: The only routes anyone may call without signing in. A new route missing a role dependency fails
 #: test_every_route_needs_a_role until it gets one (or is added here, deliberately).
 PUBLIC = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login"), ("POST", "/logout")}
+# Prometheus cannot sign in: /metrics takes no session but answers loopback clients only, or a bearer
+# token (dashboard/metrics.py, tests/test_metrics.py).
+PUBLIC |= {("GET", "/metrics")}
 ROLES = list(Role)
 
 

@@ -28,7 +28,7 @@ SHELLS = {
     "edge/spool.py",
     "firmware_sim/pty_device.py", "firmware_sim/runner.py",
     "gateway/service.py", "gateway/store.py", "gateway/records_store.py", "gateway/influx_writer.py",
-    "gateway/write_buffer.py", "gateway/trend_reader.py", "gateway/assignments_store.py",
+    "gateway/write_buffer.py", "gateway/trend_reader.py", "gateway/assignments_store.py", "gateway/metrics_http.py",
     "nurserywatch/clock.py", "nurserywatch/mqtt.py", "nurserywatch/runtime.py", "nurserywatch/demo.py",
     "nurserywatch/embedded_broker.py", "nurserywatch/cli.py", "nurserywatch/provision_files.py",
     "gateway/retention_store.py", "gateway/retention_job.py",
