@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dashboard.auth import AuthPolicy, StaffDep, audit, install_auth, live_session_check
-from dashboard.i18n import DEFAULT_LANG, Lang, catalogue, pick_lang
+from dashboard.i18n import DEFAULT_LANG, Lang, pick_lang
 from dashboard.live import LiveLink, NotConnected
 from dashboard.live_state import AlertFilter
-from dashboard.pages import page_context, render
+from dashboard.pages import render
 from dashboard.sse import event_stream
-from dashboard.views import RoomView, rooms_view
+from dashboard.views import RoomView, room_page_context, rooms_view
 from gateway.config import RulesConfig
 from nurserywatch.clock import Clock
 from nurserywatch.contract import Alert
@@ -104,18 +104,11 @@ class Health(BaseModel):
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index(
-    request: Request, link: LinkDep, default_lang: DefaultLangDep, user: StaffDep, lang: str | None = None
-) -> HTMLResponse:
+    request: Request, link: LinkDep, default_lang: DefaultLangDep, user: StaffDep, lang: str | None = None,
+    room: str | None = None,
+) -> HTMLResponse:  # fmt: skip
     chosen = pick_lang(lang, default_lang)
-    kit = link.state.kit
-    boot: dict[str, Any] = {
-        "lang": chosen,
-        "t": catalogue(chosen),
-        "rooms": {r.id: r.name for r in kit.rooms},
-        "children": {c.id: c.nickname for c in kit.children},
-    }
-    rooms = rooms_view(link.state, link.clock.now_ms())
-    context = page_context(request, kit, chosen, "nav.room", rooms=rooms, boot=boot)
+    context = room_page_context(request, link, chosen, room)  # dashboard/views.py: room selector, boot data
     return render(request, "index.html", context)
 
 
@@ -127,7 +120,7 @@ async def events(request: Request, link: LinkDep, user: StaffDep) -> StreamingRe
 
     async def stream() -> AsyncIterator[str]:
         try:
-            async for chunk in event_stream(snapshot, sub):
+            async for chunk in event_stream(snapshot, sub, tick=link.tick_event):
                 if not session_alive():  # signed out or disabled: end the stream (keep-alives come every 15 s)
                     break
                 yield chunk
@@ -226,6 +219,11 @@ def create_app(
     from dashboard.manager_pages import router as manager_router
 
     app.include_router(manager_router)
+    from dashboard.records_pages import router as records_router  # STAFF: records, sessions, assignments
+    from dashboard.staff_api import router as staff_router
+
+    app.include_router(records_router)
+    app.include_router(staff_router)
     install_integrator_pages(app, kit_path)
     from dashboard.metrics import install_metrics  # /metrics: loopback only, or this token (docs/metrics.md)
 

@@ -13,14 +13,20 @@ import os
 import aiomqtt
 
 from dashboard.fanout import Fanout
-from dashboard.live_state import Event, LiveState
+from dashboard.live_state import Event, EventKind, LiveState
 from nurserywatch.clock import Clock, SystemClock
 from nurserywatch.contract import (
     AckCommand,
+    AssignCommand,
     ContractError,
+    RecordCommand,
+    SessionCommand,
     Stream,
     TopicKind,
     ack_topic,
+    assign_command_topic,
+    record_command_topic,
+    session_command_topic,
     site_root,
     subscription,
 )
@@ -72,6 +78,10 @@ class LiveLink:
             f"{site_root(site)}/reading/+/{Stream.POSTURE.value}",
             subscription(site, TopicKind.STATUS),
             subscription(site, TopicKind.EDGE),
+            f"{site_root(site)}/reading/+/{Stream.BREATHING.value}",
+            subscription(site, TopicKind.GATEWAY),
+            subscription(site, TopicKind.SESSION),
+            subscription(site, TopicKind.ASSIGNMENT),
         ]
 
     async def run(self) -> None:
@@ -87,18 +97,18 @@ class LiveLink:
             self._emit(self.state.set_connected(True))
             sweep = asyncio.get_running_loop().call_later(RESYNC_SETTLE_S, lambda: self._emit(self.state.end_resync()))
             async for message in client.messages:
-                self.handle(message.topic.value, message.payload)
+                self.handle(message.topic.value, message.payload, message.retain)
         finally:
             if sweep is not None:
                 sweep.cancel()
             self._client = None
             self._emit(self.state.set_connected(False))
 
-    def handle(self, topic: str, payload: object) -> None:
+    def handle(self, topic: str, payload: object, retained: bool = False) -> None:
         """Apply one message. Never raises: the staff view must outlive any bad input."""
         data = payload if isinstance(payload, bytes) else bytes(payload) if isinstance(payload, bytearray) else b""
         try:
-            events = self.state.apply(topic, data)
+            events = self.state.apply(topic, data, self.clock.now_ms(), retained)
         except Exception:  # a bug in our own code; keep serving what we know
             self.state.rejected["internal_error"] += 1
             log.exception("internal error while applying a message on %s", topic)
@@ -124,3 +134,29 @@ class LiveLink:
             raise NotConnected(f"could not publish the acknowledgement: {exc}") from None
         log.info("acknowledgement of %s by %r sent", alert_id, by)
         return command
+
+    async def send_command(self, topic: str, command: SessionCommand | AssignCommand | RecordCommand) -> None:
+        """Publish a staff command (QoS 1) and return once the broker has accepted it; the gateway
+        decides, and its answer comes back retained (session/{room}, assignment/{device}) or in the
+        records. Raises NotConnected."""
+        client = self._client
+        if client is None:
+            raise NotConnected(f"not connected to the MQTT broker at {self._broker}")
+        try:
+            await publish(client, topic, command.to_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+        except aiomqtt.MqttError as exc:
+            raise NotConnected(f"could not publish the command: {exc}") from None
+        log.info("command on %s sent: %s", topic.rsplit("/", 1)[-1], command.model_dump_json())
+
+    async def session_command(self, command: SessionCommand) -> None:
+        await self.send_command(session_command_topic(self.state.site), command)
+
+    async def assign_command(self, command: AssignCommand) -> None:
+        await self.send_command(assign_command_topic(self.state.site), command)
+
+    async def record_command(self, command: RecordCommand) -> None:
+        await self.send_command(record_command_topic(self.state.site), command)
+
+    def tick_event(self) -> Event:
+        """The live stream's once-a-second liveness record (dashboard/sse.py)."""
+        return Event(EventKind.TICK, self.state.tick_data(self.clock.now_ms()))

@@ -17,6 +17,7 @@ import pytest
 from gateway.assignments import AssignmentBook, AssignmentError, local_day
 from gateway.config import RulesConfig
 from gateway.engine import RulesEngine
+from gateway.records import CheckRecord
 from gateway.records_store import RecordReader
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
@@ -119,9 +120,10 @@ def test_book_moves_a_child_and_refuses_what_it_must() -> None:
 
 
 def test_book_keeps_only_todays_rows() -> None:
+    staff = AssignmentSource.STAFF
     rows = [
-        DeviceAssignment(device="clip-03", child="c001", source="staff", day="2025-12-31", by="x", updated_ts=T0 - 1),
-        DeviceAssignment(device="clip-02", child=None, source="staff", day="2026-01-01", by="x", updated_ts=T0),
+        DeviceAssignment(device="clip-03", child="c001", source=staff, day="2025-12-31", by="x", updated_ts=T0 - 1),
+        DeviceAssignment(device="clip-02", child=None, source=staff, day="2026-01-01", by="x", updated_ts=T0),
     ]
     book = AssignmentBook(make_kit(), TZ, T0, rows)
     assert book.bindings() == {"clip-01": "c001", "clip-02": None, "clip-03": None}
@@ -170,7 +172,8 @@ async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, t
         }  # fmt: skip
         assert {json.loads(p)["source"] for p in held.values()} == {"kit"}
 
-        await pub.publish(session_command_topic(site), SessionCommand(room="hiyoko", action="start", by="x").to_json())
+        start = SessionCommand(room="hiyoko", action=SessionAction.START, by="x")
+        await pub.publish(session_command_topic(site), start.to_json())
         await pub.publish(assign_command_topic(site), cmd("clip-03", "c002").to_json(), qos=1)
 
         async def assigned() -> dict[str, object]:
@@ -195,13 +198,13 @@ async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, t
             await asyncio.sleep(0.06)  # let a tick run at the new time
         reader = RecordReader(db)
 
-        def c002_records() -> list[object]:
+        def c002_records() -> list[CheckRecord]:
             records, _ = reader.records("hiyoko", T0, T0 + 3600_000)
-            return [r.entry for r in records if getattr(r.entry, "child", None) == "c002"]
+            return [r.entry for r in records if isinstance(r.entry, CheckRecord) and r.entry.child == "c002"]
 
         await wait_until(lambda: bool(c002_records()), "a record of c002")
         rec = c002_records()[0]
-        assert getattr(rec, "posture") is Position.LEFT and getattr(rec, "data_missing") is False
+        assert rec.posture is Position.LEFT and rec.data_missing is False
 
     # Restart on the same day: the staff assignment is still in force and retained as such.
     async with gateway(kit, mosquitto, db, clock, []):
