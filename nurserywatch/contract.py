@@ -14,7 +14,7 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     command/ack                 QoS 1, not retained   AckCommand
     command/session             QoS 1, not retained   SessionCommand
     command/record              QoS 1, not retained   RecordCommand (confirm / correct a nap-check record)
-    gateway                     QoS 1, retained       GatewayStatus: heartbeat every second (+ last will {"online": false})
+    gateway                     QoS 1, retained       GatewayStatus: heartbeat ~1 s (+ last will {"online": false})
     assignment/{device}         QoS 1, retained       DeviceAssignment (which child a mat or clip watches today)
     command/assign              QoS 1, not retained   AssignCommand (staff assign a child to a mat / clip for today)
 """
