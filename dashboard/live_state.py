@@ -40,6 +40,7 @@ from nurserywatch.contract import (
     decode,
     parse_reading,
     parse_topic,
+    time_ahead,
 )
 from nurserywatch.kit import Kit
 
@@ -136,6 +137,7 @@ class LiveState:
         if t.kind is TopicKind.READING and t.device is not None and t.stream is Stream.BREATHING:
             reading = parse_reading(Stream.BREATHING, payload)
             assert isinstance(reading, BreathingReading)
+            _check_not_ahead(reading, received_ms)
             return self._apply_breathing(t.device, reading)
         if t.kind is TopicKind.GATEWAY:
             return self._apply_gateway(decode(GatewayStatus, payload), received_ms, retained)
@@ -148,6 +150,7 @@ class LiveState:
         if t.kind is TopicKind.READING and t.device is not None and t.stream is Stream.POSTURE:
             reading = parse_reading(Stream.POSTURE, payload)
             assert isinstance(reading, PostureReading)
+            _check_not_ahead(reading, received_ms)
             return self._apply_posture(t.device, reading)
         if t.kind is TopicKind.STATUS and t.device is not None:
             return self._apply_device_status(t.device, decode(DeviceStatus, payload))
@@ -329,3 +332,11 @@ class LiveState:
                 **{k: v for k, v in self.tick_data(server_ms).items() if k != "server_ms"},
             },
         )
+
+
+def _check_not_ahead(reading: BreathingReading | PostureReading, received_ms: int | None) -> None:
+    """A reading from the future would freeze the live view: the newest-ts-wins rule above would
+    drop every real one after it."""
+    ahead = None if received_ms is None else time_ahead(reading, received_ms)
+    if ahead is not None:
+        raise ContractError("future", ahead)

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from edge.channel import SEQ_MODULO
 from edge.nmea import ImuSample, NmeaDecoder
 from edge.posture import PostureTracker
+from edge.rejection import Rejection
 from nurserywatch.contract import Position, PostureReading, Stream
 
 
@@ -33,6 +34,7 @@ class ClipChannel:
         self._tracker = PostureTracker()
         self._position = Position.UNKNOWN
         self._fresh = False
+        self._last_problem: str | None = None
 
     def request(self) -> bytes | None:
         return None
@@ -41,8 +43,7 @@ class ClipChannel:
         return None
 
     def last_problem(self) -> str | None:
-        last = self.decoder.last_rejection
-        return None if last is None else str(last)
+        return self._last_problem
 
     def readings(self, now_ms: int) -> list[tuple[Stream, BaseModel]]:
         reading = self.reading()
@@ -52,9 +53,14 @@ class ClipChannel:
         self.decoder.reset()
 
     def on_bytes(self, data: bytes, now_ms: int) -> None:
-        for frame in self.decoder.feed(data):
+        for frame in self.decoder.decode(data):
+            if isinstance(frame, Rejection):
+                self._last_problem = str(frame)
+                continue
             if not isinstance(frame, ImuSample):
+                # Counted under unexpected_frame; the log line must name it too (a mat on a clip's port).
                 self.unexpected_frames += 1
+                self._last_problem = f"unexpected_frame: {type(frame).__name__} seq {frame.seq} on a clip port"
                 continue
             if self._latest is not None:
                 self.lost += (frame.seq - self._latest.seq - 1) % SEQ_MODULO

@@ -75,6 +75,7 @@ from nurserywatch.contract import (
     parse_topic,
     session_topic,
     subscription,
+    time_ahead,
 )
 from nurserywatch.kit import STREAMS_BY_KIND, Device, Kit
 from nurserywatch.metrics import Histogram
@@ -106,7 +107,8 @@ class GatewayStats:
     #: Exceptions raised by observers (logged; the gateway carries on).
     observer_errors: int = 0
     #: Input not used, by reason: bad_topic, unknown_device, unexpected_stream, unknown_agent, unknown_alert,
-    #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, store_error, internal_error;
+    #: unknown_room, bad_json, invalid_payload, too_large, bad_utf8, duplicate, stale, future (a time more than
+    #: contract.MAX_AHEAD_MS ahead of the gateway clock), store_error, internal_error;
     #: command/record: unknown_record, not_a_record, already_confirmed, invalid_command (docs/records.md).
     rejected: Counter[str] = field(default_factory=Counter)
     #: The InfluxDB writer's counters (``readings: influxdb``; None with SQLite only): written,
@@ -384,6 +386,10 @@ class Gateway:
             self._reject(exc.reason, f"{topic}: {exc.detail}")
             return
         now = self.clock.now_ms()
+        ahead = time_ahead(reading, now)
+        if ahead is not None:  # neither stored nor judged: it would make the real ones stale
+            self._reject("future", f"{topic}: {ahead}")
+            return
         try:
             if not self.store.add_reading(device, stream, reading, now):
                 self._reject("duplicate", f"{topic}: seq {reading.seq} ts {reading.ts} already stored")

@@ -219,12 +219,20 @@ class _Payload(BaseModel):
         return cls.model_validate(_load_json(payload))
 
 
+#: SQLite's INTEGER is 64-bit signed: a larger seq or record entry could not even be looked up.
+SQLITE_INT_MAX = 2**63 - 1
+
+
 class _Reading(_Payload):
     ts: UnixMs
-    seq: Annotated[int, Field(ge=0)]
+    seq: Annotated[int, Field(ge=0, le=SQLITE_INT_MAX)]
 
 
 Unit = Annotated[float, Field(ge=0.0, le=1.0)]
+#: How far a reading's times may be ahead of the receiver's clock. Clocks differ a little; a time
+#: far ahead is a wrong clock or a forgery, and would do harm: the rules take a reading older than
+#: the newest as stale, and time an apnea from the latest last_breath_ts (see ``time_ahead``).
+MAX_AHEAD_MS = 60_000
 
 
 class BreathingReading(_Reading):
@@ -396,7 +404,7 @@ class RecordCommand(_Payload):
     The gateway applies it as a NEW chained entry referring to ``entry``; the record never changes
     (docs/records.md). ``entry`` is the record's ``seq`` (to confirm a correction, its ``seq``)."""
 
-    entry: Annotated[int, Field(ge=1)]
+    entry: Annotated[int, Field(ge=1, le=SQLITE_INT_MAX)]
     action: RecordAction = RecordAction.CONFIRM
     by: Annotated[str, Field(min_length=1, max_length=128)]
     #: ``correct`` only: the changed fields (posture, prone_seen, on_mat, breathing_rate_bpm,
@@ -463,11 +471,25 @@ def _load_json(payload: bytes | str) -> Any:
         data = json.loads(text, parse_constant=_reject_constant)
     except RecursionError:
         raise ContractError("bad_json", "nesting too deep") from None
-    except json.JSONDecodeError as exc:
+    except ContractError:  # NaN / Infinity (_reject_constant)
+        raise
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise ContractError("bad_json", str(exc)) from None
     if not isinstance(data, dict):
         raise ContractError("bad_json", f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def time_ahead(reading: Reading, now_ms: int) -> str | None:
+    """Why ``reading`` cannot be taken as of ``now_ms`` (receiver clock): one of its unix-ms times
+    is more than MAX_AHEAD_MS ahead (reason ``future`` for the counters); None if it can. One
+    reading from the year 3000 would otherwise make every later one stale, or silence a mat's
+    apnea alert (its last breath would never be 20 s ago) until the gateway restarts."""
+    for name in ("ts", "last_breath_ts", "t0"):
+        value = getattr(reading, name, None)
+        if isinstance(value, int) and value > now_ms + MAX_AHEAD_MS:
+            return f"{name} {value} is {value - now_ms} ms ahead of the clock here ({now_ms})"
+    return None
 
 
 def validation_reason(exc: ValidationError) -> str:
