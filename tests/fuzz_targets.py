@@ -427,8 +427,8 @@ mat_stream = st.builds(
 )
 CHANNELS = [
     ChannelCase("clip_channel", lambda: ClipChannel("clip-01"), _chunks(nmea_frames, nmea_bad), NMEA_REASONS),
-    ChannelCase("mat_channel", lambda: MatChannel("mat-01"), _chunks(st.one_of(mat_stream, imu_frames), nmea_bad),
-                NMEA_REASONS),
+    ChannelCase("mat_channel", lambda: MatChannel("mat-01"),
+                _chunks(st.one_of(mat_stream, mat_frames, imu_frames), nmea_bad), NMEA_REASONS),
     ChannelCase("pms5003_channel", lambda: Pms5003Channel("pm-01"), _chunks(pms_frames, FRAMERS[0].bad),
                 FRAMERS[0].reasons),
     ChannelCase("mhz19b_channel", lambda: Mhz19bChannel("co2-01"), _chunks(mhz_frames, FRAMERS[1].bad),
@@ -477,9 +477,14 @@ def channel_runner(case: ChannelCase) -> Callable[[tuple[list[bytes], list[int]]
 
 idents = st.from_regex(r"\A[a-z0-9_-]{1,12}\Z")
 odd_idents = st.one_of(
-    st.just(""), st.just("+"), st.just("#"), st.just("A"), st.just("x" * 65), st.text(max_size=12),
+    st.just(""),
+    st.just("+"),
+    st.just("#"),
+    st.just("A"),
+    st.just("x" * 65),
+    st.text(max_size=12),
     st.sampled_from(["ひよこ", "mat-01 ", "mat-01\x00", "../mat-01", "MAT-01", "mat/01"]),
-)  # fmt: skip
+).map(str)  # one branch: a nested one_of would be flattened and outweigh the good values
 DEVICES = [d.id for d in KIT.devices]
 AGENTS = [a.id for a in KIT.agents]
 ROOMS = [r.id for r in KIT.rooms]
@@ -526,11 +531,12 @@ timestamps = st.one_of(
     st.integers(T0 - 3_600_000, T0 + 3_600_000),
     st.integers(T0 - 60_000, T0 + 60_000),
     st.integers(0, MAX_TS),
+    st.sampled_from([T0, T0 + 1000]),  # repeats: duplicates and out-of-order seq
     st.sampled_from([0, 1, MAX_TS, MAX_TS + 1, -1, 2**63, 2**64, T0 + 86_400_000 * 365]),
 )
 floats = st.floats(allow_nan=True, allow_infinity=True)
 unit = st.floats(0, 1)
-seqs = st.one_of(st.integers(0, 70000), st.sampled_from([-1, 2**31, 2**63 - 1, 2**63, 2**64, 2**80]))
+seqs = st.one_of(st.integers(0, 70000), st.integers(0, 3), st.sampled_from([-1, 2**31, 2**63 - 1, 2**63, 2**64, 2**80]))
 by = st.one_of(st.text(min_size=1, max_size=20), st.just(""), st.just("x" * 129))
 
 _READING_FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
@@ -568,6 +574,21 @@ _READING_FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
         }
     ),
 }
+_VALID_FIELDS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
+    "breathing": st.fixed_dictionaries(
+        {"present": st.booleans(), "rate_bpm": st.one_of(st.none(), st.floats(0, 80)), "quality": unit,
+         "motion": unit, "amplitude": st.floats(0, 1000)},
+        optional={"last_breath_ts": st.integers(T0 - 60_000, T0 + 400_000)},
+    ),
+    "posture": st.fixed_dictionaries(
+        {"position": st.sampled_from(["supine", "prone", "left", "right", "upright", "unknown"])}
+    ),
+    "body_temp": st.fixed_dictionaries({"celsius": st.floats(35, 41)}),
+    "air": st.fixed_dictionaries({}, optional={"co2_ppm": st.floats(400, 3000), "pm25_ugm3": st.floats(0, 100)}),
+    "waveform": st.fixed_dictionaries(
+        {"fs_hz": st.just(25), "t0": st.just(T0), "samples": st.lists(st.integers(-100, 100), max_size=5)}
+    ),
+}  # fmt: skip
 readings = st.one_of(
     *[
         st.tuples(st.just(stream), st.fixed_dictionaries({"ts": timestamps, "seq": seqs}), fields).map(
@@ -598,7 +619,7 @@ alert_dicts = st.fixed_dictionaries(
     },
 )
 OPEN_ALERT = "@open"  # replaced at run time by an alert id the gateway holds open (if any)
-COMMAND_DICTS = {
+COMMAND_DICTS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "ack": st.fixed_dictionaries({"alert_id": st.one_of(st.just(OPEN_ALERT), idents, odd_idents), "by": by}),
     "session": st.fixed_dictionaries(
         {"room": st.one_of(st.sampled_from(ROOMS), idents), "action": st.sampled_from(["start", "stop", "pause"]),
@@ -708,7 +729,7 @@ _DEVICE_STREAMS = [(d.id, s.value) for d in KIT.devices for s in sorted(STREAMS_
 
 
 def _maybe_mutated(draw: st.DrawFn, base: st.SearchStrategy[dict[str, Any]]) -> bytes:
-    return _dumps(draw(st.one_of(base, base, mutated(base))))
+    return draw(st.one_of(base.map(_dumps), base.map(_dumps), mutated(base).map(_dumps), special_payloads))
 
 
 @st.composite
@@ -718,10 +739,13 @@ def messages(draw: st.DrawFn) -> tuple[str, bytes, bool]:
     which = draw(st.sampled_from(["reading", "reading", "reading", "command", "status", "alert", "any", "any"]))
     if which == "reading":
         device, stream = draw(st.sampled_from(_DEVICE_STREAMS))
-        fields = st.fixed_dictionaries({"ts": timestamps, "seq": seqs}).flatmap(
-            lambda base: _READING_FIELDS[stream].map(lambda f: {**base, **f})
-        )
-        return _topic("reading", device, stream), _maybe_mutated(draw, fields), draw(st.booleans())
+        base: dict[str, Any] = {"ts": draw(timestamps), "seq": draw(seqs)}
+        if draw(st.booleans()):  # a reading that passes validation: the rules, store and records get it
+            base = {"ts": T0 + draw(st.integers(-600_000, 400_000)), "seq": draw(st.integers(0, 20))}
+            payload = _dumps({**base, **draw(_VALID_FIELDS[stream])})
+        else:
+            payload = _maybe_mutated(draw, _READING_FIELDS[stream].map(lambda f: {**base, **f}))
+        return _topic("reading", device, stream), payload, draw(st.booleans())
     if which == "command":
         name = draw(st.sampled_from(sorted(COMMAND_DICTS)))
         return _topic("command", name), _maybe_mutated(draw, COMMAND_DICTS[name]), False
