@@ -89,6 +89,11 @@ LOG_INTERVAL_S = 10.0
 #: About how often the heartbeat goes out (in whole timer ticks; DESIGN: the dashboard calls a
 #: gateway lost after 5 s of silence).
 HEARTBEAT_MS = 1000
+#: Wait at most this long for a PUBACK. aiomqtt does not wake a pending publish when the connection
+#: drops: with its 10 s default a broker that went down mid-publish left the gateway deaf for 10 s
+#: (found by tests/test_chaos.py). On loopback a PUBACK takes milliseconds; a timeout reconnects,
+#: and the unsent message stays in the outbox.
+PUBLISH_TIMEOUT_S = 2.0
 
 
 @dataclass
@@ -299,10 +304,10 @@ class Gateway:
         async with self._flush_lock:
             while self._outbox:
                 topic, msg = next(iter(self._outbox.items()))
-                await client.publish(topic, msg.payload, qos=1, retain=msg.retain)
+                await client.publish(topic, msg.payload, qos=1, retain=msg.retain, timeout=PUBLISH_TIMEOUT_S)
                 raise_if_cancel_was_swallowed()
                 if msg.clear_after:
-                    await client.publish(topic, b"", qos=1, retain=True)
+                    await client.publish(topic, b"", qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
                     raise_if_cancel_was_swallowed()
                 if self._outbox.get(topic) is msg:  # not replaced by a newer state meanwhile
                     del self._outbox[topic]
