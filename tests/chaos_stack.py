@@ -15,7 +15,7 @@ D. Mosquitto is stopped (SIGTERM, like ``systemctl stop``) and started again on 
 An independent auditor (paho, persistent session, QoS 1) records every reading and alert the
 broker delivered. ``Run`` holds what happened and when; the checks live in the test and the bench.
 
-What "lost" means here (docs/testing.md has the long version):
+What "lost" means here (docs/gateway.md, "Chaos tests"):
 * every reading the broker accepted (the auditor saw it) and every reading left in the edge's spool
   when it was killed must be in the gateway's SQLite (and InfluxDB) exactly once;
 * the simulator streams in real time, and the edge makes one reading per device and second from
