@@ -271,18 +271,20 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 def live_session_check(request: Request) -> Callable[[], bool]:
     """For a long-lived response (the live stream): a function that says whether the request's
-    session still holds, re-reading it at most once a minute. Re-reading also marks the session as
-    used, so a tablet showing the live room view is never signed out for being idle; a logout, a
-    disabled user or the end of the session's lifetime ends the stream (the page then asks again)."""
+    session still holds, re-reading it once a minute, and at once after this dashboard ended any session
+    (logout, user disabled, new password). Re-reading also marks the session as used, so a tablet showing
+    the live room view is never signed out for being idle; a logout, a disabled user or the end of the
+    session's lifetime ends the stream (the page then gets 401 and says it is signed out)."""
     state = auth_state(request)
     token = request.cookies.get(SESSION_COOKIE, "")
-    checked = [state.now_ms()]
+    checked = [state.now_ms(), state.store.sessions_ended]
 
     def alive() -> bool:
         now = state.now_ms()
-        if now - checked[0] < 60_000:
+        ended = state.store.sessions_ended
+        if now - checked[0] < 60_000 and ended == checked[1]:
             return True
-        checked[0] = now
+        checked[0], checked[1] = now, ended
         return state.store.session(token, now, state.policy) is not None
 
     return alive

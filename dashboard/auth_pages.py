@@ -39,7 +39,7 @@ from dashboard.pages import NAV, NavItem, page_context, render
 from nurserywatch.kit import Kit
 
 router = APIRouter()
-NAV.append(NavItem("nav.admin_users", "/admin/users", Role.ADMIN))
+NAV.append(NavItem("nav.admin_users", "/admin/users", Role.ADMIN, order=70))
 
 
 class LoginBody(BaseModel):

@@ -116,6 +116,9 @@ class AuthStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
+        #: Goes up whenever this store ends sessions (logout, user disabled, new password): live streams
+        #: re-check their session when it moved, so a logout ends the room view's stream within a second.
+        self.sessions_ended = 0
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -187,6 +190,7 @@ class AuthStore:
             )
             if disabled:
                 self._db.execute("DELETE FROM sessions WHERE username = ?", (row.user.username,))
+                self.sessions_ended += 1
 
     def set_password(self, username: str, password: str, now_ms: int) -> None:
         """A new password ends the user's sessions (a stolen session does not survive the change)."""
@@ -202,6 +206,7 @@ class AuthStore:
                 (digest, now_ms, row.user.username),
             )
             self._db.execute("DELETE FROM sessions WHERE username = ?", (row.user.username,))
+            self.sessions_ended += 1
 
     def check_password(self, username: str, password: str, now_ms: int) -> User | None:
         """The user when the password is right and the account enabled; None otherwise (which of
@@ -289,6 +294,7 @@ class AuthStore:
     def end_session(self, token_hash: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash,))
+            self.sessions_ended += 1
 
     def count_sessions(self, username: str) -> int:
         with self._lock:

@@ -20,8 +20,6 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "lang_switch": ("English", "日本語"),
     "nav.label": ("ページ", "Pages"),
     "nav.room": ("お昼寝ルーム", "Nap room"),
-    "staff_name": ("担当者名", "Your name"),
-    "staff_name_placeholder": ("未入力なら「staff」", "“staff” if empty"),
     "alerts_heading": ("アラート", "Alerts"),
     "no_alerts": ("アラートはありません", "No alerts"),
     "ack": ("確認", "Acknowledge"),
@@ -113,7 +111,6 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "admin.audit_target": ("対象", "Target"),
     "admin.audit_detail": ("詳細", "Detail"),
     "admin.audit_ip": ("接続元", "From"),
-    # ---- manager and integrator pages (dashboard/manager_pages.py, integrator_pages.py; MANAGER helper)
     # ---- manager and integrator pages (dashboard/manager_pages.py, integrator_pages.py; MANAGER helper)
     "nav.trends": ("室内環境の推移", "Air trends"),
     "nav.history": ("アラート履歴", "Alert history"),
@@ -287,7 +284,42 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
         "センサーによる自動記録は保育士の目視による確認を補助するものです。",
         "Automatic records assist, and do not replace, the staff's own checks.",
     ),
+    # ---- names of the gateway's rules and of the kinds of device, shown instead of their ids on every page
+    # ---- (history, records, print, devices). tests/test_dashboard_labels.py checks every rule id of
+    # ---- gateway/rules/ and every nurserywatch.kit.DeviceKind has one here.
+    "rule.prone": ("うつぶせ寝", "Sleeping face down"),
+    "rule.apnea": ("呼吸停止の疑い（無呼吸）", "Possible apnea"),
+    "rule.breathing_rate_low": ("呼吸数が少ない", "Low breathing rate"),
+    "rule.breathing_rate_high": ("呼吸数が多い", "High breathing rate"),
+    "rule.child_off_mat": ("マットから離れている", "Child off the mat"),
+    "rule.sensor_lost": ("センサーからの受信途絶", "Sensor not heard"),
+    "rule.battery_low": ("電池残量の低下", "Low battery"),
+    "rule.fever": ("発熱の疑い", "Possible fever"),
+    "rule.co2": ("CO2濃度が高い", "High CO2"),
+    "rule.pm25": ("PM2.5が高い", "High PM2.5"),
+    "rule.temperature": ("室温が範囲外", "Room temperature out of range"),
+    "rule.humidity": ("湿度が範囲外", "Humidity out of range"),
+    "kind.nap_mat": ("午睡マット", "Nap mat"),
+    "kind.posture_clip": ("姿勢クリップ", "Posture clip"),
+    "kind.thermometer": ("体温計", "Thermometer"),
+    "kind.air_ble": ("室内環境センサー（BLE）", "Air sensor (BLE)"),
+    "kind.pms5003": ("PM2.5センサー（PMS5003）", "PM2.5 sensor (PMS5003)"),
+    "kind.mhz19b": ("CO2センサー（MH-Z19B）", "CO2 sensor (MH-Z19B)"),
+    "kind.senseair_s8": ("CO2センサー（Senseair S8）", "CO2 sensor (Senseair S8)"),
+    # ---- the room view when the live stream is refused (signed out, session ended): static/app.js
+    "staff.signed_out": ("ログインが切れました", "Signed out"),
+    "staff.signed_out_detail": (
+        "この画面は更新されていません。お子さまを直接確認し、もう一度ログインしてください。",
+        "This screen is no longer updated. Check the children in person and sign in again.",
+    ),
+    "staff.sign_in_again": ("もう一度ログインする", "Sign in again"),
 }
+
+
+def label(t: dict[str, str], prefix: str, value: str) -> str:
+    """The catalogue's name for an id (``rule.prone``, ``kind.nap_mat``), or the id itself when this
+    version has no name for it (e.g. a rule of a newer gateway found in the history)."""
+    return t.get(f"{prefix}.{value}", value)
 
 
 def catalogue(lang: Lang) -> dict[str, str]:

@@ -28,7 +28,10 @@ from nurserywatch.contract import Stream
 from nurserywatch.kit import DeviceKind, Kit, KitError, load_kit
 
 router = APIRouter()
-NAV.extend([NavItem("nav.devices", "/devices", Role.ADMIN), NavItem("nav.kit", "/kit", Role.ADMIN)])
+NAV.extend([
+    NavItem("nav.devices", "/devices", Role.ADMIN, order=50),
+    NavItem("nav.kit", "/kit", Role.ADMIN, order=60),
+])
 
 
 class DeviceOut(BaseModel):

@@ -34,7 +34,10 @@ from nurserywatch.contract import Alert, Severity
 from nurserywatch.kit import Kit
 
 router = APIRouter()
-NAV.extend([NavItem("nav.trends", "/trends", Role.MANAGER), NavItem("nav.history", "/history", Role.MANAGER)])
+NAV.extend([
+    NavItem("nav.trends", "/trends", Role.MANAGER, order=30),
+    NavItem("nav.history", "/history", Role.MANAGER, order=40),
+])
 
 PER_PAGE_MAX = 200
 

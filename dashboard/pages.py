@@ -14,10 +14,11 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from dashboard.auth import Role
-from dashboard.i18n import Lang, catalogue
+from dashboard.i18n import Lang, catalogue, label
 from nurserywatch.kit import Kit
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.globals["label"] = label  # {{ label(t, 'rule', a.rule) }}: a rule's or device kind's name
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,10 +26,19 @@ class NavItem:
     key: str  # catalogue key of the label, also the page's id
     href: str
     role: Role = Role.STAFF  # shown only to users with at least this role (the route checks it too)
+    #: Place in the bar, smallest first: staff pages 10–29, manager pages 30–49, admin pages 50 and up.
+    #: Routers add their items at import time, in whatever order the app includes them; the bar is sorted
+    #: by this, so the order is the one written here (tests/test_dashboard_labels.py checks it).
+    order: int = 0
 
 
-#: The pages in the navigation bar, in order. Pages add themselves here when they exist.
-NAV: list[NavItem] = [NavItem("nav.room", "/")]
+#: The pages in the navigation bar. Pages add themselves here when they exist; shown sorted by ``order``.
+NAV: list[NavItem] = [NavItem("nav.room", "/", order=10)]
+
+
+def nav_items() -> list[NavItem]:
+    """NAV in display order (stable: items with the same order keep the order they were added in)."""
+    return sorted(NAV, key=lambda item: item.order)
 
 
 def page_context(request: Request, kit: Kit, lang: Lang, current: str, **extra: Any) -> dict[str, Any]:
@@ -38,7 +48,7 @@ def page_context(request: Request, kit: Kit, lang: Lang, current: str, **extra: 
     user = session.user if session else None
     nav = [
         {"href": f"{item.href}?lang={lang}", "label": t[item.key], "current": item.key == current}
-        for item in NAV
+        for item in nav_items()
         if user is not None and user.may(item.role)
     ]
     base = {"lang": lang, "other_lang": "en" if lang == "ja" else "ja", "t": t, "kit": kit, "nav": nav}

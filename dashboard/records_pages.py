@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard.app import ApiError, DefaultLangDep, GatewayDbDep, LinkDep
 from dashboard.auth import ManagerDep, Role, StaffDep, audit
-from dashboard.i18n import Lang, catalogue, pick_lang
+from dashboard.i18n import Lang, catalogue, label, pick_lang
 from dashboard.live import NotConnected
 from dashboard.pages import NAV, NavItem, page_context, render
 from gateway.records_export import SheetRow, build_sheet, day_bounds, to_csv
@@ -32,7 +32,7 @@ from nurserywatch.contract import Position, RecordCommand
 from nurserywatch.kit import Kit
 
 router = APIRouter()
-NAV.append(NavItem("nav.records", "/records"))
+NAV.append(NavItem("nav.records", "/records", order=20))
 
 #: Posture marks of a paper 午睡チェック表: 仰 (on the back), 横 (on the side), うつ (face down).
 POSTURE_MARK: dict[Lang, dict[Position, str]] = {
@@ -111,6 +111,7 @@ def _hhmm(ms: int | None, tz: ZoneInfo) -> str:
 
 
 def _cell(row: SheetRow, lang: Lang) -> dict[str, Any]:
+    t = catalogue(lang) if row.alerts else {}  # the rules' names (rule ids stay in "alerts" for scripts)
     return {
         "seq": row.seq,
         "posture": row.posture.value if row.posture else None,
@@ -119,6 +120,7 @@ def _cell(row: SheetRow, lang: Lang) -> dict[str, Any]:
         "breathing_rate_bpm": row.breathing_rate_bpm,
         "breathing_ok": row.breathing_ok,
         "alerts": [rule for rule, _ in row.alerts],
+        "alert_labels": [label(t, "rule", rule) for rule, _ in row.alerts],
         "data_missing": row.data_missing,
         "partial": row.partial,
         "recorded_by": row.recorded_by,

@@ -1,7 +1,8 @@
 """The staff room view in a real headless Chromium against a real gateway and Mosquitto: the alarm
 banner within 1 s of the alert's MQTT message, the repeating alarm and the "enable sound" step, the
 acknowledgement by a click; "monitoring lost" (見守りが停止しています) in red when the gateway stops and
-when the live stream dies, with every child greyed; the nap-check records page and its A4 print
+when the live stream dies, with every child greyed; "signed out" with a link to sign in again when the
+session is ended elsewhere; the nap-check records page and its A4 print
 (screenshots and a PDF in test-artifacts/). About 35 s (two 5 s watchdog waits)."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
@@ -145,6 +147,44 @@ async def test_monitoring_lost_when_the_live_stream_dies(browser: Browser, stack
     await expect(watchdog).to_contain_text("サーバーからの更新が")
     await expect(page.locator("body")).to_have_attribute("data-alarm", "lost")
     await page.screenshot(path=str(ARTIFACTS / "staff-monitoring-lost-stream.png"), full_page=True)
+
+
+async def test_signed_out_elsewhere_says_so_in_red_with_a_login_link(browser: Browser, stack: Stack) -> None:
+    s = stack
+    page, _ = await open_page(browser, s)
+    watchdog = page.locator("#watchdog")
+    await expect(watchdog).to_have_attribute("data-state", "ok", timeout=3000)
+    # The same session signed out from elsewhere (another tab/device with this cookie): the live stream
+    # ends and its reconnection gets 401. The page must say why, not look calm or merely "lost".
+    cookies = {c["name"]: c["value"] for c in await page.context.cookies()}
+    csrf = await page.locator('meta[name="csrf-token"]').get_attribute("content")
+    async with httpx.AsyncClient(base_url=s.base, cookies=cookies) as other:
+        r = await other.post("/logout", headers={"X-CSRF-Token": csrf or ""}, json={})
+        assert r.json() == {"status": "signed_out"}
+    out = time.monotonic()
+    await expect(watchdog).to_have_attribute("data-reason", "signed_out", timeout=4000)
+    assert time.monotonic() - out < 3.5  # the logout ends the stream at its next tick, not a minute later
+    await expect(watchdog).to_have_attribute("data-state", "lost")
+    await expect(watchdog.locator(".watchdog-title")).to_have_text("見守りが停止しています: ログインが切れました")
+    await expect(watchdog.locator(".watchdog-detail")).to_contain_text("もう一度ログインしてください")
+    r_, g, b = (int(x) for x in (await watchdog.evaluate("e => getComputedStyle(e).backgroundColor"))[4:-1].split(","))
+    assert r_ > 120 and g < 40 and b < 60  # red (it blinks between two reds)
+    await expect(page.locator("#live-status")).to_have_attribute("data-live", "signed_out")
+    await expect(page.locator("body")).to_have_attribute("data-alarm", "lost")
+    for card in await page.locator(".child").all():
+        await expect(card).to_have_attribute("data-status", "lost")
+    link = watchdog.locator('[data-testid="sign-in-again"]')
+    await expect(link).to_be_visible()
+    assert await link.get_attribute("href") == "/login?next=%2F%3Froom%3Dhiyoko&lang=ja"
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "staff-signed-out.png"), full_page=True)
+    # The link leads back to this room once signed in again.
+    await link.click()
+    await page.fill("#username", ACCOUNTS[Role.STAFF][0])
+    await page.fill("#password", PASSWORD)
+    await page.click('[data-testid="login-submit"]')
+    await page.wait_for_url(f"{s.base}/?room=hiyoko")
+    await expect(watchdog).to_have_attribute("data-state", "ok", timeout=3000)
 
 
 async def test_session_records_page_and_a4_print(browser: Browser, stack: Stack) -> None:

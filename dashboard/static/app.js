@@ -28,6 +28,9 @@
   let mqttConnected = true;
   let gateway = { online: null, ageMs: null, at: pageStart }; // heartbeat age as of browser time `at`
   let monitoring = "connecting"; // ok | connecting | lost
+  // The server refused us (401: logged out here or elsewhere, session ended, user disabled). Nothing comes
+  // back by itself: EventSource gives up on a 401, so the page says why and links to the login page.
+  let signedOut = false;
 
   const fmt = (key, vars = {}) => (T[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
   const timeOf = (ms) => new Date(ms).toLocaleTimeString(locale, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
@@ -40,16 +43,17 @@
     return e;
   };
   const byData = (attr, value) => document.querySelector(`[${attr}="${CSS.escape(value)}"]`);
-  const staffName = () => document.getElementById("staff-name").value.trim();
 
   async function postJSON(url, body) {
     // Returns null on success, else a one-line reason. The CSRF token comes from the page once signed in.
+    // The server records every action under the signed-in user; the page sends no name.
     const headers = { "Content-Type": "application/json" };
     const csrf = document.querySelector('meta[name="csrf-token"]');
     if (csrf) headers["X-CSRF-Token"] = csrf.content;
     try {
       const response = await fetch(url, { method: "POST", headers, body: JSON.stringify(body) });
       if (response.status === 202) return null;
+      if (response.status === 401) setSignedOut();
       const data = await response.json().catch(() => ({}));
       return data.message ?? `HTTP ${response.status}`;
     } catch (err) {
@@ -150,10 +154,9 @@
   }
 
   async function acknowledge(id) {
-    const by = staffName();
     pendingAck.set(id, setTimeout(() => { pendingAck.delete(id); renderAlerts(); }, ACK_RETRY_MS));
     renderAlerts();
-    const reason = await postJSON(`api/alerts/${encodeURIComponent(id)}/ack`, by ? { by } : {});
+    const reason = await postJSON(`api/alerts/${encodeURIComponent(id)}/ack`, {});
     if (reason !== null) {
       clearTimeout(pendingAck.get(id));
       pendingAck.delete(id);
@@ -277,8 +280,7 @@
     stopArmed.delete(room);
     box.dataset.sending = "true";
     renderSession(room);
-    const by = staffName();
-    const reason = await postJSON(`api/rooms/${encodeURIComponent(room)}/session`, by ? { action, by } : { action });
+    const reason = await postJSON(`api/rooms/${encodeURIComponent(room)}/session`, { action });
     delete box.dataset.sending;
     const error = box.querySelector(".session-error");
     error.hidden = reason === null;
@@ -312,10 +314,7 @@
     row.dataset.sending = "true";
     delete row.dataset.error;
     renderAssignment(device);
-    const by = staffName();
-    const body = { device, child: select.value || null };
-    if (by) body.by = by;
-    const reason = await postJSON("api/assignments", body);
+    const reason = await postJSON("api/assignments", { device, child: select.value || null });
     if (reason !== null) {
       delete row.dataset.sending;
       row.dataset.error = fmt("staff.send_failed", { reason });
@@ -407,7 +406,9 @@
     const now = Date.now();
     const reasons = [];
     const feedAge = now - lastFeedAt;
-    if (feedAge > WATCHDOG_MS) {
+    if (signedOut) {
+      reasons.push(T["staff.signed_out"]);
+    } else if (feedAge > WATCHDOG_MS) {
       reasons.push(fmt("staff.lost_feed", { n: Math.floor(feedAge / 1000) }));
     } else {
       if (!mqttConnected) reasons.push(T["staff.lost_mqtt"]);
@@ -423,10 +424,12 @@
     const state = reasons.length ? "lost" : heard ? "ok" : "connecting";
     const box = document.getElementById("watchdog");
     box.dataset.state = state;
-    box.querySelector(".watchdog-title").textContent = state === "lost" ? T["staff.monitoring_lost"]
-      : state === "connecting" ? T["staff.connecting"] : "";
-    box.querySelector(".watchdog-detail").textContent = state === "lost"
-      ? fmt("staff.monitoring_lost_detail", { reason: reasons.join(" / ") }) : "";
+    box.dataset.reason = signedOut ? "signed_out" : "";
+    box.querySelector(".watchdog-title").textContent = signedOut ? `${T["staff.monitoring_lost"]}: ${T["staff.signed_out"]}`
+      : state === "lost" ? T["staff.monitoring_lost"] : state === "connecting" ? T["staff.connecting"] : "";
+    box.querySelector(".watchdog-detail").textContent = signedOut ? T["staff.signed_out_detail"]
+      : state === "lost" ? fmt("staff.monitoring_lost_detail", { reason: reasons.join(" / ") }) : "";
+    box.querySelector(".watchdog-login").hidden = !signedOut;
     document.body.dataset.monitoring = state;
     if (state !== monitoring) {
       monitoring = state;
@@ -439,8 +442,8 @@
 
   function renderConnection() {
     const live = document.getElementById("live-status");
-    live.dataset.live = streamOpen ? "ok" : "lost";
-    live.textContent = streamOpen ? T.live_ok : T.live_lost;
+    live.dataset.live = signedOut ? "signed_out" : streamOpen ? "ok" : "lost";
+    live.textContent = signedOut ? T["staff.signed_out"] : streamOpen ? T.live_ok : T.live_lost;
     const banner = document.getElementById("conn-banner");
     banner.hidden = streamOpen && mqttConnected;
     banner.textContent = !streamOpen ? T.live_lost : T.mqtt_down;
@@ -485,8 +488,36 @@
     connection(c) { mqttConnected = c.mqtt_connected; renderConnection(); },
   };
 
+  function setSignedOut() {
+    if (signedOut) return;
+    signedOut = true;
+    if (source) source.close();
+    const login = document.querySelector("#watchdog .watchdog-login");
+    login.href = `/login?${new URLSearchParams({ next: location.pathname + location.search, lang: boot.lang })}`;
+    renderConnection();
+    watchdog();
+  }
+
+  let source = null;
+  let probing = false;
+
+  async function whyDropped() {
+    // EventSource does not tell the status of a refused reconnection: ask a cheap endpoint whether we are
+    // still signed in. Any other trouble is left to the watchdog (no update for 5 s: monitoring lost).
+    if (probing || signedOut) return;
+    probing = true;
+    try {
+      const response = await fetch("api/me", { cache: "no-store" });
+      if (response.status === 401) { setSignedOut(); return; }
+    } catch (err) { /* the server is away: the watchdog says so */ }
+    finally { probing = false; }
+    // Refused for another reason (e.g. 503 while starting): EventSource stopped trying, so try again.
+    if (source && source.readyState === EventSource.CLOSED) setTimeout(connect, 2000);
+  }
+
   function connect() {
-    const source = new EventSource("api/events");
+    if (signedOut) return;
+    source = new EventSource("api/events");
     for (const [name, handle] of Object.entries(handlers)) {
       source.addEventListener(name, (ev) => {
         lastFeedAt = Date.now();
@@ -494,12 +525,8 @@
       });
     }
     // EventSource reconnects by itself (retry: 1 s); every reconnect starts with a fresh snapshot.
-    source.addEventListener("error", () => { streamOpen = false; renderConnection(); });
+    source.addEventListener("error", () => { streamOpen = false; renderConnection(); whyDropped(); });
   }
-
-  const nameInput = document.getElementById("staff-name");
-  nameInput.value = localStorage.getItem("nurserywatch.staff") ?? "";
-  nameInput.addEventListener("change", () => localStorage.setItem("nurserywatch.staff", nameInput.value.trim()));
 
   setInterval(renderChildren, 1000); // ages and "no data" move on without events
   setInterval(watchdog, 250);

@@ -5,9 +5,6 @@
   const boot = JSON.parse(document.getElementById("boot").textContent);
   const T = boot.t;
   const fmt = (key, vars = {}) => (T[key] ?? key).replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
-  const nameInput = document.getElementById("staff-name");
-  nameInput.value = localStorage.getItem("nurserywatch.staff") ?? "";
-  nameInput.addEventListener("change", () => localStorage.setItem("nurserywatch.staff", nameInput.value.trim()));
 
   async function post(url, body) {
     const headers = { "Content-Type": "application/json" };
@@ -37,8 +34,7 @@
     const error = td.querySelector(".confirm-error");
     button.disabled = true;
     error.hidden = true;
-    const by = nameInput.value.trim();
-    const reason = await post(`/api/records/${seq}/confirm`, by ? { by } : {});
+    const reason = await post(`/api/records/${seq}/confirm`, {}); // confirmed under the signed-in user
     if (reason !== null) {
       button.disabled = false;
       error.hidden = false;
