@@ -13,14 +13,29 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nurserywatch.clock import SystemClock
+from nurserywatch.clock import Clock, SystemClock
+from nurserywatch.contract import (
+    GatewayStatus,
+    SessionAction,
+    SessionCommand,
+    SessionState,
+    gateway_topic,
+    session_command_topic,
+    session_topic,
+)
 from nurserywatch.embedded_broker import embedded_broker
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL
+from nurserywatch.mqtt import BrokerURL, publish, run_session
 
 if TYPE_CHECKING:
+    import aiomqtt
+
     from firmware_sim.scenario import Scenario
     from gateway.config import RulesConfig
+    from gateway.records import RecordsConfig
+
+#: Who starts the demo's nap sessions (shown on the room view and in the records as who started it).
+DEMO_BY = "demo"
 
 
 def redirect_serial_ports(kit: Kit, folder: Path) -> Kit:
@@ -37,6 +52,64 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def _record_minutes(kit: Kit, room: str, records: RecordsConfig) -> float:
+    """Minutes until the room's first nap-check record: its shortest interval among its children."""
+    bands = {c.age_band for c in kit.children if c.room == room}
+    return min((records.interval_ms(room, b) for b in bands), default=0) / 60_000
+
+
+async def start_demo_naps(kit: Kit, broker: BrokerURL, clock: Clock, records: RecordsConfig) -> None:
+    """Start a nap session in every room of the demo (as staff would with 午睡開始, by ``demo``), so the
+    nap-check records fill and the apnea and sensor-lost rules judge from the first look. Waits for a
+    live heartbeat of the gateway (a command sent before it subscribes would be lost); a room already
+    in a session (a restarted demo) is left as it is. Prints what it did; never stops the demo."""
+    rooms = {r.id: r.name for r in kit.rooms}
+    states: dict[str, SessionState] = {}
+    sent: set[str] = set()
+
+    async def session(client: aiomqtt.Client) -> None:
+        await client.subscribe([(gateway_topic(kit.site), 1)] + [(session_topic(kit.site, r), 1) for r in rooms])
+        gateway_live = False
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            try:
+                if message.topic.matches(gateway_topic(kit.site)):
+                    # A live heartbeat (not an old retained one): the gateway is subscribed to commands.
+                    gateway_live = gateway_live or (GatewayStatus.from_json(payload).online and not message.retain)
+                else:
+                    st = SessionState.from_json(payload)
+                    states[st.room] = st
+            except ValueError:
+                continue
+            if not gateway_live:
+                continue
+            for room in rooms.keys() - sent:
+                if not (room in states and states[room].active):
+                    command = SessionCommand(room=room, action=SessionAction.START, by=DEMO_BY)
+                    await publish(client, session_command_topic(kit.site), command.to_json(), qos=1)
+                sent.add(room)
+            if all(room in states and states[room].active for room in rooms):
+                return
+
+    try:
+        async with asyncio.timeout(60):
+            await run_session(broker, f"nurserywatch-demo-naps-{kit.site}", session)
+    except TimeoutError:
+        missing = ", ".join(rooms[r] for r in rooms if not (r in states and states[r].active))
+        print(f"  午睡を開始できませんでした / could not start the nap session: {missing}", flush=True)
+        return
+    for room, name in rooms.items():
+        st = states[room]
+        mine = st.started_by == DEMO_BY and st.started_ts is not None and clock.now_ms() - st.started_ts < 120_000
+        how = "開始しました / started" if mine else "すでに午睡中です / already in progress"
+        minutes = _record_minutes(kit, room, records)
+        print(
+            f"  午睡 / nap session {name}: {how} (by {st.started_by}); 午睡チェック表 / records every {minutes:g} min"
+            " (「午睡終了」 on the room view ends it)",
+            flush=True,
+        )
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -63,6 +136,7 @@ async def run_demo(
     from dashboard.auth import demo_accounts
     from edge.agent import run_edge
     from firmware_sim.runner import run_sim
+    from gateway.records import RecordsConfig
     from gateway.service import run_gateway
 
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +153,8 @@ async def run_demo(
                 print(f"  ログイン / sign in ({role.label}): {username} / {password}", flush=True)
             async with asyncio.TaskGroup() as tg:
                 db = data_dir / "demo.sqlite3"
-                tg.create_task(run_gateway(demo_kit, broker, db, rules, clock))
+                records = RecordsConfig()  # the built-in intervals (0-year-olds: every 5 min)
+                tg.create_task(run_gateway(demo_kit, broker, db, rules, clock, records=records))
                 tg.create_task(
                     serve_dashboard(
                         demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir, rules=rules, kit_path=kit_path
@@ -89,3 +164,4 @@ async def run_demo(
                     spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
                     tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))
                 tg.create_task(run_sim(demo_kit, scenario))
+                tg.create_task(start_demo_naps(demo_kit, broker, clock, records))

@@ -1,6 +1,7 @@
 """`nurserywatch demo` as a newcomer runs it: embedded broker, simulator, edge, gateway and dashboard
-in one command; a prone alert appears within the first minute, a click in a real browser
-acknowledges it, and Ctrl-C (SIGINT) stops everything without leaving a process behind."""
+in one command; it starts a nap session by itself; a prone alert appears within the first minute, a
+click in a real browser acknowledges it, and Ctrl-C (SIGINT) stops everything without leaving a
+process behind."""
 
 from __future__ import annotations
 
@@ -56,6 +57,12 @@ def test_demo_shows_a_prone_alert_that_a_click_acknowledges(tmp_path: Path) -> N
             active = api.get("/api/alerts", params={"state": "active"}).json()
             alert = next((a for a in active if a["rule"] == "prone"), None)
             time.sleep(0.5)
+
+        # The demo starts a nap session itself (so records and the nap-time rules run from the first look).
+        room = api.get("/api/rooms").json()[0]
+        assert room["session"] is not None and room["session"]["active"], room["session"]
+        assert room["session"]["started_by"] == "demo"
+        assert re.search(r"nap session .*開始しました / started \(by demo\).*records every 5 min", log.read_text())
 
         with chromium_page() as page:
             browser_login_sync(page, base, username, password)
