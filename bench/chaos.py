@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.alerts import Change  # noqa: E402
 from nurserywatch.contract import Severity  # noqa: E402
-from tests.chaos_stack import DEVICES, UNPLUGGED, Plan, Run, chaos_run, spool_key  # noqa: E402
+from tests.chaos_stack import DEVICES, SUPINE_AT_S, UNPLUGGED, Plan, Run, chaos_run, spool_key  # noqa: E402
 
 MAX_TICK_GAP_S = 1.5
 
@@ -66,8 +66,11 @@ def summarise(run: Run) -> list[tuple[str, str, bool]]:
         counts = [a.notify_count for aid, c, a in trail if aid == prone.id and c in (Change.RENOTIFIED,
                                                                                      Change.ESCALATED)]  # fmt: skip
         esc = [a.notify_count for aid, c, a in trail if aid == prone.id and c == Change.ESCALATED]
+        # Down past the child's turn (SUPINE_AT_S), the restarted gateway reads "supine" in the backlog
+        # before its first tick: the alert resolves without the 3rd notification — correctly.
+        turned_first = run.events["gateway-2 ready"] > run.sim_t0 + SUPINE_AT_S
         rows.append(("prone re-notify/escalation continued over kill -9", f"counts {counts}, escalated at {esc}",
-                     counts == list(range(1, len(counts) + 1)) and len(esc) == 1))  # fmt: skip
+                     counts == list(range(1, len(counts) + 1)) and len(esc) == (0 if turned_first else 1)))  # fmt: skip
     apnea = [a for _aid, c, a in trail if a.rule == "apnea" and c == Change.RAISED]
     if apnea:
         delay = (apnea[0].updated_ts - apnea[0].started_ts) / 1000
