@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -70,6 +71,11 @@ def load_credentials(path: str | Path) -> MqttCredentials:
             raise CredentialsError(f"{path}: {key}: {file} is not a file")
         found[key] = str(file.resolve())
     return creds.model_copy(update=found)
+
+
+#: Nagle off: an alert is one small write right after small PUBACKs; with Nagle on it waited for the
+#: broker's delayed ACK (~40 ms on Linux) — measured by bench/alert_latency.py (bench/README.md).
+NO_DELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,7 @@ class BrokerURL:
             keepalive=keepalive,
             clean_session=False,
             tls_params=self.tls_params(),
+            socket_options=NO_DELAY,
         )
 
     def tls_params(self) -> aiomqtt.TLSParameters | None:
