@@ -11,10 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,26 +21,10 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nurserywatch.contract import AirReading, BreathingReading, Position, PostureReading
+from nurserywatch.ports import free_port, wait_for_port
 
 ROOT = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
 @dataclass
@@ -115,7 +97,7 @@ class Mosquitto:
                         "max_queued_messages 0\nmax_queued_bytes 0\n"
                         f"log_dest file {d / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")  # fmt: skip
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_port(self.port)
+        wait_for_port(self.port, 20.0)
 
     @property
     def url(self) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import tempfile
 import time
@@ -30,14 +29,9 @@ from gateway.influx_writer import InfluxTarget, InfluxWriter, create_database, r
 from gateway.store import Store
 from gateway.write_buffer import WriteBuffer
 from nurserywatch.contract import BreathingReading, Stream
+from nurserywatch.ports import free_port
 
 T0 = int(time.time() * 1000) - 24 * 3600_000  # recent: VictoriaMetrics' default retention is a month
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(url: str) -> None:

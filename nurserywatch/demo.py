@@ -26,6 +26,7 @@ from nurserywatch.contract import (
 from nurserywatch.embedded_broker import embedded_broker
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL, publish, run_session
+from nurserywatch.ports import free_port
 
 if TYPE_CHECKING:
     import aiomqtt
@@ -46,12 +47,6 @@ def redirect_serial_ports(kit: Kit, folder: Path) -> Kit:
         if dev["transport"]["type"] == "serial":
             dev["transport"]["port"] = str(folder / f"{dev['id']}.tty")
     return Kit.model_validate(data)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def _record_minutes(kit: Kit, room: str, records: RecordsConfig) -> float:
