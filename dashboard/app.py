@@ -11,7 +11,7 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any, cast
+from typing import Annotated, Any, TypedDict, cast
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
@@ -20,6 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from typing_extensions import Unpack
 
 from dashboard.auth import AuthPolicy, StaffDep, audit, install_auth, live_session_check
 from dashboard.i18n import DEFAULT_LANG, Lang, pick_lang
@@ -281,26 +282,24 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+class AppOptions(TypedDict, total=False):
+    """``create_app``'s keyword options, passed through by ``serve_dashboard``."""
+
+    clock: Clock | None
+    gateway_db: Path | None
+    data_dir: Path | None
+    rules: RulesConfig | None
+    kit_path: Path | None
+    auth_policy: AuthPolicy | None
+    metrics_token: str | None
+
+
 async def serve_dashboard(
-    kit: Kit,
-    broker: BrokerURL,
-    host: str,
-    port: int,
-    *,
-    lang: Lang = DEFAULT_LANG,
-    gateway_db: Path | None = None,
-    data_dir: Path | None = None,
-    rules: RulesConfig | None = None,
-    kit_path: Path | None = None,
-    auth_policy: AuthPolicy | None = None,
-    metrics_token: str | None = None,
+    kit: Kit, broker: BrokerURL, host: str, port: int, *, lang: Lang = DEFAULT_LANG, **options: Unpack[AppOptions]
 ) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
-    closed, MQTT task stopped). ``port`` 0 picks a free port (logged)."""
-    app = create_app(
-        kit, broker, default_lang=lang, gateway_db=gateway_db, data_dir=data_dir, rules=rules, kit_path=kit_path,
-        auth_policy=auth_policy, metrics_token=metrics_token,
-    )
+    closed, MQTT task stopped). ``port`` 0 picks a free port (logged). ``options``: see ``create_app``."""
+    app = create_app(kit, broker, default_lang=lang, **options)
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
