@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import pytest
+from playwright.async_api import Browser, async_playwright
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -35,3 +37,15 @@ def chromium_page(locale: str = "ja-JP") -> Iterator[Page]:
             yield page
         finally:
             ctx.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    """The async API with the same executable and flags, for tests whose stack runs in the test's own
+    event loop (the sync helper above cannot run inside it). Shared through tests/conftest.py."""
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield b
+        finally:
+            await b.close()

@@ -11,8 +11,9 @@ import pytest
 
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port, wait_for_port
+from tests.browser import browser
 
-__all__ = ["free_port", "wait_for_port"]  # re-exported: tests import them from here
+__all__ = ["browser", "free_port", "wait_for_port"]  # re-exported: tests import them / use the fixture
 
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 from starlette.requests import Request
 from typer.testing import CliRunner
 
@@ -28,7 +28,6 @@ from nurserywatch.cli import app as cli_app
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import AckCommand, ack_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.dashboard_login import ACCOUNTS, FAST, PASSWORD, add_accounts, login
 from tests.test_dashboard_api import Dash, ack_of, eventually, make_alert, make_kit, next_message, running_dashboard
 
@@ -394,16 +393,6 @@ def test_cli_creates_the_first_admin_and_manages_users(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- the login page in Chromium
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 async def test_login_page_in_the_browser(browser: Browser, dash: Dash) -> None:

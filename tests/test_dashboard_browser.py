@@ -10,28 +10,15 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from dashboard.auth import Role
 from nurserywatch.contract import AckCommand, ack_topic, reading_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.dashboard_login import ACCOUNTS, PASSWORD
 from tests.test_dashboard_api import T0, Dash, ack_of, make_alert, make_kit, next_message, running_dashboard
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # The sync helper in tests/browser.py cannot run inside this test's event loop (the dashboard
-    # and the MQTT client live there), so the same executable and flags are used with the async API.
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

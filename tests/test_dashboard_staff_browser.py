@@ -15,27 +15,15 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from dashboard.auth import Role
 from nurserywatch.contract import AckCommand, Position, PostureReading, ack_topic, alert_topic, reading_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.dashboard_login import ACCOUNTS, PASSWORD
 from tests.test_dashboard_api import eventually, make_alert, next_message
 from tests.test_dashboard_browser import ARTIFACTS, PageWatch
 from tests.test_dashboard_staff import DAY, Stack, staff_stack
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    # The async API with the same executable and flags as tests/browser.py (the stack runs in this loop).
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.fixture

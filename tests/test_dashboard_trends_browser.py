@@ -15,13 +15,12 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from dashboard.app import create_app
 from dashboard.auth import Role
 from nurserywatch.clock import ManualClock
 from nurserywatch.mqtt import BrokerURL
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_dashboard_manager import FAST_AUTH, NOW, RULES, as_user, co2_readings, load_test_kit, store_co2
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -41,16 +40,6 @@ async def serving(app: FastAPI) -> AsyncIterator[str]:
         server.should_exit = True
         await task
         sock.close()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            await b.close()
 
 
 @pytest.mark.parametrize("lang", ["ja", "en"])
