@@ -420,7 +420,9 @@ async def test_gateway_keeps_alerting_while_influxdb_is_down_and_loses_nothing(
         return any(start <= t < end and (rule, state) == ("prone", AlertState.ACTIVE) for t, rule, state in alerts)
 
     async with (
-        service_gateway(kit, mosquitto, tmp_path / "gw.sqlite3", ManualClock(t0 + 50_000)) as stats,
+        # The clock ahead of every message time here (1 s of message time per reading, 20 readings/s):
+        # readings more than a minute ahead of the gateway's clock are refused as `future`.
+        service_gateway(kit, mosquitto, tmp_path / "gw.sqlite3", ManualClock(t0 + 1_800_000)) as stats,
         client(mosquitto) as watcher,
         client(mosquitto) as pub,
     ):
