@@ -30,8 +30,10 @@ Signals:
    double to infant-like ones, and 2 h of recording is 1 h of mat signal. Degraded into a mat
    signal: weight, cardiac component, noise 5 counts, drift ±1000, a 4 s movement burst every 5 min,
    a gain step every 10 min; three variants of each: as recorded, with a pause every 150 s (10/15/20/
-   25/40 s in turn, starting after a breath; no movement or gain step within 25 s of a pause), and as
-   recorded with other noise and movement times. So 4 h of distinct recording make 12 mat-hours.
+   25/40 s in turn, starting after a breath; no movement or gain step within 25 s of a pause, and no
+   artefact of the belt itself — beyond ±4 typical breaths — within 25 s before it: the pause moves
+   on, by up to 100 s, or is left out), and as recorded with other noise and movement times. So 4 h
+   of distinct recording make 12 mat-hours.
    The reference comes from the clean belt, breath by breath (firmware_sim/resp_belt.py
    ``reference_breaths``): "peaks", the original (maxima above 0.3 of the normalised belt, ≥ 1.5 s
    apart), is the headline; "prominence", an independent second one that also counts small
@@ -40,7 +42,10 @@ Signals:
    for the references as for the edge.
 3. **Other degradations** of the recordings, as recorded, at time scales 1.6/2.0/2.5 × 5 seeds of
    noise, drift and movement times: more mat-hours for the false-alarm estimate (the same breathing,
-   so not independent hours).
+   so not independent hours). Each scale gives child rates (DESIGN.md §6): the reference's 20 s
+   rates, 5–95 %, are 16–33/min at ×1.6 (a 3-year-old asleep), 20–40 at ×2, 26–50 at ×2.5 (an
+   infant, 20–60/min) over the four recordings, so all three are kept. What a scale does not make
+   physical is the belt's own noise and artefacts, moved up in frequency with it.
 
 **Tuning and held-out sets**, split by subject: recordings 07 and 16 with simulator seeds 0–1 (naps
 seed 0) are the tuning set; recordings 12 and 25 with seeds 2–3 (naps seed 1) are held out — only
@@ -112,6 +117,10 @@ SIM_SEEDS = {"tuning": (0, 1), "held-out": (2, 3)}
 #: rates: adults' 13–20/min become 21–50/min), noise, drift and movement times.
 EXTRA_SCALES = (1.6, 2.0, 2.5)
 EXTRA_SEEDS = (1, 2, 3, 4, 5)
+#: A scripted pause in a recording starts with no belt artefact (beyond this many typical breaths,
+#: on the clean belt normalised to about ±1 a breath) within this many mat seconds before it.
+BELT_ARTEFACT = 4.0
+CLEAN_BEFORE_PAUSE_S = 25.0
 #: A real window's rate is "sure" when the two clean-belt references agree within this (breaths/min).
 SURE_WITHIN_BPM = 1.0
 
@@ -588,6 +597,28 @@ def empty_mats() -> tuple[int, int, int, int]:
 # ---------------------------------------------------------------- real recordings
 
 
+def after_a_clean_breath(model: ReplayMat, t: float) -> float | None:
+    """``after_a_breath`` from ``t`` on, moved on (5 s at a time) until no belt artefact — the clean,
+    normalised belt (0.5 s smoothing) beyond ±``BELT_ARTEFACT`` typical breaths — lies within
+    ``CLEAN_BEFORE_PAUSE_S`` before the pause. The rule that keeps scripted movement and gain steps
+    away from a pause, for the recording's own movement: inside an artefact ten to a hundred times a
+    breath, which breath was "the last" is undefined for the reference and for any mat, and silencing
+    the breathing halfway down such a swing (the model's 1 s apnea ramp) makes a breath-sized bump
+    that no sleeper breathed. Decided from the scripting, not from the detector's results. None
+    when the recording ends first."""
+    rec = model.recording
+    smooth = rec.smoothed
+    while True:
+        start = after_a_breath(model, t)
+        r0, r1 = model.recording_time(start - CLEAN_BEFORE_PAUSE_S), model.recording_time(start + 0.5)
+        i0, i1 = int(r0 * rec.fs_hz), int(r1 * rec.fs_hz) + 1
+        if i1 >= len(smooth):
+            return None
+        if float(np.max(np.abs(smooth[max(i0, 0) : i1]))) <= BELT_ARTEFACT:
+            return start
+        t = start + 5.0
+
+
 def real_run(
     path: Path, variant: int, seed: int = 0, time_scale: float = 2.0
 ) -> tuple[ReplayMat, list[tuple[float, float]], int]:
@@ -605,8 +636,14 @@ def real_run(
     pause_list: list[tuple[float, float]] = []
     if variant == 1:
         probe = ReplayMat([MatEvent(at_s=0, present=True)], opts, recording)
-        for k, start in enumerate(range(100, seconds - 60, 150)):
-            pause_list.append((after_a_breath(probe, start), float(PAUSES_S[k % len(PAUSES_S)])))
+        free = 0.0  # a pause starts ≥ 30 s after the previous one ended
+        for k, nominal in enumerate(range(100, seconds - 60, 150)):
+            start = after_a_clean_breath(probe, max(float(nominal), free))
+            if start is None or start > nominal + 100:
+                continue  # no clean start before the next nominal one: this pause is left out
+            length = float(PAUSES_S[k % len(PAUSES_S)])
+            pause_list.append((start, length))
+            free = start + length + 30.0
 
     def clear(t0: float, t1: float) -> bool:
         return all(t1 < s - 25 or t0 > s + length + 25 for s, length in pause_list)

@@ -124,6 +124,11 @@ class Recording:
         return [float(t) for t in peaks[(peaks >= t0_rec) & (peaks <= t1_rec)]]
 
     @functools.cached_property
+    def smoothed(self) -> FloatArray:
+        """The normalised breathing, 0.5 s centred moving average: what both references look at."""
+        return _moving_average(self.breathing, int(0.5 * self.fs_hz))
+
+    @functools.cached_property
     def _prominent_peaks(self) -> FloatArray:
         """Every prominent breath of the recording (seconds), found once over the whole of it."""
         fs = self.fs_hz
