@@ -81,6 +81,7 @@ from nurserywatch.kit import STREAMS_BY_KIND, Device, Kit
 from nurserywatch.metrics import Histogram
 from nurserywatch.metrics import render as render_metrics
 from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.mqtt import ack as mqtt_ack
 
 log = logging.getLogger(__name__)
 
@@ -276,6 +277,9 @@ class Gateway:
             await self._flush(client)
             async for message in client.messages:
                 self.handle(message.topic.value, _payload_bytes(message.payload), message.retain)
+                # Acknowledged only now that it is stored (manual_ack): a gateway killed before this
+                # gets it again from the broker, which keeps it for our persistent session.
+                mqtt_ack(client, message.mid, message.qos)
                 await self._flush(client)
         finally:
             self._client = None
@@ -618,9 +622,10 @@ async def run_gateway(
                 gw.stats.metrics_port = await metrics.enter_async_context(
                     metrics_server(metrics_host, metrics_port, scrape))  # fmt: skip
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
-            # gateway restarts, so none is lost.
+            # gateway restarts, and manual acknowledgement: a reading is acknowledged once stored, so
+            # one received but not yet stored when the gateway dies is sent again.
             will = aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
-            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will)
+            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will, manual_ack=True)
         finally:
             await metrics.aclose()
             ticker.cancel()

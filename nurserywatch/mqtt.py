@@ -157,9 +157,14 @@ class BrokerURL:
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
-    def client(self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 10) -> aiomqtt.Client:
+    def client(
+        self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 10, *, manual_ack: bool = False
+    ) -> aiomqtt.Client:
+        """``manual_ack``: received QoS 1 messages are acknowledged (PUBACK) only by ``ack()``, once the
+        receiver has made them durable; unacknowledged ones are sent again by the broker after a
+        reconnect. Set here, before CONNECT: a persistent session gets its queued messages at once."""
         # clean_session=False: QoS 1 messages queued by the broker while we reconnect are delivered.
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             hostname=self.host,
             port=self.port,
             identifier=identifier,
@@ -171,6 +176,9 @@ class BrokerURL:
             tls_params=self.tls_params(),
             socket_options=NO_DELAY,
         )
+        if manual_ack:
+            client._client.manual_ack_set(True)  # aiomqtt 2.x has no option for it; paho's own switch
+        return client
 
     def tls_params(self) -> aiomqtt.TLSParameters | None:
         """What aiomqtt needs for this URL's TLS (None for plain mqtt://); the server's certificate and
@@ -190,13 +198,15 @@ async def run_session(
     *,
     will: aiomqtt.Will | None = None,
     max_backoff_s: float = 5.0,
+    manual_ack: bool = False,
 ) -> None:
     """Connect, run ``session(client)``, and reconnect with capped, jittered backoff when the broker
-    goes away. Returns when ``session`` returns; cancellation stops it."""
+    goes away. Returns when ``session`` returns; cancellation stops it. ``manual_ack``: see
+    ``BrokerURL.client`` (the session then calls ``ack``)."""
     backoff = 0.2
     while True:
         try:
-            async with broker.client(identifier, will=will) as client:
+            async with broker.client(identifier, will=will, manual_ack=manual_ack) as client:
                 log.info("connected to %s as %s", broker, identifier)
                 backoff = 0.2
                 await session(client)
@@ -205,6 +215,12 @@ async def run_session(
             log.warning("MQTT connection to %s lost (%s); retrying in %.1f s", broker, exc, backoff)
         await asyncio.sleep(backoff * (0.5 + random.random() / 2))
         backoff = min(backoff * 2, max_backoff_s)
+
+
+def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
+    """Acknowledge a message received with ``manual_ack`` (PUBACK for QoS 1; nothing for QoS 0). ``mid``
+    is only valid on the connection that delivered it: after a reconnect the broker sends it again."""
+    client._client.ack(mid, qos)
 
 
 def raise_if_cancel_was_swallowed() -> None:
