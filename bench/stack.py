@@ -94,7 +94,7 @@ class Mosquitto:
         self.port = free_port()
         conf = d / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\nmax_queued_bytes 0\n"
+                        "max_queued_messages 0\nmax_queued_bytes 0\nset_tcp_nodelay true\n"
                         f"log_dest file {d / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")  # fmt: skip
         self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         wait_for_port(self.port, 20.0)

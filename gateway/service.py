@@ -95,6 +95,10 @@ HEARTBEAT_MS = 1000
 #: (found by tests/test_chaos.py). On loopback a PUBACK takes milliseconds; a timeout reconnects,
 #: and the unsent message stays in the outbox.
 PUBLISH_TIMEOUT_S = 2.0
+#: Readings committed (and acknowledged to the broker) at most this many at a time; a batch is also
+#: committed whenever the MQTT client's queue is empty, before anything is published, before a tick
+#: and before any other kind of message (docs/gateway.md "Batched commits").
+BATCH_MAX = 500
 
 
 @dataclass
@@ -198,6 +202,10 @@ class Gateway:
         self._outbox: dict[str, _Pending] = {}
         self._client: aiomqtt.Client | None = None
         self._flush_lock = asyncio.Lock()
+        # Messages handled (mid, qos) whose writes wait in the open batch: acknowledged after its commit.
+        self._unacked: list[tuple[int, int]] = []
+        # True while the message loop runs: readings are then written in batches (Store.begin/commit).
+        self._batching = False
         self._failed_observers: set[str] = set()
         # perf_counter() at the start of the message or tick being handled (latency metrics only).
         self._taken_up = 0.0
@@ -273,15 +281,22 @@ class Gateway:
         self.assignments.publish_all(now)
         self.enqueue(self.heartbeat())
         self._client = client
+        self._batching = True
         try:
             await self._flush(client)
             async for message in client.messages:
                 self.handle(message.topic.value, _payload_bytes(message.payload), message.retain)
-                # Acknowledged only now that it is stored (manual_ack): a gateway killed before this
+                # Acknowledged only once its batch is committed (manual_ack): a gateway killed before
                 # gets it again from the broker, which keeps it for our persistent session.
-                mqtt_ack(client, message.mid, message.qos)
-                await self._flush(client)
+                self._unacked.append((message.mid, message.qos))
+                if self._outbox or len(self._unacked) >= BATCH_MAX or not len(client.messages):
+                    await self._flush(client)  # commits and acknowledges first
         finally:
+            self._batching = False
+            # Handled but not acknowledged: kept (their redelivery is refused as duplicate); the mids
+            # belonged to this connection and mean nothing on the next.
+            self._unacked.clear()
+            self._commit()
             self._client = None
 
     async def tick_forever(self) -> None:
@@ -302,9 +317,25 @@ class Gateway:
                 self.stats.rejected["internal_error"] += 1
                 log.exception("internal error while publishing after a tick")
 
+    def _commit(self) -> None:
+        """Commit the open batch of readings, then acknowledge its messages to the broker. A failed
+        commit is counted and logged (``store_error``) and acknowledged all the same: alerting must go
+        on while the database fails, and unacknowledged messages would stall delivery."""
+        try:
+            self.store.commit()
+        except StoreError as exc:
+            self._reject("store_error", f"{exc}; {len(self._unacked)} message(s) not stored", level=logging.ERROR)
+        client = self._client
+        if client is not None:
+            for mid, qos in self._unacked:
+                mqtt_ack(client, mid, qos)
+        self._unacked.clear()
+
     async def _flush(self, client: aiomqtt.Client) -> None:
         """Publish pending messages in order; an entry leaves the outbox only once sent, so a
-        connection lost half-way is made good on the next session."""
+        connection lost half-way is made good on the next session. Commits first: nothing (an
+        alert above all) goes out before the state behind it is committed."""
+        self._commit()
         async with self._flush_lock:
             while self._outbox:
                 topic, msg = next(iter(self._outbox.items()))
@@ -332,6 +363,10 @@ class Gateway:
         except ContractError as exc:
             self._reject("bad_topic", f"{topic_str!r}: {exc.detail}")
             return
+        if topic.kind is not TopicKind.READING:
+            # Commands and the rest write through other connections to the same file (records,
+            # assignments), which would wait for the batch's write lock: commit it first.
+            self._commit()
         try:
             match topic.kind:
                 case TopicKind.READING:
@@ -364,6 +399,7 @@ class Gateway:
             log.exception("internal error while handling %s", topic_str)
 
     def tick(self) -> None:
+        self._commit()  # the tick's observers write through their own connections (records, retention)
         self._taken_up = time.perf_counter()
         now = self.clock.now_ms()
         self.stats.ticks += 1
@@ -400,6 +436,8 @@ class Gateway:
             self._reject("future", f"{topic}: {ahead}")
             return
         try:
+            if self._batching:
+                self.store.begin()
             if not self.store.add_reading(device, stream, reading, now):
                 self._reject("duplicate", f"{topic}: seq {reading.seq} ts {reading.ts} already stored")
                 return
@@ -515,6 +553,8 @@ class Gateway:
             except StoreError as exc:
                 self._reject("store_error", str(exc), level=logging.ERROR)
         self._record(outcome.transitions)
+        if outcome.sessions:
+            self._commit()  # the records write a session's sheet through their own connection
         for change in outcome.sessions:
             self._notify(methodcaller("on_session", change))
             self.enqueue(Outgoing(session_topic(self.kit.site, change.room), change.state.to_json(), retain=True))

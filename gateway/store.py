@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -211,8 +211,48 @@ class Store:
             raise StoreError(f"{self.path}: cannot read alerts: {exc}") from None
         return [Alert.model_validate_json(r[0]) for r in rows]
 
+    # ---------------------------------------------------------------- batches (the message loop)
+
+    def begin(self) -> None:
+        """Open a batch (no-op if one is open): the writes that follow are one transaction until
+        ``commit``. The gateway's message loop batches readings — one commit per reading was half of
+        its per-reading cost — and acknowledges them to the broker only after ``commit``. While a
+        batch is open this connection holds the database's write lock: commit before anything writes
+        the same file through another connection (the records, the assignments) on this thread."""
+        if self._db.in_transaction:
+            return
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot begin a transaction: {exc}") from None
+
+    def commit(self) -> None:
+        """Commit the open batch (no-op without one). On failure it is rolled back: StoreError."""
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: cannot commit: {exc}") from None
+
+    @property
+    def in_batch(self) -> bool:
+        return self._db.in_transaction
+
     @contextmanager
     def _transaction(self) -> Iterator[None]:
+        if self._db.in_transaction:  # inside a batch: all or nothing as a savepoint of it
+            self._db.execute("SAVEPOINT tx")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK TO tx")
+                self._db.execute("RELEASE tx")
+                raise
+            self._db.execute("RELEASE tx")
+            return
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield

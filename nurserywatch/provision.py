@@ -243,6 +243,31 @@ def server_names(hostnames: Sequence[str]) -> ServerNames:
     return ServerNames(tuple(dns), tuple(ips))
 
 
+#: How long the gateway may be away (restart, crash, upgrade) before the broker starts dropping the
+#: readings it keeps for it.
+GATEWAY_OUTAGE_MIN = 60
+
+
+def message_rate(kit: Kit) -> int:
+    """At most this many messages a second reach the gateway: one per device and stream."""
+    return sum(len(STREAMS_BY_KIND[d.kind]) for d in kit.devices)
+
+
+def broker_queue_limits(kit: Kit, outage_min: int = GATEWAY_OUTAGE_MIN) -> tuple[int, int]:
+    """(max_queued_messages, max_inflight_messages) for the kit's broker.
+
+    The edge publishes at most one message per device and stream each second, so the gateway's
+    persistent session gathers ``rate = Σ streams per device`` messages/s while it is away: the queue
+    holds ``rate × 60 × outage_min`` (rounded up to a thousand, at least Mosquitto's 1000). Mosquitto
+    drops a QoS 1 message silently for a queue that is full — also for an online gateway whose
+    in-flight window is full while it catches up. The in-flight window is about one second of the kit's
+    traffic (20 … 200): the gateway acknowledges a reading only once it is committed (batched), and a
+    window much larger only puts more readings ahead of the PUBACKs and PINGRESPs it waits for."""
+    rate = message_rate(kit)
+    queued = max(1000, -(-rate * 60 * outage_min // 1000) * 1000)
+    return queued, min(200, max(20, rate))
+
+
 def mosquitto_conf(kit: Kit, opts: BrokerOptions) -> str:
     """A Mosquitto 2.x config (a whole file, or a conf.d snippet on Debian): no anonymous access,
     the password and ACL files, a plain listener and a TLS listener."""
@@ -258,6 +283,19 @@ def mosquitto_conf(kit: Kit, opts: BrokerOptions) -> str:
         "allow_anonymous false",
         f"password_file {d / PASSWORD_FILE}",
         f"acl_file {d / ACL_FILE}",
+    ]
+    queued, inflight = broker_queue_limits(kit)
+    rate = message_rate(kit)
+    out += [
+        "",
+        f"# The gateway's queue while it is away: {rate} messages/s (devices × streams, one a second) for",
+        f"# {GATEWAY_OUTAGE_MIN} min (nurserywatch.provision.broker_queue_limits); a full queue drops readings.",
+        f"max_queued_messages {queued}",
+        "# About one second of the kit's traffic unacknowledged at a time (the gateway acknowledges once stored).",
+        f"max_inflight_messages {inflight}",
+        "# Nagle off on the broker's sockets: the gateway acknowledges a reading once stored, a moment after",
+        "# it arrived, and Nagle then held the next small message for the delayed ACK (~40 ms; bench/README.md).",
+        "set_tcp_nodelay true",
     ]
     if opts.port:
         out += [

@@ -160,3 +160,19 @@ def test_kill_9_while_draining_a_backlog_loses_no_reading(broker: int, tmp_path:
     print(f"{len(sent)} readings sent; {at_kill} stored when the gateway was killed; {len(stored)} stored in the end")
     assert not missing, f"{len(missing)} of {len(sent)} readings lost by the kill -9 ({at_kill} stored at the kill)"
     assert set(stored) == want
+
+
+def test_provisioned_broker_keeps_an_hour_of_the_kits_readings_for_the_gateway(tmp_path: Path) -> None:
+    """Mosquitto's default queue (1000 messages) would drop readings after ~8 s of a large nursery's
+    gateway outage; kit provision sizes it from the kit (docs/deploy.md)."""
+    from nurserywatch.kit import load_kit
+    from nurserywatch.provision import BrokerOptions, broker_queue_limits, message_rate, mosquitto_conf
+
+    kit = load_kit(_kit(tmp_path / "kit.yaml"))
+    assert message_rate(kit) == 2 * len(MATS)  # a mat publishes breathing and waveform readings
+    queued, inflight = broker_queue_limits(kit, outage_min=60)
+    assert queued >= message_rate(kit) * 3600 and queued % 1000 == 0
+    assert inflight == 40
+    conf = mosquitto_conf(kit, BrokerOptions(files_dir="/etc/mosquitto/nurserywatch"))
+    assert f"\nmax_queued_messages {queued}\n" in conf and f"\nmax_inflight_messages {inflight}\n" in conf
+    assert broker_queue_limits(kit.model_copy(update={"devices": kit.devices[:1]}))[0] == 1000 * 8  # 2/s × 3600
