@@ -63,8 +63,11 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   of ≥ max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing
   rhythm → empty. A clear breathing rhythm (quality ≥ 0.5) on its own also means present: after an
   edge restart during a nap there is no empty level to compare with. Until it knows (first 10 s
-  after the first sample) ``present`` is null. An apnea leaves the weight alone: ``present`` stays
-  true. Breaths found while the mat is empty are not reported.
+  after the first sample) ``present`` is null; then, with no rise and no rhythm, false — unless a
+  breath was seen and the level has not dropped by ``weight_min_counts`` since: true (a child who
+  lay down before the edge started and breathed too few times for a rhythm, then maybe stopped).
+  An apnea leaves the weight alone: ``present`` stays true. Breaths found while the mat is empty
+  are not reported.
 
 How well it does — rate error, apnea sensitivity and timing, false apnea alarms, on simulated mats
 and on four real chest-belt recordings degraded into mat signals: ``bench/breathing_accuracy.py``,
@@ -88,8 +91,8 @@ seconds and go through the band-pass. ``weight_min_counts`` (1000, i.e. ~1 kg at
 1 count ≈ 1 g) assumes the mat's published scale and a gain within about ×0.5…×2; an empty mat's
 level that drifts by more than ~1000 counts a minute can read as a child lying down; a child who is
 already on the mat when the edge starts and is in apnea is reported ``present: null`` then
-``false`` (no weight step, no rhythm seen); a drop in gain of more than 70 % while occupied looks
-like the child leaving. Gaps of lost data up to 2 s are bridged by holding the last value; longer
+``false`` (no weight step, no rhythm, no breath seen); a drop in gain of more than 70 % while
+occupied looks like the child leaving. Gaps of lost data up to 2 s are bridged by holding the last value; longer
 gaps restart the windows (not the presence state).
 """
 
@@ -210,6 +213,8 @@ class BreathingAnalyzer:
         self._empty_level: float | None = None
         self._occupied_level: float | None = None
         self._streak = 0  # consecutive seconds voting for a presence change
+        #: While presence is unknown: the newest breath reported and the 1 s level when it was.
+        self._breath_seen: tuple[float, float] | None = None
         # Breath detector state (absolute sample indices).
         self._scanned = 0  # samples before this index have been through the detector
         self._zz_mode = -1  # +1: rising (looking for a peak), -1: falling (looking for a trough)
@@ -479,6 +484,9 @@ class BreathingAnalyzer:
         if self._present is not True:
             if self._empty_level is None:
                 self._empty_level = level
+            if self._present is None and self._last_breath_ms is not None:
+                if self._breath_seen is None or self._breath_seen[0] != self._last_breath_ms:
+                    self._breath_seen = (self._last_breath_ms, level)
             rise = level - self._empty_level
             if rise >= cfg.weight_min_counts or rhythm:
                 self._streak += 1
@@ -489,7 +497,14 @@ class BreathingAnalyzer:
                 self._empty_level += (level - self._empty_level) * LEVEL_ALPHA
                 assert self._t_first_ms is not None
                 if self._present is None and now - self._t_first_ms >= cfg.startup_s * 1000.0:
-                    self._present = False
+                    # No rise and no rhythm: empty — unless breaths were seen and the weight is still
+                    # there: a child who lay down before the edge started and breathed too few times
+                    # for a rhythm (then maybe stopped). Calling that mat empty hid the apnea.
+                    seen = self._breath_seen
+                    if seen is not None and seen[1] - level < cfg.weight_min_counts:
+                        self._set_present(True, level, stepped=False)
+                    else:
+                        self._present = False
             return self._present
         assert self._occupied_level is not None
         threshold = cfg.weight_min_counts

@@ -233,6 +233,35 @@ def test_gateway_alerts_20_to_21_s_after_the_last_breath_and_not_for_short_pause
     assert 20.0 <= alerts[0] - last <= 21.0
 
 
+@pytest.mark.parametrize("edge_start_s", [4, 6, 8])
+def test_edge_started_on_a_still_child_who_then_stops_breathing_raises_the_apnea(edge_start_s: int) -> None:
+    """Found by the chaos test on a loaded machine: the edge opened the mat's port a few seconds
+    after the child had lain down (no weight step to see) and 2–3 breaths before an apnea (too few
+    for a rhythm). The analyzer reported those breaths as ``last_breath_ts``, then — 10 s after its
+    first sample, no rise and no rhythm — declared the mat empty: the gateway treats an empty mat as
+    "not an apnea", and nobody was told. Breaths seen with the weight still there mean a child is on
+    the mat. ~0.1 s each."""
+    probe = mat({"at_s": 0, "present": True, "rate_bpm": 30}, seed="late")
+    start = after_a_breath(probe, 12)
+    model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, {"at_s": start, "apnea": True}, seed="late")
+    features = run(model, 40, start_s=edge_start_s)
+    last = max(t for t in model.reference_breaths(0, start + 1) if t >= edge_start_s)
+    during = [f for f in features if secs(f) >= edge_start_s + 12]
+    assert all(f.present is True for f in during), [(secs(f), f.present) for f in during]
+    alerts = apnea_alerts(features)
+    assert len(alerts) == 1, alerts
+    assert 20.0 <= alerts[0] - last <= 21.0
+
+
+def test_edge_started_on_a_child_who_breathed_then_left_calls_the_mat_empty() -> None:
+    """The other side of the rule above: breaths seen, then the weight went — an empty mat."""
+    model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, {"at_s": 11, "present": False}, seed="late")
+    features = run(model, 30, start_s=5)
+    assert any(f.last_breath_ms is not None for f in features if secs(f) < 11), "breaths were seen"
+    assert all(f.present is False for f in features if secs(f) >= 5 + 11), [(secs(f), f.present) for f in features]
+    assert apnea_alerts(features) == []
+
+
 # ---------------------------------------------------------------- presence
 
 
