@@ -292,6 +292,7 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "rule.breathing_rate_low": ("呼吸数が少ない", "Low breathing rate"),
     "rule.breathing_rate_high": ("呼吸数が多い", "High breathing rate"),
     "rule.child_off_mat": ("マットから離れている", "Child off the mat"),
+    "rule.presence_unknown": ("在床を確認できません", "Cannot tell whether the child is on the mat"),
     "rule.sensor_lost": ("センサーからの受信途絶", "Sensor not heard"),
     "rule.battery_low": ("電池残量の低下", "Low battery"),
     "rule.fever": ("発熱の疑い", "Possible fever"),

@@ -492,19 +492,25 @@ class BreathingAnalyzer:
                 self._streak += 1
                 if self._streak >= 2:
                     self._set_present(True, level, stepped=rise >= cfg.weight_min_counts)
+            elif self._present is None and self._empty_level - level >= cfg.weight_min_counts:
+                # Unknown, and the weight went: something that was on the mat left — empty.
+                self._streak += 1
+                if self._streak >= 2:
+                    self._set_present(False, level, stepped=True)
             else:
                 self._streak = 0
                 self._empty_level += (level - self._empty_level) * LEVEL_ALPHA
                 assert self._t_first_ms is not None
                 if self._present is None and now - self._t_first_ms >= cfg.startup_s * 1000.0:
-                    # No rise and no rhythm: empty — unless breaths were seen and the weight is still
-                    # there: a child who lay down before the edge started and breathed too few times
-                    # for a rhythm (then maybe stopped). Calling that mat empty hid the apnea.
+                    # No rise, no rhythm, no drop: still unknown — unless breaths were seen and the
+                    # weight is still there: a child who lay down before the edge started and
+                    # breathed too few times for a rhythm (then maybe stopped). A still mat with no
+                    # evidence is NOT called empty: a child already in apnea when the edge started
+                    # looks the same, and "empty" would hide the apnea (the gateway alerts on a
+                    # presence that stays unknown during a nap instead).
                     seen = self._breath_seen
                     if seen is not None and seen[1] - level < cfg.weight_min_counts:
                         self._set_present(True, level, stepped=False)
-                    else:
-                        self._present = False
             return self._present
         assert self._occupied_level is not None
         threshold = cfg.weight_min_counts

@@ -99,6 +99,14 @@ class ChildOffMatConfig(_Strict):
     clear_after_s: Seconds = 5.0
 
 
+class PresenceUnknownConfig(_Strict):
+    #: During a nap session, a bound mat whose presence has been unknown (``present: null``) this long
+    #: → an alert (critical when the child was on the mat before, warning otherwise).
+    min_duration_s: Seconds = 30.0
+    #: Resolves once presence has been known (true or false) this long.
+    clear_after_s: Seconds = 0.0
+
+
 class BatteryLowConfig(_Strict):
     below_pct: Annotated[float, Field(gt=0, le=100)] = 15.0
     #: Resolves at below_pct + hysteresis_pct or more (a new battery).
@@ -168,6 +176,7 @@ class RuleSet(_Strict):
     fever: FeverConfig = Field(default_factory=FeverConfig)
     sensor_lost: SensorLostConfig = Field(default_factory=SensorLostConfig)
     child_off_mat: ChildOffMatConfig = Field(default_factory=ChildOffMatConfig)
+    presence_unknown: PresenceUnknownConfig = Field(default_factory=PresenceUnknownConfig)
     battery_low: BatteryLowConfig = Field(default_factory=BatteryLowConfig)
     co2: Co2Config = Field(default_factory=Co2Config)
     temperature: RoomTemperatureConfig = Field(default_factory=RoomTemperatureConfig)

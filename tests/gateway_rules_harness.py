@@ -149,7 +149,7 @@ def breathing(
     end_s: float,
     *,
     rate: float | Callable[[float], float | None] | None = 30.0,
-    present: bool | Callable[[float], bool] = True,
+    present: bool | None | Callable[[float], bool | None] = True,
     pauses: tuple[tuple[float, float], ...] = (),
     breath_every_s: float | None = None,
     breath_phase_s: float = 0.0,

@@ -101,10 +101,18 @@ def test_apnea_needs_presence_not_a_session() -> None:
     assert rows == [(30.0, Change.RAISED, "apnea", Severity.CRITICAL, "c3")]
 
 
-def test_a_mat_that_never_reports_presence_is_not_judged_for_apnea() -> None:
-    # Without ``present`` the gateway cannot tell an apnea from an empty mat.
-    no_presence = Periodic(0, 60, "mat-0", Stream.BREATHING, lambda t: {"last_breath_ts": T0 + 5_000})
-    assert replay([no_presence], 60, rules=RulesConfig(notify=QUIET)).rows() == []
+def test_a_mat_of_unknown_presence_is_timed_from_its_last_breath_and_not_judged_without_one() -> None:
+    # Was: never judged without ``present`` ("cannot tell an apnea from an empty mat"). But unknown
+    # is not empty: a breath reported and none since is a child who stopped breathing (an edge that
+    # restarted and saw 1-2 breaths before an apnea) — the visible alert wins (DESIGN.md).
+    breathed = Periodic(0, 60, "mat-0", Stream.BREATHING, lambda t: {"last_breath_ts": T0 + 5_000})
+    assert replay([breathed], 60, rules=RulesConfig(notify=QUIET)).rows() == [
+        (25.0, Change.RAISED, "apnea", Severity.CRITICAL, "c0")
+    ]
+    # No breath at all: nothing to time an apnea from (outside a nap, nothing else speaks either;
+    # in a nap, presence_unknown does — tests/test_gateway_rules_presence.py).
+    silent = Periodic(0, 60, "mat-0", Stream.BREATHING, lambda t: {})
+    assert replay([silent], 60, rules=RulesConfig(notify=QUIET)).rows() == []
 
 
 def test_session_stop_does_not_end_apnea_monitoring() -> None:

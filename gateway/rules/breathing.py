@@ -1,4 +1,5 @@
-"""The mat rules (DESIGN.md §6): apnea, breathing rate low / high, and child off the mat during a nap.
+"""The mat rules (DESIGN.md §6): apnea, breathing rate low / high, child off the mat during a nap, and a
+mat that cannot tell whether the child is on it during a nap.
 
 One ``MatMonitor`` per nap mat, pure, on message time. The edge reports, about once a second,
 ``present`` (a child's weight on the mat), ``rate_bpm`` (null while it cannot tell), ``motion``,
@@ -19,11 +20,21 @@ so the apnea alert comes 20.0 s after the last breath and not at the next readin
   Readings with more motion than ``max_motion`` are not judged (awake, moving child).
 * A null rate, or a quality below ``min_quality``, is unknown: it neither starts nor ends a run.
 * **empty mat** (``present: false``) is not an apnea: it ends monitoring of the mat (every alert
-  above resolves). ``present`` null keeps the last known presence; a mat that never reported
-  presence is not judged for apnea (it cannot tell an apnea from an empty mat).
+  above resolves). **Unknown** (``present: null``: the edge has no evidence yet, e.g. it restarted
+  while the child lay still or in apnea) is never empty: it keeps the last known presence — an
+  active apnea stays — and, when the mat was not known to be occupied, a breath reported after the
+  mat was last known empty is still timed (the apnea rule runs from ``last_breath_ts``). With no
+  known presence and no such breath there is nothing to time an apnea from: the next rule speaks.
 * **child_off_mat** (warning, bound mats only): during a nap session, a child who was on the mat
   during the session and has been off it for ``min_duration_s``. Resolves when the child has been
   back for ``clear_after_s``, or when the session ends.
+* **presence_unknown** (bound mats only): during a nap session, the mat's newest readings have
+  said ``present: null`` for ``min_duration_s`` — nobody can tell whether the child is on the mat,
+  so an apnea could go unseen. **Critical** when the mat was known occupied just before the unknown
+  stretch began (typically an edge or Pi restart mid-nap: the child is most likely still there,
+  possibly not breathing), **warning** otherwise (never known, or known empty: most likely an empty
+  mat after an edge restart — still a loss of monitoring staff must see). Resolves once presence has
+  been known for ``clear_after_s``, or when the session ends.
 """
 
 from __future__ import annotations
@@ -37,7 +48,8 @@ APNEA = "apnea"
 BREATHING_LOW = "breathing_rate_low"
 BREATHING_HIGH = "breathing_rate_high"
 CHILD_OFF_MAT = "child_off_mat"
-RULES = (APNEA, BREATHING_LOW, BREATHING_HIGH, CHILD_OFF_MAT)
+PRESENCE_UNKNOWN = "presence_unknown"
+RULES = (APNEA, BREATHING_LOW, BREATHING_HIGH, CHILD_OFF_MAT, PRESENCE_UNKNOWN)
 
 
 def _n(value: float) -> str:
@@ -58,6 +70,8 @@ class MatMonitor:
         self._high = Graded([Level(Severity.WARNING, *above(hi.above_bpm, hi.hysteresis_bpm, inclusive=False),
                                    seconds_ms(hi.min_duration_s), seconds_ms(hi.clear_after_s))])  # fmt: skip
         self._off = Debounce(on_ms=seconds_ms(off.min_duration_s), off_ms=seconds_ms(off.clear_after_s))
+        unk = cfg.presence_unknown
+        self._unknown = Debounce(on_ms=seconds_ms(unk.min_duration_s), off_ms=seconds_ms(unk.clear_after_s))
         self._low_quality, self._high_quality, self._max_motion = lo.min_quality, hi.min_quality, hi.max_motion
         self.messages: dict[str, Messages] = {
             APNEA: {Severity.CRITICAL: (
@@ -72,11 +86,25 @@ class MatMonitor:
             CHILD_OFF_MAT: {Severity.WARNING: (
                 f"午睡中に子どもがマットから離れています（{_n(off.min_duration_s)}秒以上）",
                 f"Child off the mat for {_n(off.min_duration_s)} s or more during the nap")},
+            PRESENCE_UNKNOWN: {
+                Severity.CRITICAL: (
+                    f"在床を確認できません（{_n(unk.min_duration_s)}秒以上）。直前まで在床していました。"
+                    "子どもを直接確認してください",
+                    f"Cannot tell whether the child is on the mat ({_n(unk.min_duration_s)} s or more); "
+                    "the child was on it just before: check the child directly"),
+                Severity.WARNING: (
+                    f"在床を確認できません（{_n(unk.min_duration_s)}秒以上）",
+                    f"Cannot tell whether the child is on the mat ({_n(unk.min_duration_s)} s or more)")},
         }  # fmt: skip
         # What the newest reading said.
         self.present: bool | None = None
         self._present_since: int | None = None  # an observed empty→present change
         self._first_present: int | None = None
+        self._empty_at: int | None = None  # the newest reading that said empty
+        #: Whether the newest reading said present true/false (True), null (False); None before any.
+        self._known: bool | None = None
+        #: The last known presence when the current unknown stretch began was "on the mat".
+        self._unknown_after_present = False
         self._last_breath: int | None = None
         self._rate: float | None = None
         self._motion: float | None = None
@@ -88,6 +116,11 @@ class MatMonitor:
     # ------------------------------------------------------------ inputs
 
     def feed(self, r: BreathingReading) -> list[RuleEvent]:
+        if r.present is None and self._known is not False:
+            self._unknown_after_present = self.present is True
+        self._known = r.present is not None
+        if r.present is False:
+            self._empty_at = r.ts
         if r.present is not None:
             if r.present and self.present is False:
                 self._present_since = r.ts
@@ -117,6 +150,9 @@ class MatMonitor:
             self._high.force(severity, started_ts)
         elif rule == CHILD_OFF_MAT:
             self._off.force(started_ts)
+        elif rule == PRESENCE_UNKNOWN:
+            self._unknown.force(started_ts)
+            self._unknown_after_present = severity is Severity.CRITICAL
 
     # ------------------------------------------------------------ judgement
 
@@ -132,6 +168,7 @@ class MatMonitor:
             level_event(BREATHING_HIGH, d, *self._judge_rate(self._high, ts, self._high_quality, self._max_motion),
                         ts, self._rate, self.messages[BREATHING_HIGH]),
             self._judge_off_mat(ts),
+            self._judge_unknown(ts),
         ]  # fmt: skip
 
     def _reference(self) -> int | None:
@@ -142,9 +179,16 @@ class MatMonitor:
 
     def _judge_apnea(self, ts: int) -> RuleEvent:
         ref = self._reference()
-        if self.present is False:
+        present = self.present
+        if self._known is False and present is not True:
+            # Unknown is never empty: a breath reported since the mat was last known empty means a
+            # child on it — time the apnea from it (an older breath belongs to before the empty mat).
+            breath = self._last_breath
+            fresh = breath is not None and (self._empty_at is None or breath > self._empty_at)
+            present, ref = (True, breath) if fresh else (present, ref)
+        if present is False:
             self._apnea.reset()
-        elif self.present is True and ref is not None:
+        elif present is True and ref is not None:
             fire = ts - ref >= self._apnea_ms
             if fire:
                 self._new_breaths = 0
@@ -170,6 +214,18 @@ class MatMonitor:
             )
             graded.update(ts, self._rate if usable else None)
         return graded.severity, graded.since
+
+    def _judge_unknown(self, ts: int) -> RuleEvent:
+        if not (self.bound and self._in_session):
+            self._unknown.reset()
+        elif self._known is not None:
+            self._unknown.update(ts, not self._known, self._known)
+        active = self._unknown.active
+        since = self._unknown.since
+        severity = (Severity.CRITICAL if self._unknown_after_present else Severity.WARNING) if active else None
+        value = (ts - since) / 1000 if active and since is not None else None
+        return level_event(PRESENCE_UNKNOWN, self.device, severity, since, ts, value,
+                           self.messages[PRESENCE_UNKNOWN])  # fmt: skip
 
     def _judge_off_mat(self, ts: int) -> RuleEvent:
         if not (self.bound and self._in_session):
