@@ -15,7 +15,7 @@ from firmware_sim.resp_belt import ReplayMat, ReplayOptions, load_recording
 from gateway.alerts import Change
 from gateway.config import NotifyConfig, RulesConfig
 from gateway.engine import RulesEngine
-from nurserywatch.contract import BreathingReading, Stream
+from nurserywatch.contract import BreathingReading, SessionAction, SessionCommand, Severity, Stream
 from nurserywatch.kit import Kit
 from tests.test_sim_mat import resp_belt_file
 
@@ -274,6 +274,44 @@ def test_edge_restarted_during_an_apnea_reports_unknown_never_empty() -> None:
     assert all(f.present is None for f in during), sorted({f.present for f in during}, key=str)
     assert all(f.last_breath_ms is None and f.rate_bpm is None for f in during), "no breath in an apnea"
     assert at(features, 75 + 4).present is False, "a weight drop after the unknown stretch: empty"
+
+
+def test_edge_restarted_during_an_apnea_keeps_the_alert_and_raises_presence_unknown_in_a_nap() -> None:
+    """Through the RulesEngine, in a nap session: the first edge sees the apnea (raised), then the
+    edge restarts 30 s into it. The new edge's null presence does not resolve the apnea (its old
+    ``false`` did, at once), and after 30 s of unknown the mat raises ``presence_unknown`` —
+    critical, the child was on the mat. ~0.2 s."""
+    probe = mat({"at_s": 0, "present": True, "rate_bpm": 30}, seed="rs")
+    start = after_a_breath(probe, 20)
+    model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, {"at_s": start, "apnea": True}, seed="rs")
+    restart = int(start) + 30
+    features = run(model, restart - 5) + run(model, 70, start_s=restart)  # 5 s of silence: the restart
+    rules = RulesConfig(notify=NotifyConfig(critical_renotify_s=0, warning_renotify_s=0, info_renotify_s=0))
+    engine = RulesEngine(KIT, rules, T0_MS)
+    engine.session_command(SessionCommand(room="r", action=SessionAction.START, by="t"), T0_MS)
+    rows: list[tuple[float, Change, str, Severity]] = []
+    tick = T0_MS + rules.tick_ms
+    for f in features:
+        outs = []
+        while tick < f.t_ms:
+            outs.append((tick, engine.tick(tick)))
+            tick += rules.tick_ms
+        reading = BreathingReading(
+            ts=f.t_ms, seq=0, rate_bpm=f.rate_bpm, amplitude=f.amplitude, motion=f.motion, present=f.present,
+            quality=f.quality, last_breath_ts=f.last_breath_ms,
+        )  # fmt: skip
+        outs.append((f.t_ms, engine.reading("mat", Stream.BREATHING, reading, f.t_ms)))
+        rows += [
+            ((t - T0_MS) / 1000, tr.change, tr.alert.rule, tr.alert.severity) for t, o in outs for tr in o.transitions
+        ]
+    assert all(f.present is None for f in features if secs(f) >= restart), "the new edge cannot tell"
+    assert [(ch, rule, sev) for _t, ch, rule, sev in rows] == [
+        (Change.RAISED, "apnea", Severity.CRITICAL),
+        (Change.RAISED, "presence_unknown", Severity.CRITICAL),
+    ], rows
+    assert 20.0 <= rows[0][0] - max(model.reference_breaths(0, start + 1)) <= 21.0
+    assert rows[1][0] == pytest.approx(restart + 1 + 30, abs=1.5)
+    assert {a.rule for a in engine.book.open_alerts()} == {"apnea", "presence_unknown"}
 
 
 # ---------------------------------------------------------------- presence
