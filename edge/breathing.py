@@ -62,12 +62,16 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   for 2 quiet seconds → present. Occupied: the occupied level follows drift and gain changes; a drop
   of ≥ max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing
   rhythm → empty. A clear breathing rhythm (quality ≥ 0.5) on its own also means present: after an
-  edge restart during a nap there is no empty level to compare with. Until it knows (first 10 s
-  after the first sample) ``present`` is null; then, with no rise and no rhythm, false — unless a
-  breath was seen and the level has not dropped by ``weight_min_counts`` since: true (a child who
-  lay down before the edge started and breathed too few times for a rhythm, then maybe stopped).
-  An apnea leaves the weight alone: ``present`` stays true. Breaths found while the mat is empty
-  are not reported.
+  edge restart during a nap there is no empty level to compare with. Until there is evidence
+  ``present`` is null (unknown): a rise or a rhythm → true; from 10 s after the first sample, a
+  breath of the start-up window with the level not dropped by ``weight_min_counts`` since → true (a
+  child who lay down before the edge started and breathed too few times for a rhythm, then maybe
+  stopped); a drop of ``weight_min_counts`` held 2 quiet seconds → false (picked up). With none of
+  these it stays null — never a guessed false: a still empty mat and a child already in apnea when
+  the edge started look the same, and "empty" makes the gateway drop the apnea (it raises
+  ``presence_unknown`` during a nap instead). An apnea leaves the weight alone: ``present`` stays
+  true. Breaths are reported (``last_breath_ts``) on an occupied mat, and on an unknown one only
+  from the start-up window (later, a lone one is most likely a knock on an empty mat).
 
 How well it does — rate error, apnea sensitivity and timing, false apnea alarms, on simulated mats
 and on four real chest-belt recordings degraded into mat signals: ``bench/breathing_accuracy.py``,
@@ -90,8 +94,9 @@ follows a movement). Small movements (jerk below 0.75 × a breath) are not motio
 seconds and go through the band-pass. ``weight_min_counts`` (1000, i.e. ~1 kg at the nominal
 1 count ≈ 1 g) assumes the mat's published scale and a gain within about ×0.5…×2; an empty mat's
 level that drifts by more than ~1000 counts a minute can read as a child lying down; a child who is
-already on the mat when the edge starts and is in apnea is reported ``present: null`` then
-``false`` (no weight step, no rhythm, no breath seen); a drop in gain of more than 70 % while
+already on the mat when the edge starts and is in apnea is reported ``present: null`` until picked
+up (no weight step, no rhythm, no breath seen) — and so is an empty mat the edge started on, until
+a child lies down on it; a drop in gain of more than 70 % while
 occupied looks like the child leaving. Gaps of lost data up to 2 s are bridged by holding the last value; longer
 gaps restart the windows (not the presence state).
 """
@@ -430,7 +435,13 @@ class BreathingAnalyzer:
         # window's amplitude stands for the typical swing.
         self._swing_ref = statistics.median(recent) if len(recent) >= MIN_TYPICAL else None
         latest = t_ms + LAST_BREATH_GUARD_MS  # no apnea is claimed before 20 s have surely passed
-        if self._present is not False and (self._last_breath_ms is None or latest > self._last_breath_ms):
+        # Reported on an occupied mat, and while presence is unknown only for breaths of the start-up
+        # window (a child who lay down before the edge started). Later, an unknown mat's lone "breath"
+        # is most likely a knock on an empty mat, and the gateway would time an apnea from it; a
+        # child who really breathes there shows a rhythm (present) within seconds.
+        assert self._t_first_ms is not None
+        startup = self._present is None and t_ms - self._t_first_ms < self.config.startup_s * 1000.0
+        if (self._present is True or startup) and (self._last_breath_ms is None or latest > self._last_breath_ms):
             self._last_breath_ms = latest
 
     def _period_ms(self) -> float | None:
