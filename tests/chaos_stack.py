@@ -429,8 +429,9 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         broker.stop()
         run.events["broker stopped"] = time.time()
         time.sleep(plan.broker_down_s)
-        broker.start()
+        # Noted before start(): a client may reconnect between the port opening and start() returning.
         run.events["broker started"] = time.time()
+        broker.start()
         # Its last will went out as the broker stopped (sensor_lost, edge offline): once the gateway is
         # back (it republishes every open alert on connect), wait for them to resolve.
         gw_log = logs["gateway-3"]
