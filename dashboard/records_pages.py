@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dashboard.app import ApiError, DefaultLangDep, GatewayDbDep, LinkDep
 from dashboard.auth import ManagerDep, Role, StaffDep, audit
 from dashboard.i18n import Lang, catalogue, label, pick_lang
-from dashboard.live import NotConnected
+from dashboard.live import LiveLink, NotConnected
 from dashboard.pages import NAV, NavItem, page_context, render
 from gateway.records_export import SheetRow, build_sheet, day_bounds, to_csv
 from gateway.records_store import RecordReader, RecordStoreError
@@ -167,10 +168,7 @@ async def records_page(
     request: Request, user: StaffDep, link: LinkDep, db: GatewayDbDep, default_lang: DefaultLangDep,
     room: str | None = None, date: str | None = None, lang: str | None = None,
 ) -> HTMLResponse:  # fmt: skip
-    chosen = pick_lang(lang, default_lang)
-    kit = link.state.kit
-    sheet = await load_sheet(kit, db, _room(kit, room), _day(kit, link.clock.now_ms(), date))
-    return render(request, "records.html", _context(request, kit, chosen, sheet))
+    return await _sheet_page(request, "records.html", link, db, default_lang, room, date, lang)
 
 
 @router.get("/records/print", response_class=HTMLResponse, include_in_schema=False)
@@ -178,10 +176,18 @@ async def records_print(
     request: Request, user: StaffDep, link: LinkDep, db: GatewayDbDep, default_lang: DefaultLangDep,
     room: str | None = None, date: str | None = None, lang: str | None = None,
 ) -> HTMLResponse:  # fmt: skip
+    return await _sheet_page(request, "records_print.html", link, db, default_lang, room, date, lang)
+
+
+async def _sheet_page(
+    request: Request, template: str, link: LiveLink, db: Path, default_lang: Lang,
+    room: str | None, date: str | None, lang: str | None,
+) -> HTMLResponse:  # fmt: skip
+    """The day's sheet of a room, on screen or laid out for print."""
     chosen = pick_lang(lang, default_lang)
     kit = link.state.kit
     sheet = await load_sheet(kit, db, _room(kit, room), _day(kit, link.clock.now_ms(), date))
-    return render(request, "records_print.html", _context(request, kit, chosen, sheet))
+    return render(request, template, _context(request, kit, chosen, sheet))
 
 
 @router.get("/records.csv", include_in_schema=False)

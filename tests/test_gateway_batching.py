@@ -14,21 +14,17 @@ Real Mosquitto (the session fixture); ~3 s.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from gateway.config import RulesConfig
 from gateway.records_store import RecordReader
 from gateway.retention_job import run_retention
-from gateway.service import GatewayStats, run_gateway
 from gateway.store import Store, StoreReader
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
@@ -44,6 +40,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
+from tests.test_gateway_rules_service import gateway
 
 T0 = 1_767_225_600_000
 SITE_IDS = iter(range(10_000))
@@ -75,27 +72,11 @@ async def wait_until(pred: object, what: str, timeout_s: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
-@contextlib.asynccontextmanager
-async def gateway(kit: Kit, broker: BrokerURL, db: Path, clock: ManualClock) -> AsyncIterator[GatewayStats]:
-    stats = GatewayStats()
-    rules = RulesConfig(tick_ms=50)  # ticks often: some land in the middle of the burst
-    task = asyncio.create_task(run_gateway(kit, broker, db, rules, clock, stats=stats))
-    try:
-        await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
-        if task.done():
-            task.result()
-        yield stats
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 async def test_commands_in_a_reading_burst_are_stored_without_waiting(mosquitto: BrokerURL, tmp_path: Path) -> None:
     site = f"batch{next(SITE_IDS)}"
     kit, db, clock = make_kit(site), tmp_path / "gw.sqlite3", ManualClock(T0 + 3_600_000)
     n = 2000
-    async with gateway(kit, mosquitto, db, clock) as stats:
+    async with gateway(kit, mosquitto, db, clock, []) as stats:  # ticks every 50 ms: some land mid-burst
         async with aiomqtt.Client(
             mosquitto.host, mosquitto.port, identifier=f"{site}-pub", max_inflight_messages=100, logger=QUIET
         ) as pub:
