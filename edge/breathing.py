@@ -21,9 +21,14 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
 - **breaths, one by one** (``last_breath_ts``): the band-passed samples go, once each, through a
   hysteresis (zig-zag) detector that alternates between troughs and peaks: a *breath* is a peak
   with a rise of ≥ T before it and a fall of ≥ T after it, both within 1.5 breath periods (2–5 s;
-  a slower swing is drift, not a breath). No midline is needed, so a wandering baseline or a sharp
-  inspiration does not matter. Its time is the vertex of a parabola through the samples within ±10 %
-  of a period of the highest one. The threshold adapts::
+  a slower swing is drift, not a breath); the fall must also reach half the rise or half the
+  typical swing, the smaller. That last part is for apneas: breathing stops at end-expiration, so
+  the mat's level ends half a breath below the breathing's mean, and the band-pass settles back
+  over a few seconds — a slow rise that hardly falls again. Counted as a breath it made the alert
+  5 s late (simulated pauses at 20/min, once the simulator's apnea rested where real ones do). No
+  midline is needed, so a wandering baseline or a sharp inspiration does not matter. Its time is
+  the vertex of a parabola through the samples within ±10 % of a period of the highest one. The
+  threshold adapts::
 
       T = max(0.4 × typical swing, 9 × σ of the noise in the band)
 
@@ -35,6 +40,14 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   A swing of 9σ of band-limited noise is rare enough that noise, drift and the heart do not make
   breaths in an apnea (none in 2 h of simulated apnea at any noise level): ``last_breath_ts`` stops
   at the last real breath, and the gateway times the apnea from it.
+- **small breaths** (``last_breath_ts`` only): breathing often fades before a pause, and a last
+  breath under 0.4 × the typical swing would leave the apnea timed from the breath before — the
+  alert early by a breath or two. A second zig-zag runs over the same samples with
+  ``T_small = max(0.2 × typical swing, 9 × σ of the noise)``: the breaths it finds move
+  ``last_breath_ts`` on, but are not counted for the rate (half-size swings of an irregular breath
+  would double it). The noise floor is the same, so noise makes no more breaths in an apnea than
+  before; what it may take is a small swing of a shallow, restless passage — a later last breath,
+  never an earlier alert.
 - **the last breath's time** (``last_breath_ms``): a breath's time is its *inspiration peak* (the
   top of the chest's or belly's rise, where expiration begins) — the same definition as the
   references that judge it (``MatModel.reference_breaths``: the maximum of the breathing reaching
@@ -141,6 +154,11 @@ EDGE_S = 0.6
 #: Hysteresis of the breath detector: a fraction of the typical swing, and a floor in σ of the
 #: in-band noise.
 SWING_FRACTION = 0.4
+#: The small-breath detector's fraction: breaths this small only move the last breath (apnea timing).
+SMALL_FRACTION = 0.2
+#: A breath's fall must reach this fraction of its rise or of the typical swing, the smaller (the
+#: band-pass settling after a level change rises without falling back: not a breath).
+FALL_FRACTION = 0.5
 NOISE_SIGMAS = 9.0
 TYPICAL_BREATHS = 9
 MIN_TYPICAL = 3
@@ -222,11 +240,8 @@ class BreathingAnalyzer:
         self._breath_seen: tuple[float, float] | None = None
         # Breath detector state (absolute sample indices).
         self._scanned = 0  # samples before this index have been through the detector
-        self._zz_mode = -1  # +1: rising (looking for a peak), -1: falling (looking for a trough)
-        self._zz_ext = math.inf  # the current extreme
-        self._zz_at = 0  # index of the peak candidate
-        self._zz_trough = 0.0  # value of the trough before the rising swing …
-        self._zz_trough_at = 0  # … and its index
+        self._zz = _ZigZag()  # the breath detector
+        self._zz_small = _ZigZag()  # the small-breath detector (last breath only)
         self._ring = np.zeros(int(RING_S * self.fs) + 8)  # band-passed samples already scanned, by index
         self._threshold = 0.0
         self._swing_ref: float | None = None  # faded typical swing
@@ -275,8 +290,8 @@ class BreathingAnalyzer:
     def _new_segment(self) -> None:
         self._clean_from = self._total
         self._segment += 1
-        self._zz_mode, self._zz_ext = -1, math.inf  # the detector starts afresh: first a trough
-        self._zz_trough_at = self._total
+        self._zz.reset(self._total)  # the detectors start afresh: first a trough
+        self._zz_small.reset(self._total)
         self._swing_ref = None  # the child may lie differently: breath sizes are learnt again
 
     # -- once per second
@@ -395,31 +410,31 @@ class BreathingAnalyzer:
         longest = int(min(max(STALE_PERIODS * period, STALE_MIN_MS), STALE_MAX_MS) * self.fs / 1000.0)
         ring, size = self._ring, len(self._ring)
         ring[np.arange(y0 + first, y0 + end) % size] = y[first:end]
-        mode, ext, at, trough, trough_at = self._zz_mode, self._zz_ext, self._zz_at, self._zz_trough, self._zz_trough_at
-        for i in range(y0 + first, y0 + end):
-            v = float(ring[i % size])
-            if mode > 0:  # rising: the peak is the highest sample until the signal falls by T
-                if v > ext:
-                    ext, at = v, i
-                elif ext - v >= t:  # a rise of ≥ T then a fall of ≥ T: a breath, if not too slow
-                    if at - trough_at <= longest:
-                        self._breath(at, i, ext - trough, period, now)
-                    mode, ext, trough_at = -1, v, i
-                elif i - at > longest:  # no fall after the peak: not a breath; look for a trough again
-                    mode, ext, trough_at = -1, v, i
-            elif v < ext:  # falling (or a fresh segment): the trough is the lowest sample …
-                ext, trough_at = v, i
-            elif v - ext >= t:  # … until the signal rises by T
-                mode, trough, ext, at = 1, ext, v, i
-            elif i - trough_at > longest:  # a trough long ago: only a recent one starts a breath
-                ext, trough_at = v, i
-        self._zz_mode, self._zz_ext, self._zz_at, self._zz_trough, self._zz_trough_at = mode, ext, at, trough, trough_at
+        lo, hi = y0 + first, y0 + end
+        learnt = typical if self._swing_ref is None else self._swing_ref  # not capped by a fading amplitude
+        for at, i, swing in self._zz.run(ring, lo, hi, t, longest, learnt):
+            self._breath(at, i, swing, period, now)
+        small = max(SMALL_FRACTION * typical, NOISE_SIGMAS * noise, 1e-9)
+        if small < t:
+            for at, i, _swing in self._zz_small.run(ring, lo, hi, small, longest, learnt):
+                self._report(self._peak_ms(at, i, period, now))
+        else:
+            self._zz_small.follow(self._zz)
         self._scanned = y0 + end
 
     def _breath(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
         if swing < self._threshold:  # the trough was found under an older, lower threshold
             return
-        # The peak's time: a parabola through the samples within ±10 % of a period of the highest one.
+        t_ms = self._peak_ms(at, now_index, period_ms, now)
+        self.breaths.append(Breath(t_ms, swing, self._segment))
+        recent = [b.swing for b in list(self.breaths)[-TYPICAL_BREATHS:] if b.segment == self._segment]
+        # One or two breaths could be a sigh or the tail of a movement: until there are three, the
+        # window's amplitude stands for the typical swing.
+        self._swing_ref = statistics.median(recent) if len(recent) >= MIN_TYPICAL else None
+        self._report(t_ms)
+
+    def _peak_ms(self, at: int, now_index: int, period_ms: float, now: float) -> float:
+        """The peak's time: a parabola through the samples within ±10 % of a period of the highest one."""
         w = max(1, int(round(PEAK_FIT_PERIODS * period_ms * self.fs / 1000.0)))
         lo = max(at - w, self._clean_from + self._edge, self._total - len(self._ring) + 1)
         idx = np.arange(lo, min(at + w, now_index) + 1)
@@ -428,12 +443,10 @@ class BreathingAnalyzer:
             c2, c1, _c0 = np.polyfit(idx - at, self._ring[idx % len(self._ring)], 2)
             if c2 < 0:
                 shift = min(max(-c1 / (2.0 * c2), float(idx[0] - at)), float(idx[-1] - at))
-        t_ms = now - (self._total - 1 - at - shift) * 1000.0 / self.fs
-        self.breaths.append(Breath(t_ms, swing, self._segment))
-        recent = [b.swing for b in list(self.breaths)[-TYPICAL_BREATHS:] if b.segment == self._segment]
-        # One or two breaths could be a sigh or the tail of a movement: until there are three, the
-        # window's amplitude stands for the typical swing.
-        self._swing_ref = statistics.median(recent) if len(recent) >= MIN_TYPICAL else None
+        return now - (self._total - 1 - at - shift) * 1000.0 / self.fs
+
+    def _report(self, t_ms: float) -> None:
+        """A breath at ``t_ms`` becomes the last breath (``last_breath_ms``, with its guard)."""
         latest = t_ms + LAST_BREATH_GUARD_MS  # no apnea is claimed before 20 s have surely passed
         # Reported on an occupied mat, and while presence is unknown only for breaths of the start-up
         # window (a child who lay down before the edge started). Later, an unknown mat's lone "breath"
@@ -548,6 +561,76 @@ class BreathingAnalyzer:
         else:
             self._empty_level = level
             self._occupied_level = None
+
+
+@dataclass(slots=True)
+class _ZigZag:
+    """A hysteresis (zig-zag) detector over band-passed samples: it alternates between troughs and
+    peaks; a breath is a peak with a rise of ≥ T before it and a fall after it of ≥ T and ≥ half the
+    rise or half the typical swing (the smaller), both within ``longest`` samples (a slower swing is
+    drift, not a breath). A rise that falls back less than that before rising again is the band-pass
+    settling after a change of level — breathing that stops at end-expiration leaves the mat half a
+    breath lower — not a breath."""
+
+    mode: int = -1  # +1: rising (looking for a peak), -1: falling (looking for a trough)
+    ext: float = math.inf  # the current extreme
+    at: int = 0  # index of the peak candidate
+    trough: float = 0.0  # value of the trough before the rising swing …
+    trough_at: int = 0  # … and its index
+    pending: tuple[int, float, float, float] | None = None  # a peak awaiting its fall: index, value, rise, fall needed
+
+    def reset(self, index: int) -> None:
+        self.mode, self.ext, self.trough_at, self.pending = -1, math.inf, index, None
+
+    def follow(self, other: _ZigZag) -> None:
+        self.mode, self.ext, self.at, self.trough, self.trough_at, self.pending = (
+            other.mode,
+            other.ext,
+            other.at,
+            other.trough,
+            other.trough_at,
+            other.pending,
+        )
+
+    def run(
+        self, ring: FloatArray, lo: int, hi: int, t: float, longest: int, typical: float
+    ) -> list[tuple[int, int, float]]:
+        """Scan absolute indices lo..hi-1 of ``ring`` with threshold ``t``; the breaths found: (peak
+        index, index where the fall completed it, rise before the peak)."""
+        found: list[tuple[int, int, float]] = []
+        size = len(ring)
+        mode, ext, at, trough, trough_at = self.mode, self.ext, self.at, self.trough, self.trough_at
+        pending = self.pending
+        for i in range(lo, hi):
+            v = float(ring[i % size])
+            if pending is not None:  # a peak whose fall has reached T: a breath once it falls half its rise
+                if pending[1] - v >= pending[3]:
+                    found.append((pending[0], i, pending[2]))
+                    pending = None
+                elif i - pending[0] > longest:
+                    pending = None
+            if mode > 0:  # rising: the peak is the highest sample until the signal falls by T
+                if v > ext:
+                    ext, at = v, i
+                elif ext - v >= t:  # a rise of ≥ T then a fall of ≥ T: a breath, if not too slow …
+                    if at - trough_at <= longest:
+                        need = FALL_FRACTION * min(ext - trough, typical)
+                        if ext - v >= need:
+                            found.append((at, i, ext - trough))
+                        else:  # … once the fall is enough
+                            pending = (at, ext, ext - trough, need)
+                    mode, ext, trough_at = -1, v, i
+                elif i - at > longest:  # no fall after the peak: not a breath; look for a trough again
+                    mode, ext, trough_at = -1, v, i
+            elif v < ext:  # falling (or a fresh segment): the trough is the lowest sample …
+                ext, trough_at = v, i
+            elif v - ext >= t:  # … until the signal rises by T (a pending peak that did not fall enough is dropped)
+                mode, trough, ext, at, pending = 1, ext, v, i, None
+            elif i - trough_at > longest:  # a trough long ago: only a recent one starts a breath
+                ext, trough_at = v, i
+        self.mode, self.ext, self.at, self.trough, self.trough_at = mode, ext, at, trough, trough_at
+        self.pending = pending
+        return found
 
 
 def _median(x: FloatArray) -> float:

@@ -9,7 +9,7 @@ The signal, in ADC counts (nominal scale 1 count ≈ 1 g of load; the defaults a
 
     raw  = offset + drift(t)                                  empty mat: tare offset + slow drift
          + p(t) · (weight + posture_shift)                    p: 0 empty … 1 child on the mat (2 s ramp)
-         + p(t) · (1 − apnea(t)) · breath(t)                  respiration, stops during an apnea (1 s ramp)
+         + p(t) · breathing(t)                                respiration; held during an apnea (below)
          + p(t) · heart(t)                                    small cardiac component (~120/min)
          + movement(t)                                        broadband bursts ≫ breathing
     sample = round(gain(t) · raw + noise)                     gain steps are instantaneous; white noise
@@ -18,6 +18,12 @@ The signal, in ADC counts (nominal scale 1 count ≈ 1 g of load; the defaults a
   φ carries a smooth phase jitter with one random knot every 1.5 breaths (rate varies by ≈ ±10 %,
   up to ±17 %), and A varies by ±20 % per breath. The mean rate over many breaths is the scripted
   one exactly, which is what tests compare against.
+- apnea: breathing stops where a central apnea does — the chest finishes the expiration in progress
+  and rests there (no inspiratory effort: the relaxed, end-expiratory level). From the apnea's start
+  the breathing follows its running minimum for ``APNEA_HOLD_S`` and then holds it; when the apnea
+  ends it blends back into the breathing over ``APNEA_RAMP_S``. (It used to fade to the breathing's
+  midline, which from an expiration is half a breath's *rise* no sleeper makes: a detector that counts
+  small breaths saw it as one more breath, and the apnea alert came late.)
 - heart(t): ``heart_counts`` at ``heart_bpm`` with a small phase jitter; it continues through an
   apnea (as a heart does), so an apnea is *not* a flat line, only a line without breathing.
 - movement: while ``movement`` is on, value noise with knots every 0.12 s and 0.6 s (≈ 0–4 Hz) of
@@ -64,6 +70,8 @@ ADC_LIMIT = 2**23 - 1
 #: Ramps of the state changes, in seconds: lying down / getting up, breathing stopping, movement.
 PRESENCE_RAMP_S = 2.0
 APNEA_RAMP_S = 1.0
+#: An apnea's start: how long the expiration in progress may go on before the level is held.
+APNEA_HOLD_S = 1.0
 MOVEMENT_RAMP_S = 0.3
 POSTURE_SHIFT = 0.05
 #: Breath-to-breath variability: phase jitter (rad) with a knot every 1.5 breaths, amplitude ±20 %.
@@ -160,6 +168,13 @@ class _Timeline:
         self.cycles0 = np.array(cycles)
         self.presence = _Ramped(starts, [float(s.present) for s in states], PRESENCE_RAMP_S)
         self.apnea = _Ramped(starts, [float(s.apnea) for s in states], APNEA_RAMP_S)
+        # When the apnea in force (or the one that ended last) began, per segment; NaN before any.
+        began, since = [], math.nan
+        for i, state in enumerate(states):
+            if state.apnea and (i == 0 or not states[i - 1].apnea):
+                since = starts[i]
+            began.append(since)
+        self.apnea_began = np.array(began)
         self.movement = _Ramped(starts, [float(s.movement) for s in states], MOVEMENT_RAMP_S)
         # Movement episode number in force: each episode ends with a new lying position.
         episodes, n = [], 0
@@ -213,6 +228,7 @@ class MatModel:
         self.timeline = _Timeline(steps, MatState(gain=self.options.gain))
         key = _key(f"{seed}|{self.options.seed}")
         self._keys = {name: _key(f"{key}:{name}") for name in _STREAMS}
+        self._held_levels: dict[float, tuple[FloatArray, FloatArray]] = {}  # apnea start → its level
 
     # -- public
 
@@ -240,11 +256,12 @@ class MatModel:
 
     def breathing_envelope(self, t_s: FloatArray) -> FloatArray:
         """How much of the breathing reaches the mat at mat times ``t_s`` (0…1): the child's
-        presence times (1 − apnea), ramps included."""
+        presence times the breathing's share — 0 from an apnea's start (the level is held, no new
+        breath), 1 − the ramp as it ends."""
         t = t_s % self.loop_s if self.loop_s else t_s
         tl = self.timeline
         seg = tl.segment(t)
-        out: FloatArray = tl.presence.at(t, seg) * (1.0 - tl.apnea.at(t, seg))
+        out: FloatArray = tl.presence.at(t, seg) * np.where(tl.apnea.now[seg] > 0, 0.0, 1.0 - tl.apnea.at(t, seg))
         return out
 
     def respiration(self, t_s: FloatArray) -> FloatArray:
@@ -261,7 +278,7 @@ class MatModel:
         t_abs = np.arange(t0_s - step, t1_s + 2 * step, step)
         t = t_abs % self.loop_s if self.loop_s else t_abs
         envelope = self.breathing_envelope(t_abs)
-        w = envelope * self._respiration(t, self.timeline.segment(t))
+        w = self.timeline.presence.at(t, self.timeline.segment(t)) * self._breathing(t, self.timeline.segment(t))
         i = np.flatnonzero((w[1:-1] > w[:-2]) & (w[1:-1] >= w[2:]) & (w[1:-1] > 0) & (envelope[1:-1] >= 0.5)) + 1
         a, b, c = w[i - 1], w[i], w[i + 1]
         denom = a - 2 * b + c
@@ -275,7 +292,7 @@ class MatModel:
         o, tl = self.options, self.timeline
         seg = tl.segment(t)
         present = tl.presence.at(t, seg)
-        breathing = (1.0 - tl.apnea.at(t, seg)) * self._respiration(t, seg)
+        breathing = self._breathing(t, seg)
         shift = POSTURE_SHIFT * o.weight_counts * self._posture(tl.episode.at(t, seg))
         raw = (
             o.offset_counts
@@ -285,6 +302,34 @@ class MatModel:
         )
         noisy = tl.gain[seg] * raw + o.noise_counts * _gaussian(self._keys["noise"], i)
         return np.clip(np.rint(noisy), -ADC_LIMIT, ADC_LIMIT).astype(np.int64)
+
+    def _breathing(self, t: FloatArray, seg: NDArray[np.intp]) -> FloatArray:
+        """The respiration with its apneas (see the module docstring), in counts."""
+        tl = self.timeline
+        w = self._respiration(t, seg)
+        a = tl.apnea.at(t, seg)
+        if not np.any(a > 0):
+            return w
+        out = w.copy()
+        for began in np.unique(tl.apnea_began[seg][a > 0]):
+            grid, held = self._held(float(began))
+            mine = (a > 0) & (tl.apnea_began[seg] == began)
+            during = mine & (tl.apnea.now[seg] > 0)
+            out[during] = np.interp(t[during] - began, grid, held)
+            ending = mine & ~during  # blending back into the breathing
+            out[ending] = (1.0 - a[ending]) * w[ending] + a[ending] * held[-1]
+        return out
+
+    def _held(self, began: float) -> tuple[FloatArray, FloatArray]:
+        """An apnea's level from its start: the running minimum of the breathing (the expiration in
+        progress goes on) on a fine grid over ``APNEA_HOLD_S``; its last value is held after."""
+        cached = self._held_levels.get(began)
+        if cached is None:
+            grid = np.arange(0.0, APNEA_HOLD_S + REFERENCE_GRID_S, REFERENCE_GRID_S)
+            t = began + grid
+            w = self._respiration(t, self.timeline.segment(t))
+            cached = self._held_levels[began] = (grid, np.minimum.accumulate(w))
+        return cached
 
     def _respiration(self, t: FloatArray, seg: NDArray[np.intp]) -> FloatArray:
         """Breathing before the presence and apnea envelopes, in counts."""

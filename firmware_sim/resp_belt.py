@@ -12,10 +12,15 @@ one second of mat time plays two seconds of recording — the 20 Hz belt is trea
 at that scale. The recording is then resampled (linear interpolation) to the mat's fs, and loops
 when it runs out.
 
-**Mat-like breathing.** The belt's own level and drift are removed (10 s moving average, in
-recording time), and its amplitude, which wanders tenfold as the belt shifts, is normalised by a
-slow envelope (median of |signal| per 30 s block, interpolated), then scaled to ``breath_counts``.
-Short belt artefacts stay large relative to breathing, like movement on a mat.
+**Mat-like breathing.** The belt's own sensor noise (a few counts, white up to 10 Hz) is low-passed
+away above 2 Hz (recording time: an adult's breath, ≤ 0.7 Hz, keeps its first harmonics), its level
+and drift are removed (10 s moving average, in recording time), and its amplitude, which wanders
+tenfold as the belt shifts, is normalised by a slow envelope (median of |signal| per 30 s block,
+interpolated), then scaled to ``breath_counts``. Short belt artefacts stay large relative to
+breathing, like movement on a mat. Without the low-pass the normalisation amplified the belt's noise
+with shallow breathing, up to tenfold: a mat of 5 counts' noise carried ~20 in those passages — the
+mat's noise is the mat's own (``noise_counts``). The belt's noise *inside* the breathing band stays
+(the references see it too).
 
 Scenario use (``replay`` is relative to the scenario file's folder, or absolute)::
 
@@ -51,6 +56,9 @@ HEADER = "resp"
 #: Detrending and amplitude envelope, in recording seconds.
 DETREND_S = 10.0
 ENVELOPE_BLOCK_S = 30.0
+#: The belt's sensor noise above this (recording Hz, soft edge of ±0.25 Hz) is not breathing.
+BELT_LOWPASS_HZ = 2.0
+BELT_LOWPASS_EDGE_HZ = 0.5
 #: Reference breaths: adults breathe at most ~40/min, so breaths are ≥ 1.5 recording-seconds apart.
 MIN_BREATH_GAP_S = 1.5
 #: Second reference: smallest prominence (normalised belt, a typical breath is about ±1) and how
@@ -76,12 +84,19 @@ class RecordingError(Exception):
 class Recording:
     """A belt recording, detrended and amplitude-normalised (about ±1 per breath)."""
 
-    def __init__(self, raw: NDArray[np.float64], fs_hz: float = RECORDING_FS_HZ, name: str = "") -> None:
+    def __init__(
+        self,
+        raw: NDArray[np.float64],
+        fs_hz: float = RECORDING_FS_HZ,
+        name: str = "",
+        lowpass_hz: float | None = BELT_LOWPASS_HZ,
+    ) -> None:
         if len(raw) < int(2 * ENVELOPE_BLOCK_S * fs_hz):
             raise RecordingError(f"{name}: {len(raw)} samples is too short to replay (≥ {2 * ENVELOPE_BLOCK_S} s)")
         self.fs_hz, self.name, self.raw = fs_hz, name, raw
         self.duration_s = len(raw) / fs_hz
-        hp = raw - _moving_average(raw, int(DETREND_S * fs_hz))
+        belt = raw if lowpass_hz is None else _low_pass(raw, fs_hz, lowpass_hz)
+        hp = belt - _moving_average(belt, int(DETREND_S * fs_hz))
         block = int(ENVELOPE_BLOCK_S * fs_hz)
         n_blocks = len(hp) // block
         level = np.median(np.abs(hp[: n_blocks * block]).reshape(n_blocks, block), axis=1)
@@ -262,6 +277,16 @@ def _vertex(x: FloatArray, i: int) -> float:
     a, b, c = float(x[i - 1]), float(x[i]), float(x[i + 1])
     denom = a - 2.0 * b + c
     return min(max(0.5 * (a - c) / denom, -0.5), 0.5) if denom < 0 else 0.0
+
+
+def _low_pass(x: FloatArray, fs_hz: float, cutoff_hz: float) -> FloatArray:
+    """``x`` without what lies above ``cutoff_hz`` (one FFT of the whole recording, a sin² edge of
+    ``BELT_LOWPASS_EDGE_HZ``; circular, as the replay loops)."""
+    f = np.fft.rfftfreq(len(x), 1.0 / fs_hz)
+    keep = np.clip((cutoff_hz + BELT_LOWPASS_EDGE_HZ / 2.0 - f) / BELT_LOWPASS_EDGE_HZ, 0.0, 1.0)
+    mean = float(np.mean(x))
+    out: FloatArray = np.fft.irfft(np.fft.rfft(x - mean) * np.sin(0.5 * np.pi * keep) ** 2, len(x)) + mean
+    return out
 
 
 def _moving_average(x: FloatArray, n: int) -> FloatArray:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from edge import breathing
 from edge.breathing import LAST_BREATH_GUARD_MS, BreathingAnalyzer, BreathingFeatures
 from firmware_sim.mat import MatModel, MatOptions, MatStep
 from firmware_sim.resp_belt import ReplayMat, ReplayOptions, load_recording
@@ -173,6 +174,43 @@ def test_noise_in_a_long_apnea_makes_no_breath(noise: int) -> None:
     last_true = max(model.reference_breaths(0, start + 1))
     assert {f.last_breath_ms for f in features[int(start) + 10 :]} == {features[-1].last_breath_ms}
     assert last_breath_s(features[-1]) <= last_true + 0.3  # at 40 counts a breath is at the floor: may be missed
+
+
+@pytest.mark.parametrize("small_detector", [True, False])
+def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
+    small_detector: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Breaths often shrink before a pause: the last one here is 0.4 of the usual size, and the
+    apnea rests at end-expiration, where the band-pass settling takes part of its fall — the main
+    detector (T = 0.4 × the typical swing) misses it. The small-breath detector (0.2 ×,
+    ``last_breath_ts`` only) takes it as the last breath, so the apnea is timed from it and the alert
+    is not early; without it the last breath would be the one before, 1.5 s early. Measured: from 0.35
+    of the usual size it is seen, at 0.3 not. The rate is the main detector's alone. ~0.3 s."""
+    if not small_detector:
+        monkeypatch.setattr(breathing, "SMALL_FRACTION", breathing.SWING_FRACTION)
+    period = 1.5  # 40/min
+    t = np.arange(0, 90 * FS) / FS
+    phase = 2 * np.pi * t / period
+    size = np.where(t < 60.0, 120.0, 48.0)  # the breath after 60 s is 0.4 of the usual size
+    wave = size * (1 - np.cos(phase)) / 2  # every expiration ends at the same level; peaks half a period in
+    wave[t >= 61.5] = 0.0  # after the small breath's expiration: an apnea, resting at end-expiration
+    rng = np.random.default_rng(7)
+    samples = np.rint(10_000 + wave + rng.normal(0, 3, len(t))).astype(np.int64)
+    analyzer = BreathingAnalyzer(FS)
+    features = []
+    for sec in range(90):
+        analyzer.add(T0_MS + sec * 1000, samples[sec * FS : (sec + 1) * FS])
+        f = analyzer.features()
+        assert f is not None
+        features.append(f)
+    small_peak, big_peak = 60.75, 59.25
+    last = last_breath_s(features[-1])
+    if small_detector:
+        assert last == pytest.approx(small_peak, abs=0.15)
+    else:
+        assert last == pytest.approx(big_peak, abs=0.15)
+    assert at(features, 59).rate_bpm == pytest.approx(40, abs=1)
+    assert len({f.last_breath_ms for f in features[66:]}) == 1, "nothing after it in the apnea"
 
 
 # ---------------------------------------------------------------- through the gateway's apnea rule

@@ -14,8 +14,8 @@ import pytest
 
 from edge.nmea import MatFrame, NmeaDecoder
 from firmware_sim.devices import SIM_MODELS, StreamingModel
-from firmware_sim.mat import MatModel, MatOptions, MatStep
-from firmware_sim.resp_belt import Recording, RecordingError, ReplayMat, load_recording, recording_path
+from firmware_sim.mat import MatEvent, MatModel, MatOptions, MatStep
+from firmware_sim.resp_belt import Recording, RecordingError, ReplayMat, ReplayOptions, load_recording, recording_path
 from firmware_sim.runner import plan
 from firmware_sim.scenario import ScenarioError, load_scenario, parse_scenario
 from nurserywatch.kit import DeviceKind, Kit, load_kit
@@ -321,3 +321,28 @@ def test_unusable_recordings_are_clear_errors(tmp_path: Path) -> None:
         load_recording(plain)
     with pytest.raises(RecordingError, match=r"too short"):
         Recording(np.zeros(100))
+
+
+def test_replay_leaves_the_belts_own_noise_out() -> None:
+    """The belt's sensor noise is not breathing: above 2 Hz of recording time it is filtered out
+    before the amplitude is normalised, which amplifies it with shallow breathing. In a shallow
+    passage of recording 25 (recording ~3560 s, breaths of ~5 belt counts) a mat with 5 counts of
+    noise carried σ ≈ 16 counts above 3 Hz without the filter, ≈ 9 with it (measured)."""
+    raw = load_recording(resp_belt_file("25_20231208.csv.gz")).raw
+
+    def sigma_above_3hz(recording: Recording, t0: int) -> float:
+        opts = ReplayOptions(replay="belt", noise_counts=5.0, heart_counts=0.0)
+        mat = ReplayMat([MatEvent(at_s=0, present=True)], opts, recording, seed="noise")
+        x = mat.samples(t0 * FS, (t0 + 40) * FS).astype(float)
+        f = np.fft.rfftfreq(len(x), 1.0 / FS)
+        power = np.abs(np.fft.rfft(x - np.mean(x))) ** 2
+        return float(np.sqrt(np.mean(power[(f >= 3.0) & (f <= 10.0)]) / len(x)))  # white: E|X|² = nσ²
+
+    filtered, unfiltered = Recording(raw), Recording(raw, lowpass_hz=None)
+    assert sigma_above_3hz(unfiltered, 1780) > 14.0, "the shallow passage, as it was replayed before"
+    assert sigma_above_3hz(filtered, 1780) < 10.0
+    assert sigma_above_3hz(filtered, 500) < 6.0, "a normal passage: about the mat's own 5 counts"
+    breaths = ReplayMat([MatEvent(at_s=0, present=True)], ReplayOptions(replay="belt"), filtered)
+    kept = breaths.reference_breaths(400, 700)
+    before = ReplayMat([MatEvent(at_s=0, present=True)], ReplayOptions(replay="belt"), unfiltered)
+    assert len(kept) == pytest.approx(len(before.reference_breaths(400, 700)), abs=2), "the breathing is kept"
