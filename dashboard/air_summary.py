@@ -1,10 +1,10 @@
 """Threshold bands and time-above-threshold for the manager pages. Pure: rules and readings in,
 numbers out; no I/O, no clock.
 
-The thresholds are the gateway's own (the rules file, resolved for the room with no age band), with
-the comparison each air rule uses (gateway/rules/air.py): CO2 fires *at or above* its levels, PM2.5
-*above* them, temperature and humidity *outside* [low, high]. Breathing rate has no room-wide
-threshold (it depends on each child's age band), and PM10 has no rule: neither gets bands.
+The thresholds are the gateway's own: ``RuleSet.thresholds`` (gateway/config.py, the rules file
+resolved for the room with no age band) is the one table the air rules build their bands from, with
+each level's side and whether the value itself counts. Breathing rate has no room-wide threshold (it
+depends on each child's age band), and PM10 has no rule: neither gets bands.
 
 "Time above" is plain time in violation, from the stored readings: each reading stands for its
 device from its timestamp until the device's next reading, but for at most ``hold_ms`` (the rules'
@@ -16,10 +16,8 @@ minimum duration (and PM2.5 judges a one-hour mean), so it is usually longer tha
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
-from gateway.config import RuleSet
+from gateway.config import Threshold
 
 #: metric → unit shown next to its numbers (the same in both languages).
 UNITS: dict[str, str] = {
@@ -34,62 +32,6 @@ UNITS: dict[str, str] = {
 
 #: The room air metrics of the trends page and of the time-above summary, in display order.
 ROOM_AIR_METRICS: tuple[str, ...] = ("co2", "pm25", "temperature", "humidity")
-
-Direction = Literal["above", "below"]
-Level = Literal["critical", "warning", "info"]
-
-
-@dataclass(frozen=True, slots=True)
-class Threshold:
-    metric: str
-    level: Level
-    direction: Direction
-    value: float
-    #: True: the value itself is in violation (CO2 ≥ 1000); False: only beyond it (PM2.5 > 35).
-    inclusive: bool
-    #: Where it comes from in the rules file, e.g. ``co2.warning_ppm``.
-    key: str
-
-    def violated_by(self, v: float) -> bool:
-        if self.direction == "above":
-            return v >= self.value if self.inclusive else v > self.value
-        return v <= self.value if self.inclusive else v < self.value
-
-
-def thresholds(rules: RuleSet, metric: str) -> list[Threshold]:
-    """The thresholds of one metric under ``rules`` (a room's effective RuleSet), lowest level first."""
-    if metric == "co2":
-        c = rules.co2
-        return [
-            Threshold(metric, "warning", "above", c.warning_ppm, True, "co2.warning_ppm"),
-            Threshold(metric, "critical", "above", c.critical_ppm, True, "co2.critical_ppm"),
-        ]
-    if metric == "pm25":
-        p = rules.pm25
-        return [
-            Threshold(metric, "warning", "above", p.warning_ugm3, False, "pm25.warning_ugm3"),
-            Threshold(metric, "critical", "above", p.critical_ugm3, False, "pm25.critical_ugm3"),
-        ]
-    if metric == "temperature":
-        t = rules.temperature
-        return [
-            Threshold(metric, "warning", "below", t.low_c, False, "temperature.low_c"),
-            Threshold(metric, "warning", "above", t.high_c, False, "temperature.high_c"),
-        ]
-    if metric == "humidity":
-        h = rules.humidity
-        return [
-            Threshold(metric, "info", "below", h.low_pct, False, "humidity.low_pct"),
-            Threshold(metric, "info", "above", h.high_pct, False, "humidity.high_pct"),
-        ]
-    if metric == "body_temp":
-        f = rules.fever
-        return [
-            Threshold(metric, "warning", "above", f.warning_c, True, "fever.warning_c"),
-            Threshold(metric, "critical", "above", f.critical_c, True, "fever.critical_c"),
-        ]
-    return []
-
 
 def _merged_length(intervals: Iterable[tuple[int, int]]) -> int:
     total, cur_start, cur_end = 0, None, None

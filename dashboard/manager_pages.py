@@ -21,12 +21,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from dashboard.air_summary import ROOM_AIR_METRICS, UNITS, Threshold, thresholds, time_covered, time_in_violation
+from dashboard.air_summary import ROOM_AIR_METRICS, UNITS, time_covered, time_in_violation
 from dashboard.app import ApiError, DefaultLangDep, LinkDep
 from dashboard.auth import ManagerDep, Role
 from dashboard.i18n import catalogue, pick_lang
 from dashboard.pages import NAV, NavItem, page_context, render
-from gateway.config import RulesConfig
+from gateway.config import RulesConfig, Threshold
 from gateway.store import StoreError, StoreReader
 from gateway.trend_reader import reads_influx, room_trend
 from gateway.trends import METRICS, RANGES, TrendError, room_devices, window
@@ -101,7 +101,7 @@ class TrendBucket(BaseModel):
 
 
 class ThresholdOut(BaseModel):
-    level: Literal["critical", "warning", "info"]
+    level: Severity
     direction: Literal["above", "below"]
     value: float
     inclusive: bool
@@ -109,7 +109,7 @@ class ThresholdOut(BaseModel):
 
     @classmethod
     def of(cls, t: Threshold) -> ThresholdOut:
-        return cls(level=t.level, direction=t.direction, value=t.value, inclusive=t.inclusive, key=t.key)
+        return cls(level=t.severity, direction=t.direction, value=t.value, inclusive=t.inclusive, key=t.key)
 
 
 class TrendOut(BaseModel):
@@ -156,7 +156,7 @@ async def trends_api(
         room=room_id, metric=metric, range=range_, unit=UNITS.get(metric, ""),
         source="influxdb" if influx else "sqlite", start_ms=w.start_ms, end_ms=w.end_ms, bucket_ms=w.bucket_ms,
         buckets=[TrendBucket(start=b.start_ms, mean=b.mean, min=b.min, max=b.max) for b in buckets],
-        thresholds=[ThresholdOut.of(t) for t in thresholds(rules, metric)],
+        thresholds=[ThresholdOut.of(t) for t in rules.thresholds(metric)],
     )  # fmt: skip
 
 
@@ -235,7 +235,7 @@ def air_summary(kit: Kit, rules: RulesConfig, db: Path, range_: str, now_ms: int
             covered = time_covered(samples, w.start_ms, w.end_ms, hold_ms)
             beyond = [ThresholdTime(**ThresholdOut.of(t).model_dump(),
                                     ms=time_in_violation(samples, t, w.start_ms, w.end_ms, hold_ms))
-                      for t in thresholds(effective, metric)]  # fmt: skip
+                      for t in effective.thresholds(metric)]  # fmt: skip
             metrics.append(MetricSummary(metric=metric, unit=UNITS[metric], sensors=len(devices), covered_ms=covered,
                                          thresholds=beyond))  # fmt: skip
         out.append(RoomSummary(room=r.id, name=r.name, metrics=metrics))

@@ -17,8 +17,9 @@ Layers, most specific last (each layer sets only the keys it names; docs/gateway
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -166,6 +167,37 @@ class FreshnessConfig(_Strict):
     air_s: Annotated[float, Field(gt=0, le=24 * 3600)] = 180.0
 
 
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """One level of a threshold rule, stated once: which value, on which side, and whether the value
+    itself is in violation. The rules build their bands from these (gateway/rules/air.py, fever.py)
+    and the dashboard draws them, so the two cannot disagree."""
+
+    metric: str
+    severity: Severity
+    direction: Literal["above", "below"]
+    value: float
+    #: True: the value itself is in violation (CO2 ≥ 1000); False: only beyond it (PM2.5 > 35).
+    inclusive: bool
+    #: How far back past ``value`` a reading must come to clear.
+    hysteresis: float
+    #: Where it comes from in the rules file, e.g. ``co2.warning_ppm``.
+    key: str
+
+    def violated_by(self, v: float) -> bool:
+        if self.direction == "above":
+            return v >= self.value if self.inclusive else v > self.value
+        return v <= self.value if self.inclusive else v < self.value
+
+    def cleared_by(self, v: float) -> bool:
+        """Back inside by the hysteresis (the band in between holds the alert)."""
+        if self.direction == "above":
+            edge = self.value - self.hysteresis
+            return v < edge if self.inclusive else v <= edge
+        edge = self.value + self.hysteresis
+        return v > edge if self.inclusive else v >= edge
+
+
 class RuleSet(_Strict):
     """Every rule's thresholds. One effective RuleSet per (room, age band): see RulesConfig.resolve."""
 
@@ -183,6 +215,33 @@ class RuleSet(_Strict):
     humidity: HumidityConfig = Field(default_factory=HumidityConfig)
     pm25: Pm25Config = Field(default_factory=Pm25Config)
     freshness: FreshnessConfig = Field(default_factory=FreshnessConfig)
+
+    def thresholds(self, metric: str) -> list[Threshold]:
+        """The threshold levels of a metric's rule, lowest severity first ([] for a metric without
+        one): CO2 fires *at or above* its levels, PM2.5 (its 1-hour mean) *above* them, room
+        temperature and humidity *outside* [low, high], body temperature at or above."""
+        w, c, i = Severity.WARNING, Severity.CRITICAL, Severity.INFO
+        if metric == "co2":
+            co2 = self.co2
+            return [Threshold(metric, w, "above", co2.warning_ppm, True, co2.hysteresis_ppm, "co2.warning_ppm"),
+                    Threshold(metric, c, "above", co2.critical_ppm, True, co2.hysteresis_ppm, "co2.critical_ppm")]
+        if metric == "pm25":
+            pm = self.pm25
+            return [Threshold(metric, w, "above", pm.warning_ugm3, False, pm.hysteresis_ugm3, "pm25.warning_ugm3"),
+                    Threshold(metric, c, "above", pm.critical_ugm3, False, pm.hysteresis_ugm3, "pm25.critical_ugm3")]
+        if metric == "temperature":
+            t = self.temperature
+            return [Threshold(metric, w, "below", t.low_c, False, t.hysteresis_c, "temperature.low_c"),
+                    Threshold(metric, w, "above", t.high_c, False, t.hysteresis_c, "temperature.high_c")]
+        if metric == "humidity":
+            h = self.humidity
+            return [Threshold(metric, i, "below", h.low_pct, False, h.hysteresis_pct, "humidity.low_pct"),
+                    Threshold(metric, i, "above", h.high_pct, False, h.hysteresis_pct, "humidity.high_pct")]
+        if metric == "body_temp":
+            f = self.fever
+            return [Threshold(metric, w, "above", f.warning_c, True, f.hysteresis_c, "fever.warning_c"),
+                    Threshold(metric, c, "above", f.critical_c, True, f.hysteresis_c, "fever.critical_c")]
+        return []  # fmt: skip
 
     def problems(self) -> list[str]:
         """Cross-field mistakes, checked on every effective (room, age band) combination."""

@@ -21,12 +21,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from dashboard import integrator_pages, manager_pages
-from dashboard.air_summary import Threshold, thresholds, time_covered, time_in_violation
+from dashboard.air_summary import time_covered, time_in_violation
 from dashboard.app import create_app, get_link_of
 from dashboard.auth import AuthPolicy, Role, User, require_admin, require_manager, required_role
 from dashboard.pages import NAV
 from gateway.alerts import Change, Transition
-from gateway.config import RulesConfig
+from gateway.config import RulesConfig, Threshold
 from gateway.store import Store
 from gateway.trends import RANGES, window
 from nurserywatch.clock import ManualClock
@@ -253,8 +253,8 @@ async def test_trends_page_ja_en(env: Env) -> None:
 
 # ---------------------------------------------------------------- time beyond thresholds (pure)
 
-CO2_WARN = Threshold("co2", "warning", "above", 1000, True, "co2.warning_ppm")
-CO2_CRIT = Threshold("co2", "critical", "above", 1500, True, "co2.critical_ppm")
+CO2_WARN = Threshold("co2", Severity.WARNING, "above", 1000, True, 100, "co2.warning_ppm")
+CO2_CRIT = Threshold("co2", Severity.CRITICAL, "above", 1500, True, 100, "co2.critical_ppm")
 S = 1000
 HAND = [("a", 0, 900.0), ("a", 60 * S, 1100.0), ("a", 120 * S, 1600.0), ("a", 400 * S, 1000.0),
         ("b", 30 * S, 1200.0), ("b", 90 * S, 500.0)]  # fmt: skip
@@ -276,12 +276,12 @@ def test_time_above_hand_computed() -> None:
 
 def test_threshold_comparisons_follow_the_rules() -> None:
     rules = RulesConfig().resolve(None, None)
-    pm_warn, _ = thresholds(rules, "pm25")
+    pm_warn, _ = rules.thresholds("pm25")
     assert not pm_warn.violated_by(35.0) and pm_warn.violated_by(35.1)  # PM2.5: above, not at
     assert CO2_WARN.violated_by(1000.0)  # CO2: at or above
-    low, high = thresholds(rules, "temperature")
+    low, high = rules.thresholds("temperature")
     assert low.violated_by(17.9) and not low.violated_by(18.0) and high.violated_by(28.1) and not high.violated_by(28)
-    assert thresholds(rules, "breathing_rate") == [] and thresholds(rules, "pm10") == []
+    assert rules.thresholds("breathing_rate") == [] and rules.thresholds("pm10") == []
 
 
 async def test_air_summary_api(env: Env) -> None:
@@ -293,7 +293,7 @@ async def test_air_summary_api(env: Env) -> None:
     w = window("co2", "24h", NOW)
     hold = round(RULES.freshness.air_s * 1000)
     samples = [x for x in env.co2 if x[0] in ("co2-01", "co2-02") and w.start_ms - hold <= x[1] < w.end_ms]
-    warn = Threshold("co2", "warning", "above", 800, True, "co2.warning_ppm")
+    warn = Threshold("co2", Severity.WARNING, "above", 800, True, 100, "co2.warning_ppm")
     assert [t["value"] for t in co2["thresholds"]] == [800, 1200]
     assert co2["thresholds"][0]["ms"] == time_in_violation(samples, warn, w.start_ms, w.end_ms, hold) > 0
     assert co2["covered_ms"] == w.end_ms - w.start_ms  # readings every 97 s, held 180 s: all of it

@@ -17,6 +17,7 @@ import pytest
 
 from gateway.alerts import Change
 from gateway.config import NotifyConfig, RulesConfig
+from gateway.rules.levels import band
 from nurserywatch.contract import AlertState, SessionAction, Severity, Stream
 from tests.gateway_rules_harness import (
     T0,
@@ -465,3 +466,25 @@ def test_outside_a_session_absence_and_silence_are_not_alerts_except_a_child_on_
     ]
     rows = replay(events, 100, rules=RulesConfig(notify=QUIET)).rows()
     assert rows == [(29.0, RAISED, "sensor_lost", W, "mat-1")]
+
+
+def test_threshold_table_bands_match_each_rules_comparison() -> None:
+    """RuleSet.thresholds is the one table the air and fever rules build their bands from (and the
+    dashboard draws): on a grid of values each band fires and clears exactly as the comparison the
+    rule states — CO2 and body temperature at or above, PM2.5 above, room temperature and humidity
+    outside [low, high], each clearing back inside its hysteresis."""
+    rules = RulesConfig().resolve(None, None)
+    expected: dict[str, list[tuple[Callable[[float], bool], Callable[[float], bool]]]] = {
+        "co2": [(lambda v: v >= 1000, lambda v: v < 900), (lambda v: v >= 1500, lambda v: v < 1400)],
+        "pm25": [(lambda v: v > 35, lambda v: v <= 30), (lambda v: v > 70, lambda v: v <= 65)],
+        "temperature": [(lambda v: v < 18 or v > 28, lambda v: 18.5 <= v <= 27.5)],
+        "humidity": [(lambda v: v < 40 or v > 70, lambda v: 42 <= v <= 68)],
+        "body_temp": [(lambda v: v >= 37.5, lambda v: v < 37.3), (lambda v: v >= 38.0, lambda v: v < 37.8)],
+    }
+    for metric, bands in expected.items():
+        levels = {sev: band([t for t in rules.thresholds(metric) if t.severity is sev])
+                  for sev in dict.fromkeys(t.severity for t in rules.thresholds(metric))}  # fmt: skip
+        assert len(levels) == len(bands), metric
+        for (fire, clear), (want_fire, want_clear) in zip(levels.values(), bands, strict=True):
+            for v in [x / 10 for x in range(0, 20000)]:
+                assert fire(v) == want_fire(v) and clear(v) == want_clear(v), (metric, v)

@@ -6,7 +6,8 @@
 * humidity: outside 40–70 % for 30 min → info; resolves inside 42–68 % held 10 min.
 * pm25: 1-hour mean > 35 µg/m³ → warning, > 70 → critical; eases / resolves at or below 65 / 30.
 
-(defaults; every number is in configs/rules.yaml). Pure, on message time: ``feed`` takes a reading,
+(defaults; every number is in configs/rules.yaml; which side and whether the value itself counts:
+``RuleSet.thresholds``, the one table the dashboard draws too). Pure, on message time: ``feed`` takes a reading,
 ``tick`` judges again at a later device time so a duration completes on time between slow readings.
 A reading without a field says nothing about it (a PMS5003 reports no CO2). The PM2.5 mean is the
 plain mean of the readings of the last ``window_s`` and is judged only once they span
@@ -19,7 +20,7 @@ from collections import deque
 
 from gateway.config import RuleSet
 from gateway.rules.events import Messages, RuleEvent, level_event
-from gateway.rules.levels import Graded, Level, above, outside, seconds_ms
+from gateway.rules.levels import Graded, levels, seconds_ms
 from nurserywatch.contract import AirReading, Severity
 
 CO2 = "co2"
@@ -58,22 +59,15 @@ class AirMonitor:
         self.device = device
         c, t, h, p = cfg.co2, cfg.temperature, cfg.humidity, cfg.pm25
         self._graded: dict[str, Graded] = {
-            CO2: Graded([
-                Level(Severity.WARNING, *above(c.warning_ppm, c.hysteresis_ppm),
-                      seconds_ms(c.warning_min_duration_s), seconds_ms(c.clear_after_s)),
-                Level(Severity.CRITICAL, *above(c.critical_ppm, c.hysteresis_ppm),
-                      seconds_ms(c.critical_min_duration_s), seconds_ms(c.clear_after_s)),
-            ]),
-            TEMPERATURE: Graded([Level(Severity.WARNING, *outside(t.low_c, t.high_c, t.hysteresis_c),
-                                       seconds_ms(t.min_duration_s), seconds_ms(t.clear_after_s))]),
-            HUMIDITY: Graded([Level(Severity.INFO, *outside(h.low_pct, h.high_pct, h.hysteresis_pct),
-                                    seconds_ms(h.min_duration_s), seconds_ms(h.clear_after_s))]),
-            PM25: Graded([
-                Level(Severity.WARNING, *above(p.warning_ugm3, p.hysteresis_ugm3, inclusive=False),
-                      seconds_ms(p.min_duration_s), seconds_ms(p.clear_after_s)),
-                Level(Severity.CRITICAL, *above(p.critical_ugm3, p.hysteresis_ugm3, inclusive=False),
-                      seconds_ms(p.min_duration_s), seconds_ms(p.clear_after_s)),
-            ]),
+            CO2: Graded(levels(cfg.thresholds(CO2), lambda sev: seconds_ms(
+                c.critical_min_duration_s if sev is Severity.CRITICAL else c.warning_min_duration_s),
+                seconds_ms(c.clear_after_s))),
+            TEMPERATURE: Graded(levels(cfg.thresholds(TEMPERATURE), lambda _sev: seconds_ms(t.min_duration_s),
+                                       seconds_ms(t.clear_after_s))),
+            HUMIDITY: Graded(levels(cfg.thresholds(HUMIDITY), lambda _sev: seconds_ms(h.min_duration_s),
+                                    seconds_ms(h.clear_after_s))),
+            PM25: Graded(levels(cfg.thresholds(PM25), lambda _sev: seconds_ms(p.min_duration_s),
+                                seconds_ms(p.clear_after_s))),
         }  # fmt: skip
         self.messages: dict[str, Messages] = {
             CO2: {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from gateway.config import RuleSet
 from gateway.rules.events import RuleEvent, level_event
-from gateway.rules.levels import Graded, Level, above, seconds_ms
+from gateway.rules.levels import Graded, levels, seconds_ms
 from nurserywatch.contract import BodyTempReading, Severity
 
 RULE = "fever"
@@ -23,10 +23,7 @@ class FeverMonitor:
         f = cfg.fever
         on = seconds_ms(f.min_duration_s)
         self.device = device
-        self._graded = Graded([
-            Level(Severity.WARNING, *above(f.warning_c, f.hysteresis_c), on, 0),
-            Level(Severity.CRITICAL, *above(f.critical_c, f.hysteresis_c), on, 0),
-        ])  # fmt: skip
+        self._graded = Graded(levels(cfg.thresholds("body_temp"), lambda _sev: on, 0))
         self.messages = {
             Severity.WARNING: (f"体温が{f.warning_c:.1f}℃以上です", f"Body temperature {f.warning_c:.1f} °C or higher"),
             Severity.CRITICAL: (f"体温が{f.critical_c:.1f}℃以上です（高熱）",

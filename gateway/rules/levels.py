@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from gateway.config import Threshold
 from nurserywatch.contract import Severity
 
 
@@ -93,6 +94,21 @@ def outside(low: float, high: float, hysteresis: float) -> Band:
     """fire outside [low, high]; clear inside [low + hysteresis, high − hysteresis]."""
     lo, hi = low + hysteresis, high - hysteresis
     return (lambda v: v < low or v > high), (lambda v: lo <= v <= hi)
+
+
+def band(thresholds: Sequence[Threshold]) -> Band:
+    """One level from thresholds of the same severity (RuleSet.thresholds): it fires when any of
+    them is violated and clears when every one is cleared (two sides of a range: "outside")."""
+    ts = tuple(thresholds)
+    return (lambda v: any(t.violated_by(v) for t in ts)), (lambda v: all(t.cleared_by(v) for t in ts))
+
+
+def levels(thresholds: Sequence[Threshold], on_ms: Callable[[Severity], int], off_ms: int) -> list[Level]:
+    """The levels of a Graded alert, one per severity in the order given (lowest first)."""
+    by: dict[Severity, list[Threshold]] = {}
+    for t in thresholds:
+        by.setdefault(t.severity, []).append(t)
+    return [Level(sev, *band(ts), on_ms(sev), off_ms) for sev, ts in by.items()]
 
 
 def seconds_ms(seconds: float) -> int:
