@@ -43,19 +43,19 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import (  # noqa: E402
-    Mosquitto,
     Nursery,
     air,
     breathing,
-    free_port,
     metrics,
     percentile,
     posture,
     spawn,
+    start_mosquitto,
     stop,
 )
 from nurserywatch.contract import Position, Stream, WaveformReading, reading_topic  # noqa: E402
 from nurserywatch.mqtt import NO_DELAY  # noqa: E402
+from nurserywatch.ports import free_port  # noqa: E402
 
 PASSWORD = "bench-password-long-enough"
 PRONE_S = 30  # the default rule
@@ -155,9 +155,9 @@ def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[
     store = open_store(data, AuthPolicy())
     store.add_user("bench", PASSWORD, Role.STAFF, "bench", int(time.time() * 1000))
     store.close()
-    mq = Mosquitto(d)
+    mq = start_mosquitto(d)
     gport, dport = free_port(), free_port()
-    common = ["--config", str(kit), "--broker", mq.url, "--log-level", "warning"]
+    common = ["--config", str(kit), "--broker", str(mq.url), "--log-level", "warning"]
     gw = spawn(f"gateway-x{scale}", ["gateway", *common, "--db", str(d / f"gw-x{scale}.sqlite3"),
                                      "--metrics-port", str(gport)], d)  # fmt: skip
     dash = spawn(f"dashboard-x{scale}", ["dashboard", *common, "--db", str(d / f"gw-x{scale}.sqlite3"),

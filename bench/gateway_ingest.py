@@ -36,8 +36,10 @@ import aiomqtt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Mosquitto, Nursery, air, breathing, free_port, metrics, posture, spawn, stop  # noqa: E402
+from bench.stack import Nursery, air, breathing, metrics, posture, spawn, start_mosquitto, stop  # noqa: E402
 from nurserywatch.contract import Stream, TopicKind, reading_topic, subscription  # noqa: E402
+from nurserywatch.ports import free_port  # noqa: E402
+from tests.mosquitto import MosquittoProcess  # noqa: E402
 
 #: aiomqtt logs a warning per publish waiting for the in-flight window; that is the point here.
 QUIET = logging.getLogger("bench.mqtt")
@@ -108,12 +110,12 @@ async def bare(port: int, site: str, messages: list[tuple[str, bytes]]) -> float
     return (len(messages) - 1) / (last - first)
 
 
-def gateway(mq: Mosquitto, n: Nursery, kit: Path, d: Path, messages: list[tuple[str, bytes]], run: int) -> float:
+def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list[tuple[str, bytes]], run: int) -> float:
     db = d / f"gw-{run}.sqlite3"
     mport = free_port()
     url = f"http://127.0.0.1:{mport}/metrics"
-    args = ["gateway", "--config", str(kit), "--broker", mq.url, "--db", str(db), "--metrics-port", str(mport),
-            "--log-level", "warning"]  # fmt: skip
+    args = ["gateway", "--config", str(kit), "--broker", str(mq.url), "--db", str(db),
+            "--metrics-port", str(mport), "--log-level", "warning"]  # fmt: skip
 
     def wait_subscribed(proc: object) -> None:
         for _ in range(400):
@@ -184,7 +186,7 @@ def main() -> None:
         n = Nursery(site="bench-ingest", scale=args.scale)
         kit = n.write_kit(d / "kit.yaml")
         messages = stream(n, args.readings)
-        mq = Mosquitto(d)
+        mq = start_mosquitto(d)
         try:
             pub = asyncio.run(publish_all(mq.port, messages[: min(20000, len(messages))], clients=4))
             print(f"{len(messages)} readings of {len(n.mats)} mats, {len(n.clips)} clips, {len(n.air)} air sensors; "

@@ -9,7 +9,6 @@ per 10 air sensors."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,10 +20,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nurserywatch.contract import AirReading, BreathingReading, Position, PostureReading
-from nurserywatch.ports import free_port, wait_for_port
+from tests.mosquitto import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parent.parent
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 @dataclass
@@ -86,26 +84,13 @@ def air(seq: int, ts: int) -> bytes:
     return AirReading(ts=ts, seq=seq, co2_ppm=650.0).to_json()
 
 
-class Mosquitto:
-    """A private broker; ``max_queued_messages 0``: a persistent session's queue is unbounded (the
-    ingest bench queues the whole stream for an offline subscriber)."""
-
-    def __init__(self, d: Path) -> None:
-        self.port = free_port()
-        conf = d / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_queued_messages 0\nmax_queued_bytes 0\nset_tcp_nodelay true\n"
-                        f"log_dest file {d / 'mosquitto.log'}\nlog_type error\nlog_type warning\n")  # fmt: skip
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        wait_for_port(self.port, 20.0)
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
+def start_mosquitto(d: Path) -> MosquittoProcess:
+    """A private broker, started; ``max_queued_messages 0``: a persistent session's queue is unbounded
+    (the ingest bench queues the whole stream for an offline subscriber)."""
+    mq = MosquittoProcess(d, persistence=False, max_queued_messages=0, log_types=("error", "warning"),
+                          options=("max_queued_bytes 0", "set_tcp_nodelay true"))  # fmt: skip
+    mq.start(timeout_s=20.0)
+    return mq
 
 
 def spawn(name: str, args: list[str], log_dir: Path) -> subprocess.Popen[bytes]:

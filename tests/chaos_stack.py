@@ -54,7 +54,8 @@ from nurserywatch.contract import (
     session_command_topic,
     subscription,
 )
-from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from tests.conftest import free_port
+from tests.mosquitto import MosquittoProcess
 from tests.processes import print_logs, spawn, stop
 
 SITE = "chaos"
@@ -102,37 +103,6 @@ class Plan:
 
 
 # ---------------------------------------------------------------- services
-
-
-class Mosquitto:
-    """Persistence on (Debian's default): sessions and their queued QoS 1 messages survive a stop."""
-
-    def __init__(self, d: Path) -> None:
-        self.port = free_port()
-        self.dir = d / "mosquitto"
-        self.dir.mkdir()
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.dir}/\nmax_queued_messages 100000\n"
-            f"log_dest file {self.dir / 'mosquitto.log'}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)  # fmt: skip
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 class Influx:
@@ -327,12 +297,14 @@ def _write_files(d: Path, influx: Influx) -> Path:
 @contextlib.contextmanager
 def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) -> Iterator[Run]:
     """Start the stack, play phases A–D, drain, stop everything; yields the finished Run."""
-    broker, influx = Mosquitto(d), Influx(d)
+    # Persistence on (Debian's default): sessions and their queued QoS 1 messages survive phase D's stop.
+    broker = MosquittoProcess(d / "mosquitto", persistence=True, max_queued_messages=100000)
+    influx = Influx(d)
     kit = _write_files(d, influx)
     common = ["--config", str(kit), "--log-level", "info"]
     db = d / "gw.sqlite3"
-    gw_args = ["gateway", *common, "--broker", broker.url, "--db", str(db), "--rules", str(d / "rules.yaml")]
-    edge_args = ["edge", *common, "--agent", AGENT, "--broker", broker.url]
+    gw_args = ["gateway", *common, "--broker", str(broker.url), "--db", str(db), "--rules", str(d / "rules.yaml")]
+    edge_args = ["edge", *common, "--agent", AGENT, "--broker", str(broker.url)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
     auditor = Auditor(broker.port)

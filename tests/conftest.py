@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,11 +10,9 @@ import pytest
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port, wait_for_port
 from tests.browser import browser
+from tests.mosquitto import MOSQUITTO, MosquittoProcess
 
-__all__ = ["browser", "free_port", "wait_for_port"]  # re-exported: tests import them / use the fixture
-
-
-MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+__all__ = ["MOSQUITTO", "browser", "free_port", "wait_for_port"]  # re-exported: tests import them / use the fixture
 
 
 @pytest.fixture(scope="session")
@@ -24,20 +20,11 @@ def mosquitto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerURL]:
     """A real Mosquitto broker on a free loopback port, for the whole test session."""
     if not Path(MOSQUITTO).exists():
         pytest.fail("mosquitto is not installed; run `make test`, which installs it")
-    port = free_port()
-    d = tmp_path_factory.mktemp("mosquitto")
-    conf = d / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        f"log_dest file {d / 'mosquitto.log'}\nlog_type error\nlog_type warning\nlog_type notice\n"
+    broker = MosquittoProcess(
+        tmp_path_factory.mktemp("mosquitto"), persistence=False, log_types=("error", "warning", "notice")
     )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port)
-        yield BrokerURL("127.0.0.1", port)
+        broker.start()
+        yield broker.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        broker.stop()

@@ -27,7 +27,7 @@ from firmware_sim.scenario import Scenario, parse_scenario
 from nurserywatch.contract import EdgeStatus, PostureReading, decode, edge_topic, parse_topic
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from tests.mosquitto import MosquittoProcess
 
 AGENT = "pi-1"
 CLIPS = ("clip-01", "clip-02")
@@ -57,41 +57,6 @@ def write_kit(tmp_path: Path, site: str) -> Kit:
 def scenario(*devices: str) -> Scenario:
     steps = [{"at_s": 0, "posture": "supine"}, {"at_s": 7, "posture": "left"}, {"at_s": 13, "posture": "prone"}]
     return parse_scenario({"devices": {d: {"rate_hz": 10, "timeline": steps} for d in devices}, "loop_s": 20})
-
-
-class Broker:
-    """A Mosquitto of this test's own, with persistence so that the subscriber's session and its
-    queued messages survive the restart (as a production broker's would)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp_path / "mosquitto"
-        self.dir.mkdir()
-        self.conf = self.dir / "mosquitto.conf"
-        self.conf.write_text(
-            # user root: when the test runs as root, do not switch to the mosquitto user, who
-            # could not write the persistence file here.
-            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.dir}/\nmax_queued_messages 100000\n"
-            f"log_dest file {self.dir / 'mosquitto.log'}\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> BrokerURL:
-        return BrokerURL("127.0.0.1", self.port)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_for_port(self.port)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()  # SIGTERM: a clean stop, the session store is saved
-            self.proc.wait(timeout=10)
-            self.proc = None
 
 
 @dataclass(frozen=True)
@@ -179,7 +144,9 @@ async def test_broker_down_60_s_and_edge_killed_loses_nothing_spooled(tmp_path: 
     site = f"sf{os.getpid()}"
     kit = write_kit(tmp_path, site)
     spool_file = tmp_path / "spool" / "edge.sqlite3"
-    broker = Broker(tmp_path)
+    # Persistence on, so that the subscriber's session and its queued messages survive the restart (as
+    # a production broker's would).
+    broker = MosquittoProcess(tmp_path / "mosquitto", persistence=True, max_queued_messages=100000)
     broker.start()
     collector = Collector(broker.url, site)
     edge1 = start_edge(tmp_path, broker.url, 1)

@@ -1,0 +1,75 @@
+"""A private Mosquitto for the tests (the session fixture, the chaos and store-and-forward runs) and
+the benchmarks (bench/stack.py): its own config, listening on 127.0.0.1 only, on a free port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from nurserywatch.mqtt import BrokerURL
+from nurserywatch.ports import free_port, wait_for_port
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+class MosquittoProcess:
+    """Mosquitto with anonymous access on ``127.0.0.1:port``; its config and log in ``dir``.
+
+    ``persistence``: sessions and their queued QoS 1 messages are saved in ``dir`` on a clean stop
+    and read back by the next start(), as a production broker's are. ``max_queued_messages``: None
+    keeps Mosquitto's default (1000), 0 is unbounded. ``options``: further config lines. stop() and
+    start() again reuse the port and the config."""
+
+    def __init__(
+        self,
+        d: Path,
+        *,
+        persistence: bool,
+        max_queued_messages: int | None = None,
+        log_types: Sequence[str] = (),
+        options: Sequence[str] = (),
+    ) -> None:
+        self.port = free_port()
+        self.dir = d
+        d.mkdir(parents=True, exist_ok=True)
+        self.conf = d / "mosquitto.conf"
+        self.log = d / "mosquitto.log"
+        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        if persistence:
+            # user root: when the tests run as root, do not switch to the mosquitto user, who could not
+            # write the persistence file here.
+            lines = ["user root", *lines, "persistence true", f"persistence_location {d}/"]
+        else:
+            lines.append("persistence false")
+        if max_queued_messages is not None:
+            lines.append(f"max_queued_messages {max_queued_messages}")
+        lines += [*options, f"log_dest file {self.log}", *(f"log_type {t}" for t in log_types)]
+        self.conf.write_text("\n".join(lines) + "\n")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> BrokerURL:
+        return BrokerURL("127.0.0.1", self.port)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start it and return once the port accepts connections."""
+        if self.proc is not None:
+            raise RuntimeError(f"mosquitto on port {self.port} is already running")
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)  # fmt: skip
+        wait_for_port(self.port, timeout_s)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (like ``systemctl stop``): a clean stop, the session store is saved. SIGKILL only if
+        it has not exited after ``timeout_s``, so that no broker outlives its test."""
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
