@@ -15,18 +15,20 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class MosquittoProcess:
-    """Mosquitto with anonymous access on ``127.0.0.1:port``; its config and log in ``dir``.
+    """Mosquitto on ``127.0.0.1:port``; its config and log in ``dir``.
 
-    ``persistence``: sessions and their queued QoS 1 messages are saved in ``dir`` on a clean stop
-    and read back by the next start(), as a production broker's are. ``max_queued_messages``: None
-    keeps Mosquitto's default (1000), 0 is unbounded. ``options``: further config lines. stop() and
-    start() again reuse the port and the config."""
+    ``anonymous``: False needs a ``password_file`` line in ``options``. ``persistence``: sessions and
+    their queued QoS 1 messages are saved in ``dir`` on a clean stop and read back by the next
+    start(), as a production broker's are. ``max_queued_messages``: None keeps Mosquitto's default
+    (1000), 0 is unbounded. ``options``: further config lines. stop() and start() again reuse the
+    port and the config."""
 
     def __init__(
         self,
         d: Path,
         *,
         persistence: bool,
+        anonymous: bool = True,
         max_queued_messages: int | None = None,
         log_types: Sequence[str] = (),
         options: Sequence[str] = (),
@@ -36,11 +38,11 @@ class MosquittoProcess:
         d.mkdir(parents=True, exist_ok=True)
         self.conf = d / "mosquitto.conf"
         self.log = d / "mosquitto.log"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true"]
+        # user root: when the tests run as root, do not switch to the mosquitto user, who could not read
+        # pytest's 0700 tmp dir (a password file) or write the persistence file there.
+        lines = ["user root", f"listener {self.port} 127.0.0.1", f"allow_anonymous {str(anonymous).lower()}"]
         if persistence:
-            # user root: when the tests run as root, do not switch to the mosquitto user, who could not
-            # write the persistence file here.
-            lines = ["user root", *lines, "persistence true", f"persistence_location {d}/"]
+            lines += ["persistence true", f"persistence_location {d}/"]
         else:
             lines.append("persistence false")
         if max_queued_messages is not None:

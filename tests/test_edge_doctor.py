@@ -22,7 +22,8 @@ from firmware_sim.scenario import parse_scenario
 from nurserywatch.clock import ManualClock, SystemClock
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from tests.conftest import free_port
+from tests.mosquitto import MosquittoProcess
 from tests.test_edge_store_forward import running
 
 AGENT = "pi-1"
@@ -159,17 +160,13 @@ def password_broker(tmp_path: Path) -> Iterator[int]:
     """A Mosquitto that only lets user edge-pi-1 (password s3cret) in."""
     passwd = tmp_path / "passwd"
     subprocess.run(["mosquitto_passwd", "-b", "-c", str(passwd), "edge-pi-1", "s3cret"], check=True)
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    # user root: as root, mosquitto would switch to its own user, who cannot read pytest's 0700 tmp dir.
-    conf.write_text(f"user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {passwd}\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = MosquittoProcess(tmp_path / "mosquitto", persistence=False, anonymous=False,
+                              options=[f"password_file {passwd}"])  # fmt: skip
+    broker.start()
     try:
-        wait_for_port(port)
-        yield port
+        yield broker.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        broker.stop()
 
 
 async def test_broker_credentials(password_broker: int) -> None:

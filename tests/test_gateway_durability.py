@@ -15,7 +15,6 @@ import asyncio
 import logging
 import signal
 import sqlite3
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,8 @@ import pytest
 import yaml
 
 from nurserywatch.contract import BreathingReading, Stream, reading_topic
-from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from tests.conftest import free_port
+from tests.mosquitto import MosquittoProcess
 from tests.processes import print_logs, spawn, stop
 
 SITE = "durable"
@@ -37,20 +37,13 @@ READINGS = 12_000
 
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "max_queued_messages 0\nmax_queued_bytes 0\n"
-        f"log_dest file {tmp_path / 'mosquitto.log'}\nlog_type error\nlog_type warning\n"
-    )
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    broker = MosquittoProcess(tmp_path / "mosquitto", persistence=False, max_queued_messages=0,
+                              log_types=("error", "warning"), options=["max_queued_bytes 0"])  # fmt: skip
+    broker.start()
     try:
-        wait_for_port(port)
-        yield port
+        yield broker.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        broker.stop()
 
 
 def _kit(path: Path) -> Path:
