@@ -180,6 +180,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--dir", type=Path, help="keep the logs and databases here (default: a temporary folder)")
     args = ap.parse_args()
+    if args.readings < 2000:  # the gateway is timed by its /metrics, polled every 50 ms: fewer is not a rate
+        ap.error(f"--readings {args.readings}: at least 2000 are needed to time a drain")
     with tempfile.TemporaryDirectory(prefix="nw-ingest-") as tmp:
         d = args.dir or Path(tmp)
         d.mkdir(parents=True, exist_ok=True)

@@ -8,10 +8,7 @@ per 10 air sensors."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nurserywatch.contract import AirReading, BreathingReading, Position, PostureReading
+from tests import processes
 from tests.mosquitto import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,22 +92,11 @@ def start_mosquitto(d: Path) -> MosquittoProcess:
 
 
 def spawn(name: str, args: list[str], log_dir: Path) -> subprocess.Popen[bytes]:
-    """``nurserywatch <args>`` as its own process (own process group), output in ``log_dir/<name>.log``."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "nurserywatch", *args],
-        stdout=(log_dir / f"{name}.log").open("wb"), stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
+    """``nurserywatch <args>`` in its own process group, output in ``log_dir/<name>.log``."""
+    return processes.spawn(name, args, log_dir)[0]
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+stop = processes.stop
 
 
 def metrics(url: str) -> dict[str, float]:
