@@ -176,6 +176,41 @@ def test_noise_in_a_long_apnea_makes_no_breath(noise: int) -> None:
     assert last_breath_s(features[-1]) <= last_true + 0.3  # at 40 counts a breath is at the floor: may be missed
 
 
+@pytest.mark.parametrize("rate", [20, 30, 45, 60])
+@pytest.mark.parametrize("seed", ["q1", "q2", "q3"])
+def test_a_quiet_apnea_resting_at_end_expiration_makes_no_breath(rate: int, seed: str) -> None:
+    """An apnea rests at end-expiration, half a breath below the breathing's mean, and the band-pass
+    settles back over seconds; on a quiet mat (noise 2: a low noise floor) with strong drift, 40 s of
+    apnea leave ``last_breath_ts`` at the last true breath. ~1.5 s."""
+    breathing = {"at_s": 0, "present": True, "rate_bpm": rate}
+    start = after_a_breath(mat(breathing, seed=seed), 60)
+    model = mat(breathing, {"at_s": start, "apnea": True}, seed=seed, noise_counts=2, drift_counts=2000)
+    features = run(model, int(start) + 40)
+    last_true = max(model.reference_breaths(0, start + 1))
+    assert last_breath_s(features[-1]) == pytest.approx(last_true, abs=0.15)
+    assert {f.last_breath_ms for f in features[int(start) + 4 :]} == {features[-1].last_breath_ms}
+
+
+def test_the_seams_between_seconds_make_no_breath_in_an_apnea() -> None:
+    """Found by ``bench/breathing_accuracy.py --seed 1`` (simulated pauses, 30/min, noise 2, drift
+    ±2000, mat seed pause-30-2.0-5): each second's band-pass is a new filtering of a moved window,
+    and the settling after an apnea's start made each second's samples begin lower than the last
+    ones ended — a 1 s sawtooth whose teeth were "breaths", 7.5 and 8.5 s into the pause, so the
+    20 s pause was never alerted. Seams beyond 5σ of the noise are now joined. The same mat, same
+    script: the alert 20–21 s after the last breath (fails without the join). ~0.5 s."""
+    model = MatModel(
+        [MatStep(at_s=0, present=True, rate_bpm=30),
+         MatStep(at_s=75.03, apnea=True), MatStep(at_s=100.03, apnea=False),
+         MatStep(at_s=115.03, movement=True), MatStep(at_s=119.03, movement=False),
+         MatStep(at_s=176.94, apnea=True), MatStep(at_s=196.94, apnea=False)],
+        MatOptions(noise_counts=2.0, drift_counts=2000.0), seed="pause-30-2.0-5",
+    )  # fmt: skip
+    alerts = apnea_alerts(run(model, 205))
+    truth = np.array(model.reference_breaths(0, 205))
+    second = [a - float(truth[truth <= 177.94].max()) for a in alerts if a > 150]
+    assert len(second) == 1 and 20.0 <= second[0] <= 21.0, alerts
+
+
 @pytest.mark.parametrize("small_detector", [True, False])
 def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
     small_detector: bool, monkeypatch: pytest.MonkeyPatch
