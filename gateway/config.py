@@ -198,6 +198,19 @@ class Threshold:
         return v > edge if self.inclusive else v >= edge
 
 
+_W, _C, _I = Severity.WARNING, Severity.CRITICAL, Severity.INFO
+#: metric → (rules-file section, its hysteresis field, levels: severity, side, value field, inclusive).
+#: CO2 fires *at or above* its levels, PM2.5 (its 1-hour mean) *above* them, room temperature and
+#: humidity *outside* [low, high], body temperature at or above.
+THRESHOLD_TABLE: dict[str, tuple[str, str, list[tuple[Severity, Literal["above", "below"], str, bool]]]] = {
+    "co2": ("co2", "hysteresis_ppm", [(_W, "above", "warning_ppm", True), (_C, "above", "critical_ppm", True)]),
+    "pm25": ("pm25", "hysteresis_ugm3", [(_W, "above", "warning_ugm3", False), (_C, "above", "critical_ugm3", False)]),
+    "temperature": ("temperature", "hysteresis_c", [(_W, "below", "low_c", False), (_W, "above", "high_c", False)]),
+    "humidity": ("humidity", "hysteresis_pct", [(_I, "below", "low_pct", False), (_I, "above", "high_pct", False)]),
+    "body_temp": ("fever", "hysteresis_c", [(_W, "above", "warning_c", True), (_C, "above", "critical_c", True)]),
+}
+
+
 class RuleSet(_Strict):
     """Every rule's thresholds. One effective RuleSet per (room, age band): see RulesConfig.resolve."""
 
@@ -218,30 +231,17 @@ class RuleSet(_Strict):
 
     def thresholds(self, metric: str) -> list[Threshold]:
         """The threshold levels of a metric's rule, lowest severity first ([] for a metric without
-        one): CO2 fires *at or above* its levels, PM2.5 (its 1-hour mean) *above* them, room
-        temperature and humidity *outside* [low, high], body temperature at or above."""
-        w, c, i = Severity.WARNING, Severity.CRITICAL, Severity.INFO
-        if metric == "co2":
-            co2 = self.co2
-            return [Threshold(metric, w, "above", co2.warning_ppm, True, co2.hysteresis_ppm, "co2.warning_ppm"),
-                    Threshold(metric, c, "above", co2.critical_ppm, True, co2.hysteresis_ppm, "co2.critical_ppm")]
-        if metric == "pm25":
-            pm = self.pm25
-            return [Threshold(metric, w, "above", pm.warning_ugm3, False, pm.hysteresis_ugm3, "pm25.warning_ugm3"),
-                    Threshold(metric, c, "above", pm.critical_ugm3, False, pm.hysteresis_ugm3, "pm25.critical_ugm3")]
-        if metric == "temperature":
-            t = self.temperature
-            return [Threshold(metric, w, "below", t.low_c, False, t.hysteresis_c, "temperature.low_c"),
-                    Threshold(metric, w, "above", t.high_c, False, t.hysteresis_c, "temperature.high_c")]
-        if metric == "humidity":
-            h = self.humidity
-            return [Threshold(metric, i, "below", h.low_pct, False, h.hysteresis_pct, "humidity.low_pct"),
-                    Threshold(metric, i, "above", h.high_pct, False, h.hysteresis_pct, "humidity.high_pct")]
-        if metric == "body_temp":
-            f = self.fever
-            return [Threshold(metric, w, "above", f.warning_c, True, f.hysteresis_c, "fever.warning_c"),
-                    Threshold(metric, c, "above", f.critical_c, True, f.hysteresis_c, "fever.critical_c")]
-        return []  # fmt: skip
+        one), from ``THRESHOLD_TABLE``; each level's key in the rules file names its field."""
+        entry = THRESHOLD_TABLE.get(metric)
+        if entry is None:
+            return []
+        section, hysteresis, levels = entry
+        cfg = getattr(self, section)
+        return [
+            Threshold(metric, severity, direction, getattr(cfg, field), inclusive, getattr(cfg, hysteresis),
+                      f"{section}.{field}")
+            for severity, direction, field, inclusive in levels
+        ]  # fmt: skip
 
     def problems(self) -> list[str]:
         """Cross-field mistakes, checked on every effective (room, age band) combination."""

@@ -90,12 +90,6 @@ def below(threshold: float, hysteresis: float) -> Band:
     return (lambda v: v < threshold), (lambda v: v >= high)
 
 
-def outside(low: float, high: float, hysteresis: float) -> Band:
-    """fire outside [low, high]; clear inside [low + hysteresis, high − hysteresis]."""
-    lo, hi = low + hysteresis, high - hysteresis
-    return (lambda v: v < low or v > high), (lambda v: lo <= v <= hi)
-
-
 def band(thresholds: Sequence[Threshold]) -> Band:
     """One level from thresholds of the same severity (RuleSet.thresholds): it fires when any of
     them is violated and clears when every one is cleared (two sides of a range: "outside")."""
