@@ -56,7 +56,7 @@ from nurserywatch.contract import (
 )
 from tests.conftest import free_port
 from tests.mosquitto import MosquittoProcess
-from tests.processes import print_logs, spawn, stop
+from tests.processes import print_logs, spawn, stop, wait_for
 
 SITE = "chaos"
 AGENT = "pi-1"
@@ -258,14 +258,6 @@ def spool_key(topic: str, payload: bytes) -> Key:
     return (t.device, t.stream.value, body["seq"], body["ts"])
 
 
-def _wait(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def _log_has(log: Path, text: str) -> bool:
     return log.exists() and text in log.read_text(errors="replace")
 
@@ -315,7 +307,10 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         procs[name], logs[name] = spawn(name, args, d)
         run.events[f"{name} spawned"] = time.time()
         if ready is not None:
-            _wait(lambda: _log_has(logs[name], ready) or procs[name].poll() is not None, f"{name}: {ready}", timeout_s)
+            def up() -> bool:
+                return _log_has(logs[name], ready) or procs[name].poll() is not None
+
+            wait_for(up, f"{name}: {ready}", timeout_s)
             assert procs[name].poll() is None, f"{name} exited; see {logs[name]}"
             run.events[f"{name} ready"] = time.time()
 
@@ -347,14 +342,14 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
             f"edge-1 was reading only {sim_s():.1f} s into the nap (the apnea starts at {APNEA_AT_S} s): "
             "the machine is too loaded for this scenario"
         )
-        _wait(lambda: {k[0] for k in auditor.reading_keys()} == set(DEVICES), "a reading of every device", 15)
+        wait_for(lambda: {k[0] for k in auditor.reading_keys()} == set(DEVICES), "a reading of every device", 15)
         cmd = SessionCommand(room=ROOM, action=SessionAction.START, by="chaos")
         auditor.publish(session_command_topic(SITE), cmd.to_json())
-        _wait(lambda: any(s.get("active") for s in auditor.sessions), "the nap session", 10)
+        wait_for(lambda: any(s.get("active") for s in auditor.sessions), "the nap session", 10)
 
         # A. The gateway killed while prone re-notifies (count 2 of 3) and the apnea is under way.
         say("A: gateway kill -9 during an active prone alert and an apnea")
-        _wait(lambda: bool(auditor.alerts_where(lambda a: a.rule == "prone" and a.notify_count >= 2)),
+        wait_for(lambda: bool(auditor.alerts_where(lambda a: a.rule == "prone" and a.notify_count >= 2)),
               "the prone alert's 2nd re-notification", PRONE_AT_S + 4 + 12)  # fmt: skip
         until_sim(APNEA_AT_S + 2)
         run.prone_before_kill = auditor.alerts_where(lambda a: a.rule == "prone")[-1]
@@ -362,7 +357,7 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         kill("gateway-1")
         time.sleep(plan.gateway_down_s)
         start("gateway-2", gw_args, "connected to")
-        _wait(lambda: any(a.rule == "apnea" and a.state.value == "resolved" for a in auditor.alerts_where(bool)),
+        wait_for(lambda: any(a.rule == "apnea" and a.state.value == "resolved" for a in auditor.alerts_where(bool)),
               "the apnea alert and its end", APNEA_END_S + 30)  # fmt: skip
 
         # B. InfluxDB down; meanwhile the edge killed and restarted.
@@ -378,13 +373,13 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         influx.start()
         run.events["influxdb started"] = time.time()
         # The edge's kill sent its last will: sensor_lost for its devices until they are fresh again.
-        _wait(lambda: time.time() > run.events["edge-2 ready"] + 8, "the edge's devices fresh again", 30)
+        wait_for(lambda: time.time() > run.events["edge-2 ready"] + 8, "the edge's devices fresh again", 30)
 
         # C. clip-02 unplugged; the gateway killed while it is away; plugged in again.
         say(f"C: {UNPLUGGED} unplugged {plan.unplugged_s:g} s, gateway kill -9 meanwhile")
         kill("sim-plug-1", signal.SIGTERM)
         run.events["unplugged"] = run.events["sim-plug-1 stopped"]
-        _wait(lambda: bool(_lost_alerts(auditor, since=run.events["unplugged"])), f"sensor_lost of {UNPLUGGED}", 10)
+        wait_for(lambda: bool(_lost_alerts(auditor, since=run.events["unplugged"])), f"sensor_lost of {UNPLUGGED}", 10)
         time.sleep(1.0)
         run.lost_before_kill = _lost_alerts(auditor, since=run.events["unplugged"])[-1]
         kill("gateway-2")
@@ -393,7 +388,7 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         time.sleep(max(0.0, run.events["unplugged"] + plan.unplugged_s - time.time()))
         start("sim-plug-2", ["sim", *common, "--scenario", str(d / "plug.yaml")], "simulated")
         run.events["replugged"] = run.events["sim-plug-2 ready"]
-        _wait(lambda: any(a.state.value == "resolved" for a in _lost_alerts(auditor, since=run.events["unplugged"])),
+        wait_for(lambda: any(a.state.value == "resolved" for a in _lost_alerts(auditor, since=run.events["unplugged"])),
               f"{UNPLUGGED}'s sensor_lost resolved", 30)  # fmt: skip
 
         # D. The broker stopped and started again on the same port.
@@ -407,9 +402,9 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         # Its last will went out as the broker stopped (sensor_lost, edge offline): once the gateway is
         # back (it republishes every open alert on connect), wait for them to resolve.
         gw_log = logs["gateway-3"]
-        _wait(lambda: gw_log.read_text().count("connected to") >= 2, "the gateway to reconnect", 30)
+        wait_for(lambda: gw_log.read_text().count("connected to") >= 2, "the gateway to reconnect", 30)
         time.sleep(1.0)
-        _wait(lambda: not _open_now(auditor), "every alert resolved after the broker's restart", 30)
+        wait_for(lambda: not _open_now(auditor), "every alert resolved after the broker's restart", 30)
         time.sleep(2.0)  # a few readings past that point
 
         say("draining")
@@ -417,10 +412,10 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         for name in ("sim-main", "sim-plug-2"):
             kill(name, signal.SIGTERM)
         time.sleep(1.5)  # the edge's last tick
-        _wait(lambda: not spooled(run.spool), "the edge's spool to empty", 30)
-        _wait(lambda: auditor.reading_keys() <= set(map(tuple, run.stored())), "the gateway to store it all", 30)
+        wait_for(lambda: not spooled(run.spool), "the edge's spool to empty", 30)
+        wait_for(lambda: auditor.reading_keys() <= set(map(tuple, run.stored())), "the gateway to store it all", 30)
         drained_from = time.time()
-        _wait(lambda: sum(influx.count(m) for m in ("posture", "breathing")) >= len(run.stored()),
+        wait_for(lambda: sum(influx.count(m) for m in ("posture", "breathing")) >= len(run.stored()),
               "InfluxDB to hold every reading", 60)  # fmt: skip
         run.influx_drained_s = time.time() - drained_from
         for name in ("edge-2", "gateway-3"):

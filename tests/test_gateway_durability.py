@@ -16,7 +16,7 @@ import logging
 import signal
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -27,7 +27,7 @@ import yaml
 from nurserywatch.contract import BreathingReading, Stream, reading_topic
 from tests.conftest import free_port
 from tests.mosquitto import MosquittoProcess
-from tests.processes import print_logs, spawn, stop
+from tests.processes import print_logs, spawn, stop, wait_for
 
 SITE = "durable"
 MATS = [f"mat-{i:02d}" for i in range(20)]
@@ -96,14 +96,6 @@ def _stored(db: Path) -> list[tuple[str, int]]:
         return [(d, s) for d, s in conn.execute("SELECT device, seq FROM readings")]
 
 
-def _wait(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def _subscribed(metrics_url: str) -> bool:
     try:
         text = httpx.get(metrics_url, timeout=1).text
@@ -124,20 +116,20 @@ def test_kill_9_while_draining_a_backlog_loses_no_reading(broker: int, tmp_path:
     try:
         # 1: the gateway's persistent session exists; 2: the backlog is queued for it while it is away
         proc, logs["gateway-1"] = spawn("gateway-1", args, tmp_path)
-        _wait(lambda: _subscribed(url), "the first gateway to subscribe", 20)
+        wait_for(lambda: _subscribed(url), "the first gateway to subscribe", 20)
         stop(proc)
         asyncio.run(_publish(broker, sent))
         # 3: it comes back and is killed in the middle of draining the backlog
         proc, logs["gateway-2"] = spawn("gateway-2", args, tmp_path)
-        _wait(lambda: len(_stored(db)) >= READINGS // 4, "a quarter of the backlog stored", 20)
+        wait_for(lambda: len(_stored(db)) >= READINGS // 4, "a quarter of the backlog stored", 20)
         stop(proc, signal.SIGKILL)
         at_kill = len(_stored(db))
         assert at_kill < READINGS, "the gateway was not killed in the middle of the drain"
         # 4: restarted, it gets from the broker whatever it had not acknowledged
         proc, logs["gateway-3"] = spawn("gateway-3", args, tmp_path)
         try:
-            _wait(lambda: len(_stored(db)) >= READINGS, "every reading stored", 30)
-        except AssertionError:
+            wait_for(lambda: len(_stored(db)) >= READINGS, "every reading stored", 30)
+        except TimeoutError:
             pass  # the assertions below say what is missing
         time.sleep(0.3)  # anything more (a duplicate row would be refused by UNIQUE, but look anyway)
         stored = _stored(db)
