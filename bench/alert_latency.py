@@ -5,7 +5,7 @@ at a dashboard live client (SSE), at a large nursery's load and at 10× that loa
 
 What runs (all on this machine, all real): Mosquitto; ``nurserywatch gateway`` and ``nurserywatch
 dashboard`` as their own processes (default rules, SQLite storage); a load process publishing the
-edge agents' MQTT messages directly (one connection per agent of 20 devices, as ``edge/agent.py``
+edge agents' MQTT messages directly (one connection per agent of 20 devices, as ``edge/agent/runner.py``
 sends them: once a second per device, QoS 1 — simulators and edge agents on ptys for 1300 devices
 would not fit 2 cores beside the stack); and, in this process, a signed-in staff client reading the
 dashboard's live stream ``/api/events``.
@@ -146,7 +146,7 @@ async def watch(base: str, arrived: dict[tuple[str, int], float], load_done: Cal
 
 
 def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[float], int, dict[str, float]]:
-    from dashboard.auth import AuthPolicy, Role, open_store
+    from dashboard.auth.deps import AuthPolicy, Role, open_store
 
     n = Nursery(site=f"bench-latency-x{scale}", scale=scale)
     kit = n.write_kit(d / f"kit-x{scale}.yaml")

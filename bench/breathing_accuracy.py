@@ -1,17 +1,17 @@
-"""How well the edge's breathing analysis (edge/breathing.py) and the gateway's apnea rule together
+"""How well the edge's breathing analysis (edge/dsp/breathing.py) and the gateway's apnea rule together
 do what staff rely on: rate accuracy, apnea detection and timing, false apnea alarms.
 
     .venv/bin/python bench/breathing_accuracy.py [--quick] [--seed 0] [--data ../shared/data/resp_belt]
 
 Every mat takes the production path at full speed: simulator samples → NWMAT sentences →
-``MatChannel`` (edge/mat_channel.py) → one ``BreathingReading`` a second → the gateway's
-``RulesEngine`` (gateway/engine.py: default rules, a nap-mat bound to a 0-year-old, its ``tick_ms``
+``MatChannel`` (edge/channels/mat.py) → one ``BreathingReading`` a second → the gateway's
+``RulesEngine`` (gateway/engine/rules_engine.py: default rules, a nap-mat bound to a 0-year-old, its ``tick_ms``
 timer on the injected clock; readings reach it at their own time, no latency). An apnea alert is a
 ``raised`` transition of the rule ``apnea``.
 
 Signals:
 
-1. **Simulated mats** (firmware_sim/mat.py), truth known: the scripted rate, and the breath times of
+1. **Simulated mats** (firmware_sim/models/mat.py), truth known: the scripted rate, and the breath times of
    ``MatModel.reference_breaths`` (maxima of the breathing as it reaches the mat).
    - *rate*: 20/30/40/50/60 per min × white noise 2/5/10 counts per sample (a breath is ±60) × 2
      seeds, 10 min each, a 5 s movement burst every 3 min and a gain step (×0.6, ×1.5 …) every 4 min;
@@ -29,14 +29,14 @@ Signals:
    replayed through a mat with ``time_scale: 2`` — the belt **treated as 40 Hz**, so adult rates
    double to infant-like ones, and 2 h of recording is 1 h of mat signal. The belt's own sensor
    noise above 2 Hz (recording time) is filtered out first — the replay's amplitude normalisation
-   would amplify it up to tenfold with shallow breathing (firmware_sim/resp_belt.py). Degraded into a
+   would amplify it up to tenfold with shallow breathing (firmware_sim/models/resp_belt.py). Degraded into a
    mat signal: weight, cardiac component, noise 5 counts, drift ±1000, a 4 s movement burst every 5 min,
    a gain step every 10 min; three variants of each: as recorded, with a pause every 150 s (10/15/20/
    25/40 s in turn, starting after a breath; no movement or gain step within 25 s of a pause, and no
    artefact of the belt itself — beyond ±4 typical breaths — within 25 s before it: the pause moves
    on, by up to 100 s, or is left out), and as recorded with other noise and movement times. So 4 h
    of distinct recording make 12 mat-hours.
-   The reference comes from the clean belt, breath by breath (firmware_sim/resp_belt.py
+   The reference comes from the clean belt, breath by breath (firmware_sim/models/resp_belt.py
    ``reference_breaths``): "peaks", the original (maxima above 0.3 of the normalised belt, ≥ 1.5 s
    apart), is the headline; "prominence", an independent second one that also counts small
    breaths on a moving baseline, is shown next to it. Where they disagree is the reference's own
@@ -51,7 +51,7 @@ Signals:
 
 **Tuning and held-out sets**, split by subject: recordings 07 and 16 with simulator seeds 0–1 (naps
 seed 0) are the tuning set; recordings 12 and 25 with seeds 2–3 (naps seed 1) are held out — only
-scored. The constants of edge/breathing.py were first tuned on all four recordings, before the
+scored. The constants of edge/dsp/breathing.py were first tuned on all four recordings, before the
 split: the held-out figures are less optimistic, not untouched. Each set is reported on its own.
 
 Figures:
@@ -90,13 +90,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.mat_channel import MatChannel
-from firmware_sim.mat import MatEvent, MatModel, MatOptions, MatStep
-from firmware_sim.nmea import encode_mat
-from firmware_sim.resp_belt import ReplayMat, ReplayOptions, load_recording
-from gateway.alerts import Change, Transition
+from edge.channels.mat import MatChannel
+from firmware_sim.encoders.nmea import encode_mat
+from firmware_sim.models.mat import MatEvent, MatModel, MatOptions, MatStep
+from firmware_sim.models.resp_belt import ReplayMat, ReplayOptions, load_recording
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine import RulesEngine
+from gateway.engine.alerts import Change, Transition
+from gateway.engine.rules_engine import RulesEngine
 from nurserywatch.contract import BreathingReading, Stream
 from nurserywatch.kit import Kit
 
@@ -115,7 +115,7 @@ WORKING_NOISE = (2.0, 5.0, 10.0)
 STRESS_NOISE = 20.0
 REAL_VARIANTS = ("as recorded", "pauses", "as recorded, other noise")
 #: Held-out evaluation, split by subject: only the tuning recordings (and tuning seeds of the
-#: simulator) may be looked at while changing edge/breathing.py; the held-out ones are only scored.
+#: simulator) may be looked at while changing edge/dsp/breathing.py; the held-out ones are only scored.
 TUNING_SUBJECTS = ("07", "16")
 HELD_OUT_SUBJECTS = ("12", "25")
 SIM_SEEDS = {"tuning": (0, 1), "held-out": (2, 3)}

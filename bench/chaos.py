@@ -1,4 +1,4 @@
-"""Chaos with long outages: the run of tests/test_chaos.py (tests/chaos_stack.py) with InfluxDB
+"""Chaos with long outages: the run of tests/e2e/test_chaos.py (tests/support/chaos_stack.py) with InfluxDB
 stopped for 5 minutes, Mosquitto for a minute, the gateway and the edge each down for 30 s and a
 sensor unplugged for a minute, on real processes. Prints one line per promise and the figure last.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.alerts import Change  # noqa: E402
+from gateway.engine.alerts import Change  # noqa: E402
 from nurserywatch.contract import Severity  # noqa: E402
-from tests.chaos_stack import DEVICES, SUPINE_AT_S, UNPLUGGED, Plan, Run, chaos_run, spool_key  # noqa: E402
+from tests.support.chaos_stack import DEVICES, SUPINE_AT_S, UNPLUGGED, Plan, Run, chaos_run, spool_key  # noqa: E402
 
 MAX_TICK_GAP_S = 1.5
 

@@ -4,7 +4,7 @@ reading model) and resident memory for 20 mats at 25 Hz plus 20 posture clips.
     .venv/bin/python bench/edge_cost.py [--seconds 120] [--mats 20] [--clips 20]
 
 The simulator's bytes are generated first (not timed); then every device's sentences are fed one at
-a time through the channels the agent uses (edge/channels.py), with the clock a real agent would
+a time through the channels the agent uses (edge/channels/registry.py), with the clock a real agent would
 give them, and ``readings()`` is called once per simulated second per device — at full speed, not
 in real time. CPU is process time. The mats-only pass gives the per-sample figure; the mats+clips
 pass says what share of one core the whole load would take in real time. RSS is the peak resident
@@ -20,11 +20,11 @@ import resource
 import time
 from collections.abc import Sequence
 
-from edge.channel import Channel
-from edge.channels import make_channel
-from edge.nmea import NmeaDecoder
-from firmware_sim.clip import PostureClip, SimPosture
-from firmware_sim.mat import MatModel, MatStep
+from edge.channels.base import Channel
+from edge.channels.registry import make_channel
+from edge.decoders.nmea import NmeaDecoder
+from firmware_sim.models.clip import PostureClip, SimPosture
+from firmware_sim.models.mat import MatModel, MatStep
 from nurserywatch.kit import Device, DeviceKind, SerialTransport
 
 T0_MS = 1_767_225_600_000

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fuzz.py [--inputs 100000] [--targets nmea,gateway,...] [--seed 1]
 
-The targets, their hostile inputs and their properties are tests/fuzz_targets.py (the same ones
+The targets, their hostile inputs and their properties are tests/support/fuzz_targets.py (the same ones
 tests/test_fuzz_*.py run a fast sample of). The budget is split evenly between the targets; an
 *input* is one call into the code under test — a chunk of serial bytes fed, a BLE payload decoded,
 an MQTT message handled. A *crash* is any exception or broken property; the run goes on after one
@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ is not an
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
-from tests.fuzz_targets import TALLY, TARGETS, Target  # noqa: E402
+from tests.support.fuzz_targets import TALLY, TARGETS, Target  # noqa: E402
 
 #: Examples per hypothesis run; runs repeat (with the next seed) until the target's budget is spent.
 BATCH = 250

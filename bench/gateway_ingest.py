@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.stack import Nursery, air, breathing, metrics, posture, spawn, start_mosquitto, stop  # noqa: E402
 from nurserywatch.contract import Stream, TopicKind, reading_topic, subscription  # noqa: E402
 from nurserywatch.ports import free_port  # noqa: E402
-from tests.mosquitto import MosquittoProcess  # noqa: E402
+from tests.support.mosquitto import MosquittoProcess  # noqa: E402
 
 #: aiomqtt logs a warning per publish waiting for the in-flight window; that is the point here.
 QUIET = logging.getLogger("bench.mqtt")

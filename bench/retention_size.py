@@ -4,7 +4,7 @@
 
 Simulates ``--days`` days on an injected clock (bulk inserts into the readings table, payloads made
 by the contract's models), measures the file (after VACUUM) holding those days raw, then rolls them
-up (gateway/retention_store.py) and deletes every raw row, and measures the rollups alone. A year is
+up (gateway/retention/store.py) and deletes every raw row, and measures the rollups alone. A year is
 extrapolated linearly from the per-day figures — honest because both tables grow linearly with days:
 
     without retention: 365 × raw/day
@@ -28,9 +28,9 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-from gateway.retention import DAY_MS, cutoffs
-from gateway.retention_store import connect, prune, roll_up
-from gateway.store import Store
+from gateway.db.store import Store
+from gateway.retention.policy import DAY_MS, cutoffs
+from gateway.retention.store import connect, prune, roll_up
 from nurserywatch.contract import AirReading, BodyTempReading, BreathingReading, Position, PostureReading
 from nurserywatch.kit import RetentionConfig
 

@@ -17,15 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import edge.spool
-from edge.spool import Spool
+import edge.io.spool
+from edge.io.spool import Spool
 from nurserywatch.clock import SystemClock
 
 PAYLOAD = b'{"ts":1767225600000,"seq":12345,"position":"supine","accel_mg":[12,-30,1002]}'
 
 
 def steady(directory: Path, mode: str, devices: int, ticks: int) -> list[float]:
-    edge.spool.SYNCHRONOUS = mode
+    edge.io.spool.SYNCHRONOUS = mode
     spool = Spool(directory / f"steady-{mode}.sqlite3", max_bytes=256 * 2**20, max_age_s=7 * 86400, clock=SystemClock())
     times = []
     for _ in range(ticks):
@@ -41,7 +41,7 @@ def steady(directory: Path, mode: str, devices: int, ticks: int) -> list[float]:
 
 
 def replay(directory: Path, mode: str, messages: int) -> float:
-    edge.spool.SYNCHRONOUS = mode
+    edge.io.spool.SYNCHRONOUS = mode
     path = directory / f"replay-{mode}.sqlite3"
     spool = Spool(path, max_bytes=256 * 2**20, max_age_s=7 * 86400, clock=SystemClock())
     for i in range(messages):

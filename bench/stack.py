@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from nurserywatch.contract import AirReading, BreathingReading, Position, PostureReading
 from tests import processes
-from tests.mosquitto import MosquittoProcess
+from tests.support.mosquitto import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +69,7 @@ class Nursery:
 
 
 def breathing(seq: int, ts: int) -> bytes:
-    """What the edge publishes once a second per mat (edge/mat_channel.py): a child breathing calmly."""
+    """What the edge publishes once a second per mat (edge/channels/mat.py): a child breathing calmly."""
     return BreathingReading(ts=ts, seq=seq, rate_bpm=30.0, amplitude=60.0, motion=0.02, present=True, quality=0.9,
                             last_breath_ts=ts - 800).to_json()  # fmt: skip
 

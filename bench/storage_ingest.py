@@ -24,10 +24,10 @@ from pathlib import Path
 
 import httpx
 
-from gateway.influx import reading_line
-from gateway.influx_writer import InfluxTarget, InfluxWriter, create_database, running_writer
-from gateway.store import Store
-from gateway.write_buffer import WriteBuffer
+from gateway.db.store import Store
+from gateway.influx.buffer import WriteBuffer
+from gateway.influx.line_protocol import reading_line
+from gateway.influx.writer import InfluxTarget, InfluxWriter, create_database, running_writer
 from nurserywatch.contract import BreathingReading, Stream
 from nurserywatch.ports import free_port
 

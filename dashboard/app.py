@@ -22,12 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Unpack
 
-from dashboard.auth import AuthPolicy, StaffDep, audit, install_auth, live_session_check
+from dashboard.auth.deps import AuthPolicy, StaffDep, audit, install_auth, live_session_check
 from dashboard.i18n import DEFAULT_LANG, Lang, pick_lang
-from dashboard.live import LiveLink, NotConnected
-from dashboard.live_state import AlertFilter
+from dashboard.live.link import LiveLink, NotConnected
+from dashboard.live.sse import event_stream
+from dashboard.live.state import AlertFilter
 from dashboard.pages import render
-from dashboard.sse import event_stream
 from dashboard.views import RoomView, room_page_context, rooms_view
 from gateway.config import RulesConfig
 from nurserywatch.clock import Clock
@@ -213,20 +213,20 @@ def create_app(
     install_auth(app, data_dir, link.clock, auth_policy)  # users, sessions, audit log in data_dir
     app.state.rules = rules  # the thresholds of the manager pages (None: the built-in defaults)
     app.include_router(router)
-    from dashboard.auth_pages import router as auth_router  # login, logout, /api/me, /admin/users
+    from dashboard.routes.auth import router as auth_router  # login, logout, /api/me, /admin/users
 
     app.include_router(auth_router)
-    from dashboard.integrator_pages import install_integrator_pages  # here: they import this module
-    from dashboard.manager_pages import router as manager_router
+    from dashboard.routes.integrator import install_integrator_pages  # here: they import this module
+    from dashboard.routes.manager import router as manager_router
 
     app.include_router(manager_router)
-    from dashboard.records_pages import router as records_router  # STAFF: records, sessions, assignments
-    from dashboard.staff_api import router as staff_router
+    from dashboard.routes.records import router as records_router  # STAFF: records, sessions, assignments
+    from dashboard.routes.staff import router as staff_router
 
     app.include_router(records_router)
     app.include_router(staff_router)
     install_integrator_pages(app, kit_path)
-    from dashboard.metrics import install_metrics  # /metrics: loopback only, or this token (docs/metrics.md)
+    from dashboard.routes.metrics import install_metrics  # /metrics: loopback only, or this token (docs/metrics.md)
 
     install_metrics(app, metrics_token)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -111,7 +111,7 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "admin.audit_target": ("対象", "Target"),
     "admin.audit_detail": ("詳細", "Detail"),
     "admin.audit_ip": ("接続元", "From"),
-    # ---- manager and integrator pages (dashboard/manager_pages.py, integrator_pages.py; MANAGER helper)
+    # ---- manager and integrator pages (dashboard/routes/manager.py, integrator_pages.py; MANAGER helper)
     "nav.trends": ("室内環境の推移", "Air trends"),
     "nav.history": ("アラート履歴", "Alert history"),
     "nav.devices": ("機器の状態", "Devices"),
@@ -285,7 +285,7 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
         "Automatic records assist, and do not replace, the staff's own checks.",
     ),
     # ---- names of the gateway's rules and of the kinds of device, shown instead of their ids on every page
-    # ---- (history, records, print, devices). tests/test_dashboard_labels.py checks every rule id of
+    # ---- (history, records, print, devices). tests/dashboard/test_dashboard_labels.py checks every rule id of
     # ---- gateway/rules/ and every nurserywatch.kit.DeviceKind has one here.
     "rule.prone": ("うつぶせ寝", "Sleeping face down"),
     "rule.apnea": ("呼吸停止の疑い（無呼吸）", "Possible apnea"),

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from dashboard.auth import Role
+from dashboard.auth.deps import Role
 from dashboard.i18n import Lang, catalogue, label
 from nurserywatch.kit import Kit
 
@@ -28,7 +28,7 @@ class NavItem:
     role: Role = Role.STAFF  # shown only to users with at least this role (the route checks it too)
     #: Place in the bar, smallest first: staff pages 10–29, manager pages 30–49, admin pages 50 and up.
     #: Routers add their items at import time, in whatever order the app includes them; the bar is sorted
-    #: by this, so the order is the one written here (tests/test_dashboard_labels.py checks it).
+    #: by this, so the order is the one written here (tests/dashboard/test_dashboard_labels.py checks it).
     order: int = 0
 
 

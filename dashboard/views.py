@@ -9,8 +9,8 @@ from fastapi import Request
 from pydantic import BaseModel
 
 from dashboard.i18n import Lang, catalogue
-from dashboard.live import LiveLink
-from dashboard.live_state import LiveState
+from dashboard.live.link import LiveLink
+from dashboard.live.state import LiveState
 from dashboard.pages import page_context
 from nurserywatch.contract import AssignmentSource, Position, SessionState
 from nurserywatch.kit import CHILD_DEVICES, AgeBand, DeviceKind

@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
-from firmware_sim.clip import make_clip
-from firmware_sim.mat import make_mat
-from firmware_sim.mhz19b import make_mhz19b
-from firmware_sim.pms5003 import make_pms5003
+from firmware_sim.models.clip import make_clip
+from firmware_sim.models.mat import make_mat
+from firmware_sim.models.mhz19b import make_mhz19b
+from firmware_sim.models.pms5003 import make_pms5003
+from firmware_sim.models.senseair_s8 import make_senseair_s8
 from firmware_sim.scenario import DeviceScenario, SimContext
-from firmware_sim.senseair_s8 import make_senseair_s8
 from nurserywatch.kit import DeviceKind
 
 

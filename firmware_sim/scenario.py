@@ -15,7 +15,7 @@ Example (configs/scenarios/demo.yaml)::
 
 Timeline steps carry kind-specific fields (a clip: ``posture``; see each model in
 firmware_sim/devices.py); they are checked against the kit's device kind when the scenario is
-planned (firmware_sim/runner.py).
+planned (firmware_sim/io/runner.py).
 """
 
 from __future__ import annotations

@@ -1,3 +1,3 @@
-from nurserywatch.cli import app
+from nurserywatch.cli.main import app
 
 app(prog_name="nurserywatch")

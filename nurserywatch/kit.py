@@ -185,7 +185,7 @@ class StorageConfig(_Strict):
 class RetentionConfig(_Strict):
     """How long the gateway keeps each kind of data, in days (docs/storage.md, "Retention"). Children's
     data is kept no longer than needed; nap-check records are kept long because municipalities audit
-    them. Enforced hourly by the gateway (gateway/retention.py) and, for readings, by InfluxDB."""
+    them. Enforced hourly by the gateway (gateway/retention/policy.py) and, for readings, by InfluxDB."""
 
     #: Raw readings (SQLite; InfluxDB's retention policy). Trends older than this come from rollups.
     readings_raw_days: Annotated[int, Field(ge=1, le=36500)] = 30

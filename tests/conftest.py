@@ -9,8 +9,8 @@ import pytest
 
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port, wait_for_port
-from tests.browser import browser
-from tests.mosquitto import MOSQUITTO, MosquittoProcess
+from tests.support.browser import browser
+from tests.support.mosquitto import MOSQUITTO, MosquittoProcess
 
 __all__ = ["MOSQUITTO", "browser", "free_port", "wait_for_port"]  # re-exported: tests import them / use the fixture
 

@@ -1,0 +1,258 @@
+"""LiveState (pure) and Fanout: tables of MQTT messages in, whole events / rejection reasons out."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from dashboard.live.fanout import Fanout
+from dashboard.live.state import Event, EventKind, LiveState
+from nurserywatch.contract import Alert, AlertState, Severity
+from nurserywatch.kit import Kit
+
+SITE = "himawari"
+ROOT = f"nurserywatch/v1/{SITE}"
+
+KIT = Kit.model_validate(
+    {
+        "site": SITE,
+        "name": "ひまわり保育園",
+        "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
+        "agents": [{"id": "pi-1"}],
+        "devices": [
+            {
+                "id": "clip-01",
+                "kind": "posture_clip",
+                "room": "hiyoko",
+                "agent": "pi-1",
+                "transport": {"type": "serial", "port": "/dev/ttyUSB0"},
+                "child": "c001",
+            }
+        ],
+        "children": [{"id": "c001", "nickname": "はると", "age_band": "0", "room": "hiyoko"}],
+    }
+)
+
+
+def alert(**changes: object) -> Alert:
+    fields: dict[str, object] = {
+        "id": "a1",
+        "rule": "prone",
+        "severity": Severity.CRITICAL,
+        "state": AlertState.ACTIVE,
+        "device": "clip-01",
+        "room": "hiyoko",
+        "child": "c001",
+        "started_ts": 1_767_225_600_000,
+        "updated_ts": 1_767_225_600_000,
+        "value": "prone",
+        "message": "うつぶせ寝が30秒続いています",
+        "message_en": "Face down for 30 s",
+    }
+    fields.update(changes)
+    return Alert.model_validate(fields)
+
+
+A1 = alert()
+A1_ACKED = alert(
+    acknowledged=True, acknowledged_by="田中", acknowledged_ts=1_767_225_605_000, updated_ts=1_767_225_605_000
+)
+A1_DONE = alert(
+    acknowledged=True,
+    acknowledged_by="田中",
+    acknowledged_ts=1_767_225_605_000,
+    state=AlertState.RESOLVED,
+    resolved_ts=1_767_225_610_000,
+    updated_ts=1_767_225_610_000,
+)
+A1_RESOLVED_UNACKED = alert(state=AlertState.RESOLVED, resolved_ts=1_767_225_610_000, updated_ts=1_767_225_610_000)
+
+
+def ev(kind: EventKind, data: dict[str, object]) -> Event:
+    return Event(kind, data)
+
+
+def alert_ev(a: Alert) -> Event:
+    return ev(EventKind.ALERT, a.model_dump(mode="json"))
+
+
+# Each case: messages applied in order to a fresh state -> events of the LAST message, rejections, alert ids.
+CASES: list[tuple[str, list[tuple[str, bytes]], list[Event], dict[str, int], list[str]]] = [
+    ("new alert", [(f"{ROOT}/alert/a1", A1.to_json())], [alert_ev(A1)], {}, ["a1"]),
+    ("same alert again: nothing new", [(f"{ROOT}/alert/a1", A1.to_json())] * 2, [], {}, ["a1"]),
+    (
+        "acknowledged update",
+        [(f"{ROOT}/alert/a1", A1.to_json()), (f"{ROOT}/alert/a1", A1_ACKED.to_json())],
+        [alert_ev(A1_ACKED)],
+        {},
+        ["a1"],
+    ),
+    (
+        "older update does not undo a newer one",
+        [(f"{ROOT}/alert/a1", A1_ACKED.to_json()), (f"{ROOT}/alert/a1", A1.to_json())],
+        [],
+        {},
+        ["a1"],
+    ),
+    (
+        "resolved but unacknowledged stays",
+        [(f"{ROOT}/alert/a1", A1.to_json()), (f"{ROOT}/alert/a1", A1_RESOLVED_UNACKED.to_json())],
+        [alert_ev(A1_RESOLVED_UNACKED)],
+        {},
+        ["a1"],
+    ),
+    (
+        "resolved and acknowledged leaves the list, with its final version",
+        [(f"{ROOT}/alert/a1", A1.to_json()), (f"{ROOT}/alert/a1", A1_DONE.to_json())],
+        [ev(EventKind.ALERT_REMOVED, {"id": "a1", "alert": A1_DONE.model_dump(mode="json")})],
+        {},
+        [],
+    ),
+    (
+        "empty retained payload leaves the list",
+        [(f"{ROOT}/alert/a1", A1.to_json()), (f"{ROOT}/alert/a1", b"")],
+        [ev(EventKind.ALERT_REMOVED, {"id": "a1", "alert": None})],
+        {},
+        [],
+    ),
+    ("empty payload for an unknown alert: nothing", [(f"{ROOT}/alert/a9", b"")], [], {}, []),
+    ("not JSON", [(f"{ROOT}/alert/a1", b"{oops")], [], {"bad_json": 1}, []),
+    ("not UTF-8", [(f"{ROOT}/alert/a1", b"\xff\xfe")], [], {"bad_utf8": 1}, []),
+    ("NaN", [(f"{ROOT}/alert/a1", A1.to_json().replace(b'"value":"prone"', b'"value":NaN'))], [], {"bad_json": 1}, []),
+    ("missing fields", [(f"{ROOT}/alert/a1", b'{"id": "a1"}')], [], {"invalid_payload": 1}, []),
+    ("id differs from topic", [(f"{ROOT}/alert/a2", A1.to_json())], [], {"id_mismatch": 1}, []),
+    ("too large", [(f"{ROOT}/alert/a1", b" " * 70_000)], [], {"too_large": 1}, []),
+    ("other site", [("nurserywatch/v1/sakura/alert/a1", A1.to_json())], [], {"wrong_site": 1}, []),
+    ("not a contract topic", [("nurserywatch/v1/himawari/alert", A1.to_json())], [], {"bad_topic": 1}, []),
+    (
+        "posture of a kit device",
+        [(f"{ROOT}/reading/clip-01/posture", b'{"ts": 1767225600000, "seq": 1, "position": "prone"}')],
+        [
+            ev(
+                EventKind.POSTURE,
+                {"device": "clip-01", "child": "c001", "room": "hiyoko", "position": "prone", "ts": 1767225600000},
+            )
+        ],
+        {},
+        [],
+    ),
+    (
+        "older posture is not shown over a newer one",
+        [
+            (f"{ROOT}/reading/clip-01/posture", b'{"ts": 1767225601000, "seq": 2, "position": "supine"}'),
+            (f"{ROOT}/reading/clip-01/posture", b'{"ts": 1767225600000, "seq": 1, "position": "prone"}'),
+        ],
+        [],
+        {},
+        [],
+    ),
+    (
+        "posture with an unknown position",
+        [(f"{ROOT}/reading/clip-01/posture", b'{"ts": 1767225600000, "seq": 1, "position": "flying"}')],
+        [],
+        {"invalid_payload": 1},
+        [],
+    ),
+    (
+        "posture of a device not in the kit",
+        [(f"{ROOT}/reading/clip-99/posture", b'{"ts": 1767225600000, "seq": 1, "position": "supine"}')],
+        [],
+        {"unknown_device": 1},
+        [],
+    ),
+    (
+        "a stream the dashboard does not follow",
+        [(f"{ROOT}/reading/clip-01/air", b'{"ts": 1767225600000, "seq": 1}')],
+        [],
+        {"unexpected_topic": 1},
+        [],
+    ),
+    (
+        "device status",
+        [(f"{ROOT}/status/clip-01", b'{"ts": 1767225600000, "online": true, "battery_pct": 80}')],
+        [
+            ev(
+                EventKind.DEVICE_STATUS,
+                {"device": "clip-01", "ts": 1767225600000, "online": True, "battery_pct": 80.0, "rssi_dbm": None},
+            )
+        ],
+        {},
+        [],
+    ),
+    (
+        "edge last will",
+        [(f"{ROOT}/edge/pi-1", b'{"online": false}')],
+        [
+            ev(
+                EventKind.EDGE_STATUS,
+                {"agent": "pi-1", "ts": None, "online": False, "version": None, "devices": [], "clock_ok": None},
+            )
+        ],
+        {},
+        [],
+    ),
+    ("edge agent not in the kit", [(f"{ROOT}/edge/pi-9", b'{"online": true}')], [], {"unknown_agent": 1}, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("messages", "events", "rejected", "alert_ids"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_apply(
+    messages: list[tuple[str, bytes]], events: list[Event], rejected: dict[str, int], alert_ids: list[str]
+) -> None:
+    state = LiveState(KIT)
+    last: list[Event] = []
+    for topic, payload in messages:
+        last = state.apply(topic, payload)
+    assert last == events
+    assert dict(state.rejected) == rejected
+    assert [a.id for a in state.alerts_list()] == alert_ids
+
+
+def test_alert_filter_and_snapshot() -> None:
+    state = LiveState(KIT)
+    state.apply(f"{ROOT}/alert/a1", A1.to_json())
+    state.apply(f"{ROOT}/alert/a2", alert(id="a2", state=AlertState.RESOLVED, started_ts=1_767_225_500_000).to_json())
+    assert [a.id for a in state.alerts_list("all")] == ["a2", "a1"]  # oldest first
+    assert [a.id for a in state.alerts_list("active")] == ["a1"]
+    assert [a.id for a in state.alerts_list("resolved")] == ["a2"]
+    snap = state.snapshot(server_ms=42)
+    assert snap.kind is EventKind.SNAPSHOT
+    assert snap.data["server_ms"] == 42
+    assert snap.data["mqtt_connected"] is False
+    assert [a["id"] for a in snap.data["alerts"]] == ["a2", "a1"]
+
+
+def test_resync_drops_alerts_the_broker_no_longer_holds() -> None:
+    state = LiveState(KIT)
+    state.apply(f"{ROOT}/alert/a1", A1.to_json())
+    state.apply(f"{ROOT}/alert/a2", alert(id="a2").to_json())
+    state.begin_resync()
+    state.apply(f"{ROOT}/alert/a2", alert(id="a2").to_json())  # the broker re-sent only a2
+    assert [a.id for a in state.alerts_list()] == ["a1", "a2"]  # a1 stays visible until the sweep
+    assert state.end_resync() == [ev(EventKind.ALERT_REMOVED, {"id": "a1", "alert": None})]
+    assert [a.id for a in state.alerts_list()] == ["a2"]
+    assert state.end_resync() == []
+
+
+def test_connection_events_only_on_change() -> None:
+    state = LiveState(KIT)
+    assert state.set_connected(True) == [ev(EventKind.CONNECTION, {"mqtt_connected": True})]
+    assert state.set_connected(True) == []
+    assert state.set_connected(False) == [ev(EventKind.CONNECTION, {"mqtt_connected": False})]
+
+
+async def test_fanout_drops_a_slow_client_without_blocking_others() -> None:
+    fanout = Fanout(queue_size=3)
+    fast, slow = fanout.subscribe(), fanout.subscribe()
+    events = [ev(EventKind.ALERT_REMOVED, {"id": f"a{i}"}) for i in range(5)]
+    for e in events:
+        fanout.publish([e])
+        assert await asyncio.wait_for(fast.get(), 1) == e  # the fast client keeps up
+    assert await asyncio.wait_for(slow.get(), 1) is None  # the slow one's stream ends: it will resync
+    assert slow.closed and len(fanout) == 1 and fanout.dropped == 1
+    fanout.close()
+    assert await asyncio.wait_for(fast.get(), 1) is None
+    assert await asyncio.wait_for(fanout.subscribe().get(), 1) is None  # no new streams after close

@@ -1,0 +1,408 @@
+"""The rules engine in the running gateway against a REAL Mosquitto: a nap session started by an MQTT
+command, a bound clip going silent (sensor lost, critical), an edge agent's last will delivered by
+the broker (critical for all its devices), re-notification and the escalation topic, and the
+observer hook. The gateway's ticks run in real time (every 50 ms) on a ManualClock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import struct
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+
+from gateway.config import RulesConfig
+from gateway.db.store import StoreReader
+from gateway.engine.alerts import Change, Transition
+from gateway.engine.observers import AcceptedReading, GatewayObserver, Outgoing
+from gateway.engine.sessions import SessionChange
+from gateway.service.mqtt import Gateway, GatewayStats, run_gateway
+from nurserywatch.clock import ManualClock
+from nurserywatch.contract import (
+    AckCommand,
+    Alert,
+    AlertState,
+    Position,
+    PostureReading,
+    SessionAction,
+    SessionCommand,
+    SessionSource,
+    SessionState,
+    Severity,
+    ack_topic,
+    decode,
+    edge_topic,
+    escalation_topic,
+    reading_topic,
+    session_command_topic,
+    site_root,
+)
+from nurserywatch.kit import Kit
+from nurserywatch.mqtt import BrokerURL
+
+T0 = 1_767_225_600_000
+TIMEOUT_S = 5.0
+_ids = itertools.count()
+
+
+def make_kit(site: str) -> Kit:
+    return Kit.model_validate(
+        {
+            "site": site,
+            "name": "テスト保育園",
+            "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
+            "agents": [{"id": "pi-1"}],
+            "children": [{"id": "c001", "age_band": "0", "room": "hiyoko"},
+                         {"id": "c002", "age_band": "1-2", "room": "hiyoko"}],
+            "devices": [
+                {"id": f"clip-0{i}", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": f"c00{i}",
+                 "transport": {"type": "serial", "port": f"/dev/ttyUSB{i}"}}
+                for i in (1, 2)
+            ],
+        }
+    )  # fmt: skip
+
+
+def client(broker: BrokerURL) -> aiomqtt.Client:
+    return aiomqtt.Client(broker.host, broker.port, identifier=f"rules-test-{next(_ids)}", clean_session=True)
+
+
+async def wait_until(pred: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not pred():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@contextlib.asynccontextmanager
+async def gateway(
+    kit: Kit, broker: BrokerURL, db: Path, clock: ManualClock, observers: list[Callable[[Gateway], GatewayObserver]]
+) -> AsyncIterator[GatewayStats]:
+    stats = GatewayStats()
+    rules = RulesConfig(tick_ms=50)
+    task = asyncio.create_task(run_gateway(kit, broker, db, rules, clock, stats=stats, observers=observers))
+    try:
+        await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
+        if task.done():
+            task.result()
+        yield stats
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert stats.rejected["internal_error"] == 0
+
+
+class Watcher:
+    """A live subscriber on alert/+, escalation/+ and session/+ of one site."""
+
+    def __init__(self, c: aiomqtt.Client, site: str) -> None:
+        self._it = aiter(c.messages)
+        self._root = site_root(site)
+        self.seen: list[tuple[str, bytes]] = []
+
+    async def next(self, kind: str, pred: Callable[[str, bytes], bool] = lambda t, p: True) -> tuple[str, bytes]:
+        """The next message on ``{root}/{kind}/…`` that satisfies ``pred``; others are kept in ``seen``."""
+        async with asyncio.timeout(TIMEOUT_S):
+            while True:
+                msg = await anext(self._it)
+                assert isinstance(msg.payload, bytes)
+                self.seen.append((msg.topic.value, msg.payload))
+                if msg.topic.value.startswith(f"{self._root}/{kind}/") and pred(msg.topic.value, msg.payload):
+                    return msg.topic.value, msg.payload
+
+    async def drain(self, seconds: float) -> None:
+        """Read whatever arrives within ``seconds`` into ``seen``."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                while True:
+                    msg = await anext(self._it)
+                    assert isinstance(msg.payload, bytes)
+                    self.seen.append((msg.topic.value, msg.payload))
+
+    async def alert(self, pred: Callable[[Alert], bool]) -> Alert:
+        _, payload = await self.next("alert", lambda t, p: bool(p) and pred(decode(Alert, p)))
+        return decode(Alert, payload)
+
+    async def session(self, pred: Callable[[SessionState], bool]) -> SessionState:
+        _, payload = await self.next("session", lambda t, p: pred(decode(SessionState, p)))
+        return decode(SessionState, payload)
+
+
+@contextlib.asynccontextmanager
+async def watch(broker: BrokerURL, site: str) -> AsyncIterator[Watcher]:
+    async with client(broker) as c:
+        for kind in ("alert", "escalation", "session"):
+            await c.subscribe(f"{site_root(site)}/{kind}/+", qos=1)
+        yield Watcher(c, site)
+
+
+async def retained(broker: BrokerURL, topic_filter: str) -> dict[str, bytes]:
+    sentinel = f"test/sentinel/{next(_ids)}"
+    got: dict[str, bytes] = {}
+    async with client(broker) as c:
+        await c.subscribe(topic_filter, qos=1)
+        await c.subscribe(sentinel, qos=1)
+        await c.publish(sentinel, b"x", qos=1)
+        async with asyncio.timeout(TIMEOUT_S):
+            async for msg in c.messages:
+                if msg.topic.value == sentinel:
+                    return got
+                assert isinstance(msg.payload, bytes)
+                if msg.retain and msg.payload:
+                    got[msg.topic.value] = msg.payload
+    raise AssertionError("unreachable")
+
+
+class Clips:
+    """Publishes posture readings stamped with the ManualClock and waits until the gateway has them."""
+
+    def __init__(self, pub: aiomqtt.Client, site: str, clock: ManualClock, stats: GatewayStats) -> None:
+        self.pub, self.site, self.clock, self.stats = pub, site, clock, stats
+        self.seq = itertools.count()
+        self.sent = 0
+
+    async def send(self, *devices: str, position: Position = Position.SUPINE) -> None:
+        for device in devices:
+            reading = PostureReading(ts=self.clock.now_ms(), seq=next(self.seq), position=position)
+            await self.pub.publish(reading_topic(self.site, device, "posture"), reading.to_json(), qos=1)
+            self.sent += 1
+        await wait_until(lambda: self.stats.readings_received >= self.sent, "the gateway to receive the readings")
+
+    async def seconds(self, n: int, *devices: str, position: Position = Position.SUPINE) -> None:
+        """n seconds of the clock, a reading from each of ``devices`` at the start of each."""
+        for _ in range(n):
+            await self.send(*devices, position=position)
+            self.clock.advance(1000)
+            await asyncio.sleep(0.06)  # let a tick run at the new time
+
+
+# ---------------------------------------------------------------- a raw client whose death the broker announces
+
+
+def _str(s: str | bytes) -> bytes:
+    b = s.encode() if isinstance(s, str) else s
+    return struct.pack("!H", len(b)) + b
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    n, length = len(body), b""
+    while True:
+        byte, n = n % 128, n // 128
+        length += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return bytes([first]) + length + body
+
+
+async def edge_agent_that_dies(broker: BrokerURL, topic: str, online: bytes, will: bytes) -> None:
+    """Connect with a last will (QoS 1, retained) as a real edge agent does, publish the retained
+    online status, then drop the TCP connection without DISCONNECT — the broker publishes the will."""
+    reader, writer = await asyncio.open_connection(broker.host, broker.port)
+    flags = 0x02 | 0x04 | 0x08 | 0x20  # clean session, will, will QoS 1, will retain
+    body = _str("MQTT") + bytes([4, flags]) + struct.pack("!H", 30) + _str(f"edge-{next(_ids)}")
+    writer.write(_packet(0x10, body + _str(topic) + _str(will)))
+    await writer.drain()
+    connack = await asyncio.wait_for(reader.readexactly(4), TIMEOUT_S)
+    assert connack == b"\x20\x02\x00\x00", connack
+    writer.write(_packet(0x31, _str(topic) + online))  # PUBLISH, QoS 0, retained
+    await writer.drain()
+    await asyncio.sleep(0.2)
+    writer.transport.abort()  # no DISCONNECT: an agent that lost power
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_session_command_then_a_silent_clip_is_a_critical_sensor_lost(
+    mosquitto: BrokerURL, tmp_path: Path
+) -> None:
+    site = "rules-svc-lost"
+    clock = ManualClock(T0)
+    db = tmp_path / "gw.sqlite3"
+    async with (
+        watch(mosquitto, site) as w,
+        gateway(make_kit(site), mosquitto, db, clock, []) as stats,
+        client(mosquitto) as pub,
+    ):
+        # the room's session state is retained from the start: no nap yet
+        idle = await w.session(lambda s: s.room == "hiyoko")
+        assert idle.active is False
+        clips = Clips(pub, site, clock, stats)
+        await clips.seconds(3, "clip-01", "clip-02")
+
+        cmd = SessionCommand(room="hiyoko", action=SessionAction.START, by="hoikushi-1")
+        await pub.publish(session_command_topic(site), cmd.to_json(), qos=1)
+        started = await w.session(lambda s: s.active)
+        assert (started.source, started.started_by, started.started_ts) == (
+            SessionSource.STAFF,
+            "hoikushi-1",
+            T0 + 3000,
+        )
+        assert await retained(mosquitto, f"{site_root(site)}/session/+") == {
+            f"{site_root(site)}/session/hiyoko": started.to_json()
+        }
+
+        # clip-01 goes silent; clip-02 keeps reporting
+        await clips.seconds(2, "clip-01", "clip-02")
+        await clips.seconds(12, "clip-02")
+        lost = await w.alert(lambda a: a.rule == "sensor_lost")
+        assert (lost.severity, lost.state, lost.device, lost.child, lost.room) == (
+            Severity.CRITICAL, AlertState.ACTIVE, "clip-01", "c001", "hiyoko",
+        )  # fmt: skip
+        assert lost.started_ts == T0 + 4000  # its last reading
+        assert (lost.message, lost.message_en) == (
+            "センサーからの受信が10秒以上途絶えています",
+            "No data from the sensor for 10 s or more",
+        )
+        assert stats.rejected == Counter()
+
+        # staff stop the nap: the silence is no longer anyone's concern
+        stop = SessionCommand(room="hiyoko", action=SessionAction.STOP, by="hoikushi-2")
+        await pub.publish(session_command_topic(site), stop.to_json(), qos=1)
+        ended = await w.session(lambda s: not s.active)
+        assert (ended.stopped_by, ended.session_id) == ("hoikushi-2", started.session_id)
+        resolved = await w.alert(lambda a: a.id == lost.id and a.state is AlertState.RESOLVED)
+        assert resolved.acknowledged is False  # staff still have to see it
+
+        # a command for a room that is not in the kit is counted, not obeyed
+        bad = SessionCommand(room="kuma", action=SessionAction.START, by="x")
+        await pub.publish(session_command_topic(site), bad.to_json(), qos=1)
+        await wait_until(lambda: stats.rejected == Counter(unknown_room=1), "unknown_room")
+
+    reader = StoreReader(db)
+    assert [(s.active, s.started_by, s.stopped_by) for s in reader.session_log("hiyoko")] == [
+        (True, "hoikushi-1", None),
+        (False, "hoikushi-1", "hoikushi-2"),
+    ]
+    assert [t.change for t in reader.transitions(lost.id)] == [Change.RAISED, Change.RESOLVED]
+
+
+async def test_edge_last_will_raises_critical_alerts_for_all_its_devices(mosquitto: BrokerURL, tmp_path: Path) -> None:
+    site = "rules-svc-will"
+    clock = ManualClock(T0)
+    async with (
+        watch(mosquitto, site) as w,
+        gateway(make_kit(site), mosquitto, tmp_path / "gw.sqlite3", clock, []) as stats,
+        client(mosquitto) as pub,
+    ):
+        clips = Clips(pub, site, clock, stats)
+        await pub.publish(
+            session_command_topic(site),
+            SessionCommand(room="hiyoko", action=SessionAction.START, by="hoikushi-1").to_json(),
+            qos=1,
+        )
+        await w.session(lambda s: s.active)
+        await clips.seconds(2, "clip-01", "clip-02")
+
+        topic = edge_topic(site, "pi-1")
+        online = json.dumps({"ts": T0, "online": True, "version": "1", "devices": ["clip-01", "clip-02"]}).encode()
+        await edge_agent_that_dies(mosquitto, topic, online, b'{"online": false}')
+        alerts = [await w.alert(lambda a: a.rule == "sensor_lost") for _ in range(2)]
+        assert sorted((a.device, a.child, a.severity, a.value) for a in alerts) == [
+            ("clip-01", "c001", Severity.CRITICAL, "edge_offline"),
+            ("clip-02", "c002", Severity.CRITICAL, "edge_offline"),
+        ]
+        assert alerts[0].message_en == "Edge agent pi-1 is offline"
+        assert alerts[0].message == "中継機（pi-1）との接続が切れました"
+
+        # the agent comes back and data flows again for 5 s: both resolve
+        await pub.publish(topic, online, qos=1, retain=True)
+        await clips.seconds(7, "clip-01", "clip-02")
+        resolved = [
+            await w.alert(lambda a: a.rule == "sensor_lost" and a.state is AlertState.RESOLVED) for _ in range(2)
+        ]
+        assert {a.device for a in resolved} == {"clip-01", "clip-02"}
+        await pub.publish(topic, b"", qos=1, retain=True)  # leave the broker clean
+        assert stats.rejected == Counter()
+
+
+@dataclass
+class Recorder(GatewayObserver):
+    """What the records engineer's scheduler would see."""
+
+    gateway: Gateway
+    readings: list[AcceptedReading] = field(default_factory=list)
+    alerts: list[Transition] = field(default_factory=list)
+    sessions: list[SessionChange] = field(default_factory=list)
+    ticks: int = 0
+
+    def on_reading(self, accepted: AcceptedReading) -> None:
+        self.readings.append(accepted)
+
+    def on_alert(self, transition: Transition) -> None:
+        self.alerts.append(transition)
+        if transition.change is Change.ESCALATED:  # observers may publish through the gateway
+            self.gateway.enqueue(Outgoing(f"{site_root(self.gateway.kit.site)}/session/pager", b"escalated"))
+
+    def on_session(self, change: SessionChange) -> None:
+        self.sessions.append(change)
+
+    def on_tick(self, now_ms: int) -> None:
+        self.ticks += 1
+
+
+class Broken(GatewayObserver):
+    def on_reading(self, accepted: AcceptedReading) -> None:
+        raise RuntimeError("a bug in an observer")
+
+
+async def test_renotification_escalation_topic_and_observers(mosquitto: BrokerURL, tmp_path: Path) -> None:
+    site = "rules-svc-escalate"
+    clock = ManualClock(T0)
+    recorders: list[Recorder] = []
+
+    def recorder(gw: Gateway) -> Recorder:
+        recorders.append(Recorder(gw))
+        return recorders[-1]
+
+    async with (
+        watch(mosquitto, site) as w,
+        gateway(make_kit(site), mosquitto, tmp_path / "gw.sqlite3", clock, [recorder, lambda gw: Broken()]) as stats,
+        client(mosquitto) as pub,
+    ):
+        clips = Clips(pub, site, clock, stats)
+        await clips.seconds(31, "clip-01", position=Position.PRONE)  # no nap session: silence is no alert
+        raised = await w.alert(lambda a: a.rule == "prone")
+        assert (raised.severity, raised.notify_count, raised.escalated) == (Severity.CRITICAL, 0, False)
+
+        counts: list[int] = []
+        for _ in range(3):
+            clock.advance(30_000)
+            again = await w.alert(lambda a: a.id == raised.id and a.notify_count > (counts[-1] if counts else 0))
+            counts.append(again.notify_count)
+            assert again.updated_ts == clock.now_ms() and again.notified_ts == clock.now_ms()
+        assert counts == [1, 2, 3] and again.escalated and again.escalated_ts == clock.now_ms()
+        topic, payload = await w.next("escalation")
+        assert topic == escalation_topic(site, raised.id) and decode(Alert, payload) == again
+        assert await retained(mosquitto, f"{site_root(site)}/escalation/+") == {topic: payload}
+
+        # acknowledged: the escalation's retained message goes; the alert stays active (still prone)
+        await pub.publish(ack_topic(site), AckCommand(alert_id=raised.id, by="enchou").to_json(), qos=1)
+        acked = await w.alert(lambda a: a.acknowledged)
+        assert (acked.state, acked.acknowledged_by, acked.escalated) == (AlertState.ACTIVE, "enchou", True)
+        assert await w.next("escalation") == (topic, b"")
+        assert await retained(mosquitto, f"{site_root(site)}/escalation/+") == {}
+        # acknowledged: no more re-notifications, however long it stays prone
+        clock.advance(60_000)
+        await w.drain(0.5)
+        published = [decode(Alert, p) for t, p in w.seen if t.endswith(f"/alert/{raised.id}") and p]
+        assert max(a.notify_count for a in published) == 3
+
+    [rec] = recorders
+    assert [(r.device, r.child, r.room, r.stream.value) for r in rec.readings[:1]] == [
+        ("clip-01", "c001", "hiyoko", "posture")
+    ]
+    assert len(rec.readings) == 31
+    assert [t.change for t in rec.alerts] == [
+        Change.RAISED, Change.RENOTIFIED, Change.RENOTIFIED, Change.ESCALATED, Change.ACKNOWLEDGED,
+    ]  # fmt: skip
+    assert rec.sessions == [] and rec.ticks > 10
+    assert stats.observer_errors == 31  # the broken observer failed on every reading; nothing else did
+    assert ("nurserywatch/v1/rules-svc-escalate/session/pager", b"escalated") in w.seen

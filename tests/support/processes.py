@@ -1,0 +1,52 @@
+"""Starting and stopping `nurserywatch` subcommands as real processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """``nurserywatch <args>`` in its own process group, output in ``log_dir/<name>.log``."""
+    log = log_dir / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nurserywatch", *args],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        start_new_session=True,  # its own process group, so teardown reaches every child
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    return proc, log
+
+
+def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def print_logs(logs: dict[str, Path], lines: int = 15) -> None:
+    for name, log in logs.items():
+        tail = log.read_text(errors="replace").splitlines()[-lines:]
+        print(f"----- {name} log (tail) -----", *tail, sep="\n")
+
+
+def wait_for(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
+    """Poll ``cond`` every 50 ms until it holds; TimeoutError naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.05)
