@@ -1,4 +1,4 @@
-"""Alert latency (DESIGN.md §8): from the sensor frame that makes a rule true to the alert arriving
+"""Alert latency (target in bench/README.md): from the sensor frame that makes a rule true to the alert arriving
 at a dashboard live client (SSE), at a large nursery's load and at 10× that load.
 
     .venv/bin/python bench/alert_latency.py [--triggers 120] [--scales 1,10] [--waveform]
@@ -146,7 +146,8 @@ async def watch(base: str, arrived: dict[tuple[str, int], float], load_done: Cal
 
 
 def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[float], int, dict[str, float]]:
-    from dashboard.auth.deps import AuthPolicy, Role, open_store
+    from dashboard.auth.deps import open_store
+    from dashboard.auth.models import AuthPolicy, Role
 
     n = Nursery(site=f"bench-latency-x{scale}", scale=scale)
     kit = n.write_kit(d / f"kit-x{scale}.yaml")

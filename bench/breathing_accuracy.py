@@ -1,7 +1,7 @@
 """How well the edge's breathing analysis (edge/dsp/breathing.py) and the gateway's apnea rule together
 do what staff rely on: rate accuracy, apnea detection and timing, false apnea alarms.
 
-    .venv/bin/python bench/breathing_accuracy.py [--quick] [--seed 0] [--data ../shared/data/resp_belt]
+    .venv/bin/python bench/breathing_accuracy.py [--quick] [--seed 0] [--data firmware_sim/recordings/resp_belt]
 
 Every mat takes the production path at full speed: simulator samples → NWMAT sentences →
 ``MatChannel`` (edge/channels/mat.py) → one ``BreathingReading`` a second → the gateway's
@@ -44,7 +44,7 @@ Signals:
    for the references as for the edge.
 3. **Other degradations** of the recordings, as recorded, at time scales 1.6/2.0/2.5 × 5 seeds of
    noise, drift and movement times: more mat-hours for the false-alarm estimate (the same breathing,
-   so not independent hours). Each scale gives child rates (DESIGN.md §6): the reference's 20 s
+   so not independent hours). Each scale gives child rates: the reference's 20 s
    rates, 5–95 %, are 16–33/min at ×1.6 (a 3-year-old asleep), 20–40 at ×2, 26–50 at ×2.5 (an
    infant, 20–60/min) over the four recordings, so all three are kept. What a scale does not make
    physical is the belt's own noise and artefacts, moved up in frequency with it.
@@ -93,14 +93,13 @@ import numpy as np
 from edge.channels.mat import MatChannel
 from firmware_sim.encoders.nmea import encode_mat
 from firmware_sim.models.mat import MatEvent, MatModel, MatOptions, MatStep
-from firmware_sim.models.resp_belt import ReplayMat, ReplayOptions, load_recording
+from firmware_sim.models.resp_belt import RECORDINGS_DIR, ReplayMat, ReplayOptions, load_recording
+from gateway.alert_changes import Change, Transition
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine.alerts import Change, Transition
 from gateway.engine.rules_engine import RulesEngine
 from nurserywatch.contract import BreathingReading, Stream
 from nurserywatch.kit import Kit
 
-REPO = Path(__file__).resolve().parents[1]
 T0_MS = 1_767_225_600_000
 WINDOW_S = 20.0
 PAUSES_S = (10, 15, 20, 25, 40)
@@ -955,7 +954,7 @@ def delay_summary(delays: Sequence[float | None]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "resp_belt")
+    parser.add_argument("--data", type=Path, default=RECORDINGS_DIR)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (a smoke test, not the figures)")
     parser.add_argument("--seed", type=int, default=0, help="other simulated naps and other mat noise (both sets)")
     args = parser.parse_args()

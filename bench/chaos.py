@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.engine.alerts import Change  # noqa: E402
+from gateway.alert_changes import Change  # noqa: E402
 from nurserywatch.contract import Severity  # noqa: E402
 from tests.support.chaos_stack import DEVICES, SUPINE_AT_S, UNPLUGGED, Plan, Run, chaos_run, spool_key  # noqa: E402
 

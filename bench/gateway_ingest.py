@@ -1,5 +1,5 @@
 """Sustained readings/s through the real gateway with nothing lost, as a ratio to a bare aiomqtt
-subscriber receiving the same stream on the same machine (DESIGN.md §8; target ≥ 0.8).
+subscriber receiving the same stream on the same machine (bench/README.md; target ≥ 0.8).
 
     .venv/bin/python bench/gateway_ingest.py [--readings 100000] [--scale 1] [--runs 2]
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from gateway.config import Threshold
+from gateway.read import Threshold
 
 #: metric → unit shown next to its numbers (the same in both languages).
 UNITS: dict[str, str] = {

@@ -11,10 +11,10 @@ import logging
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Annotated, Any, TypedDict, cast
+from typing import Annotated, Any, TypedDict
 
 import uvicorn
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
@@ -22,14 +22,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Unpack
 
-from dashboard.auth.deps import AuthPolicy, StaffDep, audit, install_auth, live_session_check
+from dashboard.auth.deps import StaffDep, audit, install_auth, live_session_check
+from dashboard.auth.models import AuthPolicy
+from dashboard.deps import ApiError, DefaultLangDep, LinkDep, get_link_of
 from dashboard.i18n import DEFAULT_LANG, Lang, pick_lang
 from dashboard.live.link import LiveLink, NotConnected
 from dashboard.live.sse import event_stream
 from dashboard.live.state import AlertFilter
 from dashboard.pages import render
+from dashboard.routes.auth import forbidden_page
+from dashboard.routes.auth import router as auth_router
+from dashboard.routes.integrator import install_integrator_pages
+from dashboard.routes.manager import router as manager_router
+from dashboard.routes.metrics import install_metrics
+from dashboard.routes.records import router as records_router
+from dashboard.routes.staff import router as staff_router
 from dashboard.views import RoomView, room_page_context, rooms_view
-from gateway.config import RulesConfig
+from gateway.read import RulesConfig
 from nurserywatch.clock import Clock
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
@@ -40,42 +49,8 @@ log = logging.getLogger(__name__)
 HERE = Path(__file__).parent
 
 
-class ApiError(Exception):
-    """An error answered as ``{"error": code, "message": ...}`` with ``status``."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-
 def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status)
-
-
-# ---------------------------------------------------------------- dependencies
-
-
-def get_link(request: Request) -> LiveLink:
-    return get_link_of(request.app)
-
-
-def get_default_lang(request: Request) -> Lang:
-    return cast(Lang, request.app.state.default_lang)
-
-
-def get_gateway_db(request: Request) -> Path:
-    """The gateway's SQLite file; 503 when the dashboard was started without one."""
-    path = cast(Path | None, request.app.state.gateway_db)
-    if path is None:
-        raise ApiError(503, "no_gateway_db", "this dashboard was started without the gateway's database (--db)")
-    return path
-
-
-LinkDep = Annotated[LiveLink, Depends(get_link)]
-DefaultLangDep = Annotated[Lang, Depends(get_default_lang)]
-GatewayDbDep = Annotated[Path, Depends(get_gateway_db)]
 
 
 # ---------------------------------------------------------------- routes
@@ -210,25 +185,15 @@ def create_app(
     app.state.default_lang = default_lang
     app.state.gateway_db = gateway_db
     app.state.data_dir = data_dir
-    install_auth(app, data_dir, link.clock, auth_policy)  # users, sessions, audit log in data_dir
+    install_auth(app, data_dir, link.clock, auth_policy, forbidden_page=forbidden_page)  # users, sessions, audit log
     app.state.rules = rules  # the thresholds of the manager pages (None: the built-in defaults)
     app.include_router(router)
-    from dashboard.routes.auth import router as auth_router  # login, logout, /api/me, /admin/users
-
-    app.include_router(auth_router)
-    from dashboard.routes.integrator import install_integrator_pages  # here: they import this module
-    from dashboard.routes.manager import router as manager_router
-
+    app.include_router(auth_router)  # login, logout, /api/me, /admin/users
     app.include_router(manager_router)
-    from dashboard.routes.records import router as records_router  # STAFF: records, sessions, assignments
-    from dashboard.routes.staff import router as staff_router
-
-    app.include_router(records_router)
+    app.include_router(records_router)  # STAFF: records, sessions, assignments
     app.include_router(staff_router)
     install_integrator_pages(app, kit_path)
-    from dashboard.routes.metrics import install_metrics  # /metrics: loopback only, or this token (docs/metrics.md)
-
-    install_metrics(app, metrics_token)
+    install_metrics(app, metrics_token)  # /metrics: loopback only, or this token (docs/metrics.md)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     _install_error_handlers(app)
     return app
@@ -327,8 +292,3 @@ async def serve_dashboard(
         raise
     finally:
         sock.close()
-
-
-def get_link_of(app: FastAPI) -> LiveLink:
-    """The app's MQTT side (for callers that hold the app, such as tests and benchmarks)."""
-    return cast(LiveLink, app.state.link)

@@ -13,7 +13,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from dashboard.i18n import Lang, catalogue, label
 from nurserywatch.kit import Kit
 

@@ -142,7 +142,7 @@ def _device_view(state: LiveState, device: str, kind: DeviceKind) -> DeviceView:
 
 #: The page calls monitoring lost after this long without the live feed or the gateway's heartbeat.
 WATCHDOG_S = 5
-#: A reading older than this shows as "no data" (the sensor-lost rule fires at 10 s, DESIGN.md §6).
+#: A reading older than this shows as "no data" (the sensor-lost rule fires at 10 s, docs/gateway.md).
 STALE_S = 10
 #: Battery below this shows as a warning (the battery-low rule's default).
 BATTERY_LOW_PCT = 15

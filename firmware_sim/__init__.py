@@ -1,4 +1,4 @@
-"""Simulated sensor hardware: writes the exact bytes real devices emit (DESIGN.md §4) to real
+"""Simulated sensor hardware: writes the exact bytes real devices emit (docs/devices.md, docs/ble.md) to real
 pseudo-terminals, driven by a YAML scenario.
 
 Independent by design: imports none of ``edge``, ``gateway`` or ``dashboard`` and encodes the

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 from firmware_sim.models.clip import make_clip
-from firmware_sim.models.mat import make_mat
+from firmware_sim.models.mat_factory import make_mat
 from firmware_sim.models.mhz19b import make_mhz19b
 from firmware_sim.models.pms5003 import make_pms5003
 from firmware_sim.models.senseair_s8 import make_senseair_s8

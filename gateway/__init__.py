@@ -1,7 +1,9 @@
 """The gateway: validates and stores readings, judges them with the rules, owns alert state.
 
-Pure parts (no I/O): ``engine`` (the rules engine), ``alerts`` (alert lifecycle, re-notification,
-escalation), ``sessions`` (nap sessions), ``rules`` (one module per rule or rule family), ``config``
-(rules file model), ``hooks`` (observers), ``records`` (nap-check records, docs/records.md).
-Thin shells: ``store`` (SQLite) and ``service`` (MQTT). See docs/gateway.md.
+``engine`` holds the transport-free site engine (``engine.site``: messages in, messages to publish
+out, time from an injected clock) with its pure core (``rules_engine``, ``alerts``, ``sessions``) and
+the observer hook (``observers``); ``rules`` one module per rule or rule family; ``config`` the rules
+file model; ``db``, ``records``, ``retention``, ``child_data`` and ``influx`` storage; ``service`` the
+MQTT shell around the engine (the only place that knows the transport); ``read`` what the dashboard
+reads. See docs/gateway.md.
 """

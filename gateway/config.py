@@ -211,6 +211,14 @@ THRESHOLD_TABLE: dict[str, tuple[str, str, list[tuple[Severity, Literal["above",
 }
 
 
+#: The breathing rules' names, each also its RuleSet section. Defined here rather than with the rules
+#: (gateway/rules/breathing.py) because the nap-check records judge ``breathing_ok`` by them and must
+#: load without the rules.
+APNEA = "apnea"
+BREATHING_LOW = "breathing_rate_low"
+BREATHING_HIGH = "breathing_rate_high"
+
+
 class RuleSet(_Strict):
     """Every rule's thresholds. One effective RuleSet per (room, age band): see RulesConfig.resolve."""
 

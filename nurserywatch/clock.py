@@ -6,6 +6,10 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
+#: Seconds on the process's monotonic performance counter, for measuring how long something took
+#: (latency metrics, log pacing) — never for logic, whose time is a Clock's.
+stopwatch = time.perf_counter
+
 
 class Clock(Protocol):
     def now_ms(self) -> int:

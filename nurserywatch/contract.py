@@ -1,7 +1,7 @@
 """The MQTT contract v1: topics and payload models shared by edge, gateway and dashboard.
 
-This module is the single source of truth for what travels over MQTT (DESIGN.md §5,
-documented in docs/contract.md). It is pure: no I/O, no clock.
+This module is the single source of truth for what travels over MQTT (documented in
+docs/contract.md). It is pure: no I/O, no clock.
 
 Topic layout, root ``nurserywatch/v1/{site}``::
 

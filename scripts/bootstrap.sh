@@ -1,7 +1,7 @@
 #!/bin/sh
 # Set up a development/test machine from nothing but Python 3.11+ and apt:
-#   scripts/bootstrap.sh          -> .venv with the runtime packages (enough for `nurserywatch demo`)
-#   scripts/bootstrap.sh --test   -> also the test packages and the system services the tests start
+#   scripts/bootstrap.sh          -> .venv with every part's packages, `.[all]` (enough for `nurserywatch demo`)
+#   scripts/bootstrap.sh --test   -> also the test packages, `.[all,test]`, and the system services the tests start
 # Idempotent: re-running only installs what changed or is missing.
 set -eu
 cd "$(dirname "$0")/.."
@@ -44,8 +44,8 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
-EXTRAS=""
-[ "$MODE" = "--test" ] && EXTRAS="[test]"
+EXTRAS="[all]"
+[ "$MODE" = "--test" ] && EXTRAS="[all,test]"
 STAMP=".venv/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)$EXTRAS"
 if [ ! -f "$STAMP" ]; then
     say "installing Python packages into .venv ($EXTRAS)"

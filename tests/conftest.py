@@ -1,4 +1,4 @@
-"""Fixtures that start real services (Mosquitto) on free loopback ports."""
+"""Fixtures that start real services (Mosquitto, Chromium, InfluxDB) on free loopback ports."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from nurserywatch.mqtt import BrokerURL
-from nurserywatch.ports import free_port, wait_for_port
 from tests.support.browser import browser
+from tests.support.influx_servers import influxdb
 from tests.support.mosquitto import MOSQUITTO, MosquittoProcess
 
-__all__ = ["MOSQUITTO", "browser", "free_port", "wait_for_port"]  # re-exported: tests import them / use the fixture
+__all__ = ["browser", "influxdb"]  # fixtures defined in tests/support, registered here for every test
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,10 @@ to ``/login?next=…``; a signed-in user below the route's role gets ``403 {"err
 Every state-changing request (POST, PUT, PATCH, DELETE) must also carry the session's CSRF token,
 in the ``X-CSRF-Token`` header (fetch) or a ``csrf_token`` form field (HTML forms).
 
-The session store (SQLite) is :mod:`dashboard.auth.store`; the pure rules (throttle, name and
-password checks) are :mod:`dashboard.auth.logic`; the login, logout and user admin pages are
-:mod:`dashboard.routes.auth`."""
+Roles, users and the policy are :mod:`dashboard.auth.models`; the session store (SQLite) is
+:mod:`dashboard.auth.store`; the pure rules (throttle, name and password checks) are
+:mod:`dashboard.auth.logic`; the login, logout and user admin pages are :mod:`dashboard.routes.auth`
+(the app hands its forbidden page to ``install_auth``, so this module does not import the pages)."""
 
 from __future__ import annotations
 
@@ -22,19 +23,17 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Final, cast
+from typing import Annotated, Any, Final, cast
 from urllib.parse import parse_qs, quote
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from dashboard.auth.logic import LoginThrottle
-
-if TYPE_CHECKING:
-    from dashboard.auth.store import AuthStore, Session
-    from nurserywatch.clock import Clock
+from dashboard.auth.models import AuthPolicy, Role, User
+from dashboard.auth.store import AuthStore, Session
+from nurserywatch.clock import Clock
 
 log = logging.getLogger(__name__)
 
@@ -45,64 +44,6 @@ CSRF_FIELD: Final = "csrf_token"
 SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 #: The dashboard's own database in ``data_dir``.
 DB_NAME: Final = "dashboard.sqlite3"
-
-
-class Role(IntEnum):
-    """staff < manager < admin: each role may do everything the ones below it may."""
-
-    STAFF = 1
-    MANAGER = 2
-    ADMIN = 3
-
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
-    @classmethod
-    def parse(cls, text: str) -> Role:
-        """``"staff"``, ``"manager"`` or ``"admin"``; ValueError naming the choices otherwise."""
-        try:
-            return cls[text.strip().upper()]
-        except KeyError:
-            raise ValueError(f"unknown role {text!r}; choose staff, manager or admin") from None
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    username: str
-    role: Role
-    display_name: str
-
-    @property
-    def shown_name(self) -> str:
-        """The name other people see (acknowledged by …, checked by …)."""
-        return self.display_name or self.username
-
-    def may(self, role: Role) -> bool:
-        return self.role >= role
-
-
-@dataclass(frozen=True, slots=True)
-class AuthPolicy:
-    """Session lifetimes, login throttling and password hashing cost. The defaults suit a nursery:
-    a session lasts a working day; a page left alone for an hour asks for the password again (the
-    live room view keeps its session alive while its stream is open, so a tablet watching a nap is
-    never signed out mid-nap)."""
-
-    session_lifetime_s: int = 12 * 3600
-    session_idle_s: int = 3600
-    #: Failed logins per username / per client address before a lockout.
-    user_failures: int = 5
-    ip_failures: int = 20
-    #: Failures older than this are forgotten.
-    failure_window_s: int = 15 * 60
-    #: First lockout; each further failure while over the limit doubles it, up to the maximum.
-    lockout_s: int = 30
-    max_lockout_s: int = 15 * 60
-    #: argon2id cost (argon2-cffi's defaults: 3 passes over 64 MiB, ~0.1 s on a laptop).
-    argon2_time_cost: int = 3
-    argon2_memory_kib: int = 65536
-    argon2_parallelism: int = 4
 
 
 # ---------------------------------------------------------------- errors
@@ -308,15 +249,21 @@ def audit(request: Request, user: User | None, action: str, target: str = "", de
 
 
 def open_store(data_dir: Path | None, policy: AuthPolicy) -> AuthStore:
-    from dashboard.auth.store import AuthStore
-
     return AuthStore(data_dir / DB_NAME if data_dir is not None else None, policy)
 
 
-def install_auth(app: FastAPI, data_dir: Path | None, clock: Clock, policy: AuthPolicy | None = None) -> AuthState:
+def install_auth(
+    app: FastAPI,
+    data_dir: Path | None,
+    clock: Clock,
+    policy: AuthPolicy | None = None,
+    *,
+    forbidden_page: Callable[[Request, str], Response],
+) -> AuthState:
     """Open the users/sessions/audit database in ``data_dir`` (in memory when None: tests that add
     users from code) and answer auth errors: JSON for the API, a redirect to the login page for a
-    browser asking for a page."""
+    browser asking for a page, ``forbidden_page`` (the app's page, dashboard/routes/auth.py) for a
+    browser without the role."""
     policy = policy or AuthPolicy()
     throttle = LoginThrottle(policy.failure_window_s * 1000, policy.lockout_s * 1000, policy.max_lockout_s * 1000)
     state = AuthState(open_store(data_dir, policy), clock, policy, throttle)
@@ -328,8 +275,6 @@ def install_auth(app: FastAPI, data_dir: Path | None, clock: Clock, policy: Auth
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
         if isinstance(exc, Forbidden) and wants_html(request):
-            from dashboard.routes.auth import forbidden_page
-
             return forbidden_page(request, exc.message)
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=exc.status)
 

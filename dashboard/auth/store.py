@@ -13,16 +13,14 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from dashboard.auth.deps import Role, User
 from dashboard.auth.logic import check_display_name, check_password, check_username, token_digest
-
-if TYPE_CHECKING:
-    from dashboard.auth.deps import AuthPolicy
+from dashboard.auth.models import AuthPolicy, Role, User
+from nurserywatch.sqlite import connect
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS users (
@@ -114,15 +112,12 @@ class AuthStore:
         self._dummy_hash: str | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, isolation_level=None)
+        self._db = connect(path or ":memory:", synchronous=None, foreign_keys=True, check_same_thread=False)
         self._lock = threading.Lock()
         #: Goes up whenever this store ends sessions (logout, user disabled, new password): live streams
         #: re-check their session when it moved, so a logout ends the room view's stream within a second.
         self.sessions_ended = 0
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA)
 
     def close(self) -> None:

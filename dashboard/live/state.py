@@ -1,7 +1,7 @@
 """What the dashboard knows right now, rebuilt from MQTT messages. Pure: topic and payload bytes in,
 change events out; no I/O, no clock.
 
-Mirrors (DESIGN.md §5):
+Mirrors (docs/contract.md):
 - ``alert/+`` (retained): the current alert list. An empty retained payload clears the topic, so the
   alert has left the list; a resolved *and* acknowledged alert has left it too.
 - ``reading/+/posture``: the latest posture per device.

@@ -24,8 +24,6 @@ from dashboard.auth.deps import (
     SESSION_COOKIE,
     AdminDep,
     CurrentUserDep,
-    Role,
-    User,
     _check_csrf,
     _session,
     audit,
@@ -33,6 +31,7 @@ from dashboard.auth.deps import (
     client_ip,
     form_fields,
 )
+from dashboard.auth.models import Role, User
 from dashboard.auth.store import UserError
 from dashboard.i18n import Lang, catalogue, pick_lang
 from dashboard.pages import NAV, NavItem, page_context, render

@@ -17,13 +17,13 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from dashboard.app import DefaultLangDep, LinkDep
-from dashboard.auth.deps import AdminDep, Role
+from dashboard.auth.deps import AdminDep
+from dashboard.auth.models import Role
+from dashboard.deps import DefaultLangDep, LinkDep
 from dashboard.i18n import pick_lang
 from dashboard.pages import NAV, NavItem, page_context, render
 from dashboard.routes.manager import fmt_ts
-from gateway.config import RulesConfig, RulesError, check_rules_fit_kit
-from gateway.db.store import StoreError, StoreReader
+from gateway.read import RulesConfig, RulesError, StoreError, StoreReader, check_rules_fit_kit
 from nurserywatch.contract import Stream
 from nurserywatch.kit import DeviceKind, Kit, KitError, load_kit
 

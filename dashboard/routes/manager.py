@@ -22,14 +22,24 @@ from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from dashboard.air_summary import ROOM_AIR_METRICS, UNITS, time_covered, time_in_violation
-from dashboard.app import ApiError, DefaultLangDep, LinkDep
-from dashboard.auth.deps import ManagerDep, Role
+from dashboard.auth.deps import ManagerDep
+from dashboard.auth.models import Role
+from dashboard.deps import ApiError, DefaultLangDep, LinkDep
 from dashboard.i18n import catalogue, pick_lang
 from dashboard.pages import NAV, NavItem, page_context, render
-from gateway.config import RulesConfig, Threshold
-from gateway.db.store import StoreError, StoreReader
-from gateway.trends.queries import METRICS, RANGES, TrendError, room_devices, window
-from gateway.trends.reader import reads_influx, room_trend
+from gateway.read import (
+    METRICS,
+    RANGES,
+    RulesConfig,
+    StoreError,
+    StoreReader,
+    Threshold,
+    TrendError,
+    reads_influx,
+    room_devices,
+    room_trend,
+    window,
+)
 from nurserywatch.contract import Alert, Severity
 from nurserywatch.kit import Kit
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from dashboard.app import ApiError, LinkDep
+from dashboard.deps import ApiError, LinkDep
 from nurserywatch.metrics import CONTENT_TYPE, by_label, counter, gauge, labels, render
 
 P = "nurserywatch_dashboard_"

@@ -22,13 +22,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboard.app import ApiError, DefaultLangDep, GatewayDbDep, LinkDep
-from dashboard.auth.deps import ManagerDep, Role, StaffDep, audit
+from dashboard.auth.deps import ManagerDep, StaffDep, audit
+from dashboard.auth.models import Role
+from dashboard.deps import ApiError, DefaultLangDep, GatewayDbDep, LinkDep
 from dashboard.i18n import Lang, catalogue, label, pick_lang
 from dashboard.live.link import LiveLink, NotConnected
 from dashboard.pages import NAV, NavItem, page_context, render
-from gateway.records.export import SheetRow, build_sheet, day_bounds, to_csv
-from gateway.records.store import RecordReader, RecordStoreError
+from gateway.read import RecordReader, RecordStoreError, SheetRow, build_sheet, day_bounds, to_csv
 from nurserywatch.contract import Position, RecordCommand
 from nurserywatch.kit import Kit
 

@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboard.app import ApiError, LinkDep
 from dashboard.auth.deps import StaffDep, audit
+from dashboard.deps import ApiError, LinkDep
 from dashboard.live.link import NotConnected
 from nurserywatch.contract import AlertState, AssignCommand, Ident, SessionAction, SessionCommand
 from nurserywatch.kit import CHILD_DEVICES

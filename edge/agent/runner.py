@@ -62,7 +62,7 @@ READING_INTERVAL_S = 1.0
 SILENCE_S = 5.0
 #: Bound on each goodbye publish during shutdown, so a dead broker cannot hold the agent up.
 SHUTDOWN_PUBLISH_TIMEOUT_S = 2.0
-#: The last will, exactly as DESIGN.md §5 gives it.
+#: The last will, exactly as docs/contract.md (Topics) gives it.
 WILL_PAYLOAD = json.dumps({"online": False}).encode()
 
 

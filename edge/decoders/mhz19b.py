@@ -1,4 +1,4 @@
-"""Decoder for the Winsen MH-Z19B CO2 sensor's serial protocol (DESIGN.md §4). Pure.
+"""Decoder for the Winsen MH-Z19B CO2 sensor's serial protocol (docs/devices.md). Pure.
 
 9600 baud 8N1, request/response. The edge sends the read command and the sensor answers::
 

@@ -1,4 +1,4 @@
-"""Incremental decoder for the NWIMU / NWMAT sentences (DESIGN.md §4, docs/devices.md). Pure.
+"""Incremental decoder for the NWIMU / NWMAT sentences (docs/devices.md). Pure.
 
     decoder = NmeaDecoder()
     frames = decoder.feed(chunk)          # any chunking; lines may be split across reads

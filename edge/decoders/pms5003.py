@@ -1,4 +1,4 @@
-"""Decoder for the Plantower PMS5003 particulate sensor in active mode (DESIGN.md §4). Pure.
+"""Decoder for the Plantower PMS5003 particulate sensor in active mode (docs/devices.md). Pure.
 
 At 9600 baud 8N1 the sensor sends a 32-byte frame about once a second on its own::
 

@@ -1,4 +1,4 @@
-"""Decoder for the Senseair S8 CO2 sensor over Modbus RTU (DESIGN.md §4). Pure.
+"""Decoder for the Senseair S8 CO2 sensor over Modbus RTU (docs/devices.md). Pure.
 
 9600 baud 8N1. The edge reads input register 3 (IR4 "space CO2", ppm) from the "any address"
 0xFE; CRC-16/Modbus (edge/decoders/modbus_crc.py) follows every frame, low byte first::

@@ -1,4 +1,4 @@
-"""Posture from one accelerometer sample of a clip worn on the chest/belly (DESIGN.md §4). Pure.
+"""Posture from one accelerometer sample of a clip worn on the chest/belly (docs/devices.md). Pure.
 
 Axes: +z out of the body, +y towards the head, +x towards the child's left; at rest the sensor
 reads the reaction to gravity (≈1000 mg):

@@ -15,7 +15,7 @@ power cut (WAL is only synced at checkpoints).
 Delivery is at-least-once: a message acknowledged by the broker whose delete is not committed yet
 (crash within the second) is published again by the next process. That is correct because readings
 are replayed byte for byte with their original ``ts`` and ``seq`` and the gateway drops a repeated
-``(device, seq, ts)`` (DESIGN.md §5).
+``(device, seq, ts)`` (docs/contract.md).
 
 Bounds (kit file, per agent): the queue holds at most ``max_bytes`` (topic + payload + ROW_OVERHEAD
 per message) and nothing older than ``max_age_s``; past a bound the OLDEST messages are dropped,

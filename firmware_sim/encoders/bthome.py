@@ -1,5 +1,5 @@
 """Encoder for BTHome v2 advertisements (service data of UUID 0xFCD2), plain and encrypted, written
-from the BTHome v2 format (bthome.io/format) and DESIGN.md §4, not from the edge.
+from the BTHome v2 format (bthome.io/format) and docs/ble.md, not from the edge.
 
     encode_bthome([(0x00, 7), (0x01, 93), (0x02, 23.97), (0x03, 63.27)])        → 40 00 07 01 5d 02 5d 09 03 b7 18
     encode_bthome(objects, bindkey=key, mac="54:48:E6:8F:80:A5", counter=1122867)   AES-CCM encrypted

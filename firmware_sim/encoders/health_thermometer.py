@@ -1,5 +1,5 @@
 """Encoder for the Bluetooth Health Thermometer's Temperature Measurement (0x2A1C), written from the
-Health Thermometer Service spec and DESIGN.md §4 (not from the edge): the bytes a thermometer
+Health Thermometer Service spec and docs/ble.md (not from the edge): the bytes a thermometer
 indicates.
 
     encode_temperature_measurement(36.5)                              → 00 6D 01 00 FF

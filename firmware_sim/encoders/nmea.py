@@ -1,4 +1,4 @@
-"""Encoder for the project's NMEA-style sentences, written from DESIGN.md §4 (not from the edge).
+"""Encoder for the project's NMEA-style sentences, written from docs/devices.md (not from the edge).
 
     $NWIMU,<seq>,<ax_mg>,<ay_mg>,<az_mg>*HH\\r\\n
     $NWMAT,<seq>,<fs_hz>,<s1>,...,<sn>*HH\\r\\n

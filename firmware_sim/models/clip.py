@@ -1,4 +1,4 @@
-"""Posture clip model: a 3-axis accelerometer worn on the chest/belly (DESIGN.md §4).
+"""Posture clip model: a 3-axis accelerometer worn on the chest/belly (docs/devices.md).
 
 Axes: +z out of the body, +y towards the head, +x towards the child's left. At rest the sensor
 reads the reaction to gravity, so each posture has one dominant axis (table below); the model adds

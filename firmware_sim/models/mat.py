@@ -1,4 +1,4 @@
-"""Nap-check mat model: a load sensor under the futon, sampled at 25 Hz (DESIGN.md §4).
+"""Nap-check mat model: a load sensor under the futon, sampled at 25 Hz (docs/devices.md).
 
 Output: ``$NWMAT,<seq>,<fs_hz>,<s1>,...,<sn>*HH\\r\\n`` with ``samples_per_line`` (default 5) signed
 ADC samples per sentence, so the default mat writes 5 sentences per second (``rate_hz`` = fs / n).
@@ -364,13 +364,9 @@ class MatModel:
         return out
 
 
-def make_mat(spec: DeviceScenario, ctx: SimContext) -> MatModel:
-    """The model of a ``nap_mat`` scenario entry: synthetic, or a replay when options name one."""
-    if "replay" in spec.options:
-        # Imported here: resp_belt builds on this module.
-        from firmware_sim.models.resp_belt import make_replay_mat
-
-        return make_replay_mat(spec, ctx)
+def make_synthetic_mat(spec: DeviceScenario, ctx: SimContext) -> MatModel:
+    """A mat breathing at the timeline's scripted rate (``firmware_sim/models/mat_factory.py`` picks
+    this or a replay)."""
     return MatModel(
         validate_steps(spec, MatStep, ctx),
         mat_options(spec, MatOptions, ctx),

@@ -1,4 +1,4 @@
-"""Winsen MH-Z19B CO2 sensor, written from its datasheet (DESIGN.md §4), not from the edge.
+"""Winsen MH-Z19B CO2 sensor, written from its datasheet (docs/devices.md), not from the edge.
 
 Commands and replies are 9 bytes, starting FF, ending with a checksum that makes bytes 1..8 sum
 to 0 modulo 256. The model answers the read command only::

@@ -1,4 +1,4 @@
-"""Plantower PMS5003 in active mode, written from the datasheet layout (DESIGN.md §4), not from
+"""Plantower PMS5003 in active mode, written from the datasheet layout (docs/devices.md), not from
 the edge: a 32-byte frame about once a second.
 
     42 4D | 00 1C | 13 words u16 big-endian | checksum u16 big-endian = sum of bytes 0..29

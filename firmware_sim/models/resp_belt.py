@@ -1,8 +1,9 @@
 """A mat that replays a real respiration recording instead of a synthetic breath.
 
-The recordings in ``../shared/data/resp_belt/*.csv.gz`` (gzip CSV, header ``resp``, one integer per
-line, 20 Hz chest belt of sleeping adults; see the README there) carry what a sine wave lacks:
-irregular breaths, sighs, pauses, position changes, belt artefacts. This model takes the belt's
+The recordings in ``firmware_sim/recordings/resp_belt/*.csv.gz`` (gzip CSV, header ``resp``, one
+integer per line, 20 Hz chest belt of sleeping adults; source and CC BY 4.0 licence in the README
+there) carry what a sine wave lacks: irregular breaths, sighs, pauses, position changes, belt
+artefacts. This model takes the belt's
 breathing and puts it through the same mat as ``firmware_sim/models/mat.py``: tare offset, drift, the
 child's weight (``present``), cardiac component, movement bursts, gain changes and noise.
 
@@ -22,10 +23,11 @@ with shallow breathing, up to tenfold: a mat of 5 counts' noise carried ~20 in t
 mat's noise is the mat's own (``noise_counts``). The belt's noise *inside* the breathing band stays
 (the references see it too).
 
-Scenario use (``replay`` is relative to the scenario file's folder, or absolute)::
+Scenario use (``replay`` is relative to the scenario file's folder, or absolute; a path that does not
+resolve falls back to the recording of that file name shipped in ``firmware_sim/recordings/resp_belt``)::
 
     mat-01:
-      options: {replay: ../../../shared/data/resp_belt/12_20231119.csv.gz, time_scale: 2.0, start_s: 1800}
+      options: {replay: ../../firmware_sim/recordings/resp_belt/12_20231119.csv.gz, time_scale: 2.0, start_s: 1800}
       timeline:
         - {at_s: 0, present: true}
         - {at_s: 300, movement: true}
@@ -192,22 +194,18 @@ def load_recording(path: Path) -> Recording:
     return Recording(raw, name=str(path))
 
 
-#: Where the recordings are looked for when a replay path does not resolve as written: next to the
-#: project checkout (../shared/data/resp_belt, as in the workspace), then the workspace's own copy.
-#: A checkout cloned elsewhere (CI) still finds them.
-RECORDING_DIRS = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "resp_belt",
-    Path("/work/shared/data/resp_belt"),
-)
+#: The recordings shipped with the package (package data, so an installed copy has them too).
+RECORDINGS_DIR = Path(__file__).resolve().parents[1] / "recordings" / "resp_belt"
 
 
 def recording_path(name: str) -> Path:
-    """The first existing ``RECORDING_DIRS/name`` (else the first candidate, for the error message)."""
-    candidates = [d / name for d in RECORDING_DIRS]
-    return next((c for c in candidates if c.exists()), candidates[0])
+    """The shipped recording ``name`` (e.g. ``12_20231119.csv.gz``)."""
+    return RECORDINGS_DIR / name
 
 
 def resolve_replay(replay: str, base_dir: Path) -> Path:
+    """``replay`` relative to ``base_dir`` (the scenario's folder); if nothing is there, the shipped
+    recording of that file name, so a scenario kept elsewhere can name just the file."""
     p = Path(replay)
     resolved = (p if p.is_absolute() else base_dir / p).resolve()
     if resolved.exists():

@@ -1,5 +1,5 @@
 """Senseair S8 CO2 sensor as a Modbus RTU server, written from the Modbus specification and
-Senseair's register map (DESIGN.md §4), not from the edge; its CRC is computed here, by table.
+Senseair's register map (docs/devices.md), not from the edge; its CRC is computed here, by table.
 
 Requests are 8 bytes: address, function, start register u16 BE, count u16 BE, CRC-16/Modbus low
 byte first. The model answers requests to the "any address" FE or to its own address 0x68:

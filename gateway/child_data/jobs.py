@@ -28,7 +28,8 @@ from gateway.child_data.selection import (
 from gateway.child_data.store import ChildDataStore, ChildDataStoreError, erase_buffered_lines
 from gateway.records.entries import CheckRecord, Confirmation, Correction
 from gateway.records.export import build_sheet, to_csv
-from gateway.records.store import RecordReader, RecordStore, RecordStoreError
+from gateway.records.reader import RecordReader, RecordStoreError
+from gateway.records.store import RecordStore
 from nurserywatch.kit import Kit
 
 Progress = Callable[[str, int, int], None]

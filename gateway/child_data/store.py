@@ -28,36 +28,13 @@ from gateway.child_data.selection import (
     changed_bindings,
     line_child,
 )
+from gateway.db.schema import connect_writer
 from gateway.retention.policy import ROLLUP_MS
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
+from nurserywatch.sqlite import connect
 
 log = logging.getLogger("nurserywatch.gateway.child_data")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS device_bindings (
-    seq      INTEGER PRIMARY KEY AUTOINCREMENT,  -- append-only (an erase blanks the child, keeps the row)
-    device   TEXT    NOT NULL,
-    child    TEXT,                 -- NULL: bound to nobody
-    since_ts INTEGER NOT NULL      -- gateway clock, unix ms: from when the kit said so
-);
-CREATE INDEX IF NOT EXISTS device_bindings_by_child ON device_bindings (child);
-
-CREATE TABLE IF NOT EXISTS data_requests (
-    seq     INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts      INTEGER NOT NULL,      -- unix ms
-    action  TEXT    NOT NULL,      -- export | erase
-    child   TEXT    NOT NULL,
-    by      TEXT    NOT NULL,
-    outcome TEXT    NOT NULL,      -- done | incomplete
-    counts  TEXT    NOT NULL,      -- JSON object: what was exported or erased, per kind
-    detail  TEXT    NOT NULL
-);
-CREATE TRIGGER IF NOT EXISTS data_requests_no_update BEFORE UPDATE ON data_requests
-BEGIN SELECT RAISE(ABORT, 'the data request log is append-only: UPDATE refused'); END;
-CREATE TRIGGER IF NOT EXISTS data_requests_no_delete BEFORE DELETE ON data_requests
-BEGIN SELECT RAISE(ABORT, 'the data request log is append-only: DELETE refused'); END;
-"""
 
 #: (device, stream, ts, seq, received_ts, payload)
 ReadingRow = tuple[str, str, int, int, int, str]
@@ -68,13 +45,6 @@ class ChildDataStoreError(Exception):
     """The database could not be opened, read or written."""
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    return db
-
-
 def note_bindings(path: str | Path, kit: Kit, now_ms: int) -> int:
     """The gateway at start: append the kit's device→child bindings that differ from the last ones
     noted. Returns how many were appended."""
@@ -83,15 +53,13 @@ def note_bindings(path: str | Path, kit: Kit, now_ms: int) -> int:
 
 
 class ChildDataStore:
-    """One connection to the gateway's database file (created if missing, with the two tables)."""
+    """One connection to the gateway's database file (created if missing, migrated to the latest
+    schema: every table it reads or writes is there)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._db = _connect(self.path)
-            self._db.executescript(_SCHEMA)
-            self._has_readings = self._table("readings")
-            self._has_alerts = self._table("alerts")
+            self._db = connect_writer(self.path, synchronous=None)  # SQLite's default sync level, as before
         except sqlite3.Error as exc:
             raise ChildDataStoreError(f"{self.path}: cannot open the gateway database: {exc}") from None
 
@@ -105,10 +73,6 @@ class ChildDataStore:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def _table(self, name: str) -> bool:
-        return self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() \
-            is not None  # fmt: skip
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         try:
@@ -141,14 +105,10 @@ class ChildDataStore:
 
     def assignments(self) -> list[DayAssignment]:
         """Staff assignments of the day (``device_assignments``, gateway/db/assignments_store.py), if any."""
-        if not self._table("device_assignments"):
-            return []
         rows = self._q("SELECT device, child, day, ts FROM device_assignments ORDER BY seq")
         return [DayAssignment(d, c, day, int(ts)) for d, c, day, ts in rows]
 
     def forget_child_in_assignments(self, child: str) -> int:
-        if not self._table("device_assignments"):
-            return 0
         return self._write("UPDATE device_assignments SET child = NULL WHERE child = ?", (child,))
 
     # ------------------------------------------------------------ what is held
@@ -156,10 +116,8 @@ class ChildDataStore:
     def children_with_data(self) -> set[str]:
         found = {r[0] for r in self._q("SELECT DISTINCT child FROM device_bindings WHERE child IS NOT NULL")}
         found |= {a.child for a in self.assignments() if a.child is not None}
-        if self._has_alerts:
-            found |= {r[0] for r in self._q("SELECT DISTINCT child FROM alerts WHERE child IS NOT NULL")}
-        if self._table("record_entries"):
-            found |= {r[0] for r in self._q("SELECT DISTINCT child FROM record_entries WHERE child IS NOT NULL")}
+        found |= {r[0] for r in self._q("SELECT DISTINCT child FROM alerts WHERE child IS NOT NULL")}
+        found |= {r[0] for r in self._q("SELECT DISTINCT child FROM record_entries WHERE child IS NOT NULL")}
         return found
 
     def _reading_where(self, w: DeviceWindow) -> tuple[str, list[Any]]:
@@ -169,8 +127,6 @@ class ChildDataStore:
         return sql, args
 
     def count_readings(self, windows: Sequence[DeviceWindow]) -> int:
-        if not self._has_readings:
-            return 0
         total = 0
         for w in windows:
             where, args = self._reading_where(w)
@@ -180,8 +136,6 @@ class ChildDataStore:
     def readings(self, windows: Sequence[DeviceWindow], batch: int = 10_000) -> Iterator[ReadingRow]:
         """The child's readings, per window in time order, streamed in batches (a year stays small
         in memory). Keyset pagination on (ts, id), so rows the gateway adds meanwhile do not shift it."""
-        if not self._has_readings:
-            return
         for w in windows:
             where, args = self._reading_where(w)
             after: tuple[int, int] = (-1, -1)
@@ -199,8 +153,6 @@ class ChildDataStore:
 
     def erase_readings(self, windows: Sequence[DeviceWindow], progress: Progress | None = None) -> int:
         """Delete the child's readings in short transactions; returns how many."""
-        if not self._has_readings:
-            return 0
         total, done = self.count_readings(windows), 0
         for w in windows:
             where, args = self._reading_where(w)
@@ -225,8 +177,6 @@ class ChildDataStore:
 
     def rollups(self, windows: Sequence[DeviceWindow]) -> list[dict[str, Any]]:
         """The downsampled readings (retention's ``reading_rollups``) of the child's device windows."""
-        if not self._table("reading_rollups"):
-            return []
         out = []
         for w in windows:
             where, args = self._rollup_where(w)
@@ -236,8 +186,6 @@ class ChildDataStore:
         return out
 
     def erase_rollups(self, windows: Sequence[DeviceWindow]) -> int:
-        if not self._table("reading_rollups"):
-            return 0
         done = 0
         for w in windows:
             where, args = self._rollup_where(w)
@@ -246,8 +194,6 @@ class ChildDataStore:
 
     def alerts(self, child: str) -> list[tuple[Alert, list[tuple[int, str, int, Alert]]]]:
         """The child's alerts (oldest first), each with its transitions (audit seq, change, ts, alert after)."""
-        if not self._has_alerts:
-            return []
         out = []
         for (body,) in self._q("SELECT body FROM alerts WHERE child = ? ORDER BY started_ts, id", (child,)):
             alert = Alert.model_validate_json(body)
@@ -261,15 +207,11 @@ class ChildDataStore:
         return out
 
     def open_alerts(self, child: str) -> list[str]:
-        if not self._has_alerts:
-            return []
         return [r[0] for r in self._q("SELECT id FROM alerts WHERE child = ? AND (state = 'active' OR acknowledged = 0)"
                                       " ORDER BY started_ts", (child,))]  # fmt: skip
 
     def erase_alerts(self, child: str) -> tuple[int, int]:
         """Delete the child's alerts and their transitions, atomically; (alerts, transitions)."""
-        if not self._has_alerts:
-            return 0, 0
         try:
             with self._db:
                 self._db.execute("BEGIN IMMEDIATE")
@@ -319,7 +261,7 @@ def erase_buffered_lines(path: str | Path, child: str) -> int:
     if not p.is_file():
         return 0
     try:
-        with closing(_connect(p)) as db:
+        with closing(connect(p, synchronous=None)) as db:
             if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'pending'").fetchone() is None:
                 return 0
             ids = [i for i, line in db.execute("SELECT id, line FROM pending") if line_child(line) == child]

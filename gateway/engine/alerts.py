@@ -22,8 +22,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
+# Re-exported: the engine's callers take alert changes from here (defined apart for the read side).
+from gateway.alert_changes import Change, Transition
 from gateway.config import NotifyConfig
 from gateway.rules import battery, sensor_lost
 from gateway.rules.events import Cleared, Firing, RuleEvent
@@ -78,31 +79,6 @@ class Subject:
     @classmethod
     def of_alert(cls, alert: Alert) -> Subject:
         return cls(device=alert.device, room=alert.room, child=alert.child)
-
-
-class Change(StrEnum):
-    RAISED = "raised"
-    UPDATED = "updated"
-    RESOLVED = "resolved"
-    ACKNOWLEDGED = "acknowledged"
-    #: Re-published while active and unacknowledged (``notify_count`` went up).
-    RENOTIFIED = "renotified"
-    #: A re-notification that also escalated the alert.
-    ESCALATED = "escalated"
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One change of one alert: the alert as it is *after* the change, and what changed."""
-
-    change: Change
-    alert: Alert
-    ts: int
-
-    @property
-    def closes(self) -> bool:
-        """The alert is now resolved and acknowledged: publish it once more, then clear it."""
-        return not self.alert.retained
 
 
 def alert_id(rule: str, subject_key: str, started_ts: int) -> str:

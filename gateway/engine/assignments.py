@@ -17,7 +17,8 @@ Semantics (docs/gateway.md, "Assignments"):
   device the change touches: resolve it first, so no alert is left without a monitor to end it).
 
 ``AssignmentBook`` (here) is pure, clock passed in; gateway/db/assignments_store.py holds the SQLite
-shell and ``Assignments``, which ties both to the running gateway through the observer hook.
+history and gateway/db/assignments_observer.py ``AssignmentsObserver``, which ties both to the
+running gateway through the observer hook.
 """
 
 from __future__ import annotations

@@ -1,10 +1,13 @@
-"""Observers: where other gateway parts (the nap-check record scheduler, metrics) subscribe to what the
-gateway decided, without reaching into the MQTT shell or the rules.
+"""Observers: where other gateway parts (the nap-check records, the assignments, the InfluxDB copy,
+retention) subscribe to what the site engine decided, without reaching into the engine, its
+transport or the rules.
 
-Register a factory with ``run_gateway(..., observers=[factory])`` (or ``Gateway(..., observers=...)``).
-Each factory is called once with the running ``Gateway`` — use ``gateway.db.store``, ``gateway.kit``,
-``gateway.clock``, ``gateway.engine.rules_engine.sessions`` and ``gateway.enqueue(Outgoing(...))`` to publish — and
-returns an object with any of these methods (subclass ``GatewayObserver``, whose methods do nothing):
+Register a factory with ``run_gateway(..., observers=[factory])`` (or ``SiteEngine(...,
+observers=...)``). Each factory is called once with an ``ObserverContext`` — the narrow view of the
+running engine an observer may use: the kit, the rules, the database file, the clock, read access to
+the open alerts and the nap sessions, ``device(id)``, ``enqueue(Outgoing(...))`` to publish,
+``rebind_device`` and a rejection counter — and returns an object with any of these methods
+(subclass ``GatewayObserver``, whose methods do nothing):
 
 * ``on_session(change)`` — a nap session started or stopped (``SessionChange``: kind, state, ts);
   right after construction, once per session that was active in the store (kind ``restored``).
@@ -17,29 +20,29 @@ returns an object with any of these methods (subclass ``GatewayObserver``, whose
   renotified, escalated), after it was stored.
 * ``on_tick(now_ms)`` — every timer tick (``tick_ms``, gateway clock), after the rules' own tick.
 
-Calls are synchronous on the gateway's event loop, in this order per input: rules → store →
-observers → MQTT. Keep them fast (no blocking I/O beyond the gateway's SQLite). An exception is
-logged and counted in ``GatewayStats.observer_errors``; it never stops the gateway.
+Calls are synchronous on the engine's thread, in this order per input: rules → store → observers →
+outbox. Keep them fast (no blocking I/O beyond the gateway's SQLite). An exception is logged and
+counted in ``GatewayStats.observer_errors``; it never stops the gateway.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
-from gateway.engine.alerts import Transition
+from gateway.alert_changes import Transition
+from gateway.config import RulesConfig
 from gateway.engine.sessions import SessionChange
-from nurserywatch.contract import Reading, Stream
-
-if TYPE_CHECKING:
-    from gateway.service.mqtt import Gateway
+from nurserywatch.clock import Clock
+from nurserywatch.contract import Alert, Reading, SessionState, Stream
+from nurserywatch.kit import Device, Kit
 
 
 @dataclass(frozen=True, slots=True)
 class AcceptedReading:
     device: str
-    #: The child the device is bound to in the kit (None: a room device such as an air sensor).
+    #: The child the device is bound to now (None: a room device such as an air sensor).
     child: str | None
     room: str
     stream: Stream
@@ -50,11 +53,36 @@ class AcceptedReading:
 
 @dataclass(frozen=True, slots=True)
 class Outgoing:
-    """An MQTT message for the gateway to publish (kept until the broker has it)."""
+    """A message for the gateway to publish (QoS 1; kept until the transport confirms it)."""
 
     topic: str
     payload: bytes
     retain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ObserverContext:
+    """What an observer may see and do of the running engine — no more (the engine, its store and
+    its transport stay private)."""
+
+    kit: Kit
+    rules: RulesConfig
+    #: The gateway's SQLite file; observers that write it open their own connection.
+    db_path: Path
+    clock: Clock
+    #: The alerts open now (active, or resolved and not yet acknowledged).
+    open_alerts: Callable[[], list[Alert]]
+    #: A room's latest nap session state (active or the last that ended); None if it never had one.
+    session: Callable[[str], SessionState | None]
+    #: A kit device as the gateway binds it now (today's assignments included); None: unknown.
+    device: Callable[[str], Device | None]
+    #: Publish a message as soon as the transport can.
+    enqueue: Callable[[Outgoing], None]
+    #: A runtime assignment (gateway/engine/assignments.py): ``device`` watches ``child`` from ``now_ms``
+    #: on, for the rules and the records.
+    rebind_device: Callable[[str, str | None, int], None]
+    #: Count one input not used, under ``reason`` (``GatewayStats.rejected``); the caller logs it.
+    count_rejected: Callable[[str], None]
 
 
 class GatewayObserver:
@@ -76,4 +104,4 @@ class GatewayObserver:
         return None
 
 
-ObserverFactory = Callable[["Gateway"], GatewayObserver]
+ObserverFactory = Callable[[ObserverContext], GatewayObserver]

@@ -1,6 +1,6 @@
 """The rules engine: the gateway's pure core. It takes validated input with the gateway clock's
 ``now`` — readings, device and edge status, acknowledgements, session commands, timer ticks — runs
-every rule of DESIGN.md §6 with the thresholds of the device's room and child's age band, keeps nap
+every rule of docs/gateway.md with the thresholds of the device's room and child's age band, keeps nap
 sessions, and returns what changed (alert transitions, session changes). No I/O, no clock of its own:
 a two-hour nap replays in a second on a ManualClock.
 
@@ -21,8 +21,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from gateway.alert_changes import Transition
 from gateway.config import RulesConfig, RuleSet
-from gateway.engine.alerts import AlertBook, Subject, Transition
+from gateway.engine.alerts import AlertBook, Subject
 from gateway.engine.sessions import NapSessions, SessionChange
 from gateway.rules.air import AirMonitor
 from gateway.rules.battery import BatteryMonitor

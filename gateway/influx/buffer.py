@@ -13,9 +13,10 @@ newer mark with them (one WAL, written in order) — the mark never claims lines
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
+
+from nurserywatch.sqlite import connect
 
 
 class WriteBuffer:
@@ -28,9 +29,7 @@ class WriteBuffer:
         self.max_lines = max_lines
         #: Lines dropped at the bound since this buffer was opened.
         self.dropped = 0
-        self._db = sqlite3.connect(self.path, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db = connect(self.path, busy_timeout_ms=None)  # its own file, not the gateway's database
         self._db.execute("CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, line TEXT NOT NULL)")
         self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
         self._count = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])

@@ -21,23 +21,21 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import httpx
 
-from gateway.db.store import StoreError, StoreReader
-from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverFactory
+from gateway.db.reader import StoreError, StoreReader
+from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverContext, ObserverFactory
 from gateway.influx.buffer import WriteBuffer
 from gateway.influx.line_protocol import Backoff, Batcher, Verdict, classify, parse_retry_after, reading_line, split
+from gateway.influx.stats import WriterStats
 from gateway.retention.job import influx_retention
 from gateway.trends.queries import quote_ident
 from gateway.trends.reader import influx_trend as influx_trend  # re-exported: moved to the read module
 from gateway.trends.reader import room_trend as room_trend
 from nurserywatch.kit import Device, Kit
-
-if TYPE_CHECKING:
-    from gateway.service.mqtt import Gateway
 
 log = logging.getLogger("nurserywatch.gateway.influx")
 
@@ -95,41 +93,6 @@ async def create_database(url: str, database: str, timeout_s: float = 5.0) -> No
 
 #: A reading's identity in the gateway's SQLite (its UNIQUE key): device, stream, seq, ts.
 ReadingKey = tuple[str, str, int, int]
-
-
-@dataclass
-class WriterStats:
-    """The writer's counters (since the gateway started; ``buffered`` is the disk buffer's depth now).
-    ``GatewayStats.influx`` is this object; ``counters()`` is the form for logs and /metrics."""
-
-    #: Lines InfluxDB confirmed (2xx), re-sent overlap included.
-    written: int = 0
-    #: Lines waiting in the on-disk buffer now.
-    buffered: int = 0
-    dead_lettered: int = 0
-    #: Write attempts that failed and will be retried (the database away or busy).
-    retries: int = 0
-    #: Lines dropped by the on-disk buffer at its bound (oldest first).
-    dropped: int = 0
-    #: Readings re-sent from the gateway's SQLite at start (after a crash; docs/storage.md).
-    backfilled: int = 0
-    #: The last failed or rejected write ("" when none): what, and when (Unix s).
-    last_error: str = ""
-    last_error_ts: float | None = None
-    #: The last few dead-lettered lines, for the log and for tests.
-    dead_letters: deque[str] = field(default_factory=lambda: deque(maxlen=100))
-
-    def counters(self) -> dict[str, int]:
-        """The numbers, by name (stable names: a metrics endpoint exports them as they are)."""
-        return {
-            "written": self.written, "buffered": self.buffered, "dropped": self.dropped,
-            "dead_lettered": self.dead_lettered, "retries": self.retries, "backfilled": self.backfilled,
-        }  # fmt: skip
-
-    def summary(self) -> str:
-        """One log line."""
-        text = ", ".join(f"{k} {v}" for k, v in self.counters().items())
-        return text + (f"; last error: {self.last_error}" if self.last_error else "")
 
 
 class InfluxWriter:
@@ -459,21 +422,21 @@ class ReadingsSink:
     def observers(self) -> list[ObserverFactory]:
         return [] if self.writer is None else [self._observer]
 
-    def _observer(self, gateway: Gateway) -> GatewayObserver:
+    def _observer(self, ctx: ObserverContext) -> GatewayObserver:
         assert self.writer is not None
-        self._reader = StoreReader(gateway.store.path)
+        self._reader = StoreReader(ctx.db_path)
         # The gateway is not connected yet: every reading after this one will come live.
         upto = self._reader.max_reading_id()
-        self._task = asyncio.get_running_loop().create_task(self._run(gateway, upto), name="influx-writer")
-        return InfluxObserver(self.writer, gateway.kit.site)
+        self._task = asyncio.get_running_loop().create_task(self._run(ctx, upto), name="influx-writer")
+        return InfluxObserver(self.writer, ctx.kit.site)
 
-    async def _run(self, gateway: Gateway, upto: int) -> None:
+    async def _run(self, ctx: ObserverContext, upto: int) -> None:
         """The writer task, after the backfill. That runs here, once the gateway is fully built (its
         device → child bindings include today's assignments), and before this task writes anything,
         so no live line has left memory yet; the mark only starts following live lines after it."""
         assert self.writer is not None and self._reader is not None
         try:
-            backfill(self.writer.buffer, self._reader, gateway.kit.site, gateway.device, upto, self.writer.stats)
+            backfill(self.writer.buffer, self._reader, ctx.kit.site, ctx.device, upto, self.writer.stats)
         except StoreError as exc:  # the live path must not stop for it
             log.error("InfluxDB backfill failed: %s", exc)
         self.writer.on_durable = self._mark
@@ -519,7 +482,7 @@ def backfill(
     up to ``upto`` (default: the newest) into the disk buffer, and move the mark to ``upto``. Those
     are the readings a crash (kill -9, power loss) caught in memory; some of them may be in InfluxDB
     already, and writing them again is harmless (same series and time: one point). ``device`` gives
-    a device's room and child as the gateway binds them now (``Gateway.device``). A buffer without a
+    a device's room and child as the gateway binds them now (``ObserverContext.device``). A buffer without a
     mark (InfluxDB newly switched on) starts at ``upto``: history is not copied. Returns the number
     of readings queued."""
     top = reader.max_reading_id() if upto is None else upto

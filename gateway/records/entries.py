@@ -1,4 +1,4 @@
-"""Nap-check records (午睡チェック表, DESIGN.md §7), pure: the entry model, the scheduler that writes
+"""Nap-check records (午睡チェック表, docs/records.md), pure: the entry model, the scheduler that writes
 one record per child per interval during a nap session, and the SHA-256 hash chain.
 
 No I/O and no clock: every timestamp comes from the caller (message time of readings, the injected
@@ -34,8 +34,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from gateway.config import RulesConfig
-from gateway.rules.breathing import APNEA, BREATHING_HIGH, BREATHING_LOW
+from gateway.config import APNEA, BREATHING_HIGH, BREATHING_LOW, RulesConfig
 from nurserywatch.contract import IDENT_RE, Alert, AlertState, Position, Severity, Stream
 from nurserywatch.kit import AgeBand, DeviceKind, Kit
 from nurserywatch.yaml_files import load_yaml_model
@@ -97,7 +96,7 @@ class _ByBand(_Strict):
 
 
 class BandIntervals(_ByBand):
-    """Minutes between two records, per age band (DESIGN.md §7: 5 / 10 / 15)."""
+    """Minutes between two records, per age band (docs/records.md: 5 / 10 / 15)."""
 
     infant: Minutes = Field(default=5, alias="0")
     toddler: Minutes = Field(default=10, alias="1-2")

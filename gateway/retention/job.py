@@ -16,20 +16,17 @@ import logging
 from contextlib import closing
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
-from gateway.engine.observers import GatewayObserver
+from gateway.engine.observers import GatewayObserver, ObserverContext
 from gateway.influx.buffer import WriteBuffer
 from gateway.records.store import prune_records
 from gateway.retention.policy import DAY_MS, JOB_INTERVAL_MS, RetentionReport, cutoffs
 from gateway.retention.store import connect, prune, roll_up
 from gateway.trends.queries import quote_ident
 from nurserywatch.kit import Kit
-
-if TYPE_CHECKING:
-    from gateway.service.mqtt import Gateway
 
 log = logging.getLogger("nurserywatch.gateway.retention")
 
@@ -60,7 +57,7 @@ class RetentionRunner:
         self.last_report: RetentionReport | None = None
         self._task: asyncio.Task[None] | None = None
 
-    def observer(self, gateway: Gateway) -> GatewayObserver:
+    def observer(self, ctx: ObserverContext) -> GatewayObserver:
         """The ObserverFactory for ``run_gateway``."""
         return _RetentionObserver(self)
 

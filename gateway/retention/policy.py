@@ -1,7 +1,8 @@
 """Retention and downsampling, pure: which data is past the kit's ``retention:`` periods, the 15-minute
 rollups of readings, and how a trend window is answered from rollups plus raw rows. The SQL is in
-gateway/db/store.py (``Store.roll_up``, ``Store.prune``, ``StoreReader.reading_buckets``) and
-gateway/records/store.py (``RecordStore.prune``); gateway/retention/job.py runs them hourly.
+gateway/retention/store.py (``roll_up``, ``prune``, ``trend``: what ``StoreReader.reading_buckets`` in
+gateway/db/reader.py runs) and gateway/records/store.py (``prune_records``); gateway/retention/job.py
+runs them hourly.
 
 Rollups: per device, stream, trend field (gateway/trends/queries.py's METRICS) and epoch-aligned 15-minute
 bucket, the count, sum, min and max. Every trend bucket (15 min, 1 h, 6 h, also epoch-aligned) is a

@@ -1,7 +1,7 @@
 """The SQL of retention and downsampling on the gateway's SQLite (the pure part is gateway/retention/policy.py):
 the rollup table, rolling readings up, deleting what is past retention, and trend queries that read
-rollups plus raw rows. ``Store`` (gateway/db/store.py) owns the readings table; this module adds two
-tables to the same file and works on any connection to it.
+rollups plus raw rows. Its two tables (``reading_rollups``, ``retention_state``) are gateway/db/schema.py's,
+beside the readings; it works on any connection to the migrated file.
 
 Bookkeeping in ``retention_state``:
 
@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from gateway.db.schema import connect_writer
 from gateway.retention.policy import (
     DAY_MS,
     ROLLUP_FIELDS,
@@ -39,45 +40,18 @@ from gateway.retention.policy import (
 from gateway.trends.queries import Bucket, TrendWindow
 from nurserywatch.contract import Stream
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS reading_rollups (
-    stream TEXT    NOT NULL,
-    field  TEXT    NOT NULL,
-    device TEXT    NOT NULL,
-    bucket INTEGER NOT NULL,  -- start of the 15-min bucket, unix ms, epoch-aligned
-    count  INTEGER NOT NULL,
-    sum    REAL    NOT NULL,  -- math.fsum of the values
-    min    REAL    NOT NULL,
-    max    REAL    NOT NULL,
-    PRIMARY KEY (stream, field, device, bucket)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS reading_rollups_by_bucket ON reading_rollups (bucket);
-CREATE TABLE IF NOT EXISTS retention_state (
-    key   TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
 DELETE_BATCH = 20_000
 
 
-def ensure_schema(db: sqlite3.Connection) -> None:
-    db.executescript(SCHEMA)
-
-
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection of the retention job's own (it runs in a worker thread), autocommit like Store's."""
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.execute("PRAGMA busy_timeout=5000")
-    ensure_schema(db)
-    return db
+    """A connection of the retention job's own (it runs in a worker thread), autocommit like Store's,
+    to the migrated file (gateway/db/schema.py)."""
+    return connect_writer(path)
 
 
 def _state(db: sqlite3.Connection) -> dict[str, int]:
     if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'retention_state'").fetchone() is None:
-        return {}  # a database no retention job has touched yet: all raw
+        return {}  # a reader on a file no writer has migrated yet (gateway/db/schema.py): all raw
     return {k: int(v) for k, v in db.execute("SELECT key, value FROM retention_state")}
 
 
@@ -135,11 +109,9 @@ def _upsert(db: sqlite3.Connection, parts: dict[tuple[str, str, str, int], Parti
 def roll_up(db: sqlite3.Connection, until_ms: int) -> tuple[int, int, int]:
     """Roll up the readings of every whole 15-min bucket before ``until_ms`` not rolled up yet, and
     add late readings to the rollups they belong to. Returns (rows rolled, late rows, rollups written)."""
-    ensure_schema(db)
     until_ms = floor_to(until_ms, ROLLUP_MS)
     st = _state(db)
     rolled_until, rolled_id, raw_from = st.get("rolled_until", 0), st.get("rolled_id", 0), st.get("raw_from", 0)
-    max_id = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
     streams = list(ROLLUP_FIELDS)
     written = late_count = rolled = 0
 
@@ -147,6 +119,8 @@ def roll_up(db: sqlite3.Connection, until_ms: int) -> tuple[int, int, int]:
     # rows are all still there is recomputed from them (exact); one whose raw rows are gone gets the
     # late values added. Same transaction as the new rolled_id: a late reading counts exactly once.
     with _transaction(db):
+        # Read under the write lock: a run that waited for the gateway's open batch counts its readings.
+        max_id = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM readings").fetchone()[0])
         parts: dict[tuple[str, str, str, int], Partial] = {}
         for stream in streams:
             late = _rows(db, stream, "id > ? AND id <= ? AND ts < ?", (rolled_id, max_id, rolled_until))
@@ -201,7 +175,6 @@ def prune(db: sqlite3.Connection, c: Cutoffs) -> RetentionReport:
     """Delete what is past retention (after ``roll_up``): raw readings already rolled up, old rollups,
     alerts resolved *and acknowledged* before the cutoff (never an active or unacknowledged one) with
     their transitions, and old nap-session log entries."""
-    ensure_schema(db)
     st = _state(db)
     raw_before = min(c.raw_before_ms, st.get("rolled_until", 0))
     rolled_id = st.get("rolled_id", 0)

@@ -1,4 +1,4 @@
-"""The room air rules (DESIGN.md §6), one ``AirMonitor`` per air sensor (it has a room, no child).
+"""The room air rules (docs/gateway.md), one ``AirMonitor`` per air sensor (it has a room, no child).
 
 * co2: ≥ 1000 ppm for 5 min → warning, ≥ 1500 ppm for 60 s → critical; critical eases to warning
   below 1400 ppm held 60 s; resolves below 900 ppm held 60 s.

@@ -1,4 +1,4 @@
-"""The battery rule (DESIGN.md §6): a device reporting ``battery_pct`` below 15 % → warning, about the
+"""The battery rule (docs/gateway.md): a device reporting ``battery_pct`` below 15 % → warning, about the
 device (not the child). Resolves at ``below_pct + hysteresis_pct`` or more (a new battery), so a
 level hovering at 15 % does not flap. Judged on each ``status/{device}`` message, message time."""
 

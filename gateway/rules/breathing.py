@@ -1,4 +1,4 @@
-"""The mat rules (DESIGN.md §6): apnea, breathing rate low / high, child off the mat during a nap, and a
+"""The mat rules (docs/gateway.md): apnea, breathing rate low / high, child off the mat during a nap, and a
 mat that cannot tell whether the child is on it during a nap.
 
 One ``MatMonitor`` per nap mat, pure, on message time. The edge reports, about once a second,
@@ -39,14 +39,11 @@ so the apnea alert comes 20.0 s after the last breath and not at the next readin
 
 from __future__ import annotations
 
-from gateway.config import RuleSet
+from gateway.config import APNEA, BREATHING_HIGH, BREATHING_LOW, RuleSet
 from gateway.rules.events import Messages, RuleEvent, level_event
 from gateway.rules.levels import Debounce, Graded, Level, above, below, seconds_ms
 from nurserywatch.contract import BreathingReading, Severity
 
-APNEA = "apnea"
-BREATHING_LOW = "breathing_rate_low"
-BREATHING_HIGH = "breathing_rate_high"
 CHILD_OFF_MAT = "child_off_mat"
 PRESENCE_UNKNOWN = "presence_unknown"
 RULES = (APNEA, BREATHING_LOW, BREATHING_HIGH, CHILD_OFF_MAT, PRESENCE_UNKNOWN)

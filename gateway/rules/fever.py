@@ -1,4 +1,4 @@
-"""The fever rule (DESIGN.md §6): body temperature ≥ 37.5 °C warning, ≥ 38.0 °C critical — one alert
+"""The fever rule (docs/gateway.md): body temperature ≥ 37.5 °C warning, ≥ 38.0 °C critical — one alert
 whose severity follows the temperature, never two alerts.
 
 One ``FeverMonitor`` per thermometer, pure, on message time. Each level needs its temperature for

@@ -1,4 +1,4 @@
-"""The prone rule (DESIGN.md §6): a child lying prone for ``min_duration_s`` or more → critical alert.
+"""The prone rule (docs/gateway.md): a child lying prone for ``min_duration_s`` or more → critical alert.
 
 Pure, on message time. Per device it remembers the latest sample time and when the current prone
 run began. Decisions:

@@ -1,4 +1,4 @@
-"""The sensor-lost rule (DESIGN.md §6): silence is as dangerous as an apnea. One ``SensorLostMonitor``
+"""The sensor-lost rule (docs/gateway.md): silence is as dangerous as an apnea. One ``SensorLostMonitor``
 per device, about the device (a child's mat and clip each get their own alert). Pure, on the
 GATEWAY clock: a silent device has no message time.
 

@@ -1,27 +1,32 @@
 """The gateway's Prometheus metrics (docs/metrics.md): its counters, queues, open alerts and
-latencies as metric families, built when scraped. Pure: reads the running gateway's state, no I/O.
+latencies as metric families, built when scraped. Pure: reads what it is given, no I/O.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from gateway.engine.stats import GatewayStats
+from nurserywatch.contract import Alert
 from nurserywatch.metrics import Family, Labels, by_label, counter, gauge, histogram, labels
 
 if TYPE_CHECKING:
     from gateway.influx.writer import InfluxWriter
-    from gateway.service.mqtt import Gateway
 
 P = "nurserywatch_gateway_"
 
 
-def gateway_families(gw: Gateway, writer: InfluxWriter | None = None) -> list[Family]:
-    s = gw.stats
+def gateway_families(
+    s: GatewayStats, open_alerts: Iterable[Alert], outbox_depth: int, writer: InfluxWriter | None = None
+) -> list[Family]:
+    """``s``: the run's counters; ``open_alerts``: the engine's now; ``outbox_depth``: messages
+    waiting to be published; ``writer``: the InfluxDB writer, if readings go there."""
     # Open alerts, by rule and by what staff must still do: active (not resolved), acknowledged,
     # escalated (active, unacknowledged, escalated). One alert can count in more than one state.
     open_by: Counter[tuple[str, str]] = Counter()
-    for a in gw.engine.book.open_alerts():
+    for a in open_alerts:
         open_by[(a.rule, "active")] += a.state.value == "active"
         open_by[(a.rule, "acknowledged")] += a.acknowledged
         open_by[(a.rule, "escalated")] += a.escalated and a.state.value == "active" and not a.acknowledged
@@ -39,7 +44,7 @@ def gateway_families(gw: Gateway, writer: InfluxWriter | None = None) -> list[Fa
         counter(P + "ticks_total", "Timer ticks run.", s.ticks),
         counter(P + "mqtt_sessions_total", "MQTT sessions that reached subscribed (1 + reconnects).", s.sessions),
         counter(P + "observer_errors_total", "Exceptions raised by observers.", s.observer_errors),
-        gauge(P + "mqtt_outgoing_queue", "Messages waiting to be published to the broker.", gw.outbox_depth),
+        gauge(P + "mqtt_outgoing_queue", "Messages waiting to be published to the broker.", outbox_depth),
         histogram(P + "judge_seconds", "From a reading taken off the MQTT queue to its rules judged.", s.judge_seconds),
         histogram(P + "alert_publish_seconds",
                   "From the message or timer tick that changed an alert to its publish acknowledged by the broker.",

@@ -1,6 +1,6 @@
 """Trend queries for managers (``GET /api/trends?room=&metric=&range=``) — pure: query text, time
 window and answer parsing; the I/O is in gateway/trends/reader.py (``influx_trend``) and
-gateway/db/store.py (``StoreReader.reading_buckets``), which give the same buckets.
+gateway/db/reader.py (``StoreReader.reading_buckets``), which give the same buckets.
 
 Always time-bounded (InfluxQL without a time bound scans everything), ``fill(none)`` (an empty bucket
 is absent, not a zero), bucket size from the range: 24 h → 15 min, 7 d → 1 h, 30 d → 6 h (97, 169

@@ -1,8 +1,8 @@
 """The trend read path (``GET /api/trends``): InfluxQL over ``/query`` when the kit stores readings
 in InfluxDB, else the gateway's SQLite — the same buckets either way (gateway/trends/queries.py).
 
-A module of its own, apart from the InfluxDB writer, so the dashboard can import the read path
-without the gateway's write side (tests/nurserywatch/test_dependencies.py ``DASHBOARD_MAY_READ``)."""
+A module of its own, apart from the InfluxDB writer, so the dashboard's read interface
+(gateway/read.py) carries the read path without the gateway's write side."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.db.store import StoreReader
+from gateway.db.reader import StoreReader
 from gateway.trends.queries import Bucket, TrendWindow, buckets_from_influx, influxql, room_devices, window
 from nurserywatch.kit import Kit
 

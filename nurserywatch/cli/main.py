@@ -76,6 +76,24 @@ def version() -> None:
     typer.echo(__version__)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _top_level(
+    show_version: Annotated[
+        bool,
+        # Eager: answered before any subcommand is looked for, as `nurserywatch --version` expects.
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    # Options of `nurserywatch` itself; no docstring, so the help stays the Typer(help=…) text.
+    del show_version
+
+
 @kit_app.command("check")
 def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
     """Validate a kit file and summarise it. Exit code 2 names the file and field when it is wrong."""
@@ -170,7 +188,7 @@ def records_verify(
 ) -> None:
     """Walk the records' hash chain. Exit 0 when intact; 1 naming the first entry that was edited,
     deleted or inserted; 2 when the file cannot be read."""
-    from gateway.records.store import RecordReader, RecordStoreError
+    from gateway.records.reader import RecordReader, RecordStoreError
 
     try:
         result = RecordReader(db).verify()
@@ -217,7 +235,7 @@ def records_export(
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from gateway.records.export import build_sheet, day_bounds, to_csv, to_json
-    from gateway.records.store import RecordReader, RecordStoreError
+    from gateway.records.reader import RecordReader, RecordStoreError
 
     if fmt not in ("csv", "json") or lang not in ("ja", "en"):
         fail(f"--format must be csv or json (got {fmt!r}); --lang ja or en (got {lang!r})")
@@ -513,7 +531,8 @@ def _password(password_file: Path | None) -> str:
 
 def _user_change(data_dir: Path, action: str, target: str, change: Callable[[Any, int], str]) -> None:
     """Open the dashboard's user database, make one change, audit it as done from the command line."""
-    from dashboard.auth.deps import AuthPolicy, open_store
+    from dashboard.auth.deps import open_store
+    from dashboard.auth.models import AuthPolicy
     from dashboard.auth.store import UserError
     from nurserywatch.clock import SystemClock
 
@@ -530,7 +549,7 @@ def _user_change(data_dir: Path, action: str, target: str, change: Callable[[Any
 
 
 def _add_user(data_dir: Path, username: str, role_name: str, display_name: str, password_file: Path | None) -> None:
-    from dashboard.auth.deps import Role
+    from dashboard.auth.models import Role
 
     try:
         role = Role.parse(role_name)
@@ -588,7 +607,7 @@ def users_role(
     role: Annotated[str, typer.Option("--role", help="staff, manager or admin.")],
 ) -> None:
     """Change a user's role (the last enabled admin cannot be demoted)."""
-    from dashboard.auth.deps import Role
+    from dashboard.auth.models import Role
 
     def change(store: Any, now: int) -> str:
         user = store.set_role(username, Role.parse(role), now)
@@ -615,7 +634,8 @@ def users_disable(
 @users_app.command("list")
 def users_list(data_dir: UsersDirOpt) -> None:
     """List the users: name, role, enabled, display name."""
-    from dashboard.auth.deps import AuthPolicy, open_store
+    from dashboard.auth.deps import open_store
+    from dashboard.auth.models import AuthPolicy
 
     store = open_store(data_dir, AuthPolicy())
     try:

@@ -1,4 +1,4 @@
-"""MQTT security for a site, generated from the kit (DESIGN.md §9): who may connect to the broker and
+"""MQTT security for a site, generated from the kit (docs/deploy.md §6): who may connect to the broker and
 what each may publish and read. Pure: kit and options in, text out. The files, keys, certificates
 and the hashing of the password file are done by ``nurserywatch/cli/provision_files.py``.
 

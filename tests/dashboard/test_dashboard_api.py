@@ -1,26 +1,18 @@
 """The dashboard against a real Mosquitto, over real HTTP sockets: alerts in over MQTT, out over the
-JSON API and the SSE stream; acknowledgements out as AckCommand on command/ack.
-
-The fixtures here are also used by test_dashboard_browser.py."""
+JSON API and the SSE stream; acknowledgements out as AckCommand on command/ack. The running dashboard
+and its helpers: tests/support/dashboard_server.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiomqtt
-import httpx
 import pytest
 
-from dashboard.app import serve_dashboard
-from dashboard.auth.deps import Role
 from nurserywatch.contract import (
     AckCommand,
     Alert,
@@ -31,149 +23,26 @@ from nurserywatch.contract import (
     reading_topic,
     status_topic,
 )
-from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.support.dashboard_login import FAST, add_accounts, login
-
-T0 = 1_767_225_600_000
-
-
-def make_kit(site: str) -> Kit:
-    return Kit.model_validate(
-        {
-            "site": site,
-            "name": "ひまわり保育園",
-            "rooms": [{"id": "hiyoko", "name": "ひよこ組"}, {"id": "risu", "name": "りす組"}],
-            "agents": [{"id": "pi-1"}],
-            "devices": [
-                {
-                    "id": f"clip-0{n}",
-                    "kind": "posture_clip",
-                    "room": "hiyoko",
-                    "agent": "pi-1",
-                    "transport": {"type": "serial", "port": f"/dev/ttyUSB{n}"},
-                    "child": f"c00{n}",
-                }
-                for n in (1, 2)
-            ],
-            "children": [
-                {"id": "c001", "nickname": "はると", "age_band": "0", "room": "hiyoko"},
-                {"id": "c002", "nickname": "ゆい", "age_band": "0", "room": "hiyoko"},
-            ],
-        }
-    )
-
-
-def make_alert(alert_id: str = "a1", **changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "id": alert_id,
-        "rule": "prone",
-        "severity": Severity.CRITICAL,
-        "state": AlertState.ACTIVE,
-        "device": "clip-01",
-        "room": "hiyoko",
-        "child": "c001",
-        "started_ts": T0,
-        "updated_ts": T0,
-        "value": "prone",
-        "message": "うつぶせ寝が30秒続いています",
-        "message_en": "Face down for 30 s",
-    }
-    fields.update(changes)
-    return Alert.model_validate(fields)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 3.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout_s} s")
-        await asyncio.sleep(0.02)
-
-
-@dataclass
-class Dash:
-    kit: Kit
-    base: str
-    http: httpx.AsyncClient
-    mqtt: aiomqtt.Client
-    data_dir: Path
-
-    @property
-    def site(self) -> str:
-        return self.kit.site
-
-    async def publish_alert(self, alert: Alert) -> None:
-        await self.mqtt.publish(alert_topic(self.site, alert.id), alert.to_json(), qos=1, retain=alert.retained)
-
-    async def clear_alert(self, alert_id: str) -> None:
-        await self.mqtt.publish(alert_topic(self.site, alert_id), b"", qos=1, retain=True)
-
-    async def alert_ids(self, state: str = "all") -> list[str]:
-        r = await self.http.get("/api/alerts", params={"state": state})
-        assert r.status_code == 200
-        return [a["id"] for a in r.json()]
-
-
-@contextlib.asynccontextmanager
-async def running_dashboard(
-    kit: Kit, broker: BrokerURL, mqtt_broker: BrokerURL | None = None, role: Role | None = Role.STAFF
-) -> AsyncIterator[Dash]:
-    """serve_dashboard on a free port (talking to ``broker``), an HTTP client, and a test MQTT client
-    (on ``mqtt_broker``, default the same broker). Waits until the dashboard is subscribed. Its data
-    folder holds one account per role (tests/dashboard_login.py); the client is signed in as ``role``
-    (None: not signed in)."""
-    port = free_port()
-    data = tempfile.TemporaryDirectory(prefix="nw-dash-")
-    add_accounts(Path(data.name))
-    task = asyncio.create_task(
-        serve_dashboard(kit, broker, "127.0.0.1", port, data_dir=Path(data.name), auth_policy=FAST)
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        async with (
-            httpx.AsyncClient(base_url=base, timeout=5) as http,
-            aiomqtt.Client(
-                "127.0.0.1", (mqtt_broker or broker).port, identifier=f"test-{uuid.uuid4().hex[:8]}"
-            ) as mqtt,
-        ):
-
-            async def healthy() -> bool:
-                with contextlib.suppress(httpx.TransportError):
-                    return (await http.get("/healthz")).status_code == 200
-                return False
-
-            await eventually(healthy, 10, "dashboard healthy")
-            if role is not None:
-                await login(http, role)
-            yield Dash(kit, base, http, mqtt, Path(data.name))
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        data.cleanup()
+from nurserywatch.ports import free_port
+from tests.support.clock import T0
+from tests.support.dashboard_server import (
+    Dash,
+    ack_of,
+    dashboard_kit,
+    make_alert,
+    next_message,
+    read_sse,
+    running_dashboard,
+)
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
 async def dash(mosquitto: BrokerURL) -> AsyncIterator[Dash]:
     # A fresh site per test: the broker is shared by the whole session and keeps retained alerts.
-    async with running_dashboard(make_kit(f"dash-{uuid.uuid4().hex[:8]}"), mosquitto) as d:
+    async with running_dashboard(dashboard_kit(f"dash-{uuid.uuid4().hex[:8]}"), mosquitto) as d:
         yield d
-
-
-async def next_message(client: aiomqtt.Client, timeout_s: float = 3.0) -> aiomqtt.Message:
-    async def first() -> aiomqtt.Message:
-        async for message in client.messages:
-            return message
-        raise AssertionError("subscription ended")
-
-    return await asyncio.wait_for(first(), timeout_s)
-
-
-def ack_of(message: aiomqtt.Message) -> AckCommand:
-    assert isinstance(message.payload, bytes)
-    return AckCommand.from_json(message.payload)
 
 
 # ---------------------------------------------------------------- tests
@@ -191,7 +60,7 @@ async def test_alert_appears_is_acknowledged_and_leaves(dash: Dash) -> None:
     async def listed() -> bool:
         return await dash.alert_ids("active") == ["a1"]
 
-    await eventually(listed, what="alert a1 listed as active")
+    await wait_until(listed, "alert a1 listed as active")
     assert await dash.alert_ids("resolved") == []
     body = (await dash.http.get("/api/alerts")).json()
     assert Alert.model_validate(body[0]) == make_alert("a1")
@@ -219,14 +88,14 @@ async def test_alert_appears_is_acknowledged_and_leaves(dash: Dash) -> None:
         alerts = (await dash.http.get("/api/alerts")).json()
         return len(alerts) == 1 and alerts[0]["acknowledged_by"] == "田中"
 
-    await eventually(shows_acked, what="alert shown as acknowledged")
+    await wait_until(shows_acked, "alert shown as acknowledged")
 
     await dash.clear_alert("a1")
 
     async def gone() -> bool:
         return await dash.alert_ids() == []
 
-    await eventually(gone, what="alert removed by the empty retained payload")
+    await wait_until(gone, "alert removed by the empty retained payload")
 
 
 async def test_resolved_and_acknowledged_alert_leaves(dash: Dash) -> None:
@@ -235,7 +104,7 @@ async def test_resolved_and_acknowledged_alert_leaves(dash: Dash) -> None:
     async def listed() -> bool:
         return await dash.alert_ids() == ["a2"]
 
-    await eventually(listed)
+    await wait_until(listed)
     done = make_alert(
         "a2",
         state=AlertState.RESOLVED,
@@ -250,7 +119,7 @@ async def test_resolved_and_acknowledged_alert_leaves(dash: Dash) -> None:
     async def gone() -> bool:
         return await dash.alert_ids() == []
 
-    await eventually(gone)
+    await wait_until(gone)
 
 
 async def test_ack_of_unknown_alert_is_404(dash: Dash) -> None:
@@ -266,7 +135,7 @@ async def test_bad_requests_get_json_errors(dash: Dash) -> None:
     async def listed() -> bool:
         return await dash.alert_ids() == ["a3"]
 
-    await eventually(listed)
+    await wait_until(listed)
     cases: list[tuple[str, str, dict[str, Any], int, str]] = [
         ("GET", "/no/such/page", {}, 404, "not_found"),
         ("GET", "/api/alerts?state=bogus", {}, 422, "invalid_request"),
@@ -311,7 +180,7 @@ async def test_malformed_payloads_are_counted_and_ignored(dash: Dash) -> None:
             "unknown_device": 1,
         }
 
-    await eventually(counted, what="rejections counted by reason")
+    await wait_until(counted, "rejections counted by reason")
     assert await dash.alert_ids() == ["a8"]
     assert (await dash.http.get("/healthz")).status_code == 200
 
@@ -334,7 +203,7 @@ async def test_posture_and_device_status_show_in_rooms(dash: Dash) -> None:
         yui = rooms[0]["children"][1]
         return yui["posture"] is not None and yui["devices"][0]["online"] is True
 
-    await eventually(shown, what="posture and status of clip-02 in /api/rooms")
+    await wait_until(shown, "posture and status of clip-02 in /api/rooms")
     rooms = (await dash.http.get("/api/rooms")).json()
     assert [r["id"] for r in rooms] == ["hiyoko", "risu"]
     assert rooms[1]["children"] == []
@@ -348,27 +217,13 @@ async def test_posture_and_device_status_show_in_rooms(dash: Dash) -> None:
     ]
 
 
-async def read_sse(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:
-    """(event name, decoded data) for each SSE event; comments and retry lines skipped."""
-    name, data = "message", ""
-    async for line in response.aiter_lines():
-        if line == "":
-            if data:
-                yield name, json.loads(data)
-            name, data = "message", ""
-        elif line.startswith("event: "):
-            name = line[len("event: ") :]
-        elif line.startswith("data: "):
-            data += line[len("data: ") :]
-
-
 async def test_sse_stream_delivers_snapshot_and_changes(dash: Dash) -> None:
     await dash.publish_alert(make_alert("a9"))
 
     async def listed() -> bool:
         return await dash.alert_ids() == ["a9"]
 
-    await eventually(listed)
+    await wait_until(listed)
     async with dash.http.stream("GET", "/api/events") as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -469,7 +324,7 @@ class TcpProxy:
 async def test_broker_loss_503_then_resync_after_reconnect(mosquitto: BrokerURL) -> None:
     proxy = TcpProxy(mosquitto.port)
     await proxy.start()
-    kit = make_kit(f"dash-{uuid.uuid4().hex[:8]}")
+    kit = dashboard_kit(f"dash-{uuid.uuid4().hex[:8]}")
     async with running_dashboard(kit, BrokerURL("127.0.0.1", proxy.port), mqtt_broker=mosquitto) as dash:
         await dash.publish_alert(make_alert("b1"))
         await dash.publish_alert(make_alert("b2"))
@@ -477,10 +332,10 @@ async def test_broker_loss_503_then_resync_after_reconnect(mosquitto: BrokerURL)
         async def listed() -> bool:
             return await dash.alert_ids() == ["b1", "b2"]
 
-        await eventually(listed)
+        await wait_until(listed)
         await proxy.cut()
 
-        await eventually(lambda: _status_is(dash, 503), what="healthz 503 without the broker")
+        await wait_until(lambda: _status_is(dash, 503), "healthz 503 without the broker")
         assert (await dash.http.get("/healthz")).json()["mqtt_connected"] is False
         r = await dash.http.post("/api/alerts/b1/ack", json={"by": "田中"})
         assert (r.status_code, r.json()["error"]) == (503, "mqtt_unavailable")
@@ -490,12 +345,12 @@ async def test_broker_loss_503_then_resync_after_reconnect(mosquitto: BrokerURL)
         # will ever tell it: only the resync after reconnecting can.
         await dash.mqtt.publish(alert_topic(dash.site, "b1"), b"", qos=0, retain=True)
         await proxy.start()
-        await eventually(lambda: _status_is(dash, 200), 10, "reconnected")
+        await wait_until(lambda: _status_is(dash, 200), "reconnected", 10)
 
         async def swept() -> bool:
             return await dash.alert_ids() == ["b2"]
 
-        await eventually(swept, 5, "alert cleared while away is dropped after reconnecting")
+        await wait_until(swept, "alert cleared while away is dropped after reconnecting")
     await proxy.cut()
 
 

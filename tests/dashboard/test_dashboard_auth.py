@@ -23,21 +23,15 @@ from starlette.requests import Request
 from typer.testing import CliRunner
 
 from dashboard.app import create_app
-from dashboard.auth.deps import SESSION_COOKIE, Role, auth_state, live_session_check, route_roles
+from dashboard.auth.deps import SESSION_COOKIE, auth_state, live_session_check, route_roles
+from dashboard.auth.models import Role
 from nurserywatch.cli.main import app as cli_app
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import AckCommand, ack_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.dashboard.test_dashboard_api import (
-    Dash,
-    ack_of,
-    eventually,
-    make_alert,
-    make_kit,
-    next_message,
-    running_dashboard,
-)
 from tests.support.dashboard_login import ACCOUNTS, FAST, PASSWORD, add_accounts, login
+from tests.support.dashboard_server import Dash, ack_of, dashboard_kit, make_alert, next_message, running_dashboard
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -57,7 +51,7 @@ def api_routes(app: FastAPI) -> list[tuple[str, str, Role | None]]:
 
 @pytest.fixture
 async def dash(mosquitto: BrokerURL) -> AsyncIterator[Dash]:
-    async with running_dashboard(make_kit(f"auth-{uuid.uuid4().hex[:8]}"), mosquitto, role=None) as d:
+    async with running_dashboard(dashboard_kit(f"auth-{uuid.uuid4().hex[:8]}"), mosquitto, role=None) as d:
         yield d
 
 
@@ -80,7 +74,7 @@ async def call(http: httpx.AsyncClient, method: str, path: str, **kwargs: Any) -
 
 
 def test_every_route_needs_a_role() -> None:
-    app = create_app(make_kit("routes"), BrokerURL("127.0.0.1", 1), auth_policy=FAST)
+    app = create_app(dashboard_kit("routes"), BrokerURL("127.0.0.1", 1), auth_policy=FAST)
     routes = api_routes(app)
     assert len(routes) >= 10
     unprotected = {(m, p) for m, p, role in routes if role is None}
@@ -147,7 +141,7 @@ async def test_acknowledgement_uses_the_session_name_and_is_audited(dash: Dash) 
     async def listed() -> bool:
         return await dash.alert_ids() == ["au1"]
 
-    await eventually(listed)
+    await wait_until(listed)
     await dash.mqtt.subscribe(ack_topic(dash.site), qos=1)
     r = await dash.http.post("/api/alerts/au1/ack", json={"by": "なりすまし"})
     assert r.status_code == 202
@@ -173,7 +167,8 @@ async def local(tmp_path: Path) -> AsyncIterator[tuple[FastAPI, ManualClock, htt
     """The app in-process (ASGI, no broker needed for auth) on a clock the test moves."""
     clock = ManualClock()
     add_accounts(tmp_path, clock.now_ms())
-    app = create_app(make_kit("local"), BrokerURL("127.0.0.1", 1), clock=clock, data_dir=tmp_path, auth_policy=FAST)
+    kit = dashboard_kit("local")
+    app = create_app(kit, BrokerURL("127.0.0.1", 1), clock=clock, data_dir=tmp_path, auth_policy=FAST)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
         yield app, clock, http
 
@@ -392,7 +387,8 @@ def test_cli_creates_the_first_admin_and_manages_users(tmp_path: Path) -> None:
         ("user.add", "root", "cli"), ("user.add", "kato", "cli"), ("user.role", "kato", "cli"),
     ]
     # The prompt's password works; the admin from the file too.
-    from dashboard.auth.deps import AuthPolicy, open_store
+    from dashboard.auth.deps import open_store
+    from dashboard.auth.models import AuthPolicy
 
     store = open_store(tmp_path, AuthPolicy())
     assert store.check_password("kato", "typed password 1", 0) is not None

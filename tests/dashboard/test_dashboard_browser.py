@@ -7,36 +7,23 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from nurserywatch.contract import AckCommand, ack_topic, reading_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.dashboard.test_dashboard_api import T0, Dash, ack_of, make_alert, make_kit, next_message, running_dashboard
+from tests.support.browser import ARTIFACTS, PageWatch
+from tests.support.clock import T0
 from tests.support.dashboard_login import ACCOUNTS, PASSWORD
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+from tests.support.dashboard_server import Dash, ack_of, dashboard_kit, make_alert, next_message, running_dashboard
 
 
 @pytest.fixture
 async def dash(mosquitto: BrokerURL) -> AsyncIterator[Dash]:
-    async with running_dashboard(make_kit(f"dash-{uuid.uuid4().hex[:8]}"), mosquitto) as d:
+    async with running_dashboard(dashboard_kit(f"dash-{uuid.uuid4().hex[:8]}"), mosquitto) as d:
         yield d
-
-
-class PageWatch:
-    """Everything the page requested and every script error, to assert on at the end."""
-
-    def __init__(self, page: Page) -> None:
-        self.requests: list[str] = []
-        self.errors: list[str] = []
-        page.on("request", lambda r: self.requests.append(r.url))
-        page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
-        page.on("response", lambda r: self.errors.append(f"HTTP {r.status} {r.url}") if r.status >= 400 else None)
 
 
 async def open_page(browser: Browser, dash: Dash, path: str = "/", role: Role = Role.STAFF) -> tuple[Page, PageWatch]:

@@ -8,50 +8,14 @@ import pytest
 
 from dashboard.live.fanout import Fanout
 from dashboard.live.state import Event, EventKind, LiveState
-from nurserywatch.contract import Alert, AlertState, Severity
-from nurserywatch.kit import Kit
+from nurserywatch.contract import Alert, AlertState
+from tests.support.dashboard_server import make_alert as alert
+from tests.support.kits import make_kit
 
 SITE = "himawari"
 ROOT = f"nurserywatch/v1/{SITE}"
 
-KIT = Kit.model_validate(
-    {
-        "site": SITE,
-        "name": "ひまわり保育園",
-        "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
-        "agents": [{"id": "pi-1"}],
-        "devices": [
-            {
-                "id": "clip-01",
-                "kind": "posture_clip",
-                "room": "hiyoko",
-                "agent": "pi-1",
-                "transport": {"type": "serial", "port": "/dev/ttyUSB0"},
-                "child": "c001",
-            }
-        ],
-        "children": [{"id": "c001", "nickname": "はると", "age_band": "0", "room": "hiyoko"}],
-    }
-)
-
-
-def alert(**changes: object) -> Alert:
-    fields: dict[str, object] = {
-        "id": "a1",
-        "rule": "prone",
-        "severity": Severity.CRITICAL,
-        "state": AlertState.ACTIVE,
-        "device": "clip-01",
-        "room": "hiyoko",
-        "child": "c001",
-        "started_ts": 1_767_225_600_000,
-        "updated_ts": 1_767_225_600_000,
-        "value": "prone",
-        "message": "うつぶせ寝が30秒続いています",
-        "message_en": "Face down for 30 s",
-    }
-    fields.update(changes)
-    return Alert.model_validate(fields)
+KIT = make_kit(SITE, name="ひまわり保育園", children={"c001": {"age_band": "0", "nickname": "はると"}})
 
 
 A1 = alert()

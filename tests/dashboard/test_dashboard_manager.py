@@ -15,26 +15,25 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from dashboard.air_summary import time_covered, time_in_violation
-from dashboard.app import create_app, get_link_of
-from dashboard.auth.deps import AuthPolicy, Role, User, require_admin, require_manager, required_role
+from dashboard.app import create_app
+from dashboard.auth.deps import required_role
+from dashboard.auth.models import Role
+from dashboard.deps import get_link_of
 from dashboard.pages import NAV
 from dashboard.routes import integrator as integrator_pages
 from dashboard.routes import manager as manager_pages
+from gateway.alert_changes import Change, Transition
 from gateway.config import RulesConfig, Threshold
 from gateway.db.store import Store
-from gateway.engine.alerts import Change, Transition
 from gateway.trends.queries import RANGES, window
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
-    AirReading,
     Alert,
-    AlertState,
     DeviceStatus,
     EdgeStatus,
     Position,
@@ -46,43 +45,19 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-
-# 2026-01-01 00:00 JST = 2025-12-31 15:00 UTC; "now" is two days later, 12:00 JST.
-DAY = 24 * 3600_000
-JST_MIDNIGHT = 1_767_193_200_000
-NOW = JST_MIDNIGHT + 2 * DAY + 12 * 3600_000
-
-KIT_YAML = """\
-site: mgr
-name: ひまわり保育園
-rooms:
-  - {id: hiyoko, name: ひよこ組}
-  - {id: risu, name: りす組}
-agents:
-  - {id: pi-1}
-  - {id: pi-2}
-devices:
-  - {id: clip-01, kind: posture_clip, room: hiyoko, agent: pi-1, child: c001,
-     transport: {type: serial, port: /dev/ttyUSB0}}
-  - {id: co2-01, kind: mhz19b, room: hiyoko, agent: pi-1, transport: {type: serial, port: /dev/ttyAMA0}}
-  - {id: co2-02, kind: mhz19b, room: hiyoko, agent: pi-1, transport: {type: serial, port: /dev/ttyAMA1}}
-  - {id: co2-03, kind: mhz19b, room: risu, agent: pi-2, transport: {type: serial, port: /dev/ttyAMA0}}
-  - {id: pm-01, kind: pms5003, room: hiyoko, agent: pi-1, transport: {type: serial, port: /dev/ttyAMA2}}
-children:
-  - {id: c001, nickname: はると, age_band: "0", room: hiyoko}
-"""
-
-#: Cheap password hashing: no test here signs in (the role dependencies are overridden).
-FAST_AUTH = AuthPolicy(argon2_time_cost=1, argon2_memory_kib=1024, argon2_parallelism=1)
-RULES = RulesConfig.model_validate({"rooms": {"hiyoko": {"co2": {"warning_ppm": 800, "critical_ppm": 1200}}}})
-
-
-def load_test_kit(tmp_path: Path) -> tuple[Kit, Path]:
-    from nurserywatch.kit import load_kit
-
-    path = tmp_path / "kit.yaml"
-    path.write_text(KIT_YAML)
-    return load_kit(path), path
+from tests.support.manager_data import (
+    FAST_AUTH,
+    JST_MIDNIGHT,
+    KIT_YAML,
+    NOW,
+    RULES,
+    alert,
+    as_user,
+    co2_readings,
+    load_test_kit,
+    numpy_buckets,
+    store_co2,
+)
 
 
 @dataclass
@@ -95,38 +70,6 @@ class Env:
     clock: ManualClock
     #: (device, ts, co2) of every stored CO2 reading
     co2: list[tuple[str, int, float]]
-
-
-def co2_readings(seed: int = 7) -> list[tuple[str, int, float]]:
-    """Three days of CO2 every 97 s per sensor (not a bucket divisor: buckets get uneven counts)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for device in ("co2-01", "co2-02", "co2-03"):
-        for i, ts in enumerate(range(NOW - 3 * DAY, NOW + 1, 97_000)):
-            out.append((device, ts, round(float(600 + 400 * np.sin(i / 50) + rng.normal(0, 60)), 1)))
-    return out
-
-
-def store_co2(db: Path, readings: list[tuple[str, int, float]]) -> None:
-    with Store(db) as store:
-        for seq, (device, ts, value) in enumerate(readings):
-            store.add_reading(device, Stream.AIR, AirReading(ts=ts, seq=seq, co2_ppm=value), ts)
-
-
-def alert(alert_id: str, started: int, **changes: Any) -> Alert:
-    fields: dict[str, Any] = {
-        "id": alert_id, "rule": "prone", "severity": Severity.CRITICAL, "state": AlertState.RESOLVED,
-        "device": "clip-01", "room": "hiyoko", "child": "c001", "started_ts": started, "updated_ts": started + 60_000,
-        "resolved_ts": started + 60_000, "message": "うつぶせ寝", "message_en": "Face down",
-    }  # fmt: skip
-    fields.update(changes)
-    return Alert.model_validate(fields)
-
-
-def as_user(app: FastAPI, role: Role) -> None:
-    user = User("someone", role, "")
-    app.dependency_overrides[require_manager] = lambda: user
-    app.dependency_overrides[require_admin] = lambda: user
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +93,6 @@ async def env(tmp_path: Path, co2_db: tuple[Path, list[tuple[str, int, float]]])
     as_user(app, Role.ADMIN)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://dash") as http:
         yield Env(app, http, kit, kit_path, db, clock, readings)
-
-
-def numpy_buckets(readings: list[tuple[str, int, float]], devices: set[str], start: int, end: int, bucket: int
-                  ) -> list[tuple[int, float, float, float]]:  # fmt: skip
-    ts = np.array([t for d, t, _ in readings if d in devices and start <= t < end], dtype=np.int64)
-    v = np.array([x for d, t, x in readings if d in devices and start <= t < end])
-    keys = ts // bucket * bucket
-    return [(int(k), float(v[keys == k].mean()), float(v[keys == k].min()), float(v[keys == k].max()))
-            for k in np.unique(keys)]  # fmt: skip
 
 
 # ---------------------------------------------------------------- trends
@@ -226,7 +160,7 @@ async def test_trends_503_when_the_database_is_unreachable(env: Env, tmp_path: P
 
 
 async def test_trends_503_when_influxdb_is_unreachable(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+    from nurserywatch.ports import free_port
 
     kit, _ = load_test_kit(tmp_path)
     kit = kit.model_copy(update={"storage": kit.storage.model_copy(

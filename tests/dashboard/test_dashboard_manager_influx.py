@@ -10,14 +10,15 @@ import httpx
 import pytest
 
 from dashboard.app import create_app
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from gateway.influx.line_protocol import reading_line
 from gateway.influx.writer import create_database
 from gateway.trends.queries import RANGES, window
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import AirReading, Stream
 from nurserywatch.mqtt import BrokerURL
-from tests.dashboard.test_dashboard_manager import (
+from tests.support.influx_servers import DB, Server
+from tests.support.manager_data import (
     FAST_AUTH,
     NOW,
     RULES,
@@ -27,12 +28,11 @@ from tests.dashboard.test_dashboard_manager import (
     numpy_buckets,
     store_co2,
 )
-from tests.gateway.test_gateway_influx_servers import DB, Server, influxdb  # noqa: F401 - the fixture
 
 ROOMS = {"co2-01": "hiyoko", "co2-02": "hiyoko", "co2-03": "risu"}
 
 
-async def test_trends_from_influxdb_equal_numpy_and_sqlite(influxdb: Server, tmp_path: Path) -> None:  # noqa: F811
+async def test_trends_from_influxdb_equal_numpy_and_sqlite(influxdb: Server, tmp_path: Path) -> None:
     readings = co2_readings()
     await create_database(influxdb.url, DB)
     lines = [

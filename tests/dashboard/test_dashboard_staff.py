@@ -7,94 +7,22 @@ page), and the errors. About 6 s."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
-import tempfile
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
-import aiomqtt
-import httpx
 import pytest
 
-from dashboard.app import serve_dashboard
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from dashboard.live.state import LiveState
-from gateway.config import RulesConfig
-from gateway.service.mqtt import GatewayStats, run_gateway
-from nurserywatch.clock import ManualClock
 from nurserywatch.contract import BreathingReading, Position, PostureReading, reading_topic
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.dashboard.test_dashboard_api import eventually, make_alert, read_sse
-from tests.gateway.test_gateway_assignments import make_kit
-from tests.support.dashboard_login import FAST, add_accounts, login
-
-T0 = 1_767_225_600_000  # 2026-01-01 09:00 in Tokyo
-DAY = "2026-01-01"
-
-
-@dataclass
-class Stack:
-    kit: Kit
-    http: httpx.AsyncClient
-    mqtt: aiomqtt.Client
-    clock: ManualClock
-    stats: GatewayStats
-    base: str
-    login: Callable[[Role], Any]
-    #: "gateway", "dashboard": cancel one to stop it (the browser watchdog tests)
-    tasks: dict[str, asyncio.Task[None]]
-
-    @property
-    def site(self) -> str:
-        return self.kit.site
-
-
-@contextlib.asynccontextmanager
-async def staff_stack(broker: BrokerURL, *, gateway_db: bool = True) -> AsyncIterator[Stack]:
-    """A gateway (ManualClock, ticks every 50 ms real time) and a dashboard reading its database,
-    an HTTP client signed in as staff, and a test MQTT client."""
-    kit = make_kit(f"staff-{uuid.uuid4().hex[:8]}")
-    clock = ManualClock(T0)
-    stats = GatewayStats()
-    with tempfile.TemporaryDirectory(prefix="nw-staff-") as tmp:
-        db = Path(tmp) / "gw.sqlite3"
-        data = Path(tmp) / "dash"
-        data.mkdir()
-        add_accounts(data)
-        gw = asyncio.create_task(run_gateway(kit, broker, db, RulesConfig(tick_ms=50), clock, stats=stats))
-        port = free_port()
-        dash = asyncio.create_task(serve_dashboard(
-            kit, broker, "127.0.0.1", port, data_dir=data, auth_policy=FAST, gateway_db=db if gateway_db else None
-        ))  # fmt: skip
-        base = f"http://127.0.0.1:{port}"
-        try:
-            async with (
-                httpx.AsyncClient(base_url=base, timeout=5) as http,
-                aiomqtt.Client("127.0.0.1", broker.port, identifier=f"staff-test-{uuid.uuid4().hex[:8]}") as mqtt,
-            ):
-
-                async def healthy() -> bool:
-                    with contextlib.suppress(httpx.TransportError):
-                        return (await http.get("/healthz")).status_code == 200 and stats.sessions >= 1
-                    return False
-
-                await eventually(healthy, 10, "dashboard and gateway up")
-                await login(http, Role.STAFF)
-                tasks = {"gateway": gw, "dashboard": dash}
-                yield Stack(kit, http, mqtt, clock, stats, base, lambda role: login(http, role), tasks)
-        finally:
-            for task in (dash, gw):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-    assert stats.rejected["internal_error"] == 0
+from tests.support.clock import T0
+from tests.support.dashboard_server import make_alert, read_sse
+from tests.support.staff_stack import DAY, Stack, staff_stack
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -118,7 +46,7 @@ async def test_session_and_assignment_round_trip_through_the_gateway(stack: Stac
 
     r = await s.http.post("/api/rooms/hiyoko/session", json={"action": "start"})
     assert (r.status_code, r.json()) == (202, {"status": "sent"})
-    await eventually(session_active, 5, "the gateway's session state on the dashboard")
+    await wait_until(session_active, "the gateway's session state on the dashboard")
     assert (await rooms(s))["hiyoko"]["session"]["started_by"] == "田中"  # the signed-in user, not a body field
 
     # c002 moves onto the spare clip: clip-02 watches nobody today; the card follows.
@@ -130,7 +58,7 @@ async def test_session_and_assignment_round_trip_through_the_gateway(stack: Stac
         wanted = {"clip-01": "c001", "clip-02": None, "clip-03": "c002"}
         return {d["id"]: d["child"] for d in room["assignable"]} == wanted
 
-    await eventually(moved, 5, "the assignment retained by the gateway")
+    await wait_until(moved, "the assignment retained by the gateway")
     room = (await rooms(s))["hiyoko"]
     assert {d["id"]: d["source"] for d in room["assignable"]}["clip-03"] == "staff"
     c002 = next(c for c in room["children"] if c["id"] == "c002")
@@ -149,7 +77,7 @@ async def test_session_and_assignment_round_trip_through_the_gateway(stack: Stac
     # An active alert on a device the change touches: 409 (moving c001 would take it off clip-01).
     alert = make_alert("lost-1", rule="sensor_lost", device="clip-01", child="c001")
     await s.mqtt.publish(f"nurserywatch/v1/{s.site}/alert/lost-1", alert.to_json(), qos=1, retain=True)
-    await eventually(lambda: _has_alert(s, "lost-1"), 5, "the alert on the dashboard")
+    await wait_until(lambda: _has_alert(s, "lost-1"), "the alert on the dashboard")
     r = await s.http.post("/api/assignments", json={"device": "clip-03", "child": "c001"})
     assert (r.status_code, r.json()["error"]) == (409, "device_alerting")
     await s.mqtt.publish(f"nurserywatch/v1/{s.site}/alert/lost-1", b"", qos=1, retain=True)
@@ -209,14 +137,14 @@ async def test_records_confirm_csv_and_print(stack: Stack) -> None:
     s = stack
     r = await s.http.post("/api/rooms/hiyoko/session", json={"action": "start"})
     assert r.status_code == 202
-    await eventually(lambda: _session_active(s), 5, "session active")
+    await wait_until(lambda: _session_active(s), "session active")
     seq = 0
     for _ in range(6):  # 6 minutes, a reading a minute: c001 (0 y) gets its 5-minute record
         for device in ("clip-01", "clip-02"):
             reading = PostureReading(ts=s.clock.now_ms(), seq=seq, position=Position.SUPINE)
             await s.mqtt.publish(reading_topic(s.site, device, "posture"), reading.to_json(), qos=1)
             seq += 1
-        await eventually(lambda n=seq: _received(s, n), 5, "readings at the gateway")  # type: ignore[misc]
+        await wait_until(lambda n=seq: _received(s, n), "readings at the gateway")  # type: ignore[misc]
         s.clock.advance(60_000)
         await asyncio.sleep(0.08)
 
@@ -228,7 +156,7 @@ async def test_records_confirm_csv_and_print(stack: Stack) -> None:
     async def has_record() -> bool:
         return any(c["child"] == "c001" for c in (await sheet())["cells"])
 
-    await eventually(has_record, 5, "c001's first record")
+    await wait_until(has_record, "c001's first record")
     data = await sheet()
     cell = next(c for c in data["cells"] if c["child"] == "c001")
     assert (cell["posture"], cell["posture_mark"], cell["recorded_by"], cell["confirmed_by"]) == (
@@ -243,7 +171,7 @@ async def test_records_confirm_csv_and_print(stack: Stack) -> None:
         found = next(c for c in (await sheet())["cells"] if c["seq"] == cell["seq"])
         return bool(found["confirmed_by"] == ["田中"])
 
-    await eventually(confirmed, 5, "the gateway's confirmation")
+    await wait_until(confirmed, "the gateway's confirmation")
 
     # Errors: unknown entry, a session entry, bad date, unknown room.
     r = await s.http.post("/api/records/99999/confirm", json={})

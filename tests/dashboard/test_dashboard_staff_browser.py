@@ -17,13 +17,14 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from nurserywatch.contract import AckCommand, Position, PostureReading, ack_topic, alert_topic, reading_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.dashboard.test_dashboard_api import eventually, make_alert, next_message
-from tests.dashboard.test_dashboard_browser import ARTIFACTS, PageWatch
-from tests.dashboard.test_dashboard_staff import DAY, Stack, staff_stack
+from tests.support.browser import ARTIFACTS, PageWatch
 from tests.support.dashboard_login import ACCOUNTS, PASSWORD
+from tests.support.dashboard_server import make_alert, next_message
+from tests.support.staff_stack import DAY, Stack, staff_stack
+from tests.support.waiting import wait_until
 
 
 @pytest.fixture
@@ -189,7 +190,7 @@ async def test_session_records_page_and_a4_print(browser: Browser, stack: Stack)
             await s.mqtt.publish(reading_topic(s.site, device, "posture"), reading.to_json(), qos=1)
             seq += 1
         n = seq
-        await eventually(lambda n=n: _received(s, n), 5, "readings")  # type: ignore[misc]
+        await wait_until(lambda n=n: _received(s, n), "readings")  # type: ignore[misc]
         s.clock.advance(60_000)
         await asyncio.sleep(0.08)
     await page.screenshot(path=str(ARTIFACTS / "staff-room-view.png"), full_page=True)
@@ -198,7 +199,7 @@ async def test_session_records_page_and_a4_print(browser: Browser, stack: Stack)
         r = await s.http.get("/api/records", params={"room": "hiyoko", "date": DAY})
         return len(json.loads(r.text)["cells"]) >= 3
 
-    await eventually(records, 5, "records written")
+    await wait_until(records, "records written")
     await page.goto(f"{s.base}/records?room=hiyoko&date={DAY}")
     grid = page.locator('[data-testid="records-grid"]')
     await expect(grid).to_be_visible()

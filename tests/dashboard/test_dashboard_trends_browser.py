@@ -18,18 +18,10 @@ from fastapi import FastAPI
 from playwright.async_api import Browser, expect
 
 from dashboard.app import create_app
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from nurserywatch.clock import ManualClock
 from nurserywatch.mqtt import BrokerURL
-from tests.dashboard.test_dashboard_manager import (
-    FAST_AUTH,
-    NOW,
-    RULES,
-    as_user,
-    co2_readings,
-    load_test_kit,
-    store_co2,
-)
+from tests.support.manager_data import FAST_AUTH, NOW, RULES, as_user, co2_readings, load_test_kit, store_co2
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

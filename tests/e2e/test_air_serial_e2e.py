@@ -19,7 +19,9 @@ from firmware_sim.scenario import DeviceScenario, Scenario, SimContext, load_sce
 from nurserywatch.contract import AirReading, DeviceStatus, decode, reading_topic, status_topic
 from nurserywatch.kit import DeviceKind, Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.edge.test_edge_agent import AGENT, Msg, Recorder, ShiftedClock, is_status, record, site_id, stop
+from tests.support.clock import ShiftedClock
+from tests.support.edge_recorder import AGENT, Msg, Recorder, is_status, record, site_id
+from tests.support.tasks import stop
 
 SCENARIO = Path(__file__).resolve().parents[2] / "configs" / "scenarios" / "air_serial.yaml"
 DEVICES = {"pm-01": "pms5003", "co2-01": "mhz19b", "co2-02": "senseair_s8"}

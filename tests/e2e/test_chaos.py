@@ -1,4 +1,4 @@
-"""Chaos on real processes (issue 7, item 1; DESIGN.md §9 "a restart of any part loses no reading
+"""Chaos on real processes (issue 7, item 1: "a restart of any part loses no reading
 and no alert state"). One nap on one stack (tests/chaos_stack.py): the gateway killed with SIGKILL
 twice (during a re-notifying prone alert and a pending apnea; while a sensor is unplugged), the
 edge killed with SIGKILL, InfluxDB stopped for 10 s, a sensor's pty closed and reopened, Mosquitto
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.engine.alerts import Change
+from gateway.alert_changes import Change
 from nurserywatch.contract import Alert, AlertState, Severity
 from tests.support.chaos_stack import APNEA_AT_S, DEVICES, RULES, UNPLUGGED, Plan, Run, chaos_run, spool_key
 

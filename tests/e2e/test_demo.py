@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, wait_for_port
+from nurserywatch.ports import free_port, wait_for_port
 from tests.support.browser import chromium_page
 from tests.support.dashboard_login import browser_login_sync, login_sync
 

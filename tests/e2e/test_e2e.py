@@ -20,11 +20,11 @@ import httpx
 import pytest
 import yaml
 
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from nurserywatch.cli.demo import redirect_serial_ports
 from nurserywatch.kit import load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port, wait_for_port
+from nurserywatch.ports import free_port, wait_for_port
 from tests.support.browser import chromium_page
 from tests.support.dashboard_login import ACCOUNTS, PASSWORD, add_accounts, browser_login_sync, login_sync
 from tests.support.processes import ROOT, print_logs, spawn, stop

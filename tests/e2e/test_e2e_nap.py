@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.records.store import RecordReader
+from gateway.records.reader import RecordReader
 from nurserywatch.cli.demo import redirect_serial_ports
 from nurserywatch.contract import (
     Alert,

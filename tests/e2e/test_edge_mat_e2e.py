@@ -16,8 +16,10 @@ from firmware_sim.io.runner import run_sim
 from firmware_sim.scenario import parse_scenario
 from nurserywatch.contract import BreathingReading, decode, reading_topic
 from nurserywatch.mqtt import BrokerURL
-from tests.edge.test_edge_agent import AGENT, ShiftedClock, is_status, record, site_id, stop
-from tests.firmware_sim.test_sim_mat import mat_kit
+from tests.support.clock import ShiftedClock
+from tests.support.edge_recorder import AGENT, is_status, record, site_id
+from tests.support.kits import mat_kit
+from tests.support.tasks import stop
 
 RATE = 40
 LEAVES_AT_S = 20

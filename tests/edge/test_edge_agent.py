@@ -10,12 +10,9 @@ import re
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
-import aiomqtt
 import pytest
 
 from edge.agent.runner import SILENCE_S, WILL_PAYLOAD, run_edge
@@ -33,80 +30,16 @@ from nurserywatch.contract import (
     status_topic,
 )
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.firmware_sim.test_sim_pty import clip_scenario, write_kit
-
-AGENT = "pi-1"
-
-
-class ShiftedClock:
-    """Real time moved to 2030: a timestamp in 2030 proves it came from the injected clock."""
-
-    START_MS = 1_893_456_000_000
-
-    def __init__(self) -> None:
-        self._t0 = time.monotonic()
-
-    def now_ms(self) -> int:
-        return self.START_MS + int((time.monotonic() - self._t0) * 1000)
-
-
-@dataclass(frozen=True)
-class Msg:
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.messages: list[Msg] = []
-
-    def on(self, topic: str) -> list[Msg]:
-        return [m for m in self.messages if m.topic == topic]
-
-    async def wait_for(self, pred: Callable[[Msg], bool], timeout: float = 5.0, after: int = 0) -> Msg:
-        """The first message (from index ``after``) matching ``pred``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                for m in self.messages[after:]:
-                    if pred(m):
-                        return m
-                await asyncio.sleep(0.02)
-
-
-@contextlib.asynccontextmanager
-async def record(broker: BrokerURL, site: str) -> AsyncIterator[Recorder]:
-    rec = Recorder()
-    async with aiomqtt.Client(broker.host, broker.port, identifier=f"test-{uuid.uuid4().hex[:8]}") as client:
-        await client.subscribe(f"nurserywatch/v1/{site}/#", qos=1)
-
-        async def collect() -> None:
-            async for m in client.messages:
-                assert isinstance(m.payload, bytes)
-                rec.messages.append(Msg(m.topic.value, m.payload, m.retain))
-
-        task = asyncio.create_task(collect())
-        try:
-            yield rec
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+from nurserywatch.ports import free_port
+from tests.support.clock import ShiftedClock
+from tests.support.edge_recorder import AGENT, Msg, is_status, record, site_id
+from tests.support.kits import write_kit
+from tests.support.scenarios import clip_scenario
+from tests.support.tasks import stop
 
 
 def is_edge(site: str, online: bool) -> Callable[[Msg], bool]:
     return lambda m: m.topic == edge_topic(site, AGENT) and decode(EdgeStatus, m.payload).online is online
-
-
-def is_status(site: str, device: str, online: bool) -> Callable[[Msg], bool]:
-    return lambda m: m.topic == status_topic(site, device) and decode(DeviceStatus, m.payload).online is online
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
 
 
 async def retained(broker: BrokerURL, site: str) -> dict[str, bytes]:
@@ -115,10 +48,6 @@ async def retained(broker: BrokerURL, site: str) -> dict[str, bytes]:
         await asyncio.sleep(0.3)
     assert all(m.retain for m in late.messages)
     return {m.topic: m.payload for m in late.messages}
-
-
-def site_id() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 async def test_edge_publishes_posture_and_status(

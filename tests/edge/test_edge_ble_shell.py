@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -59,8 +58,11 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Device, Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.edge.test_edge_agent import AGENT, ShiftedClock, is_status, record, site_id, stop
-from tests.firmware_sim.test_sim_pty import clip_scenario
+from tests.support.clock import ShiftedClock
+from tests.support.edge_recorder import AGENT, is_status, record, site_id
+from tests.support.scenarios import clip_scenario
+from tests.support.tasks import stop
+from tests.support.waiting import wait_until
 
 AIR = "A4:C1:38:8D:18:B2"
 SHELLY = "54:48:E6:8F:80:A5"
@@ -332,13 +334,6 @@ def test_a_channel_bug_does_not_escape_into_bleak(caplog: pytest.LogCaptureFixtu
 # -- GATT: the whole loop on bleak + bleak-retry-connector, over a stand-in backend
 
 
-async def wait_for(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not condition():
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.01)
-
-
 async def test_gatt_devices_connect_notify_disconnect_and_reconnect() -> None:
     clock, statuses = ManualClock(), Statuses()
     thermo = with_channel(device("thermo-01", "thermometer", THERMO))
@@ -356,12 +351,12 @@ async def test_gatt_devices_connect_notify_disconnect_and_reconnect() -> None:
     GattPeripheral.refuse_next = 1  # the first attempt fails; bleak-retry-connector tries again
     task = asyncio.create_task(shell.run())
     try:
-        await wait_for(lambda: bool(BlueZScannerNoDBus.instances) and BlueZScannerNoDBus.instances[-1].running)
+        await wait_until(lambda: bool(BlueZScannerNoDBus.instances) and BlueZScannerNoDBus.instances[-1].running)
         scanner = BlueZScannerNoDBus.instances[-1]
         assert shell.scanning_mode == "passive"
         scanner.advertise(device1(THERMO, -58, uuids=[HEALTH_THERMOMETER_SERVICE_UUID]))
         scanner.advertise(device1(CLIP, -64, uuids=[NW_SENSOR_SERVICE_UUID]))
-        await wait_for(lambda: {c[0] for c in statuses.calls if c[1]} == {"thermo-01", "clip-07"})
+        await wait_until(lambda: {c[0] for c in statuses.calls if c[1]} == {"thermo-01", "clip-07"})
         assert ("thermo-01", True, -58) in statuses.calls and ("clip-07", True, -64) in statuses.calls
         assert GattPeripheral.refuse_next == 0 and len(GattPeripheral.instances) == 2, "refused once, then retried"
 
@@ -387,8 +382,8 @@ async def test_gatt_devices_connect_notify_disconnect_and_reconnect() -> None:
         # the clip drops its link half-way through a sentence, and comes back
         by_address[CLIP].send(NW_SENTENCE_CHAR_UUID, sentence[:20])
         by_address[CLIP].drop_link()
-        await wait_for(lambda: statuses.calls[-1] == ("clip-07", False, None))
-        await wait_for(lambda: statuses.calls[-1] == ("clip-07", True, -64))
+        await wait_until(lambda: statuses.calls[-1] == ("clip-07", False, None))
+        await wait_until(lambda: statuses.calls[-1] == ("clip-07", True, -64))
         again = next(p for p in reversed(GattPeripheral.instances) if p.address == CLIP and p.connected)
         again.send(NW_SENTENCE_CHAR_UUID, encode_imu(43, 0, 0, 1000))
         assert [r.seq for _, r in clip[1].readings(clock.now_ms()) if isinstance(r, PostureReading)] == [43]
@@ -517,7 +512,7 @@ async def test_edge_publishes_ble_readings_and_status(
     async with record(mosquitto, site) as rec:
         edge = asyncio.create_task(run_edge(kit, AGENT, mosquitto, ShiftedClock()))
         try:
-            await wait_for(lambda: bool(BlueZScannerNoDBus.instances) and BlueZScannerNoDBus.instances[-1].running)
+            await wait_until(lambda: bool(BlueZScannerNoDBus.instances) and BlueZScannerNoDBus.instances[-1].running)
             scanner = BlueZScannerNoDBus.instances[-1]
             advert = encode_bthome([(0x00, 1), (0x01, 76), (0x02, 23.4), (0x03, 48.0), (0x12, 1234)])
             scanner.advertise(device1(AIR, -71, {BTHOME_SERVICE_UUID: advert}))

@@ -12,16 +12,15 @@ import pytest
 from edge.dsp import breathing
 from edge.dsp.breathing import LAST_BREATH_GUARD_MS, BreathingAnalyzer, BreathingFeatures
 from firmware_sim.models.mat import MatModel, MatOptions, MatStep
-from firmware_sim.models.resp_belt import ReplayMat, ReplayOptions, load_recording
+from firmware_sim.models.resp_belt import ReplayMat, ReplayOptions, load_recording, recording_path
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine.alerts import Change
 from gateway.engine.rules_engine import RulesEngine
 from nurserywatch.contract import BreathingReading, SessionAction, SessionCommand, Severity, Stream
-from nurserywatch.kit import Kit
-from tests.firmware_sim.test_sim_mat import resp_belt_file
+from tests.support.clock import T0
+from tests.support.kits import make_kit
 
 FS = 25
-T0_MS = 1_767_225_600_000
 
 
 def run(model: MatModel, seconds: int, *, start_s: int = 0) -> list[BreathingFeatures]:
@@ -34,7 +33,7 @@ def run(model: MatModel, seconds: int, *, start_s: int = 0) -> list[BreathingFea
     for sec in range(seconds):
         for line in range(FS // n):
             first = sec * FS + line * n
-            analyzer.add(T0_MS + (start_s * FS + first) * 1000 / FS, samples[first : first + n])
+            analyzer.add(T0 + (start_s * FS + first) * 1000 / FS, samples[first : first + n])
         f = analyzer.features()
         assert f is not None
         out.append(f)
@@ -43,17 +42,17 @@ def run(model: MatModel, seconds: int, *, start_s: int = 0) -> list[BreathingFea
 
 def at(features: list[BreathingFeatures], t_s: float) -> BreathingFeatures:
     """The features computed at time t_s (data up to t_s)."""
-    return next(f for f in features if f.t_ms >= T0_MS + t_s * 1000 - 40)
+    return next(f for f in features if f.t_ms >= T0 + t_s * 1000 - 40)
 
 
 def secs(f: BreathingFeatures) -> float:
-    return (f.t_ms - T0_MS) / 1000
+    return (f.t_ms - T0) / 1000
 
 
 def last_breath_s(f: BreathingFeatures) -> float:
     """The last breath's peak as the analyzer estimated it (``last_breath_ms`` minus its guard)."""
     assert f.last_breath_ms is not None
-    return (f.last_breath_ms - LAST_BREATH_GUARD_MS - T0_MS) / 1000
+    return (f.last_breath_ms - LAST_BREATH_GUARD_MS - T0) / 1000
 
 
 def mat(*items: dict[str, Any], seed: str = "b", **options: Any) -> MatModel:
@@ -108,9 +107,9 @@ def test_every_breath_is_found_at_its_time() -> None:
     analyzer = BreathingAnalyzer(FS)
     samples = model.samples(0, 60 * FS)
     for sec in range(60):
-        analyzer.add(T0_MS + sec * 1000, samples[sec * FS : (sec + 1) * FS])
+        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
         analyzer.features()
-    found = np.array([(b.t_ms - T0_MS) / 1000 for b in analyzer.breaths])
+    found = np.array([(b.t_ms - T0) / 1000 for b in analyzer.breaths])
     truth = np.array(model.reference_breaths(8, 55))
     nearest = np.array([np.min(np.abs(found - t)) for t in truth])
     assert (nearest < 0.1).all(), "every true breath, within 0.1 s"
@@ -124,7 +123,7 @@ def test_every_breath_is_found_at_its_time() -> None:
 def test_first_rate_needs_two_breath_intervals() -> None:
     features = run(mat({"at_s": 0, "present": True, "rate_bpm": 40}), 14)
     assert features[0] == BreathingFeatures(
-        t_ms=T0_MS + 960, rate_bpm=None, amplitude=None, motion=0.0, present=None, quality=0.0, last_breath_ms=None
+        t_ms=T0 + 960, rate_bpm=None, amplitude=None, motion=0.0, present=None, quality=0.0, last_breath_ms=None
     )
     assert at(features, 4).present is True, "the weight arrived at the start"
     assert all(f.rate_bpm is None for f in features[:6]), "the weight step restarts the analysis"
@@ -234,7 +233,7 @@ def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
     analyzer = BreathingAnalyzer(FS)
     features = []
     for sec in range(90):
-        analyzer.add(T0_MS + sec * 1000, samples[sec * FS : (sec + 1) * FS])
+        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
         f = analyzer.features()
         assert f is not None
         features.append(f)
@@ -250,38 +249,27 @@ def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
 
 # ---------------------------------------------------------------- through the gateway's apnea rule
 
-KIT = Kit.model_validate(
-    {
-        "site": "t",
-        "name": "t",
-        "rooms": [{"id": "r", "name": "r"}],
-        "agents": [{"id": "pi"}],
-        "children": [{"id": "c", "age_band": "0", "room": "r"}],
-        "devices": [
-            {"id": "mat", "kind": "nap_mat", "room": "r", "agent": "pi", "child": "c",
-             "transport": {"type": "serial", "port": "/dev/ttyT0"}},
-        ],
-    }
-)  # fmt: skip
+KIT = make_kit("t", name="t", rooms={"r": "r"}, agents=("pi",), children={"c": "0"},
+               devices={"mat": {"kind": "nap_mat", "child": "c"}})
 
 
 def apnea_alerts(features: list[BreathingFeatures]) -> list[float]:
     """Seconds at which the RulesEngine raised an apnea alert, readings at their own time and
     the engine's timer between them."""
     rules = RulesConfig(notify=NotifyConfig(critical_renotify_s=0, warning_renotify_s=0, info_renotify_s=0))
-    engine = RulesEngine(KIT, rules, T0_MS)
+    engine = RulesEngine(KIT, rules, T0)
     raised: list[float] = []
-    tick = T0_MS + rules.tick_ms
+    tick = T0 + rules.tick_ms
     for f in features:
         while tick < f.t_ms:
-            raised += [(tick - T0_MS) / 1000 for tr in engine.tick(tick).transitions if tr.change is Change.RAISED]
+            raised += [(tick - T0) / 1000 for tr in engine.tick(tick).transitions if tr.change is Change.RAISED]
             tick += rules.tick_ms
         reading = BreathingReading(
             ts=f.t_ms, seq=0, rate_bpm=f.rate_bpm, amplitude=f.amplitude, motion=f.motion, present=f.present,
             quality=f.quality, last_breath_ts=f.last_breath_ms,
         )  # fmt: skip
         out = engine.reading("mat", Stream.BREATHING, reading, f.t_ms)
-        raised += [(f.t_ms - T0_MS) / 1000 for tr in out.transitions if tr.change is Change.RAISED]
+        raised += [(f.t_ms - T0) / 1000 for tr in out.transitions if tr.change is Change.RAISED]
     return raised
 
 
@@ -360,10 +348,10 @@ def test_edge_restarted_during_an_apnea_keeps_the_alert_and_raises_presence_unkn
     restart = int(start) + 30
     features = run(model, restart - 5) + run(model, 70, start_s=restart)  # 5 s of silence: the restart
     rules = RulesConfig(notify=NotifyConfig(critical_renotify_s=0, warning_renotify_s=0, info_renotify_s=0))
-    engine = RulesEngine(KIT, rules, T0_MS)
-    engine.session_command(SessionCommand(room="r", action=SessionAction.START, by="t"), T0_MS)
+    engine = RulesEngine(KIT, rules, T0)
+    engine.session_command(SessionCommand(room="r", action=SessionAction.START, by="t"), T0)
     rows: list[tuple[float, Change, str, Severity]] = []
-    tick = T0_MS + rules.tick_ms
+    tick = T0 + rules.tick_ms
     for f in features:
         outs = []
         while tick < f.t_ms:
@@ -375,7 +363,7 @@ def test_edge_restarted_during_an_apnea_keeps_the_alert_and_raises_presence_unkn
         )  # fmt: skip
         outs.append((f.t_ms, engine.reading("mat", Stream.BREATHING, reading, f.t_ms)))
         rows += [
-            ((t - T0_MS) / 1000, tr.change, tr.alert.rule, tr.alert.severity) for t, o in outs for tr in o.transitions
+            ((t - T0) / 1000, tr.change, tr.alert.rule, tr.alert.severity) for t, o in outs for tr in o.transitions
         ]
     assert all(f.present is None for f in features if secs(f) >= restart), "the new edge cannot tell"
     assert [(ch, rule, sev) for _t, ch, rule, sev in rows] == [
@@ -401,12 +389,12 @@ def test_empty_mat_then_a_child_then_empty_again() -> None:
     # The edge started on a still, empty mat: nothing tells it from a child already in apnea, so
     # presence stays unknown (was: false after 10 s — a guess that hid such an apnea) until the
     # child lies down.
-    early = [f for f in features if f.t_ms < T0_MS + 20_000]
+    early = [f for f in features if f.t_ms < T0 + 20_000]
     assert all(f.present is None and f.rate_bpm is None and f.last_breath_ms is None for f in early)
     assert at(features, 19).present is None and at(features, 24).present is True, "within 4 s of lying down"
     assert at(features, 40).rate_bpm == pytest.approx(35, abs=2)
     assert at(features, 59).present is True and at(features, 64).present is False, "within 4 s of leaving"
-    late = [f for f in features if f.t_ms >= T0_MS + 64_000]
+    late = [f for f in features if f.t_ms >= T0 + 64_000]
     assert all(f.present is False and f.rate_bpm is None and f.quality == 0 for f in late)
     assert len({f.last_breath_ms for f in late}) == 1, "an empty mat has no breaths"
 
@@ -431,7 +419,7 @@ def test_gain_change_and_strong_drift() -> None:
         drift_counts=2000,
     )
     features = run(model, 120)
-    later = [f for f in features if f.t_ms >= T0_MS + 5_000]
+    later = [f for f in features if f.t_ms >= T0 + 5_000]
     assert all(f.present for f in later), "a gain step is not the child leaving"
     assert sum(f.motion > 0.5 for f in later) <= 2, "one motion blip per gain step"
     for t in (35, 75, 115):
@@ -459,15 +447,15 @@ def test_gaps_are_bridged_or_restart_the_window() -> None:
     for sec in range(34):
         if sec in (12, 20, 21, 22):  # 12: a one-second gap; 20–22: three seconds lost
             continue
-        analyzer.add(T0_MS + sec * 1000, model.samples(sec * FS, FS))
+        analyzer.add(T0 + sec * 1000, model.samples(sec * FS, FS))
         features[sec] = analyzer.features()
     assert analyzer.restarts == 1
     assert all(f and f.rate_bpm == pytest.approx(30, abs=2) for s, f in features.items() if 11 <= s < 20), "bridged"
     # After the restart the band-pass starts afresh on 3 s of new data: breaths again within 3 s.
-    assert (f := features[23]) is not None and (f.last_breath_ms or 0) < T0_MS + 20_000
-    assert (f := features[26]) is not None and (f.last_breath_ms or 0) > T0_MS + 23_000
+    assert (f := features[23]) is not None and (f.last_breath_ms or 0) < T0 + 20_000
+    assert (f := features[26]) is not None and (f.last_breath_ms or 0) > T0 + 23_000
     assert (f := features[33]) is not None and f.rate_bpm == pytest.approx(30, abs=2)
-    analyzer.add(T0_MS + 10_000, model.samples(0, FS))  # time going backwards
+    analyzer.add(T0 + 10_000, model.samples(0, FS))  # time going backwards
     assert analyzer.restarts == 2
 
 
@@ -477,7 +465,7 @@ def test_gaps_are_bridged_or_restart_the_window() -> None:
 def test_replay_of_a_real_recording_within_the_real_target() -> None:
     # 12_20231119 from 30 min into the night, played at ×2 (the 20 Hz belt treated as 40 Hz):
     # an adult at ~15/min becomes ~30/min. Reference: breath peaks on the clean belt, last 20 s.
-    recording = load_recording(resp_belt_file())
+    recording = load_recording(recording_path("12_20231119.csv.gz"))
     model = ReplayMat(
         [MatStep(at_s=0, present=True)],
         ReplayOptions(replay="12_20231119.csv.gz", start_s=1800),
@@ -522,7 +510,7 @@ def test_simulated_reference_breaths_follow_the_script() -> None:
 
 
 def test_replay_references_agree_on_regular_breathing() -> None:
-    recording = load_recording(resp_belt_file())
+    recording = load_recording(recording_path("12_20231119.csv.gz"))
     model = ReplayMat(
         [MatStep(at_s=0, present=True), MatStep(at_s=100, apnea=True), MatStep(at_s=120, apnea=False)],
         ReplayOptions(replay="12_20231119.csv.gz", start_s=1800),

@@ -22,9 +22,9 @@ from firmware_sim.scenario import parse_scenario
 from nurserywatch.clock import ManualClock, SystemClock
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.edge.test_edge_store_forward import running
+from nurserywatch.ports import free_port
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.tasks import running
 
 AGENT = "pi-1"
 

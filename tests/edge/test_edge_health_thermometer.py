@@ -2,7 +2,7 @@
 
 Expected bytes were worked out by hand from the Health Thermometer Service spec: flags, then the
 IEEE-11073 FLOAT little-endian (mantissa s24, exponent s8), then the optional Date Time (year u16,
-month, day, hours, minutes, seconds) and Temperature Type. DESIGN.md §4 gives the spec's example
+month, day, hours, minutes, seconds) and Temperature Type. docs/ble.md gives the spec's example
 36.5 °C = 6D 01 00 FF.
 """
 

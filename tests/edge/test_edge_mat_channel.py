@@ -13,8 +13,7 @@ from edge.channels.registry import CHANNELS
 from firmware_sim.models.mat import MatModel, MatStep
 from nurserywatch.contract import BreathingReading, Stream
 from nurserywatch.kit import Device, DeviceKind, SerialTransport
-
-T0 = 1_767_225_600_000
+from tests.support.clock import T0
 
 
 def nwmat(seq: int, *samples: int, fs: int = 25) -> bytes:

@@ -11,9 +11,9 @@ from edge.channels.air import Mhz19bChannel
 from edge.decoders.mhz19b import Mhz19bDecoder, Mhz19bReading, checksum, read_request
 from firmware_sim.models.mhz19b import Co2Step, Co2Timeline, Mhz19bModel, encode_reply
 from nurserywatch.contract import AirReading, Stream
-from tests.edge.test_edge_pms5003 import hexb, outcomes
+from tests.support.byte_decoding import hexb, outcomes
 
-REQUEST = hexb("ff 01 86 00 00 00 00 00 79")  # DESIGN.md §4 and the Winsen datasheet
+REQUEST = hexb("ff 01 86 00 00 00 00 00 79")  # docs/devices.md and the Winsen datasheet
 # Captured from a real sensor: avaldebe/PyPMS tests/captured_data/MHZ19B.hexdump (+ .csv).
 R636 = hexb("ff 86 02 7c 42 00 00 00 ba")
 R635 = hexb("ff 86 02 7b 42 00 00 00 bb")

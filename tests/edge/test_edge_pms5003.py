@@ -4,21 +4,14 @@ exist, and round trips through the simulator's independent encoder."""
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge.decoders.byte_framing import ByteFramer
 from edge.decoders.pms5003 import Pms5003Decoder, PmsFrame
-from edge.decoders.rejection import Rejection
 from firmware_sim.models.pms5003 import Pms5003Model, PmsStep, encode_frame
-
-
-def hexb(text: str) -> bytes:
-    return bytes.fromhex(text)
-
+from tests.support.byte_decoding import hexb, outcomes
 
 # From the README of luhuadong/rtt-pmsxx (an RT-Thread driver): a frame whose "CF=1" and
 # atmospheric values differ, so it shows which words are read.
@@ -45,13 +38,6 @@ PMS3003 = hexb("42 4d 00 14 00 51 00 6a 00 77 00 35 00 46 00 4f 33 d2 0f 28 00 3
 BAD_SUM = RTT[:-1] + b"\xa3"
 
 Result = PmsFrame | str
-
-
-def outcomes(decoder: ByteFramer[Any], data: bytes, *, byte_by_byte: bool = False) -> list[Any]:
-    """The decoder's output with rejections shown by reason; ``data`` fed whole or byte by byte
-    (shared by the PMS5003, MH-Z19B and Senseair S8 tables)."""
-    chunks = [data[i : i + 1] for i in range(len(data))] if byte_by_byte else [data]
-    return [item.reason if isinstance(item, Rejection) else item for c in chunks for item in decoder.decode(c)]
 
 
 TABLE: list[tuple[str, bytes, list[Result]]] = [

@@ -1,4 +1,4 @@
-"""edge.dsp.posture: accelerometer vector (mg) → Position, as a table (axes in DESIGN.md §4)."""
+"""edge.dsp.posture: accelerometer vector (mg) → Position, as a table (axes in docs/devices.md)."""
 
 from __future__ import annotations
 

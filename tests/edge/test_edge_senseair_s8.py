@@ -14,9 +14,9 @@ from firmware_sim.models import senseair_s8 as sim_s8
 from firmware_sim.models.mhz19b import Co2Step, Co2Timeline
 from firmware_sim.models.senseair_s8 import SenseairS8Model, encode_exception, encode_registers
 from nurserywatch.contract import AirReading, Stream
-from tests.edge.test_edge_pms5003 import hexb, outcomes
+from tests.support.byte_decoding import hexb, outcomes
 
-REQUEST = hexb("fe 04 00 03 00 01 d5 c5")  # DESIGN.md §4, Senseair's application note
+REQUEST = hexb("fe 04 00 03 00 01 d5 c5")  # docs/devices.md, Senseair's application note
 # Replies captured from real S8 sensors, quoted in arendst/Tasmota tasmota/xsns_17_senseair.ino.
 CO2_1580 = hexb("fe 04 02 06 2c af 59")  # input register 3: 0x062C = 1580 ppm
 TYPE_ID = hexb("fe 04 02 01 77 ec 92")  # register 26 read the same way: 0x0177

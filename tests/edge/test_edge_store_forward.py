@@ -14,10 +14,9 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiomqtt
 
@@ -25,9 +24,10 @@ from edge.agent.runner import run_edge
 from firmware_sim.io.runner import run_sim
 from firmware_sim.scenario import Scenario, parse_scenario
 from nurserywatch.contract import EdgeStatus, PostureReading, decode, edge_topic, parse_topic
-from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
+from tests.support.kits import write_kit
 from tests.support.mosquitto import MosquittoProcess
+from tests.support.tasks import running
 
 AGENT = "pi-1"
 CLIPS = ("clip-01", "clip-02")
@@ -35,23 +35,7 @@ OUTAGE_S = 60.0  # the issue's figure
 #: Readings are made once per second from the newest sample (10 Hz): consecutive ts differ by
 #: 1 s ± one sample period ± scheduling.
 MAX_TICK_GAP_MS = 1500
-
-
-def write_kit(tmp_path: Path, site: str) -> Kit:
-    lines = [
-        f"site: {site}",
-        "name: store and forward",
-        "rooms: [{id: room1, name: Room 1}]",
-        "agents: [{id: pi-1, spool: {path: spool/edge.sqlite3, max_bytes: 16777216, max_age_s: 3600}}]",
-        "devices:",
-        *(
-            f"  - {{id: {d}, kind: posture_clip, room: room1, agent: pi-1, "
-            f"transport: {{type: serial, port: ports/{d}}}}}"
-            for d in CLIPS
-        ),
-    ]
-    (tmp_path / "kit.yaml").write_text("\n".join(lines) + "\n")
-    return load_kit(tmp_path / "kit.yaml")
+SPOOL = "spool: {path: spool/edge.sqlite3, max_bytes: 16777216, max_age_s: 3600}"
 
 
 def scenario(*devices: str) -> Scenario:
@@ -102,17 +86,6 @@ class Collector:
                 await asyncio.sleep(0.1)
 
 
-@contextlib.asynccontextmanager
-async def running(coro: Coroutine[Any, Any, None]) -> AsyncIterator[asyncio.Task[None]]:
-    task = asyncio.ensure_future(coro)
-    try:
-        yield task
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
 def start_edge(tmp_path: Path, broker: BrokerURL, n: int) -> subprocess.Popen[bytes]:
     log = (tmp_path / f"edge-{n}.log").open("wb")
     return subprocess.Popen(
@@ -142,7 +115,7 @@ def reaped(*procs: subprocess.Popen[bytes]) -> Iterator[None]:
 
 async def test_broker_down_60_s_and_edge_killed_loses_nothing_spooled(tmp_path: Path) -> None:
     site = f"sf{os.getpid()}"
-    kit = write_kit(tmp_path, site)
+    kit = write_kit(tmp_path, site, CLIPS, name="store and forward", agent_extra=SPOOL)
     spool_file = tmp_path / "spool" / "edge.sqlite3"
     # Persistence on, so that the subscriber's session and its queued messages survive the restart (as
     # a production broker's would).
@@ -238,7 +211,7 @@ class PiClock:
 
 async def test_edge_holds_readings_until_the_clock_is_plausible(mosquitto: BrokerURL, tmp_path: Path) -> None:
     site = f"clk{os.getpid()}"
-    kit = write_kit(tmp_path, site)
+    kit = write_kit(tmp_path, site, CLIPS, name="store and forward", agent_extra=SPOOL)
     clock = PiClock()
     statuses: list[EdgeStatus] = []
     readings: list[PostureReading] = []

@@ -25,37 +25,12 @@ from firmware_sim.models.resp_belt import (
     recording_path,
 )
 from firmware_sim.scenario import ScenarioError, load_scenario, parse_scenario
-from nurserywatch.kit import DeviceKind, Kit, load_kit
+from nurserywatch.kit import DeviceKind
+from tests.support.kits import mat_kit
+from tests.support.recordings import resp_belt_file
 
 REPO = Path(__file__).resolve().parents[2]
 FS = 25
-
-
-def resp_belt_file(name: str = "12_20231119.csv.gz") -> Path:
-    """A recording from ../shared/data/resp_belt (next to the repository, or the workspace's copy)."""
-    path = recording_path(name)
-    if not path.exists():
-        pytest.fail(
-            f"recording {path} not found: the resp_belt data must sit in ../shared/data/resp_belt next to the repo"
-        )
-    return path
-
-
-def mat_kit(tmp_path: Path, *mats: str, site: str = "testsite") -> Kit:
-    """A kit with serial nap mats on ports under tmp_path/ports (relative paths)."""
-    lines = [
-        f"site: {site}",
-        "name: test nursery",
-        "rooms: [{id: room1, name: Room 1}]",
-        "agents: [{id: pi-1}]",
-        "devices:",
-        *(
-            f"  - {{id: {m}, kind: nap_mat, room: room1, agent: pi-1, transport: {{type: serial, port: ports/{m}}}}}"
-            for m in mats
-        ),
-    ]
-    (tmp_path / "kit.yaml").write_text("\n".join(lines) + "\n")
-    return load_kit(tmp_path / "kit.yaml")
 
 
 def steps(*items: dict[str, Any]) -> list[MatStep]:

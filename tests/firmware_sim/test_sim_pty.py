@@ -16,33 +16,9 @@ from edge.io.serial_port import read_serial
 from firmware_sim.encoders.nmea import encode_imu
 from firmware_sim.io.pty_device import PortError, PtyDevice
 from firmware_sim.io.runner import run_sim
-from firmware_sim.scenario import Scenario, parse_scenario
 from nurserywatch.contract import Position
-from nurserywatch.kit import Kit, load_kit
-
-
-def write_kit(tmp_path: Path, site: str = "testsite", devices: tuple[str, ...] = ("clip-01",)) -> Kit:
-    """A kit with serial posture clips on ports under tmp_path/ports (relative paths)."""
-    lines = [
-        f"site: {site}",
-        "name: test nursery",
-        "rooms: [{id: room1, name: Room 1}]",
-        "agents: [{id: pi-1}]",
-        "devices:",
-        *(
-            f"  - {{id: {d}, kind: posture_clip, room: room1, agent: pi-1, "
-            f"transport: {{type: serial, port: ports/{d}}}}}"
-            for d in devices
-        ),
-    ]
-    path = tmp_path / "kit.yaml"
-    path.write_text("\n".join(lines) + "\n")
-    return load_kit(path)
-
-
-def clip_scenario(rate_hz: float, *steps: tuple[float, str], **extra: object) -> Scenario:
-    timeline = [{"at_s": at, "posture": p} for at, p in steps]
-    return parse_scenario({"devices": {"clip-01": {"rate_hz": rate_hz, "timeline": timeline}}, **extra})
+from tests.support.kits import write_kit
+from tests.support.scenarios import clip_scenario
 
 
 class Reader:

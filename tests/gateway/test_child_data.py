@@ -16,6 +16,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from gateway.alert_changes import Change, Transition
 from gateway.child_data.selection import (
     Binding,
     DayAssignment,
@@ -27,19 +28,18 @@ from gateway.child_data.selection import (
 )
 from gateway.child_data.store import ChildDataStore
 from gateway.db.store import Store
-from gateway.engine.alerts import Change, Transition
 from gateway.influx.buffer import WriteBuffer
 from gateway.influx.line_protocol import encode_line
 from gateway.records.entries import canonical_json
-from gateway.records.store import RecordReader
+from gateway.records.reader import RecordReader
 from gateway.retention.store import connect as retention_connect
 from gateway.retention.store import roll_up
 from nurserywatch.cli.main import app
 from nurserywatch.contract import AlertState, BreathingReading, Position, PostureReading, Stream
 from nurserywatch.kit import Kit
-from tests.gateway.test_gateway_influx_servers import Server, influxdb  # noqa: F401  (the real-server fixture)
-from tests.gateway.test_gateway_records import KIT, MIN, T0, alert
-from tests.gateway.test_gateway_records_chain import nap, tamper
+from tests.support.clock import MIN
+from tests.support.influx_servers import Server
+from tests.support.nap_records import KIT, T0, alert, nap, tamper
 
 runner = CliRunner()
 SWITCH = T0 + 40 * MIN  # post-c03 watches "other" from here on (a kit change, noted by the gateway)
@@ -292,7 +292,7 @@ def test_an_open_nap_session_listing_the_child_is_refused(tmp_path: Path) -> Non
 # ---------------------------------------------------------------- InfluxDB 1.6.7 and its disk buffer
 
 
-def test_influxdb_export_and_erase_on_a_real_server(site: tuple[Path, Path], influxdb: Server, tmp_path: Path) -> None:  # noqa: F811
+def test_influxdb_export_and_erase_on_a_real_server(site: tuple[Path, Path], influxdb: Server, tmp_path: Path) -> None:
     db, _kit = site
     kit = write_kit(tmp_path / "kit-influx.yaml", rebound_kit(), readings="influxdb", url=influxdb.url, api="v1",
                     buffer_path="buffer.sqlite3")  # fmt: skip
@@ -340,7 +340,7 @@ def test_influxdb_export_and_erase_on_a_real_server(site: tuple[Path, Path], inf
 def test_an_unreachable_influxdb_leaves_the_erase_incomplete_and_a_rerun_finishes(
     site: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from tests.conftest import free_port
+    from nurserywatch.ports import free_port
 
     db, _kit = site
     kit = write_kit(tmp_path / "kit-down.yaml", rebound_kit(), readings="influxdb",

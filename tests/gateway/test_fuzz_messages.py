@@ -1,5 +1,5 @@
 """Fuzzing the MQTT side (a fast, derandomized sample; bench/fuzz.py runs ≥ 100k inputs): the
-gateway's ``Gateway.handle`` and the dashboard's ``LiveLink.handle`` get hostile topics and payloads —
+gateway's ``SiteEngine.handle`` and the dashboard's ``LiveLink.handle`` get hostile topics and payloads —
 malformed JSON, wrong types, NaN/Infinity literals, huge and deeply nested payloads, invalid UTF-8,
 unknown devices and topics, retained flags, repeated and out-of-order seq, times far past and
 future. Properties in tests/fuzz_targets.py; each @example is a bug fuzzing found."""
@@ -83,7 +83,7 @@ def test_a_breath_from_the_future_does_not_silence_the_apnea_alert() -> None:
             for _ in range(5):
                 gw.tick()
         assert gw.stats.rejected == {"future": 1}
-        assert "apnea" in {a.rule for a in gw.engine.book.open_alerts()}
+        assert "apnea" in {a.rule for a in gw.open_alerts()}
 
 
 def test_readings_ahead_of_the_clock_are_refused_and_later_ones_judged() -> None:

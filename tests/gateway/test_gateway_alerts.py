@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.engine.alerts import AlertBook, Change, Subject, Transition, UnknownAlertError, alert_id
+from gateway.alert_changes import Change, Transition
+from gateway.engine.alerts import AlertBook, Subject, UnknownAlertError, alert_id
 from gateway.rules.events import Cleared, Firing
 from nurserywatch.contract import IDENT_RE, Alert, AlertState, Severity, decode
+from tests.support.clock import T0
 
-T0 = 1_767_225_600_000
 CHILD = Subject(device="clip-01", room="hiyoko", child="c001")
 ROOM_DEVICE = Subject(device="air-01", room="hiyoko", child=None)
 

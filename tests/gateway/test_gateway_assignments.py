@@ -18,7 +18,7 @@ from gateway.config import RulesConfig
 from gateway.engine.assignments import AssignmentBook, AssignmentError, local_day
 from gateway.engine.rules_engine import RulesEngine
 from gateway.records.entries import CheckRecord
-from gateway.records.store import RecordReader
+from gateway.records.reader import RecordReader
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     AlertState,
@@ -38,37 +38,12 @@ from nurserywatch.contract import (
     session_command_topic,
     site_root,
 )
-from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.gateway.test_gateway_rules_service import T0, Clips, client, gateway, retained, wait_until
+from tests.support.clock import T0
+from tests.support.gateway_stack import TICKING, Clips, assignment_kit, client, gateway, retained
+from tests.support.waiting import wait_until
 
 TZ = ZoneInfo("Asia/Tokyo")
-
-
-def make_kit(site: str = "assign") -> Kit:
-    serial = {"type": "serial", "port": "/dev/ttyUSB0"}
-    return Kit.model_validate(
-        {
-            "site": site,
-            "name": "テスト保育園",
-            "rooms": [{"id": "hiyoko", "name": "ひよこ組"}, {"id": "kirin", "name": "きりん組"}],
-            "agents": [{"id": "pi-1"}],
-            "children": [
-                {"id": "c001", "age_band": "0", "room": "hiyoko"},
-                {"id": "c002", "age_band": "1-2", "room": "hiyoko"},
-                {"id": "c009", "age_band": "3+", "room": "kirin"},
-            ],
-            "devices": [
-                {"id": "clip-01", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": "c001",
-                 "transport": serial},
-                {"id": "clip-02", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": "c002",
-                 "transport": serial},
-                {"id": "clip-03", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "transport": serial},
-                {"id": "air-1", "kind": "mhz19b", "room": "hiyoko", "agent": "pi-1",
-                 "transport": {"type": "serial", "port": "/dev/ttyUSB9"}},
-            ],
-        }
-    )  # fmt: skip
 
 
 def cmd(device: str, child: str | None, by: str = "田中") -> AssignCommand:
@@ -83,7 +58,7 @@ def test_contract_topics_round_trip() -> None:
 
 
 def test_book_moves_a_child_and_refuses_what_it_must() -> None:
-    book = AssignmentBook(make_kit(), TZ, T0)
+    book = AssignmentBook(assignment_kit(), TZ, T0)
     assert book.bindings() == {"clip-01": "c001", "clip-02": "c002", "clip-03": None}
     # c002 onto the spare clip: clip-02 watches nobody today
     changes = book.command(cmd("clip-03", "c002"), T0 + 1000, busy=lambda d: False)
@@ -125,12 +100,12 @@ def test_book_keeps_only_todays_rows() -> None:
         DeviceAssignment(device="clip-03", child="c001", source=staff, day="2025-12-31", by="x", updated_ts=T0 - 1),
         DeviceAssignment(device="clip-02", child=None, source=staff, day="2026-01-01", by="x", updated_ts=T0),
     ]
-    book = AssignmentBook(make_kit(), TZ, T0, rows)
+    book = AssignmentBook(assignment_kit(), TZ, T0, rows)
     assert book.bindings() == {"clip-01": "c001", "clip-02": None, "clip-03": None}
 
 
 def test_engine_rebind_alerts_name_the_new_child() -> None:
-    kit = make_kit()
+    kit = assignment_kit()
     engine = RulesEngine(kit, RulesConfig(), T0)
     engine.session_command(SessionCommand(room="hiyoko", action=SessionAction.START, by="x"), T0)
     engine.rebind("clip-03", "c002", T0)
@@ -146,11 +121,11 @@ def test_engine_rebind_alerts_name_the_new_child() -> None:
 
 async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, tmp_path: Path) -> None:
     site = "assign-svc"
-    kit = make_kit(site)
+    kit = assignment_kit(site)
     clock = ManualClock(T0)
     db = tmp_path / "gw.sqlite3"
     root = site_root(site)
-    async with gateway(kit, mosquitto, db, clock, []) as stats, client(mosquitto) as pub:
+    async with gateway(kit, mosquitto, db, clock, rules=TICKING) as stats, client(mosquitto) as pub:
         # Heartbeat: retained, online, and repeated about every second (real time; ticks every 50 ms).
         async with client(mosquitto) as sub:
             await sub.subscribe(gateway_topic(site), qos=1)
@@ -207,7 +182,7 @@ async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, t
         assert rec.posture is Position.LEFT and rec.data_missing is False
 
     # Restart on the same day: the staff assignment is still in force and retained as such.
-    async with gateway(kit, mosquitto, db, clock, []):
+    async with gateway(kit, mosquitto, db, clock, rules=TICKING):
         for _ in range(100):
             held = await retained(mosquitto, f"{root}/assignment/clip-03")
             if held and json.loads(next(iter(held.values())))["source"] == "staff":

@@ -1,4 +1,4 @@
-"""Batched commits (gateway/service/mqtt.py, Store.begin/commit): readings from the message loop are
+"""Batched commits (gateway/engine/site.py, Store.begin/commit): readings from the message loop are
 committed in batches and acknowledged after the commit. What must still hold:
 
 * the other writers of the same file on the gateway's thread (nap-check records, assignments) never
@@ -23,8 +23,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
-from gateway.db.store import Store, StoreReader
-from gateway.records.store import RecordReader
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
+from gateway.records.reader import RecordReader
 from gateway.retention.job import run_retention
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
@@ -38,45 +39,30 @@ from nurserywatch.contract import (
     reading_topic,
     session_command_topic,
 )
-from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.gateway.test_gateway_rules_service import gateway
+from tests.support.clock import T0
+from tests.support.gateway_stack import TICKING, gateway
+from tests.support.kits import make_kit
+from tests.support.waiting import wait_until
 
-T0 = 1_767_225_600_000
 SITE_IDS = iter(range(10_000))
 QUIET = logging.getLogger("tests.batching.mqtt")  # not a warning per publish waiting for the window
 QUIET.setLevel(logging.ERROR)
-
-
-def make_kit(site: str) -> Kit:
-    children = [{"id": f"c{i}", "age_band": "1-2", "room": "hiyoko"} for i in range(3)]
-    devices = [
-        {"id": f"clip-{i}", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": f"c{i}",
-         "transport": {"type": "serial", "port": f"/dev/ttyUSB{i}"}}
-        for i in range(2)
-    ]  # fmt: skip
-    return Kit.model_validate({"site": site, "name": "batch", "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
-                               "agents": [{"id": "pi-1"}], "children": children, "devices": devices})  # fmt: skip
+#: Three children (1-2), the first two on posture clips clip-0 and clip-1.
+CHILDREN = {f"c{i}": "1-2" for i in range(3)}
+CLIPS = {f"clip-{i}": f"c{i}" for i in range(2)}
 
 
 def posture(seq: int, ts: int) -> bytes:
     return PostureReading(ts=ts, seq=seq, position=Position.SUPINE, accel_mg=(0, 0, -1000)).to_json()
 
 
-async def wait_until(pred: object, what: str, timeout_s: float = 10.0) -> None:
-    assert callable(pred)
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def test_commands_in_a_reading_burst_are_stored_without_waiting(mosquitto: BrokerURL, tmp_path: Path) -> None:
     site = f"batch{next(SITE_IDS)}"
-    kit, db, clock = make_kit(site), tmp_path / "gw.sqlite3", ManualClock(T0 + 3_600_000)
+    kit = make_kit(site, name="batch", children=CHILDREN, devices=CLIPS)
+    db, clock = tmp_path / "gw.sqlite3", ManualClock(T0 + 3_600_000)
     n = 2000
-    async with gateway(kit, mosquitto, db, clock, []) as stats:  # ticks every 50 ms: some land mid-burst
+    async with gateway(kit, mosquitto, db, clock, rules=TICKING) as stats:  # ticks every 50 ms: some land mid-burst
         async with aiomqtt.Client(
             mosquitto.host, mosquitto.port, identifier=f"{site}-pub", max_inflight_messages=100, logger=QUIET
         ) as pub:
@@ -94,7 +80,7 @@ async def test_commands_in_a_reading_burst_are_stored_without_waiting(mosquitto:
             t = time.monotonic()
             for j in range(0, len(messages), 100):  # not one by one: the gateway's batches fill up
                 await asyncio.gather(*(pub.publish(topic, p, qos=1) for topic, p in messages[j : j + 100]))
-            await wait_until(lambda: stats.readings_stored >= 2 * n, "every reading stored")
+            await wait_until(lambda: stats.readings_stored >= 2 * n, "every reading stored", 10)
             took = time.monotonic() - t
         assert stats.ticks > 0
     assert stats.rejected["store_error"] == 0 and stats.rejected["internal_error"] == 0, stats.rejected
@@ -126,7 +112,7 @@ def test_a_failed_write_inside_a_batch_rolls_back_only_itself(tmp_path: Path) ->
 
 
 def test_retention_thread_waits_for_a_batch_then_runs(tmp_path: Path) -> None:
-    kit = make_kit("batchret")
+    kit = make_kit("batchret", name="batch", children=CHILDREN, devices=CLIPS)
     db = tmp_path / "gw.sqlite3"
     with Store(db) as store:
         store.begin()

@@ -1,4 +1,4 @@
-"""A gateway killed with SIGKILL while it drains a large backlog loses no reading (issue 7; DESIGN.md §9).
+"""A gateway killed with SIGKILL while it drains a large backlog loses no reading (issue 7).
 
 The gateway acknowledges a QoS 1 reading to the broker only once the reading is committed to its
 SQLite (paho's manual acknowledgement, gateway/service/mqtt.py). Before, paho acknowledged a reading as
@@ -25,9 +25,10 @@ import pytest
 import yaml
 
 from nurserywatch.contract import BreathingReading, Stream, reading_topic
-from tests.conftest import free_port
+from nurserywatch.ports import free_port
 from tests.support.mosquitto import MosquittoProcess
-from tests.support.processes import print_logs, spawn, stop, wait_for
+from tests.support.processes import print_logs, spawn, stop
+from tests.support.waiting import wait_for
 
 SITE = "durable"
 MATS = [f"mat-{i:02d}" for i in range(20)]

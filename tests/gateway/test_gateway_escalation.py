@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.db.store import Store, StoreReader
-from gateway.engine.alerts import AlertBook, Change, Subject
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
+from gateway.engine.alerts import AlertBook, Subject
 from gateway.engine.rules_engine import RulesEngine
 from gateway.rules.events import Cleared, Firing
 from nurserywatch.contract import AlertState, Severity, Stream

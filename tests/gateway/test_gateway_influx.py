@@ -1,5 +1,5 @@
 """Line protocol, batching, retry policy (gateway/influx/line_protocol.py) and the on-disk write buffer
-(gateway/influx/buffer.py): table tests, no servers. Real servers: tests/test_gateway_influx_servers.py."""
+(gateway/influx/buffer.py): table tests, no servers. Real servers: tests/gateway/test_gateway_influx_servers.py."""
 
 from __future__ import annotations
 

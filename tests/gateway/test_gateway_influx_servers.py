@@ -8,10 +8,8 @@ import asyncio
 import json
 import os
 import random
-import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -19,9 +17,10 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.db.store import Store, StoreReader
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
 from gateway.influx.buffer import WriteBuffer
-from gateway.influx.line_protocol import Backoff, Batcher, reading_line
+from gateway.influx.line_protocol import Backoff, Batcher
 from gateway.influx.writer import (
     InfluxTarget,
     InfluxWriter,
@@ -49,95 +48,14 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.gateway.test_gateway_service import client, make_kit, posture
-from tests.gateway.test_gateway_service import gateway as service_gateway
+from nurserywatch.ports import free_port
+from tests.support.gateway_stack import client, posture
+from tests.support.gateway_stack import gateway as service_gateway
+from tests.support.influx_servers import DB, Server, air, influx_query, line
+from tests.support.kits import make_kit
+from tests.support.waiting import wait_until
 
-INFLUXD = Path("/usr/bin/influxd")
 VICTORIA = Path("/usr/bin/victoria-metrics")
-DB = "nurserywatch"
-
-
-def _wait_http(url: str, path: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + path, timeout=0.5).status_code < 300:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.05)
-    raise TimeoutError(f"{url}{path} did not answer within {timeout_s} s")
-
-
-@dataclass
-class Server:
-    """A real database process that a test can stop and start again (same port, same data)."""
-
-    url: str
-    argv: list[str]
-    ready_path: str
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        _wait_http(self.url, self.ready_path)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-
-def _influx_config(d: Path, port: int, rpc_port: int) -> str:
-    # Only HTTP on loopback: no usage reporting, no RPC/backup listener beyond loopback, no _internal
-    # monitor database, no subscriber, no continuous queries, no pprof.
-    return f"""reporting-disabled = true
-bind-address = "127.0.0.1:{rpc_port}"
-[meta]
-  dir = "{d / 'meta'}"
-  logging-enabled = false
-[data]
-  dir = "{d / 'data'}"
-  wal-dir = "{d / 'wal'}"
-  query-log-enabled = false
-[monitor]
-  store-enabled = false
-[subscriber]
-  enabled = false
-[continuous_queries]
-  enabled = false
-[http]
-  enabled = true
-  bind-address = "127.0.0.1:{port}"
-  log-enabled = false
-  pprof-enabled = false
-[logging]
-  level = "warn"
-"""
-
-
-@pytest.fixture
-def influxdb(tmp_path: Path) -> Iterator[Server]:
-    if not INFLUXD.exists():
-        pytest.fail("influxd is not installed; run `make test`, which installs it (apt package influxdb)")
-    port = free_port()
-    conf = tmp_path / "influxdb.conf"
-    conf.write_text(_influx_config(tmp_path / "influxdb", port, free_port()))
-    server = Server(f"http://127.0.0.1:{port}", [str(INFLUXD), "run", "-config", str(conf)], "/ping",
-                    tmp_path / "influxd.log")  # fmt: skip
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -155,17 +73,6 @@ def victoria(tmp_path: Path) -> Iterator[Server]:
         server.stop()
 
 
-def air(ts: int, seq: int, co2: float | None, temp: float | None = None) -> AirReading:
-    return AirReading(ts=ts, seq=seq, co2_ppm=co2, temp_c=temp)
-
-
-def line(device: str, reading: Reading, stream: Stream = Stream.AIR, room: str = "hiyoko",
-         child: str | None = None) -> str:
-    out = reading_line(site="sakura", room=room, device=device, child=child, stream=stream, reading=reading)
-    assert out is not None
-    return out
-
-
 @pytest.fixture
 async def v1_writer(influxdb: Server, tmp_path: Path) -> AsyncIterator[InfluxWriter]:
     await create_database(influxdb.url, DB)
@@ -176,22 +83,6 @@ async def v1_writer(influxdb: Server, tmp_path: Path) -> AsyncIterator[InfluxWri
     async with running_writer(writer):
         yield writer
     writer.buffer.close()
-
-
-async def until(cond: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        await asyncio.sleep(0.02)
-
-
-async def influx_query(url: str, q: str) -> list[list[object]]:
-    async with httpx.AsyncClient(base_url=url) as client:
-        r = await client.get("/query", params={"db": DB, "epoch": "ms", "q": q})
-    r.raise_for_status()
-    series = r.json()["results"][0].get("series", [])
-    return [row for s in series for row in s["values"]]
 
 
 async def test_detect_api_from_ping(influxdb: Server, victoria: Server) -> None:
@@ -215,7 +106,7 @@ async def test_v1_write_and_influxql_trend_equal_numpy_and_sqlite(
         v1_writer.submit(line(dev, reading, room="other" if dev == "air-9" else "hiyoko"))
         store.add_reading(dev, Stream.AIR, reading, int(t))
     store.close()
-    await until(lambda: v1_writer.pending == 0)
+    await wait_until(lambda: v1_writer.pending == 0, timeout_s=20)
     assert v1_writer.stats.written == ts.size and v1_writer.stats.dead_lettered == 0
 
     w = window("co2", "24h", now)
@@ -247,7 +138,7 @@ async def test_every_range_is_bounded_and_bucketed(v1_writer: InfluxWriter, infl
     inside = list(range(now - length + bucket, now, bucket))
     for i, t in enumerate([now - length - 1, *inside, now + bucket]):
         v1_writer.submit(line("air-1", BreathingReading(ts=t, seq=i, rate_bpm=float(i)), Stream.BREATHING))
-    await until(lambda: v1_writer.pending == 0)
+    await wait_until(lambda: v1_writer.pending == 0, timeout_s=20)
     got = await influx_trend(influxdb.url, DB, "hiyoko", window("breathing_rate", range_, now))
     assert [b.mean for b in got] == [float(i) for i in range(1, len(inside) + 1)]
     assert all(b.start_ms % bucket == 0 for b in got)
@@ -264,7 +155,7 @@ async def test_bad_point_dead_lettered_rest_written(v1_writer: InfluxWriter, inf
     lines.insert(13, 'air,device=air-1,room=x co2_ppm=true 1764399999999')  # bool into the float field
     for ln in lines:
         v1_writer.submit(ln)
-    await until(lambda: v1_writer.pending == 0)
+    await wait_until(lambda: v1_writer.pending == 0, timeout_s=20)
     assert v1_writer.stats.dead_lettered == 1
     assert list(v1_writer.stats.dead_letters) == [lines[13]]
     rows = await influx_query(influxdb.url, "SELECT co2_ppm FROM air WHERE room = 'x' AND time > 1000ms")
@@ -282,7 +173,7 @@ async def test_victoria_metrics_v2_write_read_back_by_export(victoria: Server, t
         for i, rate in enumerate(rates):
             reading = BreathingReading(ts=now + i * 1000, seq=i, rate_bpm=rate, present=True)
             writer.submit(line("mat-1", reading, Stream.BREATHING, child="c-01"))
-        await until(lambda: writer.pending == 0)
+        await wait_until(lambda: writer.pending == 0, timeout_s=20)
     writer.buffer.close()
     assert writer.stats.written == 250
     async with httpx.AsyncClient(base_url=victoria.url) as c:
@@ -334,7 +225,7 @@ async def test_database_down_mid_stream_nothing_lost(influxdb: Server, tmp_path:
                 if restarted and not drained and not len(writer.buffer):
                     drained = time.monotonic()
                 await asyncio.sleep(0.05)
-        await until(lambda: writer.pending == 0, timeout_s=30)
+        await wait_until(lambda: writer.pending == 0, timeout_s=30)
         drained = drained or time.monotonic()
     writer.buffer.close()
     assert buffered_peak > 100 * OUTAGE_S  # the outage really went through the disk buffer
@@ -365,7 +256,7 @@ async def test_retry_after_is_honoured_and_413_splits(tmp_path: Path) -> None:
     async with running_writer(writer):
         for i in range(8):
             writer.submit(f"m f={i}.0 {i}")
-        await until(lambda: writer.pending == 0)
+        await wait_until(lambda: writer.pending == 0, timeout_s=20)
     writer.buffer.close()
     assert seen[1][0] - seen[0][0] >= 1.0  # waited for Retry-After, not the 10–20 ms backoff
     assert writer.stats.written == 8 and writer.stats.dead_lettered == 0
@@ -492,7 +383,7 @@ async def test_grafana_dashboard_uses_the_trend_influxql_and_runs(v1_writer: Inf
         v1_writer.submit(line("air-2", air(t, i, 600.0), room="risu"))
         v1_writer.submit(line("mat-1", BreathingReading(ts=t, seq=i, rate_bpm=30.0), Stream.BREATHING, child="c-01"))
         v1_writer.submit(line("th-1", BodyTempReading(ts=t, seq=i, celsius=36.5), Stream.BODY_TEMP, child="c-01"))
-    await until(lambda: v1_writer.pending == 0)
+    await wait_until(lambda: v1_writer.pending == 0, timeout_s=20)
 
     (variable,) = dash["templating"]["list"]
     rooms = await influx_query(influxdb.url, variable["query"])
@@ -543,7 +434,7 @@ async def test_room_trend_same_from_either_backend(v1_writer: InfluxWriter, infl
                 reading, stream = air(t, i, round(float(rng.normal(800, 150)), 2)), Stream.AIR
             store.add_reading(dev, stream, reading, t)
             v1_writer.submit(line(dev, reading, stream, room=room, child="c001" if dev == "mat-1" else None))
-    await until(lambda: v1_writer.pending == 0)
+    await wait_until(lambda: v1_writer.pending == 0, timeout_s=20)
     for metric, range_ in (("co2", "24h"), ("co2", "7d"), ("breathing_rate", "7d"), ("co2", "30d")):
         from_sqlite = await room_trend(sqlite_kit, db, "hiyoko", metric, range_, now)
         from_influx = await room_trend(influx_kit, db, "hiyoko", metric, range_, now)

@@ -7,34 +7,17 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.alert_changes import Change
 from gateway.config import ProneConfig
-from gateway.engine.alerts import AlertBook, Change, Subject
+from gateway.engine.alerts import AlertBook, Subject
 from gateway.rules.events import Cleared, Firing
 from gateway.rules.prone import PostureSample, ProneRule, StaleReading
 from nurserywatch.contract import AlertState, Position, Severity
-from nurserywatch.kit import Kit
+from tests.support.clock import T0
+from tests.support.kits import make_kit
 
-T0 = 1_767_225_600_000
-
-KIT = Kit.model_validate(
-    {
-        "site": "s1",
-        "name": "test",
-        "rooms": [{"id": "hiyoko", "name": "ひよこ"}],
-        "agents": [{"id": "pi"}],
-        "children": [
-            {"id": "c001", "age_band": "0", "room": "hiyoko"},
-            {"id": "c002", "age_band": "0", "room": "hiyoko"},
-        ],
-        "devices": [
-            {"id": d, "kind": "posture_clip", "room": "hiyoko", "agent": "pi", "child": c,
-             "transport": {"type": "serial", "port": f"/dev/tty{d}"}}
-            for d, c in (("clip-01", "c001"), ("clip-02", "c002"))
-        ]
-        + [{"id": "clip-99", "kind": "posture_clip", "room": "hiyoko", "agent": "pi",
-            "transport": {"type": "serial", "port": "/dev/ttyX"}}],
-    }
-)  # fmt: skip
+KIT = make_kit("s1", name="test", rooms={"hiyoko": "ひよこ"}, agents=("pi",), children={"c001": "0", "c002": "0"},
+               devices={"clip-01": "c001", "clip-02": "c002", "clip-99": None})
 
 P, S, L, R, U, UP = (Position.PRONE, Position.SUPINE, Position.LEFT, Position.RIGHT, Position.UNKNOWN,
                      Position.UPRIGHT)  # fmt: skip

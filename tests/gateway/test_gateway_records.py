@@ -21,44 +21,12 @@ from gateway.records.entries import (
     load_records_config,
     rules_rate_limits,
 )
-from nurserywatch.contract import Alert, AlertState, Position, Severity, Stream
-from nurserywatch.kit import AgeBand, Kit
+from nurserywatch.contract import Alert, AlertState, Position, Stream
+from nurserywatch.kit import AgeBand
+from tests.support.clock import MIN
+from tests.support.nap_records import BAND_OF, CHILDREN, KIT, NO_MAT, ROOM, T0, THERMO, alert
 
-T0 = 1_767_238_921_234  # 2026-01-01 12:42:01.234 JST: deliberately not on a round minute
-MIN = 60_000
-ROOM = "hiyoko"
-BANDS = ["0"] * 4 + ["1-2"] * 4 + ["3+"] * 4
-CHILDREN = [f"c{i:02d}" for i in range(1, 13)]
-BAND_OF = dict(zip(CHILDREN, BANDS, strict=True))
 INTERVAL_MIN = {"0": 5, "1-2": 10, "3+": 15}
-NO_MAT = "c12"  # watched by a clip only
-THERMO = "c01"
-
-
-def make_kit() -> Kit:
-    devices = []
-    for c in CHILDREN:
-        kinds = ["posture_clip"] if c == NO_MAT else ["nap_mat", "posture_clip"]
-        kinds += ["thermometer"] if c == THERMO else []
-        for n, kind in enumerate(kinds):
-            transport = ({"type": "ble", "address": f"AA:BB:CC:DD:EE:{n:02X}"} if kind == "thermometer"
-                         else {"type": "serial", "port": f"/dev/tty-{kind}-{c}"})  # fmt: skip
-            devices.append({"id": f"{kind[:4]}-{c}", "kind": kind, "room": ROOM, "agent": "pi", "child": c,
-                            "transport": transport})  # fmt: skip
-    return Kit.model_validate(
-        {
-            "site": "s1",
-            "name": "テスト保育園",
-            "rooms": [{"id": ROOM, "name": "ひよこ組"}, {"id": "risu", "name": "りす組"}],
-            "agents": [{"id": "pi"}],
-            "children": [{"id": c, "age_band": b, "room": ROOM} for c, b in BAND_OF.items()]
-            + [{"id": "other", "age_band": "0", "room": "risu"}],
-            "devices": devices,
-        }
-    )
-
-
-KIT = make_kit()
 
 
 # ---------------------------------------------------------------- the script
@@ -122,12 +90,6 @@ SCRIPT = script()
 BY_CHILD: dict[str, list[Obs]] = {}
 for _o in SCRIPT:
     BY_CHILD.setdefault(_o.child, []).append(_o)
-
-
-def alert(aid: str, child: str, rule: str, state: AlertState, ts: int) -> Alert:
-    return Alert(id=aid, rule=rule, severity=Severity.CRITICAL, state=state, child=child, room=ROOM, device=None,
-                 started_ts=ts, updated_ts=ts, resolved_ts=ts if state is AlertState.RESOLVED else None,
-                 message="m", message_en="m")  # fmt: skip
 
 
 A, R = AlertState.ACTIVE, AlertState.RESOLVED

@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 from gateway.config import RulesConfig
 from gateway.db.store import Store
-from gateway.engine.alerts import Change, Transition
+from gateway.engine.site import SiteEngine
+from gateway.engine.stats import GatewayStats
 from gateway.records.entries import (
     GENESIS,
     ChainedEntry,
@@ -38,13 +39,13 @@ from gateway.records.entries import (
     chain,
     decode_stored,
 )
-from gateway.records.store import RecordKeeper, RecordReader, RecordStore, RecordStoreError
-from gateway.service.mqtt import Gateway, GatewayStats, run_gateway
+from gateway.records.keeper import RecordKeeper
+from gateway.records.reader import RecordReader, RecordStoreError
+from gateway.records.store import RecordStore
+from gateway.service.mqtt import run_gateway
 from nurserywatch.cli.main import app
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
-    AlertState,
-    BodyTempReading,
     BreathingReading,
     Position,
     PostureReading,
@@ -57,37 +58,12 @@ from nurserywatch.contract import (
     session_command_topic,
 )
 from nurserywatch.mqtt import BrokerURL
-from tests.gateway.test_gateway_records import CHILDREN, KIT, MIN, ROOM, T0, alert
+from tests.support.clock import MIN
+from tests.support.nap_records import CHILDREN, KIT, ROOM, T0, nap, tamper
 
 runner = CliRunner()
 #: A 30-min nap: start, 4 × 6 + 4 × 3 + 4 × 2 records, stop.
 N_ENTRIES = 46
-
-
-def nap(db: Path, minutes: int = 30, *, stop: bool = True) -> list[ChainedEntry]:
-    """A short nap through the keeper: readings every 10 s, one alert, ticks every second."""
-    out: list[ChainedEntry] = []
-    with RecordStore(db) as store:
-        keeper = RecordKeeper(KIT, store, RecordsConfig())
-        out += keeper.session_started(ROOM, T0, by="保育士A")
-        for t_s in range(0, minutes * 60):
-            ts = T0 + t_s * 1000
-            if t_s % 10 == 0:
-                for i, c in enumerate(CHILDREN):
-                    pos = Position.PRONE if c == "c03" and 600 <= t_s < 700 else Position.SUPINE
-                    keeper.reading(f"post-{c}", PostureReading(ts=ts, seq=t_s, position=pos))
-                    if c != "c12":
-                        keeper.reading(f"nap_-{c}", BreathingReading(ts=ts, seq=t_s, rate_bpm=20.0 + i, present=True))
-            if t_s == 300:
-                keeper.reading("ther-c01", BodyTempReading(ts=ts, seq=1, celsius=36.6))
-            if t_s in (630, 700):
-                state = AlertState.ACTIVE if t_s == 630 else AlertState.RESOLVED
-                change = Change.RAISED if t_s == 630 else Change.RESOLVED
-                keeper.transitions([Transition(change, alert("prone-x", "c03", "prone", state, ts), ts)])
-            out += keeper.tick(ts)
-        if stop:
-            out += keeper.session_stopped(ROOM, T0 + minutes * MIN, by="保育士A")
-    return out
 
 
 @pytest.fixture
@@ -146,16 +122,6 @@ def test_triggers_refuse_update_and_delete(db: Path) -> None:
 
 
 # ---------------------------------------------------------------- tampering, through the CLI
-
-
-def tamper(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
-    """What someone with the file can do: drop the triggers, then change rows."""
-    con = sqlite3.connect(db, isolation_level=None)
-    con.execute("DROP TRIGGER record_entries_no_update")
-    con.execute("DROP TRIGGER record_entries_no_delete")
-    for sql, args in statements:
-        con.execute(sql, args)
-    con.close()
 
 
 def row(db: Path, seq: int) -> dict[str, object]:
@@ -465,9 +431,9 @@ def test_a_sheet_the_gateway_has_no_session_for_is_closed_on_start(tmp_path: Pat
     path = tmp_path / "gw.sqlite3"
     nap(path, minutes=12, stop=False)  # the records' stop was lost; the gateway's sessions know none
     with Store(path) as store:
-        gw = Gateway(KIT, store, RulesConfig(), ManualClock(T0 + 20 * MIN), GatewayStats())
-        gw.records.close()
-        assert gw.records.keeper.scheduler.open_rooms() == []
+        engine = SiteEngine(KIT, store, RulesConfig(), ManualClock(T0 + 20 * MIN))
+        engine.close()
+        assert engine.records.keeper.scheduler.open_rooms() == []
     last = [decode_stored(s).entry for s in RecordReader(path).stored()][-1]
     assert isinstance(last, SessionStopped) and last.ts == T0 + 20 * MIN and last.by == "auto"
     assert verify(path)[0] == 0

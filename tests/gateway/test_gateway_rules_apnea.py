@@ -1,4 +1,4 @@
-"""Apnea timing: the alert comes 20.0–21.0 s after the last breath (DESIGN.md §8), with breathing
+"""Apnea timing: the alert comes 20.0–21.0 s after the last breath (docs/gateway.md), with breathing
 readings arriving once a second — whatever the phase of the breath, of the readings and of the
 gateway's tick, and whatever the offset between the edge's clock and the gateway's, because the
 gateway times the pause from ``last_breath_ts`` and extrapolates the device's time on its ticks."""
@@ -9,8 +9,8 @@ import itertools
 
 import pytest
 
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine.alerts import Change
 from nurserywatch.contract import SessionAction, Severity, Stream
 from tests.support.gateway_rules_harness import T0, Periodic, Session, breathing, ms, posture, replay
 
@@ -104,7 +104,7 @@ def test_apnea_needs_presence_not_a_session() -> None:
 def test_a_mat_of_unknown_presence_is_timed_from_its_last_breath_and_not_judged_without_one() -> None:
     # Was: never judged without ``present`` ("cannot tell an apnea from an empty mat"). But unknown
     # is not empty: a breath reported and none since is a child who stopped breathing (an edge that
-    # restarted and saw 1-2 breaths before an apnea) — the visible alert wins (DESIGN.md).
+    # restarted and saw 1-2 breaths before an apnea) — the visible alert wins.
     breathed = Periodic(0, 60, "mat-0", Stream.BREATHING, lambda t: {"last_breath_ts": T0 + 5_000})
     assert replay([breathed], 60, rules=RulesConfig(notify=QUIET)).rows() == [
         (25.0, Change.RAISED, "apnea", Severity.CRITICAL, "c0")

@@ -9,12 +9,11 @@ Each replay is well under 0.1 s.
 
 from __future__ import annotations
 
-import copy
-
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine.alerts import Change
 from nurserywatch.contract import SessionAction, Severity, Stream
-from tests.support.gateway_rules_harness import KIT_DATA, T0, Periodic, Session, breathing, make_kit, replay
+from tests.support.gateway_rules_harness import KIT_OPTIONS, T0, Periodic, Session, breathing, replay
+from tests.support.kits import make_kit
 
 C, W = Severity.CRITICAL, Severity.WARNING
 RAISED, RESOLVED = Change.RAISED, Change.RESOLVED
@@ -79,9 +78,9 @@ def test_presence_unknown_not_outside_a_nap_not_when_known_not_for_short_stretch
     # (No breath reported in those stretches: the apnea rule rightly speaks — not the subject here.)
     assert replay(flicker, 180, rules=QUIET).rows(UNKNOWN) == []
     # A mat bound to no child: nobody's nap to watch on it.
-    data = copy.deepcopy(KIT_DATA)
-    data["devices"] = [{k: v for k, v in d.items() if d["id"] != "mat-3" or k != "child"} for d in data["devices"]]
-    unbound = replay([Session(0, "kirin"), unknown("mat-3", 0, 100)], 100, rules=QUIET, kit=make_kit(data))
+    devices = {**KIT_OPTIONS["devices"], "mat-3": {"kind": "nap_mat", "room": "kirin", "agent": "pi-2"}}
+    kit = make_kit(**{**KIT_OPTIONS, "devices": devices})
+    unbound = replay([Session(0, "kirin"), unknown("mat-3", 0, 100)], 100, rules=QUIET, kit=kit)
     assert unbound.rows() == []
 
 

@@ -17,19 +17,16 @@ from pathlib import Path
 
 import aiomqtt
 
-from gateway.config import RulesConfig
-from gateway.db.store import StoreReader
-from gateway.engine.alerts import Change, Transition
-from gateway.engine.observers import AcceptedReading, GatewayObserver, Outgoing
+from gateway.alert_changes import Change, Transition
+from gateway.db.reader import StoreReader
+from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverContext, Outgoing
 from gateway.engine.sessions import SessionChange
-from gateway.service.mqtt import Gateway, GatewayStats, run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     AckCommand,
     Alert,
     AlertState,
     Position,
-    PostureReading,
     SessionAction,
     SessionCommand,
     SessionSource,
@@ -39,65 +36,15 @@ from nurserywatch.contract import (
     decode,
     edge_topic,
     escalation_topic,
-    reading_topic,
     session_command_topic,
     site_root,
 )
-from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
+from tests.support.clock import T0
+from tests.support.gateway_stack import TICKING, TIMEOUT_S, Clips, client, gateway, retained, two_clip_kit
+from tests.support.waiting import wait_until
 
-T0 = 1_767_225_600_000
-TIMEOUT_S = 5.0
-_ids = itertools.count()
-
-
-def make_kit(site: str) -> Kit:
-    return Kit.model_validate(
-        {
-            "site": site,
-            "name": "テスト保育園",
-            "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
-            "agents": [{"id": "pi-1"}],
-            "children": [{"id": "c001", "age_band": "0", "room": "hiyoko"},
-                         {"id": "c002", "age_band": "1-2", "room": "hiyoko"}],
-            "devices": [
-                {"id": f"clip-0{i}", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": f"c00{i}",
-                 "transport": {"type": "serial", "port": f"/dev/ttyUSB{i}"}}
-                for i in (1, 2)
-            ],
-        }
-    )  # fmt: skip
-
-
-def client(broker: BrokerURL) -> aiomqtt.Client:
-    return aiomqtt.Client(broker.host, broker.port, identifier=f"rules-test-{next(_ids)}", clean_session=True)
-
-
-async def wait_until(pred: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def gateway(
-    kit: Kit, broker: BrokerURL, db: Path, clock: ManualClock, observers: list[Callable[[Gateway], GatewayObserver]]
-) -> AsyncIterator[GatewayStats]:
-    stats = GatewayStats()
-    rules = RulesConfig(tick_ms=50)
-    task = asyncio.create_task(run_gateway(kit, broker, db, rules, clock, stats=stats, observers=observers))
-    try:
-        await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
-        if task.done():
-            task.result()
-        yield stats
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert stats.rejected["internal_error"] == 0
+_ids = itertools.count()  # client ids of the raw MQTT connections below
 
 
 class Watcher:
@@ -144,46 +91,6 @@ async def watch(broker: BrokerURL, site: str) -> AsyncIterator[Watcher]:
         yield Watcher(c, site)
 
 
-async def retained(broker: BrokerURL, topic_filter: str) -> dict[str, bytes]:
-    sentinel = f"test/sentinel/{next(_ids)}"
-    got: dict[str, bytes] = {}
-    async with client(broker) as c:
-        await c.subscribe(topic_filter, qos=1)
-        await c.subscribe(sentinel, qos=1)
-        await c.publish(sentinel, b"x", qos=1)
-        async with asyncio.timeout(TIMEOUT_S):
-            async for msg in c.messages:
-                if msg.topic.value == sentinel:
-                    return got
-                assert isinstance(msg.payload, bytes)
-                if msg.retain and msg.payload:
-                    got[msg.topic.value] = msg.payload
-    raise AssertionError("unreachable")
-
-
-class Clips:
-    """Publishes posture readings stamped with the ManualClock and waits until the gateway has them."""
-
-    def __init__(self, pub: aiomqtt.Client, site: str, clock: ManualClock, stats: GatewayStats) -> None:
-        self.pub, self.site, self.clock, self.stats = pub, site, clock, stats
-        self.seq = itertools.count()
-        self.sent = 0
-
-    async def send(self, *devices: str, position: Position = Position.SUPINE) -> None:
-        for device in devices:
-            reading = PostureReading(ts=self.clock.now_ms(), seq=next(self.seq), position=position)
-            await self.pub.publish(reading_topic(self.site, device, "posture"), reading.to_json(), qos=1)
-            self.sent += 1
-        await wait_until(lambda: self.stats.readings_received >= self.sent, "the gateway to receive the readings")
-
-    async def seconds(self, n: int, *devices: str, position: Position = Position.SUPINE) -> None:
-        """n seconds of the clock, a reading from each of ``devices`` at the start of each."""
-        for _ in range(n):
-            await self.send(*devices, position=position)
-            self.clock.advance(1000)
-            await asyncio.sleep(0.06)  # let a tick run at the new time
-
-
 # ---------------------------------------------------------------- a raw client whose death the broker announces
 
 
@@ -228,7 +135,7 @@ async def test_session_command_then_a_silent_clip_is_a_critical_sensor_lost(
     db = tmp_path / "gw.sqlite3"
     async with (
         watch(mosquitto, site) as w,
-        gateway(make_kit(site), mosquitto, db, clock, []) as stats,
+        gateway(two_clip_kit(site), mosquitto, db, clock, rules=TICKING) as stats,
         client(mosquitto) as pub,
     ):
         # the room's session state is retained from the start: no nap yet
@@ -289,7 +196,7 @@ async def test_edge_last_will_raises_critical_alerts_for_all_its_devices(mosquit
     clock = ManualClock(T0)
     async with (
         watch(mosquitto, site) as w,
-        gateway(make_kit(site), mosquitto, tmp_path / "gw.sqlite3", clock, []) as stats,
+        gateway(two_clip_kit(site), mosquitto, tmp_path / "gw.sqlite3", clock, rules=TICKING) as stats,
         client(mosquitto) as pub,
     ):
         clips = Clips(pub, site, clock, stats)
@@ -327,7 +234,7 @@ async def test_edge_last_will_raises_critical_alerts_for_all_its_devices(mosquit
 class Recorder(GatewayObserver):
     """What the records engineer's scheduler would see."""
 
-    gateway: Gateway
+    ctx: ObserverContext
     readings: list[AcceptedReading] = field(default_factory=list)
     alerts: list[Transition] = field(default_factory=list)
     sessions: list[SessionChange] = field(default_factory=list)
@@ -339,7 +246,7 @@ class Recorder(GatewayObserver):
     def on_alert(self, transition: Transition) -> None:
         self.alerts.append(transition)
         if transition.change is Change.ESCALATED:  # observers may publish through the gateway
-            self.gateway.enqueue(Outgoing(f"{site_root(self.gateway.kit.site)}/session/pager", b"escalated"))
+            self.ctx.enqueue(Outgoing(f"{site_root(self.ctx.kit.site)}/session/pager", b"escalated"))
 
     def on_session(self, change: SessionChange) -> None:
         self.sessions.append(change)
@@ -358,13 +265,20 @@ async def test_renotification_escalation_topic_and_observers(mosquitto: BrokerUR
     clock = ManualClock(T0)
     recorders: list[Recorder] = []
 
-    def recorder(gw: Gateway) -> Recorder:
-        recorders.append(Recorder(gw))
+    def recorder(ctx: ObserverContext) -> Recorder:
+        recorders.append(Recorder(ctx))
         return recorders[-1]
 
     async with (
         watch(mosquitto, site) as w,
-        gateway(make_kit(site), mosquitto, tmp_path / "gw.sqlite3", clock, [recorder, lambda gw: Broken()]) as stats,
+        gateway(
+            two_clip_kit(site),
+            mosquitto,
+            tmp_path / "gw.sqlite3",
+            clock,
+            [recorder, lambda _ctx: Broken()],
+            rules=TICKING,
+        ) as stats,
         client(mosquitto) as pub,
     ):
         clips = Clips(pub, site, clock, stats)

@@ -1,4 +1,4 @@
-"""Every rule of DESIGN.md §6 through the RulesEngine, replayed at full speed on the injected clock.
+"""Every rule of docs/gateway.md through the RulesEngine, replayed at full speed on the injected clock.
 
 One row per rule (or severity path) gives five scripts: ``fire`` (the condition starts and holds:
 the alert is raised at ``fires_at``), ``below`` (just below the threshold: nothing), ``flap``
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.engine.alerts import Change
 from gateway.rules.levels import band
 from nurserywatch.contract import AlertState, SessionAction, Severity, Stream
 from tests.support.gateway_rules_harness import (

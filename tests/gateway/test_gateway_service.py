@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
 import pytest
 
-from gateway.config import RulesConfig
-from gateway.db.store import StoreReader
-from gateway.engine.alerts import Change
-from gateway.service.mqtt import GatewayStats, run_gateway
+from gateway.alert_changes import Change
+from gateway.db.reader import StoreReader
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     AckCommand,
     Alert,
     AlertState,
     Position,
-    PostureReading,
     Severity,
     TopicKind,
     ack_topic,
@@ -33,66 +29,11 @@ from nurserywatch.contract import (
     site_root,
     subscription,
 )
-from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-
-T0 = 1_767_225_600_000
-TIMEOUT_S = 5.0
-_ids = itertools.count()
-
-
-def make_kit(site: str) -> Kit:
-    return Kit.model_validate(
-        {
-            "site": site,
-            "name": "テスト保育園",
-            "rooms": [{"id": "hiyoko", "name": "ひよこ組"}],
-            "agents": [{"id": "pi-1"}],
-            "children": [{"id": "c001", "age_band": "0", "room": "hiyoko"}],
-            "devices": [
-                {
-                    "id": "clip-01",
-                    "kind": "posture_clip",
-                    "room": "hiyoko",
-                    "agent": "pi-1",
-                    "child": "c001",
-                    "transport": {"type": "serial", "port": "/dev/ttyUSB0"},
-                }
-            ],
-        }
-    )
-
-
-def client(broker: BrokerURL) -> aiomqtt.Client:
-    return aiomqtt.Client(broker.host, broker.port, identifier=f"test-{next(_ids)}", clean_session=True)
-
-
-def posture(seq: int, ts: int, position: Position) -> bytes:
-    return PostureReading(ts=ts, seq=seq, position=position, accel_mg=(0, 0, -1000)).to_json()
-
-
-async def wait_until(pred: Callable[[], bool], what: str, timeout_s: float = TIMEOUT_S) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not pred():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-@contextlib.asynccontextmanager
-async def gateway(kit: Kit, broker: BrokerURL, db: Path, clock: ManualClock) -> AsyncIterator[GatewayStats]:
-    stats = GatewayStats()
-    task = asyncio.create_task(run_gateway(kit, broker, db, RulesConfig(), clock, stats=stats))
-    try:
-        await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
-        if task.done():
-            task.result()  # re-raise why it died
-        yield stats
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-    assert stats.rejected["internal_error"] == 0
+from tests.support.clock import T0
+from tests.support.gateway_stack import TIMEOUT_S, client, gateway, posture
+from tests.support.kits import make_kit
+from tests.support.waiting import wait_until
 
 
 class AlertWatcher:

@@ -11,14 +11,16 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
+from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from gateway.db.store import Store, StoreReader
-from gateway.engine.alerts import Change
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
 from gateway.engine.rules_engine import RulesEngine
 from gateway.engine.sessions import NapSessions, SessionChangeKind, UnknownRoomError, window_at
 from nurserywatch.contract import SessionAction, SessionCommand, SessionSource, SessionState, Severity
 from nurserywatch.kit import Kit, KitError, load_kit
-from tests.support.gateway_rules_harness import KIT_DATA, T0, Session, breathing, make_kit, posture, replay
+from tests.support.gateway_rules_harness import KIT_OPTIONS, T0, Session, breathing, posture, replay
+from tests.support.kits import make_kit
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 QUIET = NotifyConfig(critical_renotify_s=0, warning_renotify_s=0, info_renotify_s=0)
@@ -196,7 +198,7 @@ def test_unquoted_yaml_times_and_time_zone(tmp_path: Path) -> None:
 
 def test_sessions_are_stored_logged_and_restored(tmp_path: Path) -> None:
     db = tmp_path / "gw.sqlite3"
-    kit = make_kit(KIT_DATA)
+    kit = make_kit(**KIT_OPTIONS)
     with Store(db) as store:
         engine = RulesEngine(kit, RulesConfig(), T0)
         out = engine.session_command(cmd("hiyoko", "start", "hoikushi-1"), T0)
@@ -227,7 +229,7 @@ def test_sessions_are_stored_logged_and_restored(tmp_path: Path) -> None:
 def test_restart_during_a_session_is_not_silence() -> None:
     # The gateway restarts 1 h into a nap: devices that report again within 10 s raise nothing;
     # silence counts from the restart, not from the session start an hour earlier.
-    kit = make_kit(KIT_DATA)
+    kit = make_kit(**KIT_OPTIONS)
     before = RulesEngine(kit, RulesConfig(), T0)
     before.session_command(cmd("hiyoko", "start"), T0)
     state = before.sessions.active("hiyoko")

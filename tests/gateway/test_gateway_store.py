@@ -7,13 +7,15 @@ from pathlib import Path
 
 import pytest
 
+from gateway.alert_changes import Change
 from gateway.config import ProneConfig, RulesConfig, RulesError, load_rules
-from gateway.db.store import Store, StoreError, StoreReader
-from gateway.engine.alerts import AlertBook, Change, Subject
+from gateway.db.reader import StoreError, StoreReader
+from gateway.db.store import Store
+from gateway.engine.alerts import AlertBook, Subject
 from gateway.rules.events import Cleared, Firing
 from nurserywatch.contract import AirReading, AlertState, Position, PostureReading, Severity, Stream
+from tests.support.clock import T0
 
-T0 = 1_767_225_600_000
 CHILD = Subject(device="clip-01", room="hiyoko", child="c001")
 REPO = Path(__file__).resolve().parents[2]
 

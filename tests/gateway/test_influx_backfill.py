@@ -12,26 +12,27 @@ import asyncio
 import re
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import aiomqtt
 import httpx
 import yaml
 
-from gateway.db.store import Store, StoreReader
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
 from gateway.influx.buffer import WriteBuffer
 from gateway.influx.line_protocol import Backoff, Batcher
 from gateway.influx.writer import InfluxTarget, InfluxWriter, ReadingKey, backfill, running_writer
 from nurserywatch.contract import EdgeStatus, Position, PostureReading, Stream, edge_topic, reading_topic
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
-from tests.gateway.test_gateway_influx_servers import DB, Server, air, influx_query, influxdb, line, until
-from tests.gateway.test_gateway_service import T0, make_kit, posture
+from tests.support.clock import T0
+from tests.support.gateway_stack import posture
+from tests.support.influx_servers import DB, Server, air, influx_query, line
+from tests.support.kits import make_kit
 from tests.support.processes import print_logs, spawn, stop
-
-__all__ = ["influxdb"]  # the real InfluxDB 1.6.7 fixture, shared with the storage server tests
-
+from tests.support.waiting import wait_until
 
 # ---------------------------------------------------------------- the mark and the backfill (no server)
 
@@ -124,17 +125,17 @@ async def test_durable_only_once_written_or_on_disk(tmp_path: Path) -> None:
     async with running_writer(writer):
         for i in range(5):  # one full batch of 3 (written), 2 waiting in memory (batch not due)
             writer.submit(f"m f={i}.0 {i}", _key(i))
-        await until(lambda: len(db.lines) == 3)
+        await wait_until(lambda: len(db.lines) == 3, timeout_s=20)
         await asyncio.sleep(0.05)
         assert safe == [_key(2)]
         db.status = 503  # the database goes away: the next batch lands on disk, which is safe too
         writer.submit("m f=5.0 5", _key(5))
-        await until(lambda: len(writer.buffer) == 3)
+        await wait_until(lambda: len(writer.buffer) == 3, timeout_s=20)
         assert safe == [_key(2), _key(5)]
         assert writer.stats.buffered == 3 and writer.stats.retries >= 1
         assert writer.stats.last_error.startswith("HTTP 503: database busy") and writer.stats.last_error_ts
         db.status = 204
-        await until(lambda: writer.pending == 0)
+        await wait_until(lambda: writer.pending == 0, timeout_s=20)
     writer.buffer.close()
     assert db.lines == [f"m f={i}.0 {i}" for i in range(6)]
     assert writer.stats.counters() == {"written": 6, "buffered": 0, "dropped": 0, "dead_lettered": 0,
@@ -148,13 +149,13 @@ async def test_counters_dropped_and_dead_lettered(tmp_path: Path) -> None:
     async with running_writer(writer):
         for i in range(10):  # database away: 10 lines through a disk buffer of 4 → 6 dropped, oldest first
             writer.submit(f"m f={i}.0 {i}")
-        await until(lambda: writer.stats.dropped == 6)
+        await wait_until(lambda: writer.stats.dropped == 6, timeout_s=20)
         assert writer.stats.buffered == 4
         db.status = 204
-        await until(lambda: writer.stats.buffered == 0)
+        await wait_until(lambda: writer.stats.buffered == 0, timeout_s=20)
         writer.submit("m f=\"bad\" 10")  # a bad point, rejected alone and dead-lettered
         writer.submit("m f=11.0 11")
-        await until(lambda: writer.pending == 0)
+        await wait_until(lambda: writer.pending == 0, timeout_s=20)
     writer.buffer.close()
     assert db.lines == [f"m f={i}.0 {i}" for i in (6, 7, 8, 9, 11)]
     c = writer.stats.counters()
@@ -177,22 +178,15 @@ async def test_same_series_and_time_written_twice_is_one_point(influxdb: Server,
     async with running_writer(writer):
         for ln in first:
             writer.submit(ln)
-        await until(lambda: writer.stats.written == 100)
+        await wait_until(lambda: writer.stats.written == 100, timeout_s=20)
         for ln in first[50:] + first[60:70] + [line("air-1", air(t0 + 99_000, 99, 1.5))]:
             writer.submit(ln)
-        await until(lambda: writer.stats.written == 161)
+        await wait_until(lambda: writer.stats.written == 161, timeout_s=20)
     writer.buffer.close()
     rows = await influx_query(influxdb.url, "SELECT co2_ppm, seq FROM air WHERE time > 0ms")
     assert len(rows) == 100
     assert [r[2] for r in rows] == list(range(100))
     assert rows[-1][1] == 1.5 and rows[98][1] == 498.0
-
-
-async def _wait(cond: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_gateway_killed_mid_stream_influxdb_complete_after_restart(
@@ -241,11 +235,11 @@ async def test_gateway_killed_mid_stream_influxdb_complete_after_restart(
     started = time.monotonic()
     try:
         async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="crash-pub") as pub:
-            await _wait(lambda: subscribed(pub, log), "the gateway to subscribe")
+            await wait_until(lambda: subscribed(pub, log), "the gateway to subscribe", 20)
             await publish(pub, 300)
-            await _wait(lambda: _equals(influx_count(), 300), "the first 300 readings in InfluxDB")
+            await wait_until(lambda: _equals(influx_count(), 300), "the first 300 readings in InfluxDB", 20)
             await publish(pub, 200)  # these wait in the gateway's memory for the next batch (3 s)
-            await _wait(lambda: _true(sqlite_count() == 500), "500 readings in SQLite", 10.0)
+            await wait_until(lambda: _true(sqlite_count() == 500), "500 readings in SQLite", 10.0)
             stop(gw, signal.SIGKILL)
             at_kill = await influx_count()
             assert at_kill < sqlite_count() == 500  # the kill really caught readings on their way
@@ -253,7 +247,7 @@ async def test_gateway_killed_mid_stream_influxdb_complete_after_restart(
 
             gw, log = spawn("gateway-2", args, tmp_path)
             logs["gateway-2"] = log
-            await _wait(lambda: _equals(influx_count(), 600), "all 600 readings in InfluxDB")
+            await wait_until(lambda: _equals(influx_count(), 600), "all 600 readings in InfluxDB", 20)
             stop(gw)
     except BaseException:
         print_logs(logs)

@@ -15,12 +15,14 @@ from typer.testing import CliRunner
 
 from gateway.records.entries import RecordsConfig, canonical_json
 from gateway.records.export import SheetRow, build_sheet, day_bounds, from_csv, rows_from_json, to_csv
-from gateway.records.store import RecordKeeper, RecordReader, RecordStore
+from gateway.records.keeper import RecordKeeper
+from gateway.records.reader import RecordReader
+from gateway.records.store import RecordStore
 from nurserywatch.cli.main import app
 from nurserywatch.contract import Position, Stream
 from nurserywatch.kit import AgeBand
-from tests.gateway.test_gateway_records import KIT, MIN, ROOM, T0
-from tests.gateway.test_gateway_records_chain import nap, tamper
+from tests.support.clock import MIN
+from tests.support.nap_records import KIT, ROOM, T0, nap, tamper
 
 runner = CliRunner()
 DAY = "2026-01-01"  # T0 is 12:42 JST that day

@@ -17,13 +17,15 @@ import httpx
 import numpy as np
 import pytest
 
-from gateway.db.store import Store, StoreReader
-from gateway.engine.alerts import Change, Transition
+from gateway.alert_changes import Change, Transition
+from gateway.db.reader import StoreReader
+from gateway.db.store import Store
 from gateway.influx.buffer import WriteBuffer
 from gateway.influx.line_protocol import Backoff
 from gateway.influx.writer import InfluxTarget, InfluxWriter
 from gateway.records.entries import RecordsPruned, SessionStarted, SessionStopped
-from gateway.records.store import RecordReader, RecordStore, prune_records
+from gateway.records.reader import RecordReader
+from gateway.records.store import RecordStore, prune_records
 from gateway.retention.job import RetentionRunner, run_retention
 from gateway.retention.policy import (
     DAY_MS,
@@ -37,7 +39,7 @@ from gateway.retention.store import connect, prune, roll_up
 from gateway.trends.queries import HOUR_MS, METRICS, RANGES, Bucket, TrendWindow, window
 from nurserywatch.contract import AirReading, Alert, AlertState, Severity, Stream
 from nurserywatch.kit import Kit, KitError, RetentionConfig, load_kit
-from tests.gateway.test_gateway_influx_servers import Server, influxdb  # noqa: F401 (the real-InfluxDB fixture)
+from tests.support.influx_servers import Server
 
 NOW = 1_893_456_000_000  # 2030-01-01 00:00 UTC: on a 15-min boundary
 DEVICES = ["air-1", "air-2", "air-3"]
@@ -353,7 +355,7 @@ async def test_the_job_runs_hourly_on_the_gateway_clock(tmp_path: Path) -> None:
 
 
 async def test_influxdb_v1_gets_the_raw_retention_as_its_default_policy(
-    influxdb: Server,  # noqa: F811
+    influxdb: Server,
     tmp_path: Path,
 ) -> None:
     writer = InfluxWriter(InfluxTarget(influxdb.url, "auto", database="nw"), WriteBuffer(tmp_path / "b.sqlite3"),

@@ -18,17 +18,20 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dashboard.app import create_app
-from dashboard.auth.deps import Role
+from dashboard.auth.models import Role
 from gateway.config import RulesConfig
 from gateway.service.mqtt import GatewayStats, run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import Position, reading_topic
 from nurserywatch.metrics import Histogram, by_label, counter, gauge, histogram, labels, render
 from nurserywatch.mqtt import BrokerURL
-from tests.conftest import free_port
-from tests.dashboard.test_dashboard_api import running_dashboard
-from tests.gateway.test_gateway_service import T0, client, make_kit, posture, wait_until
+from nurserywatch.ports import free_port
+from tests.support.clock import T0
 from tests.support.dashboard_login import FAST
+from tests.support.dashboard_server import running_dashboard
+from tests.support.gateway_stack import client, posture
+from tests.support.kits import make_kit
+from tests.support.waiting import wait_until
 
 Scraped = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

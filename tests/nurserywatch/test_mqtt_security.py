@@ -1,4 +1,4 @@
-"""MQTT security (DESIGN.md §9): `nurserywatch kit provision` generates a Mosquitto config, passwords,
+"""MQTT security (docs/deploy.md §6): `nurserywatch kit provision` generates a Mosquitto config, passwords,
 ACLs and a site CA; a REAL Mosquitto is started from exactly those files on free loopback ports (a
 plain and a TLS listener) and the tests try what an attacker on the nursery network would: publish
 another agent's device topics, forge alerts, connect anonymously or with a wrong password, talk TLS
@@ -56,7 +56,8 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import STREAMS_BY_KIND, load_kit
 from nurserywatch.mqtt import BrokerURL, load_credentials
-from tests.conftest import MOSQUITTO, free_port, wait_for_port
+from nurserywatch.ports import free_port, wait_for_port
+from tests.support.mosquitto import MOSQUITTO
 from tests.support.processes import print_logs, spawn, stop
 
 KIT = """\

@@ -29,7 +29,7 @@ def test_there_is_a_unit_per_long_running_part() -> None:
     assert [u.name for u in UNITS] == [
         "nurserywatch-dashboard.service",
         "nurserywatch-edge.service",
-        "nurserywatch-gateway.service.mqtt",
+        "nurserywatch-gateway.service",
     ]
 
 

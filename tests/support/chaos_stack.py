@@ -54,9 +54,10 @@ from nurserywatch.contract import (
     session_command_topic,
     subscription,
 )
-from tests.conftest import free_port
+from nurserywatch.ports import free_port
 from tests.support.mosquitto import MosquittoProcess
-from tests.support.processes import print_logs, spawn, stop, wait_for
+from tests.support.processes import print_logs, spawn, stop
+from tests.support.waiting import wait_for
 
 SITE = "chaos"
 AGENT = "pi-1"
@@ -109,12 +110,12 @@ class Influx:
     """InfluxDB 1.6.7, HTTP on loopback only, stopped and started on the same port and data."""
 
     def __init__(self, d: Path) -> None:
-        from tests.gateway.test_gateway_influx_servers import _influx_config
+        from tests.support.influx_servers import influx_config
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.conf = d / "influxdb.conf"
-        self.conf.write_text(_influx_config(d / "influxdb", self.port, free_port()))
+        self.conf.write_text(influx_config(d / "influxdb", self.port, free_port()))
         self.log = d / "influxd.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -307,6 +308,7 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         procs[name], logs[name] = spawn(name, args, d)
         run.events[f"{name} spawned"] = time.time()
         if ready is not None:
+
             def up() -> bool:
                 return _log_has(logs[name], ready) or procs[name].poll() is not None
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import httpx
 
-from dashboard.auth.deps import AuthPolicy, Role, open_store
+from dashboard.auth.deps import open_store
+from dashboard.auth.models import AuthPolicy, Role
 from nurserywatch.clock import ManualClock
 
 #: Cheap argon2 parameters: tests hash dozens of times (the real cost is ~0.1 s per hash).

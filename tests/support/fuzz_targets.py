@@ -1,6 +1,6 @@
 """Fuzz targets shared by the test suite (tests/test_fuzz_*.py, a fast derandomized sample) and
 bench/fuzz.py (≥ 100k inputs): hypothesis strategies for hostile input and the property each target
-must keep (DESIGN.md §9: bad input is counted by reason, nothing crashes).
+must keep (bad input is counted by reason, nothing crashes).
 
 A target is ``Target(name, strategy, run)``: ``run(example)`` feeds one drawn example to the code
 under test and raises AssertionError when a property breaks (any other exception is a crash). Every
@@ -61,7 +61,7 @@ from firmware_sim.models.pms5003 import encode_frame
 from firmware_sim.models.senseair_s8 import encode_exception, encode_registers
 from gateway.config import RulesConfig
 from gateway.db.store import Store
-from gateway.service.mqtt import Gateway, GatewayStats
+from gateway.engine.site import SiteEngine
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     MAX_PAYLOAD_BYTES,
@@ -76,12 +76,12 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import STREAMS_BY_KIND, Kit, load_kit
 from nurserywatch.mqtt import BrokerURL
+from tests.support.clock import T0
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Every device kind, BLE ones with a bindkey: the kit the gateway and dashboard targets run with.
 KIT: Kit = load_kit(ROOT / "configs" / "kit.example.yaml")
 SITE = KIT.site
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 MAX_TS = 32503680000000  # the contract's UnixMs bound (year 3000)
 
 # ---------------------------------------------------------------- settings profiles
@@ -803,14 +803,13 @@ def quiet(*names: str) -> Iterator[None]:
 
 
 @contextmanager
-def fresh_gateway() -> Iterator[Gateway]:
+def fresh_gateway() -> Iterator[SiteEngine]:
     with tempfile.TemporaryDirectory(prefix="nw-fuzz-") as tmp, Store(Path(tmp) / "gw.sqlite3") as store:
-        gw = Gateway(KIT, store, RulesConfig(), ManualClock(T0), GatewayStats())
+        gw = SiteEngine(KIT, store, RulesConfig(), ManualClock(T0))
         try:
             yield gw
         finally:
-            gw.records.close()
-            gw.assignments.close()
+            gw.close()
 
 
 def run_gateway_messages(stream: list[tuple[tuple[str, bytes, bool], int, bool]]) -> None:
@@ -819,7 +818,7 @@ def run_gateway_messages(stream: list[tuple[tuple[str, bytes, bool], int, bool]]
         assert isinstance(clock, ManualClock)
         for (topic, payload, retained), dt, tick in stream:
             clock.advance(dt)
-            payload = _resolve(topic, payload, [a.id for a in gw.engine.book.open_alerts()])
+            payload = _resolve(topic, payload, [a.id for a in gw.open_alerts()])
             stats = gw.stats
             before, stored, obs = stats.rejected.copy(), stats.readings_stored, stats.observer_errors
             gw.handle(topic, payload, retained)
@@ -837,7 +836,7 @@ def run_gateway_messages(stream: list[tuple[tuple[str, bytes, bool], int, bool]]
         TALLY.inputs["gateway"] += len(stream)
 
 
-def _check_reading_outcome(gw: Gateway, topic: str, counted: Counter[str], stored: int) -> None:
+def _check_reading_outcome(gw: SiteEngine, topic: str, counted: Counter[str], stored: int) -> None:
     try:
         t = parse_topic(topic)
     except ValueError:
@@ -858,11 +857,11 @@ def _check_reading_outcome(gw: Gateway, topic: str, counted: Counter[str], store
         assert stored == 0
 
 
-def _check_outbox(gw: Gateway) -> None:
-    for topic, pending in gw._outbox.items():
+def _check_outbox(gw: SiteEngine) -> None:
+    for pending in gw.outbox():
         if not pending.payload:
             continue  # clearing a retained message
-        model = _OUTBOX_MODELS[parse_topic(topic).kind]
+        model = _OUTBOX_MODELS[parse_topic(pending.topic).kind]
         model.model_validate_json(pending.payload)  # raises if the gateway would publish something malformed
 
 

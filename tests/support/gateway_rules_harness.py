@@ -10,15 +10,15 @@ at which the engine produced it.
 from __future__ import annotations
 
 import bisect
-import copy
 import itertools
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.alert_changes import Change, Transition
 from gateway.config import RulesConfig
-from gateway.engine.alerts import Change, Subject, Transition
+from gateway.engine.alerts import Subject
 from gateway.engine.rules_engine import RulesEngine
 from gateway.engine.sessions import SessionChange
 from nurserywatch.contract import (
@@ -32,41 +32,26 @@ from nurserywatch.contract import (
     parse_reading,
 )
 from nurserywatch.kit import Kit
+from tests.support.clock import T0
+from tests.support.kits import make_kit
 
-T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z = 09:00 in Asia/Tokyo
-
-
-def make_kit(data: dict[str, Any]) -> Kit:
-    """A kit from ``data``; devices without a transport get one that fits their kind."""
-    data = copy.deepcopy(data)
-    for i, d in enumerate(data["devices"]):
-        ble = {"type": "ble", "address": f"AA:BB:CC:DD:EE:{i:02X}"}
-        d.setdefault(
-            "transport", ble if d["kind"] in ("thermometer", "air_ble") else {"type": "serial", "port": f"/dev/ttyT{i}"}
-        )
-    return Kit.model_validate(data)
-
-
-KIT_DATA: dict[str, Any] = {
+#: The rules tests' site, as make_kit's options: a mat, a clip and a thermometer on c0 (age 0), a mat on
+#: c1 (1-2) in hiyoko, a mat on c3 (3+) in kirin on the second agent, and a BLE air sensor.
+KIT_OPTIONS: dict[str, Any] = {
     "site": "rules",
-    "name": "テスト保育園",
-    "rooms": [{"id": "hiyoko", "name": "ひよこ組"}, {"id": "kirin", "name": "きりん組"}],
-    "agents": [{"id": "pi-1"}, {"id": "pi-2"}],
-    "children": [
-        {"id": "c0", "age_band": "0", "room": "hiyoko"},
-        {"id": "c1", "age_band": "1-2", "room": "hiyoko"},
-        {"id": "c3", "age_band": "3+", "room": "kirin"},
-    ],
-    "devices": [
-        {"id": "mat-0", "kind": "nap_mat", "room": "hiyoko", "agent": "pi-1", "child": "c0"},
-        {"id": "clip-0", "kind": "posture_clip", "room": "hiyoko", "agent": "pi-1", "child": "c0"},
-        {"id": "thermo-0", "kind": "thermometer", "room": "hiyoko", "agent": "pi-1", "child": "c0"},
-        {"id": "mat-1", "kind": "nap_mat", "room": "hiyoko", "agent": "pi-1", "child": "c1"},
-        {"id": "mat-3", "kind": "nap_mat", "room": "kirin", "agent": "pi-2", "child": "c3"},
-        {"id": "air-1", "kind": "air_ble", "room": "hiyoko", "agent": "pi-2"},
-    ],
+    "rooms": {"hiyoko": "ひよこ組", "kirin": "きりん組"},
+    "agents": ("pi-1", "pi-2"),
+    "children": {"c0": "0", "c1": "1-2", "c3": {"age_band": "3+", "room": "kirin"}},
+    "devices": {
+        "mat-0": {"kind": "nap_mat", "child": "c0"},
+        "clip-0": "c0",
+        "thermo-0": {"kind": "thermometer", "child": "c0"},
+        "mat-1": {"kind": "nap_mat", "child": "c1"},
+        "mat-3": {"kind": "nap_mat", "room": "kirin", "agent": "pi-2", "child": "c3"},
+        "air-1": {"kind": "air_ble", "agent": "pi-2"},
+    },
 }
-KIT = make_kit(KIT_DATA)
+KIT = make_kit(**KIT_OPTIONS)
 
 
 def ms(seconds: float) -> int:

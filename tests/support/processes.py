@@ -6,8 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,12 +39,3 @@ def print_logs(logs: dict[str, Path], lines: int = 15) -> None:
     for name, log in logs.items():
         tail = log.read_text(errors="replace").splitlines()[-lines:]
         print(f"----- {name} log (tail) -----", *tail, sep="\n")
-
-
-def wait_for(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
-    """Poll ``cond`` every 50 ms until it holds; TimeoutError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout_s:g} s waiting for {what}")
-        time.sleep(0.05)

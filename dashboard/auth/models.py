@@ -1,0 +1,67 @@
+"""Who a user is and what the auth layer is tuned by: ``Role``, ``User`` and ``AuthPolicy``. Plain
+values with no FastAPI or database in them, so the session store (:mod:`dashboard.auth.store`), the
+route dependencies (:mod:`dashboard.auth.deps`) and the pages (:mod:`dashboard.pages`) share them
+without importing one another."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+
+class Role(IntEnum):
+    """staff < manager < admin: each role may do everything the ones below it may."""
+
+    STAFF = 1
+    MANAGER = 2
+    ADMIN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, text: str) -> Role:
+        """``"staff"``, ``"manager"`` or ``"admin"``; ValueError naming the choices otherwise."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {text!r}; choose staff, manager or admin") from None
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    username: str
+    role: Role
+    display_name: str
+
+    @property
+    def shown_name(self) -> str:
+        """The name other people see (acknowledged by …, checked by …)."""
+        return self.display_name or self.username
+
+    def may(self, role: Role) -> bool:
+        return self.role >= role
+
+
+@dataclass(frozen=True, slots=True)
+class AuthPolicy:
+    """Session lifetimes, login throttling and password hashing cost. The defaults suit a nursery:
+    a session lasts a working day; a page left alone for an hour asks for the password again (the
+    live room view keeps its session alive while its stream is open, so a tablet watching a nap is
+    never signed out mid-nap)."""
+
+    session_lifetime_s: int = 12 * 3600
+    session_idle_s: int = 3600
+    #: Failed logins per username / per client address before a lockout.
+    user_failures: int = 5
+    ip_failures: int = 20
+    #: Failures older than this are forgotten.
+    failure_window_s: int = 15 * 60
+    #: First lockout; each further failure while over the limit doubles it, up to the maximum.
+    lockout_s: int = 30
+    max_lockout_s: int = 15 * 60
+    #: argon2id cost (argon2-cffi's defaults: 3 passes over 64 MiB, ~0.1 s on a laptop).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
