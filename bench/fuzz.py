@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ is not an
 
 from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
 
+from nurserywatch.cli.progress import ProgressLine  # noqa: E402
 from tests.support.fuzz_targets import TALLY, TARGETS, Target  # noqa: E402
 
 #: Examples per hypothesis run; runs repeat (with the next seed) until the target's budget is spent.
@@ -45,6 +46,7 @@ def fuzz(target: Target, budget: int, first_seed: int, crashes: list[tuple[str, 
 
     run_seed = first_seed
     started = time.perf_counter()
+    progress = ProgressLine()  # in place on a terminal, plain lines in a log
     while TALLY.inputs[target.name] < budget:
         test = seed(run_seed)(
             settings(
@@ -59,9 +61,8 @@ def fuzz(target: Target, budget: int, first_seed: int, crashes: list[tuple[str, 
         run_seed += 1
         done = TALLY.inputs[target.name]
         rate = done / max(time.perf_counter() - started, 1e-9)
-        print(f"\r  {target.name:<22} {min(done, budget):>7}/{budget} inputs  {rate:>7.0f}/s  crashes {found}",
-              end="", file=sys.stderr, flush=True)  # fmt: skip
-    print(file=sys.stderr)
+        progress.update(f"  {target.name:<22} {min(done, budget):>7}/{budget} inputs  {rate:>7.0f}/s  crashes {found}",
+                        final=done >= budget)  # fmt: skip
     return found
 
 

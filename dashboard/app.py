@@ -9,40 +9,51 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from typing_extensions import Unpack
 
-from dashboard.auth.deps import StaffDep, audit, install_auth, live_session_check
+from dashboard.auth.deps import (
+    AdminDep,
+    StaffDep,
+    audit,
+    flush_refused_logins,
+    install_auth,
+    live_session_check,
+    wants_html,
+)
 from dashboard.auth.models import AuthPolicy
 from dashboard.deps import ApiError, DefaultLangDep, LinkDep, get_link_of
+from dashboard.http_server import ConnectionGuard, EmbeddedServer, ServerLimits, server_config
 from dashboard.i18n import DEFAULT_LANG, Lang, pick_lang
-from dashboard.live.link import LiveLink, NotConnected
+from dashboard.live.link import CommandNotSent, LiveLink
 from dashboard.live.sse import event_stream
 from dashboard.live.state import AlertFilter
 from dashboard.pages import render
-from dashboard.routes.auth import forbidden_page
+from dashboard.routes.auth import error_page, forbidden_page
 from dashboard.routes.auth import router as auth_router
 from dashboard.routes.integrator import install_integrator_pages
 from dashboard.routes.manager import router as manager_router
 from dashboard.routes.metrics import install_metrics
 from dashboard.routes.records import router as records_router
 from dashboard.routes.staff import router as staff_router
+from dashboard.security_headers import SecurityHeaders
 from dashboard.views import RoomView, room_page_context, rooms_view
 from gateway.read import RulesConfig
 from nurserywatch.clock import Clock
+from nurserywatch.command_auth import CommandSigner
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
+from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +87,9 @@ class Health(BaseModel):
     alerts: int
     live_clients: int
     rejected: dict[str, int]
+    #: The HTTP server's connection guard: open, cap, evicted, refused, timed_out, accept_errors
+    #: (empty when the app runs under another server).
+    connections: dict[str, int]
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -122,12 +136,12 @@ async def acknowledge(
     if alert_id not in link.state.alerts:
         raise ApiError(404, "unknown_alert", f"alert {alert_id!r} is not in the dashboard's current list")
     try:
-        await link.acknowledge(alert_id, user.shown_name)
-    except NotConnected as exc:
-        raise ApiError(503, "mqtt_unavailable", str(exc)) from None
+        command_id = await link.acknowledge(alert_id, user.shown_name)
+    except CommandNotSent as exc:
+        raise ApiError(503, exc.code, str(exc)) from None
     named = body.by if body and body.by else None
-    ignored = f"body named {named!r}, ignored" if named and named not in (user.shown_name, user.username) else ""
-    audit(request, user, "alert.ack", alert_id, ignored)
+    ignored = f"; body named {named!r}, ignored" if named and named not in (user.shown_name, user.username) else ""
+    audit(request, user, "alert.ack", alert_id, f"command {command_id}{ignored}")
     return AckSent()
 
 
@@ -136,14 +150,22 @@ async def rooms(link: LinkDep, user: StaffDep) -> list[RoomView]:
     return rooms_view(link.state, link.clock.now_ms())
 
 
+@router.get("/openapi.json", include_in_schema=False)
+async def openapi_schema(request: Request, user: AdminDep) -> JSONResponse:
+    """The API's OpenAPI schema, for admins only."""
+    return JSONResponse(request.app.openapi())
+
+
 @router.get("/healthz", responses={503: {"model": Health}})
-async def healthz(link: LinkDep) -> JSONResponse:
+async def healthz(request: Request, link: LinkDep) -> JSONResponse:
     health = Health(
         ok=link.connected,
         mqtt_connected=link.connected,
         alerts=len(link.state.alerts),
         live_clients=len(link.fanout),
         rejected=dict(link.state.rejected),
+        connections=guard.counts() if isinstance(guard := getattr(request.app.state, "connections", None),
+                                                 ConnectionGuard) else {},  # fmt: skip
     )
     return JSONResponse(health.model_dump(), status_code=200 if health.ok else 503)
 
@@ -163,10 +185,15 @@ def create_app(
     kit_path: Path | None = None,
     auth_policy: AuthPolicy | None = None,
     metrics_token: str | None = None,
+    command_key: CommandSigner | None = None,
 ) -> FastAPI:
     """``gateway_db`` is the gateway's SQLite file, opened read-only for records, history and trends;
-    ``data_dir`` is where the dashboard keeps its own database (users, sessions, audit log)."""
-    link = LiveLink(kit, broker, clock=clock)
+    ``data_dir`` is where the dashboard keeps its own database (users, sessions, audit log);
+    ``command_key`` signs every staff command (None: commands are refused, the gateway would too)."""
+    if command_key is None:  # the room view still works; every command is refused with a clear error
+        log.error("no command key (--command-key): the dashboard cannot sign staff commands, so acknowledging, "
+                  "nap sessions, records and assignments are refused (docs/deploy.md, \"Securing MQTT\")")
+    link = LiveLink(kit, broker, clock=clock, command_key=command_key)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -174,13 +201,17 @@ def create_app(
         try:
             yield
         finally:
+            flush_refused_logins(app.state.auth)  # the pending counts of refused sign-ins, to the audit log
             link.fanout.close()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    # No /docs or /redoc: their pages load scripts from a CDN, and the dashboard vendors everything.
-    app = FastAPI(title=f"nurserywatch dashboard — {kit.name}", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /docs or /redoc: their pages load scripts from a CDN, and the dashboard vendors everything. The
+    # schema is served below to admins only (it maps every route an attacker could try).
+    app = FastAPI(title=f"nurserywatch dashboard — {kit.name}", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)  # fmt: skip
+    app.add_middleware(SecurityHeaders)  # CSP, frame-ancestors, nosniff, no-store (dashboard/security_headers.py)
     app.state.link = link
     app.state.default_lang = default_lang
     app.state.gateway_db = gateway_db
@@ -202,8 +233,10 @@ def create_app(
 def _install_error_handlers(app: FastAPI) -> None:
     """Every error is JSON ``{"error", "message"}``; never a traceback or an HTML page."""
 
-    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+    async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
+        if wants_html(request):  # a browser opening a page with bad input: a page in its language
+            return error_page(request, exc.status, exc.code, exc.message, exc.text)
         return _error(exc.status, exc.code, exc.message)
 
     async def http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -238,15 +271,6 @@ def _describe_validation(errors: Any) -> str:
 # ---------------------------------------------------------------- entry point
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller owns the process and stops us by
-    cancelling ``serve_dashboard``."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class AppOptions(TypedDict, total=False):
     """``create_app``'s keyword options, passed through by ``serve_dashboard``."""
 
@@ -257,14 +281,30 @@ class AppOptions(TypedDict, total=False):
     kit_path: Path | None
     auth_policy: AuthPolicy | None
     metrics_token: str | None
+    command_key: CommandSigner | None
 
 
 async def serve_dashboard(
-    kit: Kit, broker: BrokerURL, host: str, port: int, *, lang: Lang = DEFAULT_LANG, **options: Unpack[AppOptions]
+    kit: Kit,
+    broker: BrokerURL,
+    host: str,
+    port: int,
+    *,
+    lang: Lang = DEFAULT_LANG,
+    notifier: Notifier | None = None,
+    limits: ServerLimits | None = None,
+    trusted_proxies: tuple[str, ...] = (),
+    **options: Unpack[AppOptions],
 ) -> None:
     """Serve the dashboard on ``host:port`` until cancelled, then shut down cleanly (live streams
-    closed, MQTT task stopped). ``port`` 0 picks a free port (logged). ``options``: see ``create_app``."""
+    closed, MQTT task stopped). ``port`` 0 picks a free port (logged). ``notifier``: systemd's
+    (READY once serving, the watchdog from uvicorn's main loop). ``limits``: connections and timeouts
+    (dashboard/http_server.py); ``trusted_proxies``: the addresses whose X-Forwarded-For and
+    X-Forwarded-Proto are believed (none by default). ``options``: see ``create_app``."""
+    limits = limits or ServerLimits()
     app = create_app(kit, broker, default_lang=lang, **options)
+    guard = ConnectionGuard(limits.connection_cap())
+    app.state.connections = guard  # its counts are in /healthz
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -275,8 +315,8 @@ async def serve_dashboard(
         sock.close()
         raise OSError(exc.errno, f"dashboard cannot listen on {host}:{port}: {exc.strerror}") from None
     bound_port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=3)
-    server = _EmbeddedServer(config)
+    notifier = notifier or Notifier(None)
+    server = EmbeddedServer(server_config(app, limits, trusted_proxies), guard, limits, notifier)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="dashboard-http")
     try:
         while not server.started and not serving.done():
@@ -284,6 +324,7 @@ async def serve_dashboard(
         if server.started:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
             log.info("dashboard for %s at http://%s:%d/ (MQTT %s)", kit.site, shown, bound_port, broker)
+            notifier.ready(f"serving on port {bound_port}")
         await asyncio.shield(serving)
     except asyncio.CancelledError:
         get_link_of(app).fanout.close()  # end live streams, or uvicorn waits for them to finish

@@ -76,6 +76,25 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
         "The page expired. Please enter your details again.",
     ),
     "login.signed_in_as": ("{name}（{role}）", "{name} ({role})"),
+    # ---- the password rule (dashboard/auth/logic.py check_password): admin page and `nurserywatch users`
+    "password.too_short": ("パスワードは{n}文字以上にしてください。", "A password needs at least {n} characters."),
+    "password.too_long": ("パスワードは{n}文字以内にしてください。", "A password has at most {n} characters."),
+    "password.has_username": (
+        "パスワードにユーザー名を含めないでください。", "A password must not contain the username.",
+    ),
+    "password.common": (
+        "よく使われるパスワードです。推測されにくいものにしてください。",
+        "This is a commonly used password; choose one that is hard to guess.",
+    ),
+    "password.repetitive": (
+        "同じ文字が多すぎます。5種類以上の文字を使ってください。",
+        "Too few different characters: use at least 5 different ones.",
+    ),
+    "password.one_class": (
+        "英小文字・英大文字・数字・記号（空白を含む）・日本語のうち2種類以上を混ぜてください。",
+        "Mix at least two kinds of characters: lower-case, upper-case, digits, symbols (or spaces), "
+        "Japanese.",
+    ),
     "logout": ("ログアウト", "Sign out"),
     "role.staff": ("保育スタッフ", "staff"),
     "role.manager": ("管理者（園長など）", "manager"),
@@ -86,13 +105,26 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
         "Your account may not open this page. Ask an admin if you need it.",
     ),
     "forbidden.back": ("お昼寝ルームに戻る", "Back to the nap room"),
+    # ---- a page asked for with bad input (dashboard/routes/auth.py error_page)
+    "error.title": ("このページを表示できません", "This page cannot be shown"),
+    "error.date_format": (
+        "日付「{value}」は YYYY-MM-DD（例: 2026-01-31）の形で指定してください。",
+        "Date '{value}': give it as YYYY-MM-DD (e.g. 2026-01-31).",
+    ),
+    "error.date_range": (
+        "日付「{value}」は範囲外です（{last} まで指定できます）。",
+        "Date '{value}' is out of range (the last possible day is {last}).",
+    ),
     "nav.admin_users": ("ユーザー管理", "Users"),
     "admin.users_heading": ("ユーザー", "Users"),
     "admin.add_heading": ("ユーザーを追加", "Add a user"),
     "admin.username": ("ユーザー名", "Username"),
     "admin.display_name": ("表示名（確認者として表示）", "Display name (shown as who checked)"),
     "admin.role": ("役割", "Role"),
-    "admin.password": ("初期パスワード（10文字以上）", "Initial password (10+ characters)"),
+    "admin.password": (
+        "初期パスワード（10文字以上・2種類以上の文字・ユーザー名を含まない）",
+        "Initial password (10+ characters, two kinds of character, not containing the username)",
+    ),
     "admin.add": ("追加", "Add"),
     "admin.change_role": ("変更", "Change"),
     "admin.disable": ("無効にする", "Disable"),
@@ -279,6 +311,13 @@ _CATALOGUE: Final[dict[str, tuple[str, str]]] = {
     "records.missing": ("欠測", "no data"),
     "records.partial": ("途中終了", "partial"),
     "records.corrected": ("訂正あり", "corrected"),
+    "records.chain_head": ("記録チェーン（改ざん確認用）:", "Records chain head (tamper check):"),
+    "records.chain_head_help": (
+        "この表の最後の記録の番号とハッシュです。後日 nurserywatch records verify --expect-head 番号:ハッシュ で、"
+        "この表の記録が書き換えられていないことを確認できます。",
+        "The number and hash of the last entry on this sheet. Later, nurserywatch records verify "
+        "--expect-head NUMBER:HASH confirms that the records on this sheet were not rewritten.",
+    ),
     "records.generated": ("出力 {time}", "Printed {time}"),
     "records.disclaimer": (
         "センサーによる自動記録は保育士の目視による確認を補助するものです。",

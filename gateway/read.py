@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from gateway.config import RulesConfig, RulesError, Threshold, check_rules_fit_kit
 from gateway.db.reader import StoreError, StoreReader
-from gateway.records.export import SheetRow, build_sheet, day_bounds, to_csv
+from gateway.records.entries import ChainHead
+from gateway.records.export import LAST_DAY, SheetRow, build_sheet, covered_head, day_bounds, to_csv
 from gateway.records.reader import RecordReader, RecordStoreError
 from gateway.trends.queries import METRICS, RANGES, TrendError, room_devices, window
 from gateway.trends.reader import reads_influx, room_trend
 
 __all__ = [
+    "LAST_DAY",
+    "ChainHead",
     "METRICS",
     "RANGES",
     "RecordReader",
@@ -30,6 +33,7 @@ __all__ = [
     "TrendError",
     "build_sheet",
     "check_rules_fit_kit",
+    "covered_head",
     "day_bounds",
     "reads_influx",
     "room_devices",

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import time
 from typing import Protocol
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 #: Seconds on the process's monotonic performance counter, for measuring how long something took
 #: (latency metrics, log pacing) — never for logic, whose time is a Clock's.
 stopwatch = time.perf_counter
+
+
+def time_zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name``; ValueError for anything else. ZoneInfo itself raises four kinds of
+    error, among them IsADirectoryError for "Asia" and OSError for a 300-character name."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{name[:80]!r} is not an IANA time zone such as Asia/Tokyo") from None
 
 
 class Clock(Protocol):

@@ -203,6 +203,18 @@ def parse_topic(topic: str) -> Topic:
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
+#: Topics that carry retained state. An empty payload on one is how MQTT deletes the retained message
+#: (the broker passes it on to subscribers too): "state cleared", never a payload to judge or reject.
+RETAINED_KINDS = frozenset({TopicKind.STATUS, TopicKind.EDGE, TopicKind.ALERT, TopicKind.ESCALATION,
+                            TopicKind.SESSION, TopicKind.GATEWAY, TopicKind.ASSIGNMENT})  # fmt: skip
+
+
+def is_cleared(kind: TopicKind, payload: bytes | str) -> bool:
+    """Whether this message deletes the retained state of its topic (an empty payload on one of
+    RETAINED_KINDS). An empty payload anywhere else (a reading, a command) is ``bad_json``."""
+    return not payload and kind in RETAINED_KINDS
+
+
 # ---------------------------------------------------------------- payloads
 
 
@@ -215,8 +227,16 @@ class _Payload(BaseModel):
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> Self:
-        """Decode and validate; raises ContractError with a reason suitable for counting."""
-        return cls.model_validate(_load_json(payload))
+        """Decode and validate what arrived over MQTT; raises ContractError (size, UTF-8, JSON: the
+        reasons of ``_load_json``) or ValidationError (``decode`` makes it ``invalid_payload``).
+
+        Strict JSON types (docs/contract.md): pydantic's strict mode on the JSON itself, so no
+        coercion — ``"ts": "1767225600000"``, ``"co2_ppm": "500"``, ``"seq": true``, ``"present": 1``
+        or ``"ts": 1.7e12`` are refused — while a JSON int is taken for a float field, an enum from
+        its string value and a fixed-length tuple from an array (what JSON can say). Python code
+        building models stays lax: strictness is about the wire."""
+        _load_json(payload)  # the contract's own checks first: its reasons, and NaN/Infinity refused
+        return cls.model_validate_json(payload, strict=True)
 
 
 #: SQLite's INTEGER is 64-bit signed: a larger seq or record entry could not even be looked up.
@@ -477,6 +497,13 @@ def _load_json(payload: bytes | str) -> Any:
         raise ContractError("bad_json", str(exc)) from None
     if not isinstance(data, dict):
         raise ContractError("bad_json", f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_json_object(payload: bytes | str) -> dict[str, Any]:
+    """The payload as a JSON object after the checks every payload gets before its model (size,
+    UTF-8, JSON, an object); raises ContractError. For envelopes: signed commands (command_auth.py)."""
+    data: dict[str, Any] = _load_json(payload)
     return data
 
 

@@ -1,20 +1,22 @@
 """The kit file: one YAML document describing a site — rooms, edge agents, devices, children and
-which device watches which child. Validated on load; every problem becomes one KitError naming the
-file, the field and what was expected (the CLI prints it and exits with code 2)."""
+which device watches which child. Validated on load; the problems become one KitError, a line each
+naming the file, the item (a device by its id) and line, and what was expected (the CLI prints it
+and exits with code 2)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from datetime import time
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
+from nurserywatch.clock import time_zone
 from nurserywatch.contract import IDENT_RE, Stream
-from nurserywatch.yaml_files import load_yaml_model
+from nurserywatch.yaml_files import Loc, Problem, Problems, load_yaml_model
 
 Ident = Annotated[str, Field(pattern=IDENT_RE.pattern)]
 
@@ -288,31 +290,38 @@ class Kit(_Strict):
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
-    def _check_references(self) -> Kit:
+    def _check_references(self, info: ValidationInfo) -> Kit:
+        # Every problem at once (not the first): an integrator fixes a whole kit in one round.
+        problems: list[Problem] = []
         try:
-            ZoneInfo(self.timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone: {self.timezone!r} is not an IANA time zone such as Asia/Tokyo") from None
-        room_ids = _unique(self.rooms, "rooms")
-        agent_ids = _unique(self.agents, "agents")
-        child_ids = _unique(self.children, "children")
-        _unique(self.devices, "devices")
+            time_zone(self.timezone)
+        except ValueError as exc:
+            problems.append(Problem(("timezone",), str(exc)))
+        room_ids = _unique(self.rooms, "rooms", problems)
+        agent_ids = _unique(self.agents, "agents", problems)
+        child_ids = _unique(self.children, "children", problems)
+        _unique(self.devices, "devices", problems)
         for i, c in enumerate(self.children):
-            _ref(c.room, room_ids, f"children[{i}].room", "a room id")
-        bound: dict[tuple[str, DeviceKind], str] = {}
+            _ref(c.room, room_ids, ("children", i, "room"), "a room id", problems)
+        bound: dict[tuple[str, DeviceKind], int] = {}
         for i, d in enumerate(self.devices):
-            _ref(d.room, room_ids, f"devices[{i}].room", "a room id")
-            _ref(d.agent, agent_ids, f"devices[{i}].agent", "an agent id")
-            if d.child is not None:
-                _ref(d.child, child_ids, f"devices[{i}].child", "a child id")
-                if d.kind not in CHILD_DEVICES:
-                    raise ValueError(f"devices[{i}].child: a {d.kind.value} watches a room, not a child")
-                key = (d.child, d.kind)
-                if key in bound:
-                    raise ValueError(
-                        f"devices[{i}].child: child {d.child!r} already has a {d.kind.value} ({bound[key]!r})"
-                    )
-                bound[key] = d.id
+            _ref(d.room, room_ids, ("devices", i, "room"), "a room id", problems)
+            _ref(d.agent, agent_ids, ("devices", i, "agent"), "an agent id", problems)
+            if d.child is None:
+                continue
+            where = ("devices", i, "child")
+            if d.child not in child_ids:
+                _ref(d.child, child_ids, where, "a child id", problems)
+            elif d.kind not in CHILD_DEVICES:
+                problems.append(Problem(where, f"a {d.kind.value} watches a room, not a child"))
+            elif (first := bound.setdefault((d.child, d.kind), i)) != i:
+                other = self.devices[first].id
+                problems.append(Problem(where, f"child {d.child!r} already has a {d.kind.value} ({other!r})",
+                                        also=("devices", first)))  # fmt: skip
+        base = info.context.get("base_dir") if isinstance(info.context, dict) else None
+        _shared_transports(self.devices, base if isinstance(base, Path) else None, problems)
+        if problems:
+            raise Problems(problems)
         return self
 
     # -- lookups used by every part
@@ -345,23 +354,50 @@ class _HasId(Protocol):
     def id(self) -> str: ...
 
 
-def _unique(items: Sequence[_HasId], field: str) -> set[str]:
-    seen: set[str] = set()
+def _unique(items: Sequence[_HasId], field: str, problems: list[Problem]) -> set[str]:
+    first: dict[str, int] = {}
     for i, item in enumerate(items):
-        if item.id in seen:
-            raise ValueError(f"{field}[{i}].id: {item.id!r} is used twice; ids must be unique")
-        seen.add(item.id)
-    return seen
+        if (j := first.setdefault(item.id, i)) != i:
+            message = f"{item.id!r} is used twice; ids must be unique"
+            problems.append(Problem((field, i, "id"), message, also=(field, j)))
+    return set(first)
 
 
-def _ref(value: str, known: set[str], where: str, what: str) -> None:
+def _ref(value: str, known: set[str], where: Loc, what: str, problems: list[Problem]) -> None:
     if value not in known:
         choices = ", ".join(sorted(known)) or "none defined"
-        raise ValueError(f"{where}: {value!r} is not {what} defined in this kit (known: {choices})")
+        problems.append(Problem(where, f"{value!r} is not {what} defined in this kit (known: {choices})"))
+
+
+def _shared_transports(devices: Sequence[Device], base_dir: Path | None, problems: list[Problem]) -> None:
+    """Two devices on one serial port of one agent (each would read half the other's bytes), or one
+    Bluetooth address twice (one sensor's readings credited to two devices)."""
+    taken: dict[tuple[str, ...], int] = {}
+    for i, d in enumerate(devices):
+        t = d.transport
+        if isinstance(t, SerialTransport):
+            # Same folder for every relative path, so comparing normalised paths is enough without
+            # the file's folder; symlinks (/dev/serial/by-id/…) are the Pi's, not resolvable here.
+            port = Path(os.path.normpath(t.port if base_dir is None else base_dir / t.port))
+            key: tuple[str, ...] = ("serial", d.agent, str(port))
+            what = f"serial port {t.port!r} of agent {d.agent!r}"
+            where: Loc = ("devices", i, "transport", "port")
+        else:
+            key, what = ("ble", t.address.upper()), f"Bluetooth address {t.address.upper()}"
+            where = ("devices", i, "transport", "address")
+        if (first := taken.setdefault(key, i)) != i:
+            problems.append(Problem(where, f"{what} is already device {devices[first].id!r}'s; one device per "
+                                           f"{'port' if key[0] == 'serial' else 'address'}", also=("devices", first)))
+
+
+#: Error messages name a kit's items by id: ``device "mat-06" (line 42)`` rather than ``devices[5]``.
+KIT_LABELS = {"rooms": "room", "agents": "agent", "devices": "device", "children": "child"}
 
 
 def load_kit(path: str | Path) -> Kit:
-    """Read and validate a kit file. Raises KitError with one readable message."""
-    kit = load_yaml_model(path, Kit, KitError, example="configs/kit.example.yaml")
-    kit._base_dir = Path(path).resolve().parent
+    """Read and validate a kit file. Raises KitError listing every problem, one per line."""
+    base_dir = Path(path).resolve().parent
+    kit = load_yaml_model(path, Kit, KitError, example="configs/kit.example.yaml", labels=KIT_LABELS,
+                          context={"base_dir": base_dir})  # fmt: skip
+    kit._base_dir = base_dir
     return kit

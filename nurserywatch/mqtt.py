@@ -41,6 +41,9 @@ class MqttCredentials(BaseModel):
     #: A TLS client certificate and its key, for a broker that requires one (mqtts:// only).
     cert_file: str | None = None
     key_file: str | None = None
+    #: The command key file (docs/contract.md, "Signed commands"): the dashboard's is the private key
+    #: that signs staff commands, the gateway's its public key. Edge agents have none.
+    command_key: str | None = None
 
     @model_validator(mode="after")
     def _pair(self) -> MqttCredentials:
@@ -61,7 +64,7 @@ def load_credentials(path: str | Path) -> MqttCredentials:
     except OSError:
         pass
     found: dict[str, str | None] = {}
-    for key in ("ca_file", "cert_file", "key_file"):
+    for key in ("ca_file", "cert_file", "key_file", "command_key"):
         value = getattr(creds, key)
         if value is None:
             found[key] = None
@@ -95,6 +98,9 @@ class BrokerURL:
     #: TLS client certificate and key (None: none sent).
     cert_file: str | None = None
     key_file: str | None = None
+    #: The command key named by ``?credentials=`` (not used to connect: the gateway and the dashboard
+    #: read it, see MqttCredentials.command_key).
+    command_key_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> BrokerURL:
@@ -122,7 +128,7 @@ class BrokerURL:
             if base.username is not None:
                 raise ValueError(f"broker URL {url!r}: give the user either in the URL or in ?credentials=, not both")
             creds = load_credentials(options["credentials"][0])
-            base = replace(base, username=creds.username, password=creds.password)
+            base = replace(base, username=creds.username, password=creds.password, command_key_file=creds.command_key)
             if base.tls:
                 # A plain mqtt:// URL ignores the TLS files: one credentials file serves both listeners.
                 base = replace(

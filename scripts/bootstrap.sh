@@ -2,6 +2,7 @@
 # Set up a development/test machine from nothing but Python 3.11+ and apt:
 #   scripts/bootstrap.sh          -> .venv with every part's packages, `.[all]` (enough for `nurserywatch demo`)
 #   scripts/bootstrap.sh --test   -> also the test packages, `.[all,test]`, and the system services the tests start
+#   scripts/bootstrap.sh --loaded -> as --test, and stress-ng (`make test-loaded`: the suite beside a busy CPU)
 # Idempotent: re-running only installs what changed or is missing.
 set -eu
 cd "$(dirname "$0")/.."
@@ -44,8 +45,10 @@ if [ ! -x .venv/bin/python ]; then
     fi
 fi
 
+TESTING=false
+[ "$MODE" = "--test" ] || [ "$MODE" = "--loaded" ] && TESTING=true
 EXTRAS="[all]"
-[ "$MODE" = "--test" ] && EXTRAS="[all,test]"
+[ "$TESTING" = true ] && EXTRAS="[all,test]"
 STAMP=".venv/.installed-$(cat pyproject.toml | cksum | cut -d' ' -f1)$EXTRAS"
 if [ ! -f "$STAMP" ]; then
     say "installing Python packages into .venv ($EXTRAS)"
@@ -55,11 +58,14 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
-if [ "$MODE" = "--test" ]; then
+if [ "$TESTING" = true ]; then
     # command -> Debian package. The tests start these themselves on free loopback ports.
+    pairs="mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium"
+    pairs="$pairs influxd:influxdb victoria-metrics:victoria-metrics"
+    # The load beside the suite in `make test-loaded` (scripts/with_load.sh).
+    [ "$MODE" = "--loaded" ] && pairs="$pairs stress-ng:stress-ng"
     missing=""
-    for pair in mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium \
-                influxd:influxdb victoria-metrics:victoria-metrics; do
+    for pair in $pairs; do
         cmd=${pair%%:*}; pkg=${pair#*:}
         if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$cmd" ]; then
             missing="$missing $pkg"

@@ -53,9 +53,16 @@ class AuthPolicy:
 
     session_lifetime_s: int = 12 * 3600
     session_idle_s: int = 3600
-    #: Failed logins per username / per client address before a lockout.
+    #: Failed logins before a lockout: of one username from one address, of anything from one address,
+    #: and of one username from all addresses together — the last applies only to addresses the user has
+    #: not signed in from lately, so nobody elsewhere can lock staff out of their own tablet.
     user_failures: int = 5
     ip_failures: int = 20
+    user_wide_failures: int = 10
+    #: An address the user signed in from within this many days is known-good for that user.
+    known_address_days: int = 90
+    #: Audit entries older than this are pruned (an audited deletion; 0 keeps them for ever).
+    audit_retention_days: int = 400
     #: Failures older than this are forgotten.
     failure_window_s: int = 15 * 60
     #: First lockout; each further failure while over the limit doubles it, up to the maximum.

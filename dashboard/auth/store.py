@@ -18,7 +18,7 @@ from typing import Final
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from dashboard.auth.logic import check_display_name, check_password, check_username, token_digest
+from dashboard.auth.logic import PasswordRejected, check_display_name, check_password, check_username, token_digest
 from dashboard.auth.models import AuthPolicy, Role, User
 from nurserywatch.sqlite import connect
 
@@ -55,8 +55,23 @@ CREATE TABLE IF NOT EXISTS audit (
 CREATE INDEX IF NOT EXISTS audit_ts ON audit (ts_ms);
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+CREATE INDEX IF NOT EXISTS audit_user_ip ON audit (username, ip);
+-- Each pruning of the audit log past its retention, itself append-only. Deleting from the audit log is
+-- refused unless the entry is older than the newest pruning's cut-off (AuthStore.prune_audit).
+CREATE TABLE IF NOT EXISTS audit_prune (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts_ms     INTEGER NOT NULL,
+    before_ms INTEGER NOT NULL,
+    deleted   INTEGER NOT NULL
+);
+CREATE TRIGGER IF NOT EXISTS audit_prune_no_update BEFORE UPDATE ON audit_prune
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_prune_no_delete BEFORE DELETE ON audit_prune
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+DROP TRIGGER IF EXISTS audit_no_delete;  -- the first version refused every DELETE: replaced at every open
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    WHEN OLD.ts_ms >= (SELECT coalesce(max(before_ms), 0) FROM audit_prune)
+    BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only entries past the retention are pruned)'); END;
 """
 
 USER_COLUMNS: Final = "username, role, display_name, disabled, created_ms, last_login_ms"
@@ -65,7 +80,12 @@ TOUCH_EVERY_MS: Final = 60_000
 
 
 class UserError(ValueError):
-    """A user change that cannot be made (exists, unknown, last admin, bad name or password)."""
+    """A user change that cannot be made (exists, unknown, last admin, bad name or password). ``text``:
+    a catalogue key and its placeholders when the reason has a translation (the password rule)."""
+
+    def __init__(self, message: str, text: tuple[str, dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.text = text
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,8 +149,10 @@ class AuthStore:
     def add_user(self, username: str, password: str, role: Role, display_name: str, now_ms: int) -> User:
         try:
             name = check_username(username)
-            check_password(password)
+            check_password(password, name)
             shown = check_display_name(display_name)
+        except PasswordRejected as exc:
+            raise UserError(str(exc), exc.text) from None
         except ValueError as exc:
             raise UserError(str(exc)) from None
         digest = self.hasher.hash(password)
@@ -191,9 +213,9 @@ class AuthStore:
         """A new password ends the user's sessions (a stolen session does not survive the change)."""
         row = self._existing(username)
         try:
-            check_password(password)
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
+            check_password(password, row.user.username)
+        except PasswordRejected as exc:
+            raise UserError(str(exc), exc.text) from None
         digest = self.hasher.hash(password)
         with self._lock:
             self._db.execute(
@@ -304,6 +326,44 @@ class AuthStore:
                 (now_ms, user.username if user else None, user.role.label if user else None, action, target, detail,
                  ip),
             )
+
+    def signed_in_from(self, username: str, ip: str, since_ms: int) -> bool:
+        """Whether ``username`` signed in from ``ip`` since ``since_ms`` (a known-good address: the
+        login throttle never locks the account out there because of failures from elsewhere)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM audit WHERE username = ? AND ip = ? AND action = 'login' AND ts_ms >= ? LIMIT 1",
+                (username.lower(), ip, since_ms),
+            ).fetchone()
+        return row is not None
+
+    def prune_audit(self, now_ms: int, retention_days: int) -> int:
+        """Delete the audit entries older than ``retention_days`` (0: keep for ever); returns how many.
+        Deliberate and itself recorded: the cut-off goes into ``audit_prune`` (which the delete trigger
+        checks, so nothing newer can be deleted) and an ``audit.prune`` entry says what was removed."""
+        if retention_days <= 0:
+            return 0
+        before = now_ms - retention_days * 86_400_000
+        with self._lock:
+            (count,) = self._db.execute("SELECT count(*) FROM audit WHERE ts_ms < ?", (before,)).fetchone()
+            if not count:
+                return 0
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(
+                    "INSERT INTO audit_prune (ts_ms, before_ms, deleted) VALUES (?, ?, ?)", (now_ms, before, count)
+                )
+                self._db.execute("DELETE FROM audit WHERE ts_ms < ?", (before,))
+                self._db.execute(
+                    "INSERT INTO audit (ts_ms, username, role, action, target, detail, ip) VALUES (?, NULL, NULL,"
+                    " 'audit.prune', '', ?, 'dashboard')",
+                    (now_ms, f"{count} entries older than {retention_days} days removed (retention)"),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return int(count)
 
     def audit_entries(self, limit: int = 200, action: str | None = None) -> list[AuditEntry]:
         """The newest entries first."""

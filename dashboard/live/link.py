@@ -1,20 +1,24 @@
 """The dashboard's MQTT side: one subscriber task that keeps a :class:`LiveState` up to date and fans
-its changes out to live clients, and the acknowledgement command going the other way.
+its changes out to live clients, and the staff commands going the other way.
 
 The dashboard never touches the gateway's alert state: an acknowledgement is an ``AckCommand`` on
-``command/ack``; the gateway decides, and the new alert state comes back on ``alert/{id}``."""
+``command/ack``; the gateway decides, and the new alert state comes back on ``alert/{id}``. Every
+command is signed with the site's command key (nurserywatch/command_auth.py): the gateway takes no
+other, so the ``by`` it records is the signed-in user the dashboard named."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+import secrets
 
 import aiomqtt
 
 from dashboard.live.fanout import Fanout
 from dashboard.live.state import Event, EventKind, LiveState
 from nurserywatch.clock import Clock, SystemClock
+from nurserywatch.command_auth import ID_BYTES, CommandSigner
 from nurserywatch.contract import (
     AckCommand,
     AssignCommand,
@@ -33,7 +37,7 @@ from nurserywatch.contract import (
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL, publish, run_session
 
-__all__ = ["LiveLink", "LiveState", "NotConnected"]
+__all__ = ["CommandNotSent", "LiveLink", "LiveState", "NoCommandKey", "NotConnected"]
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,20 @@ PUBLISH_TIMEOUT_S = 5.0
 RESYNC_SETTLE_S = 2.0
 
 
-class NotConnected(RuntimeError):
+class CommandNotSent(RuntimeError):
+    """A staff command that was not sent; ``code`` is the API's error code."""
+
+    code = "mqtt_unavailable"
+
+
+class NotConnected(CommandNotSent):
     """The broker is not reachable right now; the command was not sent."""
+
+
+class NoCommandKey(CommandNotSent):
+    """The dashboard has no command key: it cannot sign, and the gateway takes no unsigned command."""
+
+    code = "no_command_key"
 
 
 class LiveLink:
@@ -57,8 +73,11 @@ class LiveLink:
         clock: Clock | None = None,
         fanout: Fanout | None = None,
         identifier: str | None = None,
+        command_key: CommandSigner | None = None,
     ) -> None:
+        """``command_key``: signs every staff command; None: commands are refused (NoCommandKey)."""
         self.state = LiveState(kit)
+        self.command_key = command_key
         self.fanout = fanout or Fanout()
         self.clock: Clock = clock or SystemClock()
         self._broker = broker
@@ -119,43 +138,46 @@ class LiveLink:
         if events:
             self.fanout.publish(events)
 
-    async def acknowledge(self, alert_id: str, by: str) -> AckCommand:
-        """Publish an AckCommand (QoS 1) and return once the broker has accepted it."""
+    async def acknowledge(self, alert_id: str, by: str) -> str:
+        """Publish a signed AckCommand (QoS 1) and return its id once the broker has accepted it."""
         try:
             command = AckCommand(alert_id=alert_id, by=by)
         except ValueError as exc:
             raise ContractError("invalid_payload", str(exc)) from None
-        client = self._client
-        if client is None:
-            raise NotConnected(f"not connected to the MQTT broker at {self._broker}")
-        try:
-            await publish(client, ack_topic(self.state.site), command.to_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)
-        except aiomqtt.MqttError as exc:
-            raise NotConnected(f"could not publish the acknowledgement: {exc}") from None
-        log.info("acknowledgement of %s by %r sent", alert_id, by)
-        return command
+        return await self.send_command(ack_topic(self.state.site), command)
 
-    async def send_command(self, topic: str, command: SessionCommand | AssignCommand | RecordCommand) -> None:
-        """Publish a staff command (QoS 1) and return once the broker has accepted it; the gateway
-        decides, and its answer comes back retained (session/{room}, assignment/{device}) or in the
-        records. Raises NotConnected."""
+    async def send_command(
+        self, topic: str, command: AckCommand | SessionCommand | AssignCommand | RecordCommand
+    ) -> str:
+        """Sign a staff command, publish it (QoS 1) and return its id (for the audit log) once the
+        broker has accepted it; the gateway decides, and its answer comes back retained (alert/{id},
+        session/{room}, assignment/{device}) or in the records. Raises CommandNotSent."""
+        if self.command_key is None:
+            raise NoCommandKey(
+                "the dashboard has no command key, so the gateway would refuse the command "
+                "(--command-key; docs/deploy.md, Securing MQTT)"
+            )
         client = self._client
         if client is None:
             raise NotConnected(f"not connected to the MQTT broker at {self._broker}")
+        payload, command_id = self.command_key.sign(
+            topic, command.model_dump(mode="json"), self.clock.now_ms(), secrets.token_bytes(ID_BYTES)
+        )
         try:
-            await publish(client, topic, command.to_json(), qos=1, timeout=PUBLISH_TIMEOUT_S)
+            await publish(client, topic, payload, qos=1, timeout=PUBLISH_TIMEOUT_S)
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"could not publish the command: {exc}") from None
-        log.info("command on %s sent: %s", topic.rsplit("/", 1)[-1], command.model_dump_json())
+        log.info("command %s on %s sent: %s", command_id, topic.rsplit("/", 1)[-1], command.model_dump_json())
+        return command_id
 
-    async def session_command(self, command: SessionCommand) -> None:
-        await self.send_command(session_command_topic(self.state.site), command)
+    async def session_command(self, command: SessionCommand) -> str:
+        return await self.send_command(session_command_topic(self.state.site), command)
 
-    async def assign_command(self, command: AssignCommand) -> None:
-        await self.send_command(assign_command_topic(self.state.site), command)
+    async def assign_command(self, command: AssignCommand) -> str:
+        return await self.send_command(assign_command_topic(self.state.site), command)
 
-    async def record_command(self, command: RecordCommand) -> None:
-        await self.send_command(record_command_topic(self.state.site), command)
+    async def record_command(self, command: RecordCommand) -> str:
+        return await self.send_command(record_command_topic(self.state.site), command)
 
     def tick_event(self) -> Event:
         """The live stream's once-a-second liveness record (dashboard/live/sse.py)."""

@@ -13,7 +13,9 @@ Mirrors (docs/contract.md):
 - ``session/+`` and ``assignment/+`` (retained): each room's nap session, each device's child today.
 
 Every payload is validated with the contract; anything that does not fit is counted by reason in
-``rejected`` and logged in one line, and the state stays as it was.
+``rejected`` and logged in one line, and the state stays as it was. An empty payload on a
+retained-state topic (``contract.is_cleared``: MQTT deleting the retained message) is counted in
+``cleared``, not rejected: an alert leaves the list; any other state stays as last known.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nurserywatch.contract import (
     Stream,
     TopicKind,
     decode,
+    is_cleared,
     parse_reading,
     parse_topic,
     time_ahead,
@@ -95,6 +98,8 @@ class LiveState:
         self.assignments: dict[str, DeviceAssignment] = {}
         #: reason -> number of messages rejected for it, since start.
         self.rejected: Counter[str] = Counter()
+        #: topic kind -> retained messages deleted (empty payloads), since start: not rejections.
+        self.cleared: Counter[str] = Counter()
         # Alerts held from before a reconnect that the broker has not re-sent yet (see begin_resync).
         self._unconfirmed: set[str] = set()
 
@@ -134,6 +139,11 @@ class LiveState:
         t = parse_topic(topic)
         if t.site != self.site:
             raise ContractError("wrong_site", f"site {t.site!r}, this dashboard shows {self.site!r}")
+        if is_cleared(t.kind, payload):
+            self.cleared[t.kind.value] += 1
+            if t.kind is TopicKind.ALERT and t.alert_id is not None:
+                return self._apply_alert(t.alert_id, payload)
+            return []  # the last known state stands (as in the gateway): nothing to judge
         if t.kind is TopicKind.READING and t.device is not None and t.stream is Stream.BREATHING:
             reading = parse_reading(Stream.BREATHING, payload)
             assert isinstance(reading, BreathingReading)

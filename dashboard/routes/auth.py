@@ -23,6 +23,7 @@ from dashboard.auth.deps import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
     AdminDep,
+    AuthState,
     CurrentUserDep,
     _check_csrf,
     _session,
@@ -30,6 +31,8 @@ from dashboard.auth.deps import (
     auth_state,
     client_ip,
     form_fields,
+    prune_audit_daily,
+    refused_login,
 )
 from dashboard.auth.models import Role, User
 from dashboard.auth.store import UserError
@@ -84,6 +87,19 @@ def forbidden_page(request: Request, message: str) -> HTMLResponse:
     return response
 
 
+def error_page(
+    request: Request, status: int, code: str, message: str, text: tuple[str, dict[str, str]] | None
+) -> HTMLResponse:
+    """A refused page request (bad input) for a browser: the error in the page's language when the
+    error names a catalogue ``text``, else its (English) message."""
+    lang = _lang(request)
+    shown = catalogue(lang)[text[0]].format(**text[1]) if text else message
+    context = page_context(request, _kit(request), lang, "", code=code, text=shown)
+    response = render(request, "error.html", context)
+    response.status_code = status
+    return response
+
+
 # ---------------------------------------------------------------- login / logout
 
 
@@ -111,6 +127,24 @@ async def login_page(request: Request, next: str = "/") -> Response:
     return _login_page(request, next_=next)
 
 
+def pair_key(ip: str, username: str) -> str:
+    return f"pair:{ip} {username.lower()}"
+
+
+def throttle_keys(state: AuthState, username: str, ip: str, now_ms: int) -> tuple[dict[str, int], dict[str, int]]:
+    """(keys a failure counts on, keys that can refuse this attempt), each with its limit. Counted: this
+    username from this address, this address, this username from anywhere. Checked: all three, except
+    that the username's own count is not checked from an address the user signed in from lately — so an
+    attacker elsewhere can slow an account down for strangers but never lock staff out of their tablet."""
+    policy, name = state.policy, username.lower()
+    counted = {pair_key(ip, name): policy.user_failures, f"ip:{ip}": policy.ip_failures,
+               f"user:{name}": policy.user_wide_failures}  # fmt: skip
+    since = now_ms - policy.known_address_days * 86_400_000
+    known = bool(name) and state.store.signed_in_from(name, ip, since)
+    checked = {k: v for k, v in counted.items() if not (known and k.startswith("user:"))}
+    return counted, checked
+
+
 @router.post("/login", include_in_schema=False)
 async def login(request: Request) -> Response:
     state = auth_state(request)
@@ -132,11 +166,11 @@ async def login(request: Request) -> Response:
 
     now = state.now_ms()
     ip = client_ip(request)
-    keys = {f"user:{username.lower()}": state.policy.user_failures, f"ip:{ip}": state.policy.ip_failures}
+    counted, checked = throttle_keys(state, username, ip, now)
     throttle = state.throttle
-    wait_ms = throttle.retry_after_ms(keys, now)
+    wait_ms = throttle.retry_after_ms(checked, now)
     if wait_ms > 0:
-        audit(request, None, "login.throttled", username, f"retry after {wait_ms // 1000} s")
+        refused_login(request, "login.throttled", username, f"retry after {wait_ms // 1000} s")
         wait_s = -(-wait_ms // 1000)
         headers = {"Retry-After": str(wait_s)}
         if is_json:
@@ -150,13 +184,14 @@ async def login(request: Request) -> Response:
     # argon2 takes ~0.1 s of CPU on purpose: off the event loop, so live streams keep flowing.
     user = await asyncio.to_thread(state.store.check_password, username, password, now) if username else None
     if user is None:
-        throttle.failed(keys, now)
-        audit(request, None, "login.failed", username)
+        throttle.failed(counted, now)
+        refused_login(request, "login.failed", username)
         if is_json:
             return JSONResponse({"error": "login_failed", "message": "wrong username or password"}, 401)
         return _login_page(request, status=401, error=t["login.failed"], username=username, next_=next_)
 
-    throttle.succeeded(f"user:{username.lower()}")
+    throttle.succeeded(pair_key(ip, user.username))  # not the username's own count: see throttle_keys
+    prune_audit_daily(state)
     old = await _session(request)
     if old is not None:  # a fresh token on every login: no session fixation
         state.store.end_session(old.token_hash)
@@ -248,7 +283,10 @@ async def add_user(request: Request, user: AdminDep) -> Response:
             state.store.add_user, f.get("username", "").strip(), f.get("password", ""), role,
             f.get("display_name", ""), state.now_ms(),
         )
-    except (UserError, ValueError) as exc:
+    except UserError as exc:
+        shown = catalogue(_lang(request))[exc.text[0]].format(**exc.text[1]) if exc.text else str(exc)
+        return _users_page(request, status=400, error=shown)
+    except ValueError as exc:
         return _users_page(request, status=400, error=str(exc))
     audit(request, user, "user.add", added.username, f"role={role.label} display_name={added.display_name}")
     return _done(request, "added")

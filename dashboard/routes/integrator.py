@@ -161,7 +161,7 @@ def install_integrator_pages(app: FastAPI, kit_path: Path | None) -> None:
 
 
 def check_kit_file(path: Path | None, started_digest: str | None, rules: RulesConfig | None) -> KitCheckOut:
-    """Validate the kit file again (blocking: reads it). The kit model reports its first problem;
+    """Validate the kit file again (blocking: reads it). The kit loader lists every problem;
     the rules file is then checked against it (a room the kit lacks), as the gateway does on start."""
     if path is None:
         return KitCheckOut(file=None, ok=True, problems=[], changed=False)
@@ -169,7 +169,7 @@ def check_kit_file(path: Path | None, started_digest: str | None, rules: RulesCo
     try:
         kit = load_kit(path)  # the file as it is now
     except KitError as exc:
-        return KitCheckOut(file=str(path), ok=False, problems=[str(exc)], changed=changed)
+        return KitCheckOut(file=str(path), ok=False, problems=str(exc).splitlines(), changed=changed)  # one a line
     problems: list[str] = []
     if rules is not None:
         try:

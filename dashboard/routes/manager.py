@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Literal, cast
 from urllib.parse import urlencode
@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from dashboard.air_summary import ROOM_AIR_METRICS, UNITS, time_covered, time_in_violation
 from dashboard.auth.deps import ManagerDep
 from dashboard.auth.models import Role
-from dashboard.deps import ApiError, DefaultLangDep, LinkDep
+from dashboard.deps import ApiError, DefaultLangDep, LinkDep, parse_day
 from dashboard.i18n import catalogue, pick_lang
 from dashboard.pages import NAV, NavItem, page_context, render
 from gateway.read import (
@@ -35,6 +35,7 @@ from gateway.read import (
     StoreReader,
     Threshold,
     TrendError,
+    day_bounds,
     reads_influx,
     room_devices,
     room_trend,
@@ -315,10 +316,7 @@ def parse_history_filters(kit: Kit, q: dict[str, str]) -> HistoryFilters:
         f.acknowledged = ack == "true"
     for key, attr in (("from", "date_from"), ("to", "date_to")):
         if q.get(key):
-            try:
-                setattr(f, attr, date.fromisoformat(q[key]))
-            except ValueError:
-                raise ApiError(400, "bad_filter", f"{key}: {q[key]!r} is not a date like 2026-01-31") from None
+            setattr(f, attr, parse_day(q[key], key, 400, "bad_filter"))
     if f.date_from and f.date_to and f.date_to < f.date_from:
         raise ApiError(400, "bad_filter", f"to: {f.date_to} is before from: {f.date_from}")
     for key, lo, hi in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
@@ -328,19 +326,16 @@ def parse_history_filters(kit: Kit, q: dict[str, str]) -> HistoryFilters:
             except ValueError:
                 value = lo - 1
             if not lo <= value <= hi:
-                raise ApiError(400, "bad_filter", f"{key}: {q[key]!r} is not a whole number from {lo} to {hi}")
+                raise ApiError(400, "bad_filter", f"{key}: {q[key][:40]!r} is not a whole number from {lo} to {hi}")
             setattr(f, key, value)
     return f
 
 
-def _day_start_ms(d: date, tz: str) -> int:
-    return int(datetime.combine(d, time(), ZoneInfo(tz)).timestamp() * 1000)
-
-
 def query_history(kit: Kit, db: Path, f: HistoryFilters) -> HistoryOut:
     """One page of the history (blocking). Dates are the site's local days, ``to`` included."""
-    since = _day_start_ms(f.date_from, kit.timezone) if f.date_from else None
-    until = _day_start_ms(f.date_to + timedelta(days=1), kit.timezone) if f.date_to else None
+    zone = ZoneInfo(kit.timezone)
+    since = day_bounds(f.date_from, zone)[0] if f.date_from else None
+    until = day_bounds(f.date_to, zone)[1] if f.date_to else None
     total, items = StoreReader(db).alert_history(
         room=f.room, rule=f.rule, severity=f.severity.value if f.severity else None, acknowledged=f.acknowledged,
         since_ts=since, until_ts=until, limit=f.per_page, offset=(f.page - 1) * f.per_page,

@@ -124,6 +124,8 @@ async def metrics(request: Request, link: LinkDep, scraper: ScraperDep) -> Respo
                 link.fanout.dropped),
         gauge(P + "mqtt_connected", "1 while subscribed to the broker.", 1 if link.connected else 0),
         counter(P + "rejected_total", "MQTT messages not used, by reason.", by_label("reason", link.state.rejected)),
+        counter(P + "retained_cleared_total", "Retained messages deleted (empty payloads), by topic kind.",
+                by_label("topic", link.state.cleared)),
         counter(P + "ack_requests_total", "Acknowledgement requests, by HTTP status of the answer.",
                 {labels(status=str(code)): n for code, n in sorted(c.ack_requests.items())}),
         gauge(P + "alerts_shown", "Alerts in the dashboard's list, by state (acknowledged overlaps).",

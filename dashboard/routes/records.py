@@ -6,7 +6,8 @@ Reads the gateway's SQLite read-only (``RecordReader``); the sheet rows come fro
 ``gateway.records.export.build_sheet`` (the same as ``nurserywatch records export``). A confirmation
 is never written here: the page publishes ``command/record`` and the gateway appends the entry.
 
-Every route needs a signed-in user (StaffDep; the CSV export ManagerDep: exports are for managers);
+Every route needs a signed-in staff member (StaffDep), the CSV too: staff confirm the records and see
+every cell on the page, the API and the print page, so the same sheet as a file hides nothing more;
 confirmations name the signed-in user."""
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from dashboard.auth.deps import ManagerDep, StaffDep, audit
+from dashboard.auth.deps import StaffDep, audit
 from dashboard.auth.models import Role
-from dashboard.deps import ApiError, DefaultLangDep, GatewayDbDep, LinkDep
+from dashboard.deps import INT64_MAX, ApiError, DefaultLangDep, GatewayDbDep, LinkDep, parse_day
 from dashboard.i18n import Lang, catalogue, label, pick_lang
-from dashboard.live.link import LiveLink, NotConnected
+from dashboard.live.link import CommandNotSent, LiveLink
 from dashboard.pages import NAV, NavItem, page_context, render
-from gateway.read import RecordReader, RecordStoreError, SheetRow, build_sheet, day_bounds, to_csv
+from gateway.read import (
+    ChainHead,
+    RecordReader,
+    RecordStoreError,
+    SheetRow,
+    build_sheet,
+    covered_head,
+    day_bounds,
+    to_csv,
+)
 from nurserywatch.contract import Position, RecordCommand
 from nurserywatch.kit import Kit
 
@@ -55,6 +65,8 @@ class Sheet:
     cells: dict[tuple[int, str], SheetRow]
     started_ms: int | None
     ended_ms: int | None
+    #: The last chain entry the sheet is made of (printed and in the CSV, for `records verify --expect-head`).
+    head: ChainHead | None = None
 
 
 def _tz(kit: Kit) -> ZoneInfo:
@@ -64,16 +76,13 @@ def _tz(kit: Kit) -> ZoneInfo:
 def _day(kit: Kit, now_ms: int, text: str | None) -> date:
     if not text:
         return datetime.fromtimestamp(now_ms / 1000, _tz(kit)).date()
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise ApiError(422, "invalid_request", f"date {text!r}: expected YYYY-MM-DD") from None
+    return parse_day(text, "date", 422, "invalid_request")
 
 
 def _room(kit: Kit, room: str | None) -> str:
     chosen = room or kit.rooms[0].id
     if kit.room(chosen) is None:
-        raise ApiError(404, "unknown_room", f"room {chosen!r} is not in the kit")
+        raise ApiError(404, "unknown_room", f"room {chosen[:64]!r} is not in the kit")
     return chosen
 
 
@@ -104,6 +113,7 @@ async def load_sheet(kit: Kit, db: Any, room: str, day: date) -> Sheet:
         cells=cells,
         started_ms=started,
         ended_ms=max((r.time for r in rows), default=None),
+        head=covered_head([*records, *followups]),
     )
 
 
@@ -159,7 +169,7 @@ def _context(request: Request, kit: Kit, lang: Lang, sheet: Sheet, **extra: Any)
         **extra,
     )  # fmt: skip
     user = ctx.get("user")
-    ctx["may_export"] = user is not None and user.may(Role.MANAGER)  # the CSV link: managers only
+    ctx["may_export"] = user is not None and user.may(Role.STAFF)  # the CSV: the sheet's own role (docstring)
     return ctx
 
 
@@ -192,13 +202,13 @@ async def _sheet_page(
 
 @router.get("/records.csv", include_in_schema=False)
 async def records_csv(
-    user: ManagerDep, link: LinkDep, db: GatewayDbDep, default_lang: DefaultLangDep,  # exports: managers
+    user: StaffDep, link: LinkDep, db: GatewayDbDep, default_lang: DefaultLangDep,  # the sheet's role
     room: str | None = None, date: str | None = None, lang: str | None = None,
 ) -> Response:  # fmt: skip
     chosen = pick_lang(lang, default_lang)
     kit = link.state.kit
     sheet = await load_sheet(kit, db, _room(kit, room), _day(kit, link.clock.now_ms(), date))
-    body = to_csv(sheet.rows, chosen, _tz(kit))
+    body = to_csv(sheet.rows, chosen, _tz(kit), sheet.head)
     name = f"nap-check-{sheet.room}-{sheet.day.isoformat()}.csv"
     return Response(
         body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
@@ -231,8 +241,8 @@ async def confirm(
     request: Request, seq: int, user: StaffDep, link: LinkDep, db: GatewayDbDep, body: ConfirmRequest | None = None
 ) -> ConfirmSent:
     """Publish a RecordCommand (confirm) for entry ``seq``; the gateway appends the confirmation."""
-    if seq < 1:
-        raise ApiError(422, "invalid_request", "seq must be ≥ 1")
+    if not 1 <= seq <= INT64_MAX:  # a larger one cannot be a stored entry (SQLite's integers are 64-bit)
+        raise ApiError(422, "invalid_request", f"seq must be from 1 to {INT64_MAX}")
     by = user.shown_name  # the signed-in user; a body's `by` is accepted for old pages and ignored
     reader = RecordReader(db)
     try:
@@ -244,8 +254,8 @@ async def confirm(
     if entry.entry.kind not in ("record", "correction"):
         raise ApiError(422, "not_a_record", f"entry {seq} is a {entry.entry.kind}, not a check record")
     try:
-        await link.record_command(RecordCommand(entry=seq, by=by))
-    except NotConnected as exc:
-        raise ApiError(503, "mqtt_unavailable", str(exc)) from None
-    audit(request, user, "record.confirm", str(seq))
+        command_id = await link.record_command(RecordCommand(entry=seq, by=by))
+    except CommandNotSent as exc:
+        raise ApiError(503, exc.code, str(exc)) from None
+    audit(request, user, "record.confirm", str(seq), f"command {command_id}")
     return ConfirmSent()

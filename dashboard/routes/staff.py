@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dashboard.auth.deps import StaffDep, audit
 from dashboard.deps import ApiError, LinkDep
-from dashboard.live.link import NotConnected
+from dashboard.live.link import CommandNotSent
 from nurserywatch.contract import AlertState, AssignCommand, Ident, SessionAction, SessionCommand
 from nurserywatch.kit import CHILD_DEVICES
 
@@ -52,10 +52,10 @@ async def session_command(
         raise ApiError(404, "unknown_room", f"room {room!r} is not in the kit")
     try:
         # The signed-in user's name, never the body's `by` (kept for old pages, ignored).
-        await link.session_command(SessionCommand(room=room, action=body.action, by=user.shown_name))
-    except NotConnected as exc:
-        raise ApiError(503, "mqtt_unavailable", str(exc)) from None
-    audit(request, user, f"session.{body.action}", room)
+        command_id = await link.session_command(SessionCommand(room=room, action=body.action, by=user.shown_name))
+    except CommandNotSent as exc:
+        raise ApiError(503, exc.code, str(exc)) from None
+    audit(request, user, f"session.{body.action}", room, f"command {command_id}")
     return CommandSent()
 
 
@@ -85,8 +85,8 @@ async def assign(request: Request, body: AssignRequest, link: LinkDep, user: Sta
     if busy:
         raise ApiError(409, "device_alerting", f"{', '.join(busy)}: an alert is active; it must end first")
     try:
-        await link.assign_command(AssignCommand(device=device.id, child=body.child, by=user.shown_name))
-    except NotConnected as exc:
-        raise ApiError(503, "mqtt_unavailable", str(exc)) from None
-    audit(request, user, "assignment", device.id, f"child={body.child or '-'}")
+        command_id = await link.assign_command(AssignCommand(device=device.id, child=body.child, by=user.shown_name))
+    except CommandNotSent as exc:
+        raise ApiError(503, exc.code, str(exc)) from None
+    audit(request, user, "assignment", device.id, f"child={body.child or '-'} command {command_id}")
     return CommandSent()

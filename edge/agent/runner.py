@@ -54,6 +54,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import BleTransport, Device, Kit, SerialTransport
 from nurserywatch.mqtt import BrokerURL, publish, run_session
+from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +76,15 @@ async def run_edge(
     spool_path: str | Path | None = None,
     mono_ms: Callable[[], int] | None = None,
     synchronised: Callable[[], bool] = clock_synchronised,
+    notifier: Notifier | None = None,
 ) -> None:
     """Run the edge agent ``agent_id`` of ``kit`` until cancelled. ValueError if it is not in the kit.
     ``spool_path`` overrides the kit's spool file (the demo keeps it in its data folder);
-    ``mono_ms`` and ``synchronised`` replace the monotonic clock and the clock-sync probe (tests)."""
+    ``mono_ms`` and ``synchronised`` replace the monotonic clock and the clock-sync probe (tests);
+    ``notifier``: systemd's (READY once the ports and the spool run, the watchdog from the tick)."""
     await EdgeAgent(
-        kit, agent_id, broker, clock, spool_path=spool_path, mono_ms=mono_ms, synchronised=synchronised
+        kit, agent_id, broker, clock, spool_path=spool_path, mono_ms=mono_ms, synchronised=synchronised,
+        notifier=notifier,
     ).run()
 
 
@@ -106,6 +110,7 @@ class EdgeAgent:
         spool_path: str | Path | None = None,
         mono_ms: Callable[[], int] | None = None,
         synchronised: Callable[[], bool] = clock_synchronised,
+        notifier: Notifier | None = None,
     ) -> None:
         agent = kit.agent(agent_id)
         if agent is None:
@@ -151,6 +156,7 @@ class EdgeAgent:
         self._published_clock_ok: bool | None = None
         self.spool: Spool  # opened by run()
         self._reject_log = RejectLog()
+        self.notifier = notifier or Notifier(None)
 
     @property
     def edge_topic(self) -> str:
@@ -252,6 +258,9 @@ class EdgeAgent:
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         due = loop.time()
+        # Ready without the broker: the agent collects into the spool from power-up (and systemd's
+        # watchdog only runs once READY is sent).
+        self.notifier.ready("collecting; waiting for the MQTT broker")
         while True:
             due += READING_INTERVAL_S
             await asyncio.sleep(max(0.0, due - loop.time()))
@@ -276,6 +285,8 @@ class EdgeAgent:
             self.spool.commit()  # one transaction per tick: a kill -9 loses at most this second
             if self.time.ok != self._published_clock_ok:
                 self.spool.ready.set()  # the publisher re-announces clock_ok
+            # This loop is the agent's heartbeat: if it hangs (or dies), systemd's watchdog restarts us.
+            self.notifier.alive()
 
     # -- MQTT side
 
@@ -285,6 +296,7 @@ class EdgeAgent:
         self._published.clear()  # a new connection: state is sent again
         await self._announce(client)
         log.info("agent %s online with devices %s", self.agent_id, ", ".join(self.channels) or "none")
+        self.notifier.status("connected to the MQTT broker")
         tasks = {asyncio.create_task(self._publish_forever(client)), asyncio.create_task(_until_lost(client))}
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)

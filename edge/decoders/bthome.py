@@ -9,7 +9,8 @@ Layout (https://bthome.io/format/)::
     device info u8   bit0 encrypted, bit1 MAC included (6 bytes, reversed; a bthome-ble extension),
                      bit2 trigger based (sends on change only), bits 5-7 version (must be 2)
     [MAC 6 bytes]    if bit1
-    objects          id u8 + value, little-endian, length fixed by the id (text/raw: a length byte)
+    objects          id u8 + value, little-endian, length fixed by the id (text/raw: a length byte;
+                     command 0x3B: a byte whose low 5 bits are the argument count, then opcode + args)
     encrypted:       info [MAC] ciphertext(objects) counter u32 MIC(4)
                      AES-CCM, 16-byte bindkey, nonce = MAC(6, as written) + D2 FC + info + counter
 
@@ -66,11 +67,12 @@ class ObjectType:
     size: int  # 0: a length byte follows the id
     signed: bool = False
     scale: float = 1.0
-    kind: str = "number"  # number | text | raw
+    kind: str = "number"  # number | text | raw | command (opcode + args, raw) | version (firmware, "a.b.c")
 
 
-# From the BTHome v2 object table (bthome.io/format). Binary sensors are numbers 0/1; events are
-# the event code (button) or code + steps (dimmer) as one little-endian integer; timestamp is unix s.
+# The BTHome v2 object table (bthome.io/format), as bthome-ble 3.25 decodes it (its const.py; the
+# tests compare with bthome-ble itself). Binary sensors are numbers 0/1; events are the event code
+# (button) or code + steps (dimmer) as one little-endian integer; timestamp is unix s.
 _BINARY = (
     "battery_low", "battery_charging", "carbon_monoxide", "cold", "connectivity", "door", "garage_door", "gas",
     "heat", "light", "lock", "moisture", "motion", "moving", "occupancy", "plug", "presence", "problem",
@@ -102,6 +104,7 @@ OBJECT_TYPES: dict[int, ObjectType] = {
     0x2E: ObjectType("humidity_pct", 1),
     0x2F: ObjectType("moisture_pct", 1),
     0x3A: ObjectType("button", 1),
+    0x3B: ObjectType("command", 0, kind="command"),
     0x3C: ObjectType("dimmer", 2),
     0x3D: ObjectType("count", 2),
     0x3E: ObjectType("count", 4),
@@ -140,6 +143,14 @@ OBJECT_TYPES: dict[int, ObjectType] = {
     0x5F: ObjectType("precipitation_mm", 2, False, 0.1),
     0x60: ObjectType("channel", 1),
     0x61: ObjectType("rotational_speed_rpm", 2),
+    0x62: ObjectType("speed_ms", 4, True, 0.000001),
+    0x63: ObjectType("acceleration_ms2", 4, True, 0.000001),
+    0x64: ObjectType("light_level", 1),
+    0x65: ObjectType("settings_revision", 1),
+    # Device information (not measurements): the device type and its firmware version.
+    0xF0: ObjectType("device_type_id", 2),
+    0xF1: ObjectType("firmware_version", 4, kind="version"),
+    0xF2: ObjectType("firmware_version", 3, kind="version"),
 }
 
 Value = int | float | str | bytes
@@ -323,7 +334,8 @@ def _objects(body: bytes) -> tuple[tuple[BTHomeObject, ...], int | None, int | N
         if size == 0:
             if pos >= len(body):
                 return tuple(out), None, object_id
-            size = body[pos]
+            # A command's byte counts only its arguments (low 5 bits; the top 3 are reserved).
+            size = 1 + (body[pos] & 0x1F) if kind.kind == "command" else body[pos]
             pos += 1
         if pos + size > len(body):
             return tuple(out), None, object_id
@@ -335,8 +347,10 @@ def _objects(body: bytes) -> tuple[tuple[BTHomeObject, ...], int | None, int | N
 def _value(kind: ObjectType, raw: bytes) -> Value:
     if kind.kind == "text":
         return raw.decode("utf-8", errors="replace")
-    if kind.kind == "raw":
+    if kind.kind in ("raw", "command"):
         return raw
+    if kind.kind == "version":  # least significant part first: 00 01 02 04 is 4.2.1.0
+        return ".".join(str(b) for b in reversed(raw))
     number = int.from_bytes(raw, "little", signed=kind.signed)
     if kind.scale == 1.0:
         return number

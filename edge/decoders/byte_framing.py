@@ -17,8 +17,10 @@ Rules, the same for every format:
 - A candidate the format rejects counts once under the format's reason, or as ``truncated`` if a
   *strong* start (one specific enough to be a real frame) begins inside it: the frame was cut off
   by the next one. The search then resumes one byte after the rejected candidate's start, so a
-  real frame hidden inside a false candidate is never lost; the bytes skipped after a rejection
-  belong to that rejection and are not counted again as garbage.
+  real frame hidden inside a false candidate is never lost; the bytes the rejected candidate
+  covered (at least the format's longest frame, as a bad length field cannot say where the frame
+  ends) belong to that rejection and are not counted again as garbage — but bytes beyond them that
+  are skipped are a new ``garbage`` run (a polled sensor sending noise after one bad reply).
   The verdict waits for the bytes that show whether a strong start begins inside, so it does not
   depend on how the stream was chunked.
 - Memory is bounded: after each feed at most one undecided candidate (shorter than the format's
@@ -91,7 +93,10 @@ class ByteFramer(Generic[F]):
         self.skipped_bytes = 0
         self._buf = b""
         self._in_garbage = False  # inside a run of skipped bytes already counted
-        self._resyncing = False  # skipping the rest of a rejected candidate
+        #: Stream offsets (bytes fed so far): where ``_buf`` begins, and where the bytes of the last
+        #: rejected candidate end — skipped bytes before that are part of the rejection.
+        self._buf_at = 0
+        self._rejected_until = 0
 
     def feed(self, data: bytes) -> list[F]:
         """Decode a chunk; returns complete frames, counts rejections."""
@@ -134,15 +139,19 @@ class ByteFramer(Generic[F]):
                 else:
                     self._reject(out, verdict.reason, verdict.detail)
                 self.skipped_bytes += 1
-                self._resyncing = True
+                # A candidate whose length could not be trusted (a bad length field) may still run to
+                # the longest frame: those bytes are its own, beyond them skipped bytes are garbage.
+                covered = max(verdict.covers, fmt.max_frame)
+                self._rejected_until = max(self._rejected_until, self._buf_at + i + covered)
                 pos = i + 1
                 continue
             frame, length = verdict
             self.accepted += 1
             out.append(frame)
-            self._resyncing = self._in_garbage = False
+            self._in_garbage = False
             pos = i + length
         self._buf = buf[pos:]
+        self._buf_at += pos
         return out
 
     def reset(self) -> None:
@@ -151,16 +160,20 @@ class ByteFramer(Generic[F]):
         if self._buf and self.format.start.match(self._buf):
             self._reject([], FramingReason.TRUNCATED, f"port reopened in the middle of {show(self._buf)}")
         self.skipped_bytes += len(self._buf)
+        self._buf_at += len(self._buf)
         self._buf = b""
-        self._in_garbage = self._resyncing = False
+        self._in_garbage = False
+        self._rejected_until = self._buf_at
 
     def _skip(self, buf: bytes, start: int, end: int, out: list[F | Rejection]) -> None:
         if end <= start:
             return
         self.skipped_bytes += end - start
-        if not self._resyncing and not self._in_garbage:
-            self._reject(out, FramingReason.GARBAGE, f"bytes outside a frame: {show(buf[start:end])}")
-        self._in_garbage = True
+        beyond = max(start, self._rejected_until - self._buf_at)  # before it: the rejection's own bytes
+        if beyond < end:
+            if not self._in_garbage:
+                self._reject(out, FramingReason.GARBAGE, f"bytes outside a frame: {show(buf[beyond:end])}")
+            self._in_garbage = True
 
     def _reject(self, out: list[F | Rejection], reason: str, detail: str) -> None:
         rejection = Rejection(str(reason), detail)

@@ -29,6 +29,11 @@ _FORMATS: dict[int, tuple[int, bool, float]] = {
     0x13: (2, False, 1),  # VOC µg/m³
     0x2E: (1, False, 1),  # humidity % (1 byte)
     0x45: (2, True, 0.1),  # temperature °C (0.1)
+    0x62: (4, True, 0.000001),  # speed m/s (signed, 1 µm/s)
+    0x63: (4, True, 0.000001),  # acceleration m/s² (signed, 1 µm/s²)
+    0x64: (1, False, 1),  # light level
+    0x65: (1, False, 1),  # settings revision
+    0xF0: (2, False, 1),  # device type id (device information)
 }
 
 

@@ -34,6 +34,11 @@ BEGIN SELECT RAISE(ABORT, 'the data request log is append-only: UPDATE refused')
 _DATA_REQUESTS_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS data_requests_no_delete BEFORE DELETE ON data_requests
 BEGIN SELECT RAISE(ABORT, 'the data request log is append-only: DELETE refused'); END;"""
 
+_RECORD_DAY_HEADS_NO_UPDATE = """CREATE TRIGGER IF NOT EXISTS record_day_heads_no_update
+BEFORE UPDATE ON record_day_heads BEGIN SELECT RAISE(ABORT, 'signed day heads are append-only: UPDATE refused'); END;"""
+_RECORD_DAY_HEADS_NO_DELETE = """CREATE TRIGGER IF NOT EXISTS record_day_heads_no_delete
+BEFORE DELETE ON record_day_heads BEGIN SELECT RAISE(ABORT, 'signed day heads are append-only: DELETE refused'); END;"""
+
 #: The append-only guards: (table, trigger). Besides their migration they are re-created, when
 #: missing, on every writer's open: dropping them is the first step of editing the file by hand, and a
 #: gateway start has always put them back. (The hash chain, not the triggers, proves the records.)
@@ -42,6 +47,8 @@ _GUARDS: tuple[tuple[str, str], ...] = (
     ("record_entries", _RECORD_ENTRIES_NO_DELETE),
     ("data_requests", _DATA_REQUESTS_NO_UPDATE),
     ("data_requests", _DATA_REQUESTS_NO_DELETE),
+    ("record_day_heads", _RECORD_DAY_HEADS_NO_UPDATE),
+    ("record_day_heads", _RECORD_DAY_HEADS_NO_DELETE),
 )
 
 # 1 — the gateway's own tables: readings, alerts and their audit log, nap sessions (Store, f17dc3e
@@ -172,12 +179,27 @@ CREATE TABLE IF NOT EXISTS retention_state (
 {_DATA_REQUESTS_NO_DELETE}
 """
 
+# 3 — the records' signed day heads (gateway/records/signing.py): one row per head the gateway
+# signed with the site key, append-only like the records. The signature, not the triggers, proves them.
+_V3_DAY_HEADS = f"""
+CREATE TABLE record_day_heads (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    day       TEXT    NOT NULL,   -- the local date that ended (lookup; the body is what is signed)
+    seq       INTEGER NOT NULL,   -- the chain head signed: its entry number
+    signed_ts INTEGER NOT NULL,   -- gateway clock, unix ms
+    body      TEXT    NOT NULL    -- SignedHead.to_json(): the head's fields and the Ed25519 signature
+);
+CREATE INDEX record_day_heads_by_seq ON record_day_heads (seq);
+{_RECORD_DAY_HEADS_NO_UPDATE}
+{_RECORD_DAY_HEADS_NO_DELETE}
+"""
+
 #: A step: SQL statements, or a function for what SQL alone cannot do (it runs inside the migration's
 #: transaction and must not commit).
 Migration = str | Callable[[sqlite3.Connection], None]
 
 #: ``MIGRATIONS[n]`` takes the file from version n to n + 1. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1_STORE, _V2_MODULES)
+MIGRATIONS: tuple[Migration, ...] = (_V1_STORE, _V2_MODULES, _V3_DAY_HEADS)
 
 #: The version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)

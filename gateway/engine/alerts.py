@@ -2,10 +2,12 @@
 transitions they produce.
 
 One *active* alert per (subject, rule): a rule that keeps firing updates the alert it already has
-instead of opening another one. Resolving (the condition cleared) and acknowledging (staff saw it)
-are independent; an alert is *closed* — dropped from the book, its retained MQTT message cleared —
-only when it is both resolved and acknowledged. Every change returns ``Transition``s, which the
-service appends to the audit log and publishes.
+instead of opening another one; and a new alert never starts before the previous one of the same
+(subject, rule) resolved (its ``started_ts`` is raised to that resolution), so two never overlap.
+Resolving (the condition cleared) and acknowledging (staff saw it) are independent; an alert is
+*closed* — dropped from the book, its retained MQTT message cleared — only when it is both resolved
+and acknowledged. Every change returns ``Transition``s, which the service appends to the audit log
+and publishes.
 
 Notification: an active, unacknowledged alert is re-notified every ``renotify`` interval of its
 severity (critical: 30 s) — re-published with ``notify_count`` + 1, ``notified_ts`` and
@@ -94,9 +96,13 @@ class AlertBook:
     def __init__(self, alerts: Iterable[Alert] = ()) -> None:
         self._by_id: dict[str, Alert] = {}
         self._active: dict[tuple[str, str], str] = {}  # (subject key, rule) -> alert id
+        #: (subject key, rule) -> when its latest alert resolved: a new one never starts before it.
+        self._ended: dict[tuple[str, str], int] = {}
         for alert in sorted(alerts, key=lambda a: a.started_ts):
             if alert.retained:  # closed alerts are history, not state
                 self._put(alert)
+            if alert.resolved_ts is not None:
+                self._note_end(alert, alert.resolved_ts)
 
     # -- queries
 
@@ -129,15 +135,19 @@ class AlertBook:
         notified = event.ts if now is None else now
         current = self.active(event.rule, subject)
         if current is None:
+            # One alert per (subject, rule) at a time, in time too: a new one cannot have begun
+            # before the last one ended (a rule timing it from older input would overlap the two).
+            key = (subject.key_for(event.rule), event.rule)
+            started = max(event.started_ts, self._ended.get(key, event.started_ts))
             alert = Alert(
-                id=alert_id(event.rule, subject.key_for(event.rule), event.started_ts),
+                id=alert_id(event.rule, key[0], started),
                 rule=event.rule,
                 severity=event.severity,
                 state=AlertState.ACTIVE,
                 device=subject.device,
                 room=subject.room,
                 child=subject.child,
-                started_ts=event.started_ts,
+                started_ts=started,
                 updated_ts=event.ts,
                 value=event.value,
                 message=event.message,
@@ -179,6 +189,7 @@ class AlertBook:
             }
         )
         del self._active[(subject.key_for(event.rule), event.rule)]
+        self._note_end(resolved, event.ts)
         self._settle(resolved)
         return [Transition(Change.RESOLVED, resolved, event.ts)]
 
@@ -233,6 +244,10 @@ class AlertBook:
         self._by_id[alert.id] = alert
         if alert.state is AlertState.ACTIVE:
             self._active[(Subject.of_alert(alert).key_for(alert.rule), alert.rule)] = alert.id
+
+    def _note_end(self, alert: Alert, ts: int) -> None:
+        key = (Subject.of_alert(alert).key_for(alert.rule), alert.rule)
+        self._ended[key] = max(ts, self._ended.get(key, ts))
 
     def _settle(self, alert: Alert) -> None:
         """Store the new state, or forget the alert once it is resolved and acknowledged."""

@@ -38,7 +38,9 @@ Broker-facing behaviour (docs/gateway.md):
 * a heartbeat (``GatewayStatus``) is retained on ``gateway`` about every second, from the timer tick
   (a dead timer stops it too);
 * runtime child ↔ device assignments (``command/assign``, gateway/engine/assignments.py) re-bind the
-  rules and records and are retained on ``assignment/{device}``.
+  rules and records and are retained on ``assignment/{device}``;
+* a staff command (``command/*``) is taken only when signed by the dashboard's command key, within
+  the time window and not seen before (nurserywatch/command_auth.py); any other is counted and dropped.
 """
 
 from __future__ import annotations
@@ -62,9 +64,10 @@ from gateway.engine.rules_engine import Outcome, RulesEngine
 from gateway.engine.sessions import UnknownRoomError
 from gateway.engine.stats import GatewayStats
 from gateway.records.entries import RecordCommandError, RecordsConfig
-from gateway.records.keeper import RecordsObserver
+from gateway.records.keeper import RecordsObserver, RecordsSigning
 from gateway.rules.events import StaleReading
 from nurserywatch.clock import Clock, stopwatch
+from nurserywatch.command_auth import CommandGate, CommandVerifier
 from nurserywatch.contract import (
     AckCommand,
     Alert,
@@ -83,6 +86,7 @@ from nurserywatch.contract import (
     decode,
     escalation_topic,
     gateway_topic,
+    is_cleared,
     parse_reading,
     parse_topic,
     session_topic,
@@ -169,9 +173,14 @@ class SiteEngine:
         observers: Sequence[ObserverFactory] = (),
         records: RecordsConfig | None = None,
         stopwatch: Callable[[], float] = stopwatch,
+        command_key: CommandVerifier | None = None,
+        records_signing: RecordsSigning | None = None,
     ) -> None:
-        """``stopwatch``: monotonic seconds, for the latency metrics only (the rules run on ``clock``)."""
+        """``stopwatch``: monotonic seconds, for the latency metrics only (the rules run on ``clock``).
+        ``command_key``: the dashboard's public command key; staff commands must be signed with its
+        private half (nurserywatch/command_auth.py). None: every command is refused."""
         self.kit = kit
+        self.commands = CommandGate(command_key)
         self._stopwatch = stopwatch
         self.store = store
         self.rules = rules
@@ -216,7 +225,8 @@ class SiteEngine:
             count_rejected=self._count_rejected,
         )
         # The nap-check records (docs/records.md) always run, through the same hook as any observer.
-        self.records = RecordsObserver(self.context, records)
+        # ``records_signing``: the site key that signs each day's head (docs/records.md); None: unsigned.
+        self.records = RecordsObserver(self.context, records, records_signing)
         self.observers: list[GatewayObserver] = [self.records, *(factory(self.context) for factory in observers)]
         # Today's child ↔ device assignments (gateway/engine/assignments.py); re-binds devices as it loads.
         self.assignments = AssignmentsObserver(self.context)
@@ -340,6 +350,12 @@ class SiteEngine:
         except ContractError as exc:
             self._reject("bad_topic", f"{topic_str!r}: {exc.detail}")
             return
+        if is_cleared(topic.kind, payload):
+            # MQTT's delete of a retained message (an operator clearing an edge's status, our own
+            # clear of a closed alert): nothing to judge, and not bad input. The last known state stands.
+            self.stats.cleared[topic.kind.value] += 1
+            self._log(logging.INFO, "cleared", f"retained {topic_str} cleared (empty payload)")
+            return
         if topic.kind is not TopicKind.READING:
             # Commands and the rest write through other connections to the same file (records,
             # assignments), which would wait for the batch's write lock: commit it first.
@@ -356,16 +372,16 @@ class SiteEngine:
                     assert topic.agent is not None
                     self._on_edge(topic.agent, payload)
                 case TopicKind.COMMAND_ACK:
-                    self._on_ack(payload)
+                    self._on_ack(topic_str, payload)
                 case TopicKind.COMMAND_SESSION:
-                    self._on_session_command(payload)
+                    self._on_session_command(topic_str, payload)
                 case TopicKind.COMMAND_RECORD:
-                    self._on_record_command(payload)
+                    self._on_record_command(topic_str, payload)
                 case TopicKind.COMMAND_ASSIGN:
-                    self._on_assign_command(payload)
+                    self._on_assign_command(topic_str, payload)
                 case TopicKind.ALERT | TopicKind.ESCALATION:
                     assert topic.alert_id is not None
-                    if retained and payload and not self._should_be_retained(topic.kind, topic.alert_id):
+                    if retained and not self._should_be_retained(topic.kind, topic.alert_id):
                         log.info("clearing retained %s/%s: not open in the gateway", topic.kind.value, topic.alert_id)
                         self.stats.stale_retained_cleared += 1
                         self._outbox.setdefault(topic_str, Pending(topic_str, b"", retain=True))
@@ -422,7 +438,8 @@ class SiteEngine:
                 return
             self.stats.readings_stored += 1
         except StoreError as exc:
-            # Keep judging: alerting must not stop because the database did (buffering comes later).
+            # Keep judging: alerting must not stop because the database did. The reading itself is then
+            # not stored (there is no second buffer for SQLite): counted and logged as store_error.
             self._reject("store_error", str(exc), level=logging.ERROR)
         dev = self._devices[device]
         accepted = AcceptedReading(device, dev.child, dev.room, stream, reading, now)
@@ -454,8 +471,22 @@ class SiteEngine:
             self._reject(exc.reason, f"{where}: {exc.detail}")
             return None
 
-    def _on_ack(self, payload: bytes) -> None:
-        cmd = self._decode(AckCommand, payload, "command/ack")
+    def _command(self, model: type[P], topic: str, payload: bytes, where: str) -> P | None:
+        """A staff command that is signed by the dashboard's key, within the time window and not seen
+        before, as ``model``; None after counting and logging why it was refused. Its ``by`` is then
+        the name the dashboard signed, never one a broker client made up."""
+        try:
+            signed = self.commands.open(topic, payload, self.clock.now_ms())
+        except ContractError as exc:
+            self._reject(exc.reason, f"{where}: {exc.detail}")
+            return None
+        cmd = self._decode(model, signed.payload, f"{where} (command {signed.id})")
+        if cmd is not None:
+            log.info("%s: command %s signed at %d accepted", where, signed.id, signed.ts)
+        return cmd
+
+    def _on_ack(self, topic: str, payload: bytes) -> None:
+        cmd = self._command(AckCommand, topic, payload, "command/ack")
         if cmd is None:
             return
         try:
@@ -465,8 +496,8 @@ class SiteEngine:
             return
         self._process(outcome)
 
-    def _on_session_command(self, payload: bytes) -> None:
-        cmd = self._decode(SessionCommand, payload, "command/session")
+    def _on_session_command(self, topic: str, payload: bytes) -> None:
+        cmd = self._command(SessionCommand, topic, payload, "command/session")
         if cmd is None:
             return
         try:
@@ -481,8 +512,8 @@ class SiteEngine:
                 if state.room == cmd.room:
                     self.enqueue(Outgoing(session_topic(self.kit.site, state.room), state.to_json(), retain=True))
 
-    def _on_record_command(self, payload: bytes) -> None:
-        cmd = self._decode(RecordCommand, payload, "command/record")
+    def _on_record_command(self, topic: str, payload: bytes) -> None:
+        cmd = self._command(RecordCommand, topic, payload, "command/record")
         if cmd is None:
             return
         try:
@@ -494,8 +525,8 @@ class SiteEngine:
             return
         log.info("nap-check entry %d %sed by %s (entry %d)", cmd.entry, cmd.action.value, cmd.by, entry.seq)
 
-    def _on_assign_command(self, payload: bytes) -> None:
-        cmd = self._decode(AssignCommand, payload, "command/assign")
+    def _on_assign_command(self, topic: str, payload: bytes) -> None:
+        cmd = self._command(AssignCommand, topic, payload, "command/assign")
         if cmd is None:
             return
         try:
@@ -574,7 +605,7 @@ class SiteEngine:
         try:
             self.store.record(transitions)
         except StoreError as exc:
-            # The alert is still published; the audit row is lost and said so (disk buffer comes later).
+            # The alert is still published; the audit row is lost, counted and logged (no second buffer).
             self._reject("store_error", str(exc), level=logging.ERROR)
 
     def _notify(self, call: Callable[[GatewayObserver], None]) -> None:

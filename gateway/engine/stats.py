@@ -21,6 +21,9 @@ class GatewayStats:
     alerts_published: int = 0
     #: Retained alert / escalation messages cleared because the engine no longer holds them.
     stale_retained_cleared: int = 0
+    #: Empty payloads received on retained-state topics (contract.RETAINED_KINDS), by topic kind:
+    #: a retained message deleted — not judged and not a rejection (docs/contract.md).
+    cleared: Counter[str] = field(default_factory=Counter)
     #: Timer ticks run (rules, schedules, re-notification).
     ticks: int = 0
     #: Exceptions raised by observers (logged; the gateway carries on).

@@ -36,18 +36,37 @@ FieldValue = float | int | bool | str
 
 
 # ---------------------------------------------------------------- escaping (line protocol spec)
+#
+# InfluxDB 1.x line protocol: in measurement names a backslash goes before commas and spaces; in tag
+# keys, tag values and field keys before commas, equals signs and spaces; a backslash itself is NOT
+# escaped there (InfluxDB 1.6.7 stores a tag value written `back\\slash` with both backslashes, and
+# one written `a\\,b` as `a\,b`). Only string field values unescape it: there a backslash is doubled
+# and a double quote escaped. Newlines end a point and cannot be written; nor can a name or tag ending
+# in a backslash (it would escape the separator after it): both are refused with ValueError.
+
+
+def _escape(text: str, specials: str, what: str) -> str:
+    if "\n" in text:
+        raise ValueError(f"line protocol cannot carry a newline in a {what}: {text!r}")
+    if text.endswith("\\"):
+        raise ValueError(f"line protocol cannot carry a {what} ending in a backslash: {text!r}")
+    for char in specials:
+        text = text.replace(char, "\\" + char)
+    return text
 
 
 def escape_measurement(name: str) -> str:
-    return name.replace("\\", "\\\\").replace(",", r"\,").replace(" ", r"\ ")
+    return _escape(name, ", ", "measurement")
 
 
 def escape_key(key: str) -> str:
     """Tag keys, tag values and field keys: comma, equals sign and space are escaped."""
-    return key.replace("\\", "\\\\").replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+    return _escape(key, ",= ", "tag or field key or tag value")
 
 
 def escape_string_field(value: str) -> str:
+    if "\n" in value:
+        raise ValueError(f"line protocol cannot carry a newline in a string field: {value!r}")
     return '"' + value.replace("\\", "\\\\").replace('"', r"\"") + '"'
 
 

@@ -17,7 +17,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from gateway.records.entries import AUTO, ChainedEntry, CheckRecord, Confirmation, Correction, VerifyResult
+from gateway.records.entries import AUTO, ChainedEntry, ChainHead, CheckRecord, Confirmation, Correction, VerifyResult
 from nurserywatch.contract import Position, Stream
 from nurserywatch.kit import AgeBand
 
@@ -52,8 +52,19 @@ class SheetRow:
     note: str
 
 
+#: The last day whose end (the next midnight) Python's calendar can hold: 9999-12-30.
+LAST_DAY = date.max - timedelta(days=1)
+
+
+class DayOutOfRange(ValueError):
+    """A date the records cannot be looked up by (its day has no end in the calendar)."""
+
+
 def day_bounds(day: date, tz: ZoneInfo) -> tuple[int, int]:
-    """Unix ms of local midnight of ``day`` and of the next day (23 or 25 h around DST changes)."""
+    """Unix ms of local midnight of ``day`` and of the next day (23 or 25 h around DST changes).
+    DayOutOfRange for 9999-12-31, whose next midnight does not exist (it was an OverflowError)."""
+    if day > LAST_DAY:
+        raise DayOutOfRange(f"{day.isoformat()}: out of range (the last day with records is {LAST_DAY.isoformat()})")
     start = datetime.combine(day, time(), tz)
     end = datetime.combine(day + timedelta(days=1), time(), tz)
     return int(start.timestamp() * 1000), int(end.timestamp() * 1000)
@@ -133,6 +144,14 @@ def build_sheet(
         )
     rows.sort(key=lambda row: (row.time, row.child, row.seq))
     return rows
+
+
+def covered_head(entries: Iterable[ChainedEntry]) -> ChainHead | None:
+    """The last chain entry a sheet is made of (its records, confirmations and corrections): its seq
+    and hash pin everything on the sheet, since that hash covers every entry before it. Printed
+    on the sheet and written in the CSV, to check later with ``records verify --expect-head``."""
+    last = max(entries, key=lambda e: e.seq, default=None)
+    return None if last is None else last.head
 
 
 def _plain(value: Any) -> str:
@@ -251,19 +270,33 @@ def _parse(kind: str, text: str, lang: Lang, tz: ZoneInfo) -> Any:
     return parsers[kind](text)
 
 
-def to_csv(rows: Iterable[SheetRow], lang: Lang = "ja", tz: ZoneInfo | None = None) -> bytes:
-    """The sheet as CSV bytes: UTF-8 with BOM, CRLF line ends (what Excel expects)."""
+#: The CSV's last row: this label, then ``SEQ:HASH`` of ``covered_head`` (what `records verify
+#: --expect-head` takes). A data row starts with its seq, a number, so "#" cannot be one.
+CHAIN_HEAD_LABEL: dict[Lang, str] = {
+    "ja": "#記録チェーン（改ざん確認用: nurserywatch records verify --expect-head）",
+    "en": "#chain head (tamper check: nurserywatch records verify --expect-head)",
+}
+
+
+def to_csv(
+    rows: Iterable[SheetRow], lang: Lang = "ja", tz: ZoneInfo | None = None, head: ChainHead | None = None
+) -> bytes:
+    """The sheet as CSV bytes: UTF-8 with BOM, CRLF line ends (what Excel expects); ``head``
+    (``covered_head``) as the last row."""
     zone = tz or ZoneInfo(DEFAULT_TZ)
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow([ja if lang == "ja" else en for _f, ja, en, _k in _COLUMNS])
     for row in rows:
         w.writerow([_fmt(kind, getattr(row, f), lang, zone) for f, _ja, _en, kind in _COLUMNS])
+    if head is not None:
+        w.writerow([CHAIN_HEAD_LABEL[lang], f"{head.seq}:{head.hash}"])
     return out.getvalue().encode("utf-8-sig")
 
 
-def from_csv(data: bytes, tz: ZoneInfo | None = None) -> list[SheetRow]:
-    """Read an exported CSV back (either language; told apart by its header)."""
+def read_csv(data: bytes, tz: ZoneInfo | None = None) -> tuple[list[SheetRow], ChainHead | None]:
+    """Read an exported CSV back (either language; told apart by its header): its rows and the chain
+    head of its last row (None for a CSV without one)."""
     zone = tz or ZoneInfo(DEFAULT_TZ)
     reader = csv.reader(io.StringIO(data.decode("utf-8-sig"), newline=""))
     header = next(reader)
@@ -271,12 +304,25 @@ def from_csv(data: bytes, tz: ZoneInfo | None = None) -> list[SheetRow]:
     expected = [ja if lang == "ja" else en for _f, ja, en, _k in _COLUMNS]
     if header != expected:
         raise ValueError(f"not a nap-check export: header {header[:3]}… is not {expected[:3]}…")
-    return [
-        SheetRow(
-            **{f: _parse(kind, cell, lang, zone) for (f, _ja, _en, kind), cell in zip(_COLUMNS, cells, strict=True)}
-        )
-        for cells in reader
-    ]
+    rows: list[SheetRow] = []
+    head: ChainHead | None = None
+    for cells in reader:
+        if head is not None:
+            raise ValueError("not a nap-check export: a row follows the chain head row")
+        if cells and cells[0] == CHAIN_HEAD_LABEL[lang]:
+            seq, _, digest = (cells[1] if len(cells) == 2 else "").partition(":")
+            if not seq.isdigit() or len(digest) != 64:
+                raise ValueError(f"not a nap-check export: the chain head row holds {cells[1:]!r}, not SEQ:HASH")
+            head = ChainHead(int(seq), digest)
+            continue
+        rows.append(SheetRow(**{f: _parse(kind, cell, lang, zone)
+                                for (f, _ja, _en, kind), cell in zip(_COLUMNS, cells, strict=True)}))  # fmt: skip
+    return rows, head
+
+
+def from_csv(data: bytes, tz: ZoneInfo | None = None) -> list[SheetRow]:
+    """The rows of an exported CSV (``read_csv`` without the chain head)."""
+    return read_csv(data, tz)[0]
 
 
 # ---------------------------------------------------------------- JSON
@@ -292,7 +338,10 @@ def to_json(
     chain: VerifyResult,
 ) -> str:
     """Rows plus the raw chained entries they come from (with hashes, so anyone can re-check them:
-    ``sha256(canonical JSON of body) == hash``) and the chain state at export time."""
+    ``sha256(canonical JSON of body) == hash``) and the chain state at export time; ``sheet_head``
+    is ``covered_head`` (as in the CSV)."""
+    entries = list(entries)
+    sheet_head = covered_head(entries)
     doc = {
         "room": room,
         "date": day.isoformat(),
@@ -303,6 +352,7 @@ def to_json(
             "head": {"seq": chain.head.seq, "hash": chain.head.hash},
             "problem": chain.problem,
         },
+        "sheet_head": None if sheet_head is None else {"seq": sheet_head.seq, "hash": sheet_head.hash},
         "rows": [_row_json(r) for r in rows],
         "entries": [
             {"seq": e.seq, "prev_hash": e.prev_hash, "hash": e.hash, "body": json.loads(e.body)}

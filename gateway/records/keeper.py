@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.alert_changes import Transition
 from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverContext
@@ -28,6 +32,7 @@ from gateway.records.entries import (
     rules_rate_limits,
 )
 from gateway.records.reader import RecordStoreError
+from gateway.records.signing import DaySigner, SignedHead
 from gateway.records.store import RecordStore
 from nurserywatch.contract import (
     Alert,
@@ -62,11 +67,19 @@ class RecordKeeper:
         *,
         rate_limits: RateLimits | None = None,
         breathing_rules: frozenset[str] = BREATHING_RULES,
+        signing: RecordsSigning | None = None,
     ) -> None:
         self.kit = kit
         self.store = store
+        self.signing = signing
+        #: When and what to sign (None: this keeper does not sign; see RecordsSigning).
+        self.signer = (
+            None
+            if signing is None
+            else DaySigner(signing.key, kit.site, ZoneInfo(kit.timezone), store.last_signed_head())
+        )
         self.scheduler = RecordScheduler(kit, config, rate_limits, breathing_rules)
-        #: appended, store_error, dropped, and the reasons of refused commands.
+        #: appended, store_error, dropped, signed, sign_error, and the reasons of refused commands.
         self.stats: Counter[str] = Counter()
         self._children = {d.id: d.child for d in kit.devices if d.child is not None}
         self._pending: list[Entry] = []
@@ -119,7 +132,37 @@ class RecordKeeper:
             self.scheduler.observe_alert(t.alert, t.ts)
 
     def tick(self, now_ms: int) -> list[ChainedEntry]:
+        # Sign first: a day's head is the chain as it was when the day ended, before this tick's records.
+        self.sign_due(now_ms)
         return self._append(self.scheduler.tick(now_ms))
+
+    def sign_due(self, now_ms: int) -> SignedHead | None:
+        """Sign the chain's head if a day ended since the last signed head (``DaySigner``); store it
+        in the database and append it to the log beside the key. None when nothing was due (or
+        failed: logged, counted, tried again on the next tick)."""
+        signer = self.signer
+        if signer is None or self.signing is None:
+            return None
+        try:
+            signed = signer.due(now_ms, self.store.head, self.store.oldest_after)
+            if signed is None:
+                return None
+            self.store.add_signed_head(signed)
+        except RecordStoreError as exc:
+            self.stats["sign_error"] += 1
+            log.error("records: the day head was not signed: %s", exc)
+            return None
+        signer.signed(signed, now_ms)
+        self.stats["signed"] += 1
+        h = signed.head
+        log.info("records: signed the head of %s: entry %d %s (key %s)", h.day, h.seq, h.hash, h.key_id)
+        if self.signing.log is not None:
+            try:
+                self.signing.log(signed)
+            except OSError as exc:  # the database holds it; the log is the copy out of the holder's reach
+                self.stats["sign_error"] += 1
+                log.error("records: the signed head of %s is not in the heads file: %s", h.day, exc)
+        return signed
 
     # -- staff commands
 
@@ -180,13 +223,25 @@ class RecordKeeper:
         return written
 
 
+@dataclass(frozen=True, slots=True)
+class RecordsSigning:
+    """How the gateway signs its day heads: the site key (loaded by the shell, nurserywatch/keys.py)
+    and where each signed head is also appended (the log file beside the key; None: the database only)."""
+
+    key: Ed25519PrivateKey
+    log: Callable[[SignedHead], None] | None = None
+
+
 class RecordsObserver(GatewayObserver):
     """The records' hook into the running gateway (gateway/engine/observers.py): nap sessions, accepted
     readings, alert transitions and timer ticks go to a RecordKeeper on the gateway's database file;
     ``command`` applies the dashboard's ``command/record``. "Breathing OK" uses the gateway's rules."""
 
-    def __init__(self, ctx: ObserverContext, config: RecordsConfig | None = None) -> None:
-        self.keeper = RecordKeeper(ctx.kit, RecordStore(ctx.db_path), config, rate_limits=rules_rate_limits(ctx.rules))
+    def __init__(
+        self, ctx: ObserverContext, config: RecordsConfig | None = None, signing: RecordsSigning | None = None
+    ) -> None:
+        self.keeper = RecordKeeper(ctx.kit, RecordStore(ctx.db_path), config, rate_limits=rules_rate_limits(ctx.rules),
+                                   signing=signing)  # fmt: skip
         self.keeper.seed_alerts(ctx.open_alerts())
         # A sheet the records still hold open for a room the gateway has no session in (its stop was
         # lost with a crash) is closed now — else it would write empty records for ever.

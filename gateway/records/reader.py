@@ -23,6 +23,7 @@ from gateway.records.entries import (
     decode_stored,
     verify_chain,
 )
+from gateway.records.signing import SignedHead
 from nurserywatch.sqlite import connect
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,16 @@ class RecordReader:
             row = db.execute("SELECT hash FROM record_entries WHERE seq = ?", (seq,)).fetchone()
         return None if row is None else str(row[0])
 
+    def signed_heads(self) -> list[SignedHead | int]:
+        """Every signed day head in the file, oldest first; an unreadable row as its row id."""
+        with self._connect() as db:
+            return signed_heads(db)
+
+    def first_seq(self) -> int | None:
+        with self._connect() as db:
+            row = db.execute("SELECT MIN(seq) FROM record_entries").fetchone()
+        return None if row[0] is None else int(row[0])
+
     def rooms(self) -> list[str]:
         with self._connect() as db:
             # '' is the room of erasure entries and redacted ones (they belong to no room)
@@ -117,6 +128,38 @@ class RecordReader:
                 followups += found
         followups.sort(key=lambda e: e.seq)
         return records, followups
+
+
+def signed_heads(db: sqlite3.Connection) -> list[SignedHead | int]:
+    """The rows of ``record_day_heads`` (none in a file older than schema version 3), oldest first;
+    an unreadable row as its row id. Raises sqlite3.Error."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_day_heads'").fetchone() is None:
+        return []
+    out: list[SignedHead | int] = []
+    for row_id, body in db.execute("SELECT id, body FROM record_day_heads ORDER BY id"):
+        try:
+            out.append(SignedHead.from_json(body))
+        except ValueError:
+            out.append(int(row_id))
+    return out
+
+
+def read_head_log(path: str | Path) -> list[SignedHead]:
+    """The signed heads of a log file (``append_head_log``). Raises RecordStoreError naming the line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordStoreError(f"{path}: cannot read the signed heads: {exc}") from None
+    lines = text.split("\n")[:-1]  # a last line without its newline is a write cut short by a crash
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(SignedHead.from_json(line))
+        except ValueError as exc:
+            raise RecordStoreError(f"{path}:{n}: not a signed head ({exc})") from None
+    return out
 
 
 def decoded_entries(rows: Iterable[Sequence[Any]]) -> list[ChainedEntry]:

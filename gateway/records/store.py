@@ -12,6 +12,7 @@ someone with the file (they can drop the triggers) — that is what the hash cha
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from collections.abc import Sequence
 from contextlib import closing
@@ -41,8 +42,10 @@ from gateway.records.reader import (
     SELECT_ENTRIES,
     RecordStoreError,
     decoded_entries,
+    signed_heads,
     stored_entry,
 )
+from gateway.records.signing import SignedHead
 from nurserywatch.sqlite import connect
 
 log = logging.getLogger(__name__)
@@ -92,6 +95,41 @@ class RecordStore:
         except sqlite3.Error as exc:
             raise RecordStoreError(f"{self.path}: cannot append nap-check records: {exc}") from None
         return chained
+
+    def head(self) -> ChainHead:
+        """The chain's head as stored now (GENESIS when empty)."""
+        try:
+            row = self._db.execute("SELECT seq, hash FROM record_entries ORDER BY seq DESC LIMIT 1").fetchone()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read the chain's head: {exc}") from None
+        return GENESIS if row is None else ChainHead(int(row[0]), str(row[1]))
+
+    def oldest_after(self, seq: int) -> int | None:
+        """The earliest time (``ts``) of the entries after ``seq``; None when there are none."""
+        try:
+            row = self._db.execute("SELECT MIN(ts) FROM record_entries WHERE seq > ?", (seq,)).fetchone()
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read the records: {exc}") from None
+        return None if row[0] is None else int(row[0])
+
+    def add_signed_head(self, signed: SignedHead) -> None:
+        """Keep a signed day head (gateway/records/signing.py) beside the chain."""
+        h = signed.head
+        try:
+            self._db.execute(
+                "INSERT INTO record_day_heads (day, seq, signed_ts, body) VALUES (?, ?, ?, ?)",
+                (h.day, h.seq, h.signed_ts, signed.to_json()),
+            )
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot store the signed head of {h.day}: {exc}") from None
+
+    def last_signed_head(self) -> SignedHead | None:
+        """The signed head with the highest seq (unreadable rows skipped: verify names them)."""
+        try:
+            readable = [h for h in signed_heads(self._db) if isinstance(h, SignedHead)]
+        except sqlite3.Error as exc:
+            raise RecordStoreError(f"{self.path}: cannot read the signed heads: {exc}") from None
+        return max(readable, key=lambda h: (h.head.seq, h.head.signed_ts), default=None)
 
     def erase(self, child: str, by: str, ts: int, request: str) -> tuple[ChainedEntry | None, int]:
         """Remove the content of every entry that mentions ``child`` (their records, confirmations,
@@ -265,3 +303,14 @@ def prune_records(path: str | Path, before_ts: int, now_ms: int) -> int:
         db.execute("COMMIT")
     log.info("records: pruned entries %d–%d (before %d), anchor entry %d", first, upto, before_ts, anchor.seq)
     return count
+
+
+def append_head_log(path: str | Path, signed: SignedHead) -> None:
+    """Append a signed head to the log file beside the key (one JSON line; created 0600): a copy the
+    database's holder cannot reach, so removing heads from the database shows. Raises OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (signed.to_json() + "\n").encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)

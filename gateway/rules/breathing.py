@@ -13,6 +13,7 @@ so the apnea alert comes 20.0 s after the last breath and not at the next readin
   reference — when breathing movement was last seen. Resolves when breathing is back —
   ``clear_breaths`` new breaths since the pause and no new pause reaching the threshold, held for
   ``clear_after_s`` (one gasp between two pauses keeps the one alert) — or at once when the mat is empty.
+  A new pause is never timed from before the last resolution (no overlapping alerts, issue 13).
 * **breathing_rate_low** (critical): present, rate below ``below_bpm`` for ``min_duration_s``; resolves
   at ``below_bpm + hysteresis_bpm`` or more held for ``clear_after_s``, or on an empty mat.
 * **breathing_rate_high** (warning): present, rate above ``above_bpm`` (60 / 50 / 40 by age band) for
@@ -103,6 +104,8 @@ class MatMonitor:
         #: The last known presence when the current unknown stretch began was "on the mat".
         self._unknown_after_present = False
         self._last_breath: int | None = None
+        #: When the last apnea alert resolved: no new pause is timed from before it (see _judge_apnea).
+        self._apnea_ended: int | None = None
         self._rate: float | None = None
         self._motion: float | None = None
         self._quality: float | None = None
@@ -183,6 +186,12 @@ class MatMonitor:
             breath = self._last_breath
             fresh = breath is not None and (self._empty_at is None or breath > self._empty_at)
             present, ref = (True, breath) if fresh else (present, ref)
+        if ref is not None and self._apnea_ended is not None:
+            # A pause cannot begin before the last apnea ended: a breath seen before its resolution
+            # (the last one the old edge sent, or a restarted edge's start-up breath) would time a
+            # second alert that overlaps the first. The alert still comes, timed from the resolution.
+            ref = max(ref, self._apnea_ended)
+        was_active = self._apnea.active
         if present is False:
             self._apnea.reset()
         elif present is True and ref is not None:
@@ -191,6 +200,8 @@ class MatMonitor:
                 self._new_breaths = 0
             self._apnea.update(ts, fire, not fire and self._new_breaths >= self._clear_breaths)
         active = self._apnea.active
+        if was_active and not active:
+            self._apnea_ended = ts
         # started_ts is the last breath (when breathing movement was last seen), not the moment
         # the threshold was crossed; value is the pause in seconds when judged.
         started = ref if ref is not None and ref <= ts else self._apnea.since

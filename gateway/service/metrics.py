@@ -36,6 +36,8 @@ def gateway_families(
         counter(P + "readings_stored_total", "Readings stored in the gateway's SQLite database.", s.readings_stored),
         counter(P + "rejected_total", "Messages not used, by reason (docs/gateway.md).",
                 by_label("reason", s.rejected)),
+        counter(P + "retained_cleared_total", "Retained messages deleted (empty payloads), by topic kind.",
+                by_label("topic", s.cleared)),
         counter(P + "alerts_published_total", "Alert messages the broker acknowledged.", s.alerts_published),
         counter(P + "alert_transitions_total", "Alert changes, by rule and change.",
                 {labels(rule=r, change=c): n for (r, c), n in sorted(s.alert_transitions.items())}),

@@ -24,15 +24,18 @@ from gateway.engine.site import SUBSCRIPTIONS, RateLimitedLog, SiteEngine
 from gateway.engine.stats import GatewayStats
 from gateway.influx.writer import ReadingsSink
 from gateway.records.entries import RecordsConfig
+from gateway.records.keeper import RecordsSigning
 from gateway.retention.job import RetentionRunner
 from gateway.service.metrics import gateway_families
 from gateway.service.metrics_http import metrics_server
 from nurserywatch.clock import Clock
+from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import GatewayStatus, gateway_topic, subscription
 from nurserywatch.kit import Kit
 from nurserywatch.metrics import render as render_metrics
 from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
 from nurserywatch.mqtt import ack as mqtt_ack
+from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +50,9 @@ class MqttGateway:
     """A site engine on an MQTT broker: one session at a time (``session``, run by ``run_session``
     across reconnects) and the timer (``tick_forever``, across reconnects too)."""
 
-    def __init__(self, engine: SiteEngine) -> None:
+    def __init__(self, engine: SiteEngine, notifier: Notifier | None = None) -> None:
         self.engine = engine
+        self.notifier = notifier or Notifier(None)
         self._client: aiomqtt.Client | None = None
         self._flush_lock = asyncio.Lock()
         self._log = RateLimitedLog(log)
@@ -59,6 +63,7 @@ class MqttGateway:
         raise_if_cancel_was_swallowed()
         self.engine.connected()
         self._client = client
+        self.notifier.status("connected to the MQTT broker")
         try:
             await self._flush(client)
             async for message in client.messages:
@@ -71,24 +76,27 @@ class MqttGateway:
         finally:
             self.engine.disconnected()
             self._client = None
+            self.notifier.status("MQTT broker lost; reconnecting (rules keep running)")
 
     async def tick_forever(self) -> None:
         """The timer: every ``tick_ms`` (real time) judge at the injected clock's now, then publish.
-        Runs across reconnects, so rules keep being judged (and stored) while the broker is away."""
+        Runs across reconnects, so rules keep being judged (and stored) while the broker is away.
+        Each round that got through tells systemd's watchdog the gateway is alive: a tick that hangs
+        or dies (or an engine blocking the event loop) stops the pings, and systemd restarts us."""
         interval_s = self.engine.rules.tick_ms / 1000
         while True:
             await asyncio.sleep(interval_s)
             self.engine.tick()
             client = self._client
-            if client is None:
-                continue
-            try:
-                await self._flush(client)
-            except aiomqtt.MqttError as exc:  # the message loop notices and reconnects
-                self._log(logging.WARNING, "publish", f"publishing after a tick failed: {exc}")
-            except Exception:  # the timer must outlive any bug: a dead timer would silence apnea alerts
-                self.engine.stats.rejected["internal_error"] += 1
-                log.exception("internal error while publishing after a tick")
+            if client is not None:
+                try:
+                    await self._flush(client)
+                except aiomqtt.MqttError as exc:  # the message loop notices and reconnects
+                    self._log(logging.WARNING, "publish", f"publishing after a tick failed: {exc}")
+                except Exception:  # the timer must outlive any bug: a dead timer would silence apnea alerts
+                    self.engine.stats.rejected["internal_error"] += 1
+                    log.exception("internal error while publishing after a tick")
+            self.notifier.alive()
 
     async def _flush(self, client: aiomqtt.Client) -> None:
         """Publish pending messages in order; an entry leaves the outbox only once sent, so a
@@ -123,19 +131,34 @@ async def run_gateway(
     records: RecordsConfig | None = None,
     metrics_host: str = "127.0.0.1",
     metrics_port: int | None = None,
+    notifier: Notifier | None = None,
+    command_key: CommandVerifier | None = None,
+    records_signing: RecordsSigning | None = None,
 ) -> None:
     """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
     ``observers`` are factories of GatewayObservers (see gateway/engine/observers.py); ``records`` the nap-check
     record settings (configs/records.yaml; default: built-in). ``metrics_port``: serve Prometheus
-    metrics on ``metrics_host`` (docs/metrics.md); None: off, 0: a free port (in ``stats.metrics_port``)."""
+    metrics on ``metrics_host`` (docs/metrics.md); None: off, 0: a free port (in ``stats.metrics_port``).
+    ``notifier``: systemd's (READY once the database and metrics are up, the watchdog from the tick).
+    ``command_key``: the dashboard's public command key; None: every staff command is refused (said
+    at start, and counted as ``no_command_key``). ``records_signing``: the site key that signs each
+    day's records head (docs/records.md, "Signed day heads"); None: the heads are not signed."""
+    if command_key is None:
+        log.error(
+            "no command key (--command-key, or command_key in the credentials file): every staff command — "
+            "acknowledging an alert too — is refused (docs/deploy.md, \"Securing MQTT\")"
+        )
+    else:
+        log.info("staff commands must be signed by command key %s", command_key.id)
     sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
     # Retention and downsampling, hourly on the gateway clock (docs/storage.md "Retention").
     retention = RetentionRunner(kit, db_path, buffer=None if sink.writer is None else sink.writer.buffer)
     with Store(db_path) as store:
-        engine = SiteEngine(kit, store, rules, clock, stats, [*observers, *sink.observers, retention.observer], records)
+        engine = SiteEngine(kit, store, rules, clock, stats, [*observers, *sink.observers, retention.observer], records,
+                            command_key=command_key, records_signing=records_signing)  # fmt: skip
         if sink.writer is not None:
             engine.stats.influx = sink.writer.stats
-        gw = MqttGateway(engine)
+        gw = MqttGateway(engine, notifier)
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         metrics = contextlib.AsyncExitStack()
         try:
@@ -148,6 +171,9 @@ async def run_gateway(
 
                 engine.stats.metrics_port = await metrics.enter_async_context(
                     metrics_server(metrics_host, metrics_port, scrape))  # fmt: skip
+            # Ready once it can judge and store, not once the broker answers: systemd's watchdog only
+            # runs after READY, and a gateway waiting for a broker that is down must not be killed.
+            gw.notifier.ready("waiting for the MQTT broker")
             # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
             # gateway restarts, and manual acknowledgement: a reading is acknowledged once stored, so
             # one received but not yet stored when the gateway dies is sent again.

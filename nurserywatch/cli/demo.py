@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import socket
 import tempfile
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from nurserywatch.cli.embedded_broker import embedded_broker
 from nurserywatch.clock import Clock, SystemClock
+from nurserywatch.command_auth import ID_BYTES, CommandSigner
 from nurserywatch.contract import (
     GatewayStatus,
     SessionAction,
@@ -55,7 +57,9 @@ def _record_minutes(kit: Kit, room: str, records: RecordsConfig) -> float:
     return min((records.interval_ms(room, b) for b in bands), default=0) / 60_000
 
 
-async def start_demo_naps(kit: Kit, broker: BrokerURL, clock: Clock, records: RecordsConfig) -> None:
+async def start_demo_naps(
+    kit: Kit, broker: BrokerURL, clock: Clock, records: RecordsConfig, command_key: CommandSigner
+) -> None:
     """Start a nap session in every room of the demo (as staff would with 午睡開始, by ``demo``), so the
     nap-check records fill and the apnea and sensor-lost rules judge from the first look. Waits for a
     live heartbeat of the gateway (a command sent before it subscribes would be lost); a room already
@@ -83,7 +87,11 @@ async def start_demo_naps(kit: Kit, broker: BrokerURL, clock: Clock, records: Re
             for room in rooms.keys() - sent:
                 if not (room in states and states[room].active):
                     command = SessionCommand(room=room, action=SessionAction.START, by=DEMO_BY)
-                    await publish(client, session_command_topic(kit.site), command.to_json(), qos=1)
+                    topic = session_command_topic(kit.site)
+                    payload, _ = command_key.sign(
+                        topic, command.model_dump(mode="json"), clock.now_ms(), secrets.token_bytes(ID_BYTES)
+                    )
+                    await publish(client, topic, payload, qos=1)
                 sent.add(room)
             if all(room in states and states[room].active for room in rooms):
                 return
@@ -133,10 +141,14 @@ async def run_demo(
     from firmware_sim.io.runner import run_sim
     from gateway.records.entries import RecordsConfig
     from gateway.service.mqtt import run_gateway
+    from nurserywatch.cli.records_signing import key_path, open_signing
 
     data_dir.mkdir(parents=True, exist_ok=True)
     clock = SystemClock()
     accounts = demo_accounts(data_dir, clock.now_ms())
+    # The command key lives only in this process: the dashboard (and the nap starter) sign, the gateway
+    # checks — the same path as a provisioned site, with nothing to set up (docs/contract.md).
+    command_key = CommandSigner.generate()
     with tempfile.TemporaryDirectory(prefix="nurserywatch-demo-") as tmp:
         demo_kit = redirect_serial_ports(kit, Path(tmp))
         async with contextlib.AsyncExitStack() as stack:
@@ -149,14 +161,19 @@ async def run_demo(
             async with asyncio.TaskGroup() as tg:
                 db = data_dir / "demo.sqlite3"
                 records = RecordsConfig()  # the built-in intervals (0-year-olds: every 5 min)
-                tg.create_task(run_gateway(demo_kit, broker, db, rules, clock, records=records))
+                signing = open_signing(key_path(None, db))  # the records' day heads, signed as on a site
+                tg.create_task(
+                    run_gateway(demo_kit, broker, db, rules, clock, records=records, command_key=command_key.verifier,
+                                records_signing=signing)  # fmt: skip
+                )
                 tg.create_task(
                     serve_dashboard(
-                        demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir, rules=rules, kit_path=kit_path
+                        demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir, rules=rules, kit_path=kit_path,
+                        command_key=command_key,
                     )
                 )
                 for agent in demo_kit.agents:
                     spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
                     tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))
                 tg.create_task(run_sim(demo_kit, scenario))
-                tg.create_task(start_demo_naps(demo_kit, broker, clock, records))
+                tg.create_task(start_demo_naps(demo_kit, broker, clock, records, command_key))

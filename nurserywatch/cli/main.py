@@ -3,6 +3,7 @@ files (clear message + exit code 2 on a bad file, never a traceback), then run o
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from nurserywatch.mqtt import BrokerURL
 
 if TYPE_CHECKING:
     from gateway.child_data.jobs import Format, Plan
+    from nurserywatch.command_auth import CommandSigner, CommandVerifier
 
 app = typer.Typer(
     help="nurserywatch — open nap-check and air-quality monitoring for nurseries (保育園の午睡チェック).",
@@ -36,6 +38,13 @@ EXIT_BAD_INPUT = 2
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="Kit file (YAML) describing the site.", show_default=True)
 ]
+#: The kit file of every command that acts on a site, when --config is not given (one place to set it).
+KIT_ENV = "NURSERYWATCH_KIT"
+SiteKitOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar=KIT_ENV, show_envvar=False,
+                 help=f"Kit file (YAML) describing the site, or ${KIT_ENV}; required."),  # fmt: skip
+]
 BrokerOpt = Annotated[
     str,
     typer.Option(
@@ -52,11 +61,15 @@ AgentOpt = Annotated[
 
 
 def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
+    for line in message.splitlines() or [""]:  # a file's problems come one per line
+        typer.echo(f"error: {line}", err=True)
     raise typer.Exit(code)
 
 
-def _kit(path: Path) -> Kit:
+def _kit(path: Path | None) -> Kit:
+    if path is None:  # never a silent default: a site must not run on the example kit by mistake
+        fail(f"no kit file: give --config KIT.yaml or set ${KIT_ENV} (configs/kit.example.yaml is an example "
+             "to copy, not a site)")  # fmt: skip
     try:
         return load_kit(path)
     except KitError as exc:
@@ -68,6 +81,47 @@ def _broker(url: str) -> BrokerURL:
         return BrokerURL.parse(url)
     except ValueError as exc:
         fail(str(exc))
+
+
+CommandKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--command-key",
+        envvar="NURSERYWATCH_COMMAND_KEY",
+        help="The command key file (docs/deploy.md, Securing MQTT): the dashboard's private key that signs staff "
+        "commands, or for the gateway its public key (.pub). Default: command_key in the --broker credentials "
+        "file. Without one, every staff command is refused.",
+    ),
+]
+
+
+def _command_key_path(option: Path | None, broker: BrokerURL) -> Path | None:
+    """--command-key, else the one the broker URL's credentials file names."""
+    if option is not None:
+        return option
+    return Path(broker.command_key_file) if broker.command_key_file else None
+
+
+def _command_signer(option: Path | None, broker: BrokerURL) -> CommandSigner | None:
+    from nurserywatch.command_auth import CommandSigner
+    from nurserywatch.keys import KeyFileError, load_private_key
+
+    path = _command_key_path(option, broker)
+    try:
+        return CommandSigner(load_private_key(path)) if path else None
+    except KeyFileError as exc:
+        fail(f"command key: {exc}")
+
+
+def _command_verifier(option: Path | None, broker: BrokerURL) -> CommandVerifier | None:
+    from nurserywatch.command_auth import CommandVerifier
+    from nurserywatch.keys import KeyFileError, load_public_key
+
+    path = _command_key_path(option, broker)
+    try:
+        return CommandVerifier(load_public_key(path)) if path else None
+    except KeyFileError as exc:  # the private key too: the gateway must not be able to sign commands
+        fail(f"command key: {exc} (the gateway takes the public key, command-key.pub)")
 
 
 @app.command()
@@ -95,7 +149,7 @@ def _top_level(
 
 
 @kit_app.command("check")
-def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
+def kit_check(config: SiteKitOpt = None) -> None:
     """Validate a kit file and summarise it. Exit code 2 names the file and field when it is wrong."""
     kit = _kit(config)
     bound = sum(1 for d in kit.devices if d.child)
@@ -108,7 +162,7 @@ def kit_check(config: ConfigOpt = Path("configs/kit.example.yaml")) -> None:
 @kit_app.command("provision")
 def kit_provision(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (existing secrets there are kept).")],
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: SiteKitOpt = None,
     hostname: Annotated[
         list[str] | None,
         typer.Option(
@@ -165,14 +219,27 @@ def kit_provision(
         typer.echo(f"               certificate for {', '.join(result.names.all)}; "
                    f"valid until {result.server_cert_expires:%Y-%m-%d} (run this again before then)")
     typer.echo(f"  credentials/ one file per user ({', '.join(result.users)}) and ca.crt — secret, 0600")
+    typer.echo(f"               command-key.pem ({'new' if result.command_key_created else 'kept'}; signs staff "
+               "commands: with dashboard.yaml only) and command-key.pub (with gateway.yaml)")
     typer.echo(f"  ca/          the site CA ({'new' if result.ca_created else 'kept'}); ca.key issues certificates, "
                "keep it off the network")
+    made = "new" if result.records_key_created else "kept"
+    typer.echo(f"  credentials/records-signing.key  the records' site key ({made}; the gateway's --records-key); "
+               "records-signing.pub for auditors (docs/records.md)")
     for stale in result.stale:
         typer.echo(f"  note: {stale} is for a user the kit no longer has; it no longer works — delete it")
     typer.echo("next: docs/deploy.md, section \"Securing MQTT\"")
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The gateway's SQLite file.")]
+RecordsKeyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--records-key",
+        help="The site key (Ed25519, PEM, mode 0600) that signs each day's records head; made on first start "
+        "(default: $NURSERYWATCH_RECORDS_KEY, else records-signing.key beside --db).",
+    ),
+]
 EXIT_TAMPERED = 1
 
 
@@ -185,11 +252,39 @@ def records_verify(
             "--expect-head", help="SEQ:HASH noted earlier (e.g. from an export): fail unless it is still there."
         ),
     ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="The site's public records key (PEM; repeat for keys used before). Default: the .pub beside "
+            "the gateway's key, if there.",
+        ),
+    ] = None,
+    heads: Annotated[
+        Path | None,
+        typer.Option("--heads", help="The signed heads log kept beside the key (default: KEY.heads, if there)."),
+    ] = None,
 ) -> None:
-    """Walk the records' hash chain. Exit 0 when intact; 1 naming the first entry that was edited,
-    deleted or inserted; 2 when the file cannot be read."""
+    """Walk the records' hash chain and check every signed day head against the public key. Exit 0
+    when intact; 1 naming the first entry that was edited, deleted, inserted or rewritten after its
+    day was signed; 2 when a file cannot be read."""
     from gateway.records.reader import RecordReader, RecordStoreError
+    from nurserywatch.cli.records_signing import (
+        KeyFileError,
+        check_signatures,
+        default_public_key,
+        heads_log_path,
+        key_path,
+    )
+    from nurserywatch.keys import key_id, load_public_key
 
+    try:
+        keys = [load_public_key(k) for k in public_key or [p for p in [default_public_key(db)] if p is not None]]
+    except KeyFileError as exc:
+        fail(str(exc))
+    if heads is None and keys:
+        found = heads_log_path(key_path(None, db))
+        heads = found if found.is_file() else None
     try:
         result = RecordReader(db).verify()
         anchor = _head_anchor(expect_head) if expect_head else None
@@ -197,20 +292,71 @@ def records_verify(
             stored = RecordReader(db).hash_at(anchor[0]) if anchor[0] <= result.head.seq else None
             if stored != anchor[1]:
                 fail(f"{db}: entry {anchor[0]}: not the entry noted as {expect_head} (rewritten or cut)", EXIT_TAMPERED)
+        signatures = check_signatures(db, result, keys, heads) if result.ok else None
     except RecordStoreError as exc:
         fail(str(exc))
     if not result.ok:
         fail(f"{db}: {result.problem}", EXIT_TAMPERED)
+    assert signatures is not None
+    check = signatures.check
+    if check is not None and not check.ok:
+        fail(f"{db}: {check.problem}", EXIT_TAMPERED)
     redacted = f" ({result.redacted} redacted by `data erase`)" if result.redacted else ""
     head = f"{result.head.seq}:{result.head.hash}"
     typer.echo(f"{db}: OK — {result.entries} entries{redacted}, chain intact; head {head}")
+    if check is None:
+        if not signatures.stored:
+            return  # no key and no signed head: a chain of a gateway that does not sign (or an old one)
+        typer.echo(f"signed day heads: {signatures.stored} in the database, NOT checked — no public key "
+                   "(--public-key FILE: the site's records-signing.pub)")  # fmt: skip
+    else:
+        last = f"; last: {check.last.day}, entry {check.last.seq}" if check.last is not None else ""
+        pruned = f" ({check.pruned} of pruned entries)" if check.pruned else ""
+        ids = ", ".join(key_id(k) for k in keys)
+        log_note = f", also in {heads}" if heads is not None else ""
+        typer.echo(f"signed day heads: {check.checked} hold{pruned}{last} (key {ids}{log_note})")
+    if signatures.unsigned_from is not None:
+        span = signatures.unsigned_from, result.head.seq
+        which = f"entry {span[0]}" if span[0] == span[1] else f"entries {span[0]}–{span[1]}"
+        typer.echo(f"not yet signed: {which} — the gateway signs the head after each local midnight "
+                   "(or `nurserywatch records sign`); until then only the chain protects them")  # fmt: skip
 
 
 def _head_anchor(text: str) -> tuple[int, str]:
     seq, _, digest = text.partition(":")
-    if not seq.isdigit() or len(digest) != 64:
-        fail(f"--expect-head {text!r}: expected SEQ:HASH (a number, a colon and 64 hex digits)")
+    # ASCII digits, at most 18 (a sequence number is a 64-bit SQLite integer): int() of 5,000 digits
+    # raised past Python's 4,300-digit limit.
+    if not re.fullmatch(r"[0-9]{1,18}", seq) or not re.fullmatch(r"[0-9A-Fa-f]{64}", digest):
+        fail(f"--expect-head {text[:100]!r}: expected SEQ:HASH (a number, a colon and 64 hex digits)")
     return int(seq), digest.lower()
+
+
+@records_app.command("sign")
+def records_sign(
+    db: DbOpt = Path("run/nurserywatch.sqlite3"),
+    records_key: RecordsKeyOpt = None,
+    config: Annotated[Path, typer.Option("--config", "-c", help="Kit file: the site and its time zone.")] = Path(
+        "configs/kit.example.yaml"
+    ),
+) -> None:
+    """Sign the records chain's head now with the site key (as the gateway does after each local
+    midnight): e.g. before printing or handing over a sheet, or after the gateway was stopped."""
+    from zoneinfo import ZoneInfo
+
+    from gateway.records.reader import RecordStoreError
+    from nurserywatch.cli.records_signing import KeyFileError, key_path, sign_now
+    from nurserywatch.clock import SystemClock
+
+    kit = _kit(config)
+    key = key_path(records_key, db)
+    try:
+        signed = sign_now(db, key, SystemClock().now_ms(), ZoneInfo(kit.timezone), kit.site)
+    except (KeyFileError, RecordStoreError) as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"{key}: the head is signed in the database, but not appended to the heads log: {exc}")
+    h = signed.head
+    typer.echo(f"{db}: signed the head of {h.day}: entry {h.seq} {h.hash} (key {h.key_id})")
 
 
 @records_app.command("export")
@@ -232,10 +378,10 @@ def records_export(
     """Export one room's nap-check records of one day. The chain is verified first: when it is
     broken the export is still written, with a warning, and the exit code is 1."""
     import datetime as dt
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from gateway.records.export import build_sheet, day_bounds, to_csv, to_json
+    from gateway.records.export import build_sheet, covered_head, day_bounds, to_csv, to_json
     from gateway.records.reader import RecordReader, RecordStoreError
+    from nurserywatch.clock import time_zone
 
     if fmt not in ("csv", "json") or lang not in ("ja", "en"):
         fail(f"--format must be csv or json (got {fmt!r}); --lang ja or en (got {lang!r})")
@@ -243,23 +389,28 @@ def records_export(
     names = {c.id: c.nickname for c in kit.children if c.nickname} if kit else {}
     tz = tz or (kit.timezone if kit else "Asia/Tokyo")
     try:
-        date = dt.date.fromisoformat(day)
-        zone = ZoneInfo(tz)
+        zone = time_zone(tz)
     except ValueError:
-        fail(f"--date {day!r}: expected YYYY-MM-DD")
-    except ZoneInfoNotFoundError:
-        fail(f"--tz {tz!r}: unknown time zone")
+        fail(f"--tz {tz[:80]!r}: unknown time zone (an IANA name such as Asia/Tokyo)")
+    try:
+        date = dt.date.fromisoformat(day)
+    except ValueError:
+        fail(f"--date {day[:40]!r}: expected YYYY-MM-DD")
+    try:
+        bounds = day_bounds(date, zone)
+    except ValueError as exc:  # 9999-12-31
+        fail(f"--date {exc}")
     reader = RecordReader(db)
     try:
         chain = reader.verify()
-        records, followups = reader.records(room, *day_bounds(date, zone))
+        records, followups = reader.records(room, *bounds)
         if not records and room not in reader.rooms():
             fail(f"{db}: no nap-check records for room {room!r} (rooms: {', '.join(reader.rooms()) or 'none'})")
     except RecordStoreError as exc:
         fail(str(exc))
     rows = build_sheet(records, followups, zone, names)
     if fmt == "csv":
-        data = to_csv(rows, "ja" if lang == "ja" else "en", zone)
+        data = to_csv(rows, "ja" if lang == "ja" else "en", zone, covered_head([*records, *followups]))
     else:
         data = to_json(rows, [*records, *followups], room=room, day=date, tz=zone, chain=chain).encode()
     if out is None:
@@ -298,14 +449,14 @@ def sim(
     from firmware_sim.io.pty_device import PortError
 
     try:
-        run_until_signalled(run_sim(kit, scen, duration_s=duration))
+        run_until_signalled(run_sim(kit, scen, duration_s=_seconds("--duration", duration) if duration else None))
     except (ScenarioError, PortError) as exc:  # the scenario does not fit the kit, or a port path is unusable
         fail(str(exc))
 
 
 @app.command()
 def edge(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: SiteKitOpt = None,
     agent: AgentOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     log_level: LogOpt = "info",
@@ -317,13 +468,15 @@ def edge(
     agent_id = _agent(kit, agent)
     from edge.agent.runner import run_edge
     from nurserywatch.clock import SystemClock
+    from nurserywatch.systemd import Notifier
 
-    run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock()))
+    notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
+    run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock(), notifier=notifier), notifier)
 
 
 @app.command()
 def doctor(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: SiteKitOpt = None,
     agent: AgentOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds each serial device has to answer.")] = 3.0,
@@ -339,10 +492,17 @@ def doctor(
     url = _broker(broker)
     from edge.agent.doctor import format_checks, run_doctor
 
-    checks = asyncio.run(run_doctor(kit, agent_id, url, serial_timeout_s=timeout))
+    checks = asyncio.run(run_doctor(kit, agent_id, url, serial_timeout_s=_seconds("--timeout", timeout, 600)))
     typer.echo(f"nurserywatch doctor — kit {config}, agent {agent_id}")
     typer.echo(format_checks(checks))
     raise typer.Exit(0 if all(c.ok for c in checks) else 1)
+
+
+def _seconds(option: str, value: float, most: float = 365 * 86400) -> float:
+    # Click's FloatRange lets nan through (every comparison with it is false).
+    if not 0 < value <= most:
+        fail(f"{option} {value}: expected a number of seconds, more than 0 and at most {most:g}")
+    return value
 
 
 def _agent(kit: Kit, agent: str | None) -> str:
@@ -358,7 +518,7 @@ def _agent(kit: Kit, agent: str | None) -> str:
 
 @app.command()
 def gateway(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: SiteKitOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     db: Annotated[Path, typer.Option("--db", help="SQLite file for readings, alerts and audit log.")] = Path(
         "run/nurserywatch.sqlite3"
@@ -376,6 +536,8 @@ def gateway(
     metrics_host: Annotated[
         str, typer.Option("--metrics-host", help="Address for /metrics (loopback by default).")
     ] = "127.0.0.1",
+    records_key: RecordsKeyOpt = None,
+    command_key: CommandKeyOpt = None,
     log_level: LogOpt = "info",
 ) -> None:
     """Run the gateway: validate and store readings, judge them with the rules, publish alerts and
@@ -397,19 +559,32 @@ def gateway(
     db.parent.mkdir(parents=True, exist_ok=True)
     if not 0 <= metrics_port <= 65535:
         fail(f"--metrics-port {metrics_port}: not a port (1-65535, or 0 for off)")
+    from nurserywatch.systemd import Notifier
+
+    notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
+    from nurserywatch.cli.records_signing import KeyFileError, key_path, open_signing
+
+    try:  # the site key that signs each day's records head (docs/records.md, "Signed day heads")
+        records_signing = open_signing(key_path(records_key, db))
+    except KeyFileError as exc:
+        fail(str(exc))
+    url = _broker(broker)
+    verifier = _command_verifier(command_key, url)  # the dashboard's public key: staff commands must be signed
     try:
-        run_until_signalled(run_gateway(kit, _broker(broker), db, rules_cfg, SystemClock(), records=records_cfg,
-                                        metrics_host=metrics_host, metrics_port=metrics_port or None))  # fmt: skip
+        run_until_signalled(run_gateway(kit, url, db, rules_cfg, SystemClock(), records=records_cfg,
+                                        records_signing=records_signing, command_key=verifier,
+                                        metrics_host=metrics_host, metrics_port=metrics_port or None,
+                                        notifier=notifier), notifier)  # fmt: skip
     except OSError as exc:  # the metrics port is taken
         fail(exc.strerror or str(exc))
 
 
 @app.command()
 def dashboard(
-    config: ConfigOpt = Path("configs/kit.example.yaml"),
+    config: SiteKitOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="HTTP port.")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="HTTP port.")] = 8080,
     db: Annotated[
         Path, typer.Option("--db", help="The gateway's SQLite file (read-only: records, history, trends).")
     ] = Path("run/nurserywatch.sqlite3"),
@@ -423,6 +598,15 @@ def dashboard(
         Path | None,
         typer.Option("--metrics-token-file", help="/metrics requires this bearer token (default: loopback only)."),
     ] = None,
+    command_key: CommandKeyOpt = None,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option("--trusted-proxy", help="Address of a reverse proxy (nginx) whose X-Forwarded-For/-Proto "
+                     "to believe; repeatable. Default: none, the TCP peer is the client."),
+    ] = None,
+    audit_retention_days: Annotated[
+        int, typer.Option("--audit-retention-days", min=0, help="Prune audit entries older than this (0: never).")
+    ] = 400,
     log_level: LogOpt = "info",
 ) -> None:
     """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
@@ -446,9 +630,19 @@ def dashboard(
         if len(metrics_token) < 16:
             fail(f"--metrics-token-file {metrics_token_file}: the token must be at least 16 characters")
     data_dir.mkdir(parents=True, exist_ok=True)
+    from nurserywatch.systemd import Notifier
+
+    notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
+    url = _broker(broker)
+    signer = _command_signer(command_key, url)  # signs every staff command (the gateway takes no other)
     try:
-        run_until_signalled(serve_dashboard(kit, _broker(broker), host, port, gateway_db=db, data_dir=data_dir,
-                                            rules=rules_cfg, kit_path=config, metrics_token=metrics_token))  # fmt: skip
+        from dashboard.auth.models import AuthPolicy
+
+        run_until_signalled(serve_dashboard(kit, url, host, port, gateway_db=db, data_dir=data_dir, command_key=signer,
+                                            rules=rules_cfg, kit_path=config, metrics_token=metrics_token,
+                                            notifier=notifier, trusted_proxies=tuple(trusted_proxy or ()),
+                                            auth_policy=AuthPolicy(audit_retention_days=audit_retention_days)),
+                            notifier)  # fmt: skip
     except OSError as exc:  # typically the port is taken
         fail(exc.strerror or str(exc))
 
@@ -464,7 +658,7 @@ def demo(
         str | None,
         typer.Option("--broker", help="Use this MQTT broker instead of the embedded one (mqtt://host:port)."),
     ] = None,
-    port: Annotated[int, typer.Option("--port", help="Dashboard HTTP port.")] = 8080,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Dashboard HTTP port.")] = 8080,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the demo keeps its database.")] = Path("run"),
     log_level: LogOpt = "warning",
 ) -> None:
@@ -517,6 +711,18 @@ DisplayNameOpt = Annotated[
 ]
 
 
+def _open_users(data_dir: Path) -> Any:
+    import sqlite3
+
+    from dashboard.auth.deps import open_store
+    from dashboard.auth.models import AuthPolicy
+
+    try:
+        return open_store(data_dir, AuthPolicy())
+    except (OSError, sqlite3.Error) as exc:  # a file where the folder should be, no permission, not a database
+        fail(f"--data-dir {data_dir}: cannot open the users' database: {exc}")
+
+
 def _password(password_file: Path | None) -> str:
     if password_file is None:
         return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
@@ -531,12 +737,10 @@ def _password(password_file: Path | None) -> str:
 
 def _user_change(data_dir: Path, action: str, target: str, change: Callable[[Any, int], str]) -> None:
     """Open the dashboard's user database, make one change, audit it as done from the command line."""
-    from dashboard.auth.deps import open_store
-    from dashboard.auth.models import AuthPolicy
     from dashboard.auth.store import UserError
     from nurserywatch.clock import SystemClock
 
-    store = open_store(data_dir, AuthPolicy())
+    store = _open_users(data_dir)
     try:
         now = SystemClock().now_ms()
         message = change(store, now)
@@ -634,10 +838,7 @@ def users_disable(
 @users_app.command("list")
 def users_list(data_dir: UsersDirOpt) -> None:
     """List the users: name, role, enabled, display name."""
-    from dashboard.auth.deps import open_store
-    from dashboard.auth.models import AuthPolicy
-
-    store = open_store(data_dir, AuthPolicy())
+    store = _open_users(data_dir)
     try:
         for row in store.list_users():
             state = "disabled" if row.disabled else "enabled"
@@ -658,32 +859,34 @@ ByOpt = Annotated[
     str | None, typer.Option("--by", help="Who asks (logged with the request; default: your login name).")
 ]
 GatewayKitOpt = Annotated[
-    Path, typer.Option("--config", "-c", help="The gateway's kit file (bindings, time zone, InfluxDB settings).")
+    Path | None,
+    typer.Option("--config", "-c", envvar=KIT_ENV, show_envvar=False,
+                 help=f"The gateway's kit file (bindings, time zone, InfluxDB settings), or ${KIT_ENV}; required."),
 ]
 
 
 def _by(by: str | None) -> str:
     import getpass
 
+    if by is not None and not 0 < len(by) <= 200:  # it goes into the database's log
+        fail(f"--by: expected a name of 1–200 characters (got {len(by)})")
     return by or getpass.getuser()
 
 
 def _progress() -> Callable[[str, int, int], None]:
-    """One line on standard error, rewritten at most every 0.5 s (long exports and erases)."""
-    import time
+    """Progress of long exports and erases on standard error: rewritten in place on a terminal,
+    plain lines every 10 s in a log (nurserywatch/cli/progress.py)."""
+    from nurserywatch.cli.progress import ProgressLine
 
-    last = [0.0]
+    line = ProgressLine()
 
     def show(what: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.5 or done >= total:
-            last[0] = now
-            typer.echo(f"\r{what}: {done}/{total}", err=True, nl=done >= total)
+        line.update(f"{what}: {done}/{total}", final=done >= total)
 
     return show
 
 
-def _child_plan(config: Path, db: Path, child: str) -> Plan:
+def _child_plan(config: Path | None, db: Path, child: str) -> Plan:
     from gateway.child_data.jobs import JobError, plan
     from gateway.child_data.selection import check_child_id
 
@@ -698,7 +901,7 @@ def _child_plan(config: Path, db: Path, child: str) -> Plan:
 def data_export(
     child: ChildOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write the files into (created).")],
-    config: GatewayKitOpt = Path("configs/kit.example.yaml"),
+    config: GatewayKitOpt = None,
     db: DbOpt = Path("run/nurserywatch.sqlite3"),
     fmt: Annotated[str, typer.Option("--format", help="json, csv or both.")] = "both",
     by: ByOpt = None,
@@ -711,9 +914,10 @@ def data_export(
 
     if fmt not in ("json", "csv", "both"):
         fail(f"--format must be json, csv or both (got {fmt!r})")
+    who = _by(by)
     p = _child_plan(config, db, child)
     try:
-        res = export(p, out, cast("Format", fmt), int(time.time() * 1000), _by(by), _progress())
+        res = export(p, out, cast("Format", fmt), int(time.time() * 1000), who, _progress())
     except (*JobError, OSError) as exc:
         fail(str(exc))
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
@@ -723,7 +927,7 @@ def data_export(
 @data_app.command("erase")
 def data_erase(
     child: ChildOpt,
-    config: GatewayKitOpt = Path("configs/kit.example.yaml"),
+    config: GatewayKitOpt = None,
     db: DbOpt = Path("run/nurserywatch.sqlite3"),
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     by: ByOpt = None,
@@ -735,6 +939,7 @@ def data_erase(
 
     from gateway.child_data.jobs import JobError, erase, erase_preview, refusals
 
+    who = _by(by)
     p = _child_plan(config, db, child)
     try:
         reasons = refusals(p)
@@ -745,7 +950,7 @@ def data_erase(
             typer.echo(f"erase all data about child {child} from {db}: {preview}")
             if not typer.confirm("This cannot be undone. Erase?", default=False):
                 fail("nothing erased")
-        request = erase(p, _by(by), int(time.time() * 1000), _progress())
+        request = erase(p, who, int(time.time() * 1000), _progress())
     except JobError as exc:
         fail(str(exc))
     typer.echo(request.summary())

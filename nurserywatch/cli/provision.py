@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import PurePosixPath
 
 from nurserywatch.contract import (
+    MAX_PAYLOAD_BYTES,
     TopicKind,
     edge_topic,
     reading_topic,
@@ -36,6 +37,17 @@ ACL_FILE = "acl"
 CA_CERT = "ca.crt"
 SERVER_CERT = "server.crt"
 SERVER_KEY = "server.key"
+#: The command key (docs/contract.md, "Signed commands"): the private key goes with the dashboard's
+#: credentials, its public half (command-key.pub, nurserywatch.keys.public_key_path) with the gateway's.
+COMMAND_KEY = "command-key.pem"
+
+#: The broker refuses a larger publish payload (message_size_limit): the contract's own limit, so
+#: nothing a part would refuse anyway reaches it. The QoS flow completes, so a publisher is not stuck
+#: resending it.
+MESSAGE_SIZE_LIMIT = MAX_PAYLOAD_BYTES
+#: A larger MQTT packet of any kind cuts the client off (max_packet_size) before the broker buffers it:
+#: the payload limit plus room for the topic (ours are under 300 bytes) and the headers.
+MAX_PACKET_BYTES = MAX_PAYLOAD_BYTES + 4096
 
 #: Names the server certificate always carries, so the gateway and dashboard on the broker's own
 #: machine can use mqtts://localhost or mqtts://127.0.0.1.
@@ -283,6 +295,10 @@ def mosquitto_conf(kit: Kit, opts: BrokerOptions) -> str:
         "allow_anonymous false",
         f"password_file {d / PASSWORD_FILE}",
         f"acl_file {d / ACL_FILE}",
+        "",
+        "# Payloads over the contract's limit are dropped (never forwarded); bigger packets end the connection.",
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
+        f"max_packet_size {MAX_PACKET_BYTES}",
     ]
     queued, inflight = broker_queue_limits(kit)
     rate = message_rate(kit)
@@ -297,11 +313,20 @@ def mosquitto_conf(kit: Kit, opts: BrokerOptions) -> str:
         "# it arrived, and Nagle then held the next small message for the delayed ACK (~40 ms; bench/README.md).",
         "set_tcp_nodelay true",
     ]
+    # Each listener: a client's id is its user name, whatever it asks for, so one login cannot take over
+    # (and knock off) another's connection — an edge agent the gateway's. Each part keeps one fixed id,
+    # so the gateway's persistent session (its queue while it restarts) stays its own. A listener
+    # option in Mosquitto 2.0: given before any listener it would open a default one on port 1883.
+    ids = [
+        "# The client id is the user name (one login cannot knock another off the broker).",
+        "use_username_as_clientid true",
+    ]
     if opts.port:
         out += [
             "",
             "# Plain MQTT (mqtt://), for the gateway and the dashboard on this machine.",
             f"listener {opts.port} {opts.bind}",
+            *ids,
         ]
     if opts.tls_port:
         where = f" {opts.tls_bind}" if opts.tls_bind else ""
@@ -310,6 +335,7 @@ def mosquitto_conf(kit: Kit, opts: BrokerOptions) -> str:
             "# MQTT over TLS (mqtts://), for edge agents on other machines; the certificate is signed by the",
             "# site CA generated with it.",
             f"listener {opts.tls_port}{where}",
+            *ids,
             f"cafile {d / CA_CERT}",
             f"certfile {d / SERVER_CERT}",
             f"keyfile {d / SERVER_KEY}",
@@ -339,6 +365,7 @@ def credentials_yaml(
     ca_file: str | None,
     cert_file: str | None = None,
     key_file: str | None = None,
+    command_key: str | None = None,
 ) -> str:
     """The credentials file a part reads through ``--broker mqtts://host:8883?credentials=FILE``
     (nurserywatch.mqtt.MqttCredentials). Values are JSON strings, which YAML reads verbatim."""
@@ -349,7 +376,8 @@ def credentials_yaml(
         f"username: {json.dumps(user.name)}",
         f"password: {json.dumps(password)}",
     ]
-    for key, value in (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file)):
+    files = (("ca_file", ca_file), ("cert_file", cert_file), ("key_file", key_file), ("command_key", command_key))
+    for key, value in files:
         if value is not None:
             out.append(f"{key}: {json.dumps(value)}")
     return "\n".join(out) + "\n"

@@ -10,7 +10,10 @@ Layout of ``OUT``::
 
     mosquitto/   nurserywatch.conf passwd acl ca.crt server.crt server.key   → the broker's machine
     credentials/ {user}.yaml ca.crt [{user}.crt {user}.key]                 → one .yaml (+ ca.crt) per machine
+                 command-key.pem (with dashboard.yaml) command-key.pub (with gateway.yaml)
     ca/          ca.key ca.crt                                              → keep offline; issues certificates
+    credentials/records-signing.key (+ .pub)   → the gateway's machine: signs the records' day heads
+    records-signing.pub                        → for whoever audits the records (docs/records.md)
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gateway.records.signing import KEY_FILE as RECORDS_KEY_FILE
 from nurserywatch.cli.provision import (
     ACL_FILE,
     CA_CERT,
+    COMMAND_KEY,
     CONF_FILE,
     PASSWORD_FILE,
     SERVER_CERT,
@@ -39,6 +44,7 @@ from nurserywatch.cli.provision import (
     BrokerOptions,
     MqttUser,
     ProvisionError,
+    Role,
     ServerNames,
     acl_text,
     credentials_yaml,
@@ -46,6 +52,13 @@ from nurserywatch.cli.provision import (
     mqtt_users,
     password_lines,
     server_names,
+)
+from nurserywatch.keys import (
+    KeyFileError,
+    load_or_create_private_key,
+    public_key_path,
+    write_new_file,
+    write_public_key,
 )
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import CredentialsError, load_credentials
@@ -75,10 +88,13 @@ class ProvisionResult:
     users: list[str]
     new_passwords: list[str] = field(default_factory=list)
     ca_created: bool = False
+    command_key_created: bool = False
     names: ServerNames | None = None
     server_cert_expires: dt.datetime | None = None
     #: credentials/*.yaml of users the kit no longer has (their access is gone; the files are left).
     stale: list[Path] = field(default_factory=list)
+    #: The records' site key (credentials/records-signing.key) was made by this run (else kept).
+    records_key_created: bool = False
 
 
 def find_mosquitto_passwd() -> str:
@@ -124,12 +140,19 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
     passwords: dict[str, str] = {}
     for user in users:
         passwords[user.name] = _password(creds_dir / f"{user.name}.yaml", result, user.name)
+    # The dashboard signs staff commands, the gateway checks them: kept across runs like the passwords.
+    public = public_key_path(creds_dir / COMMAND_KEY).name
+    try:
+        _, result.command_key_created = load_or_create_private_key(creds_dir / COMMAND_KEY)
+    except KeyFileError as exc:
+        raise ProvisionError(f"{exc} — delete {COMMAND_KEY} and {public} to make a new pair") from None
+    command_keys = {Role.DASHBOARD: COMMAND_KEY, Role.GATEWAY: public}
     for user in users:
         cert_file = key_file = None
         if opts.client_certs:
             cert_file, key_file = _client_cert(ca_key, ca_cert, creds_dir, user, now)
         text = credentials_yaml(kit, user, passwords[user.name], ca_file=CA_CERT, cert_file=cert_file,
-                                key_file=key_file)
+                                key_file=key_file, command_key=command_keys.get(user.role))
         _write(creds_dir / f"{user.name}.yaml", text.encode(), SECRET)
     _write(creds_dir / CA_CERT, ca_pem, PUBLIC)
 
@@ -139,6 +162,13 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
     _write(mosq / SERVER_CERT, server_cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
     _write(mosq / SERVER_KEY, _key_pem(server_key), SECRET)
     _hashed_password_file(passwd_tool, mosq / PASSWORD_FILE, password_lines(passwords))
+
+    # The records' site key: on the gateway's machine, never in its database (docs/records.md).
+    try:
+        records_key, result.records_key_created = load_or_create_private_key(creds_dir / RECORDS_KEY_FILE)
+        write_public_key(out / public_key_path(Path(RECORDS_KEY_FILE)).name, records_key.public_key())
+    except KeyFileError as exc:
+        raise ProvisionError(str(exc)) from None
 
     known = {f"{u.name}.yaml" for u in users}
     result.stale = sorted(p for p in creds_dir.glob("*.yaml") if p.name not in known)
@@ -167,7 +197,7 @@ def _hashed_password_file(tool: str, target: Path, plain: str) -> None:
     tmp = target.with_name(f".{target.name}.plain")
     tmp.unlink(missing_ok=True)
     try:
-        _write_new(tmp, plain.encode(), SECRET)
+        write_new_file(tmp, plain.encode(), SECRET)
         try:
             done = subprocess.run([tool, "-U", str(tmp)], capture_output=True, text=True, timeout=60, check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -186,21 +216,11 @@ def _write(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.unlink(missing_ok=True)
     try:
-        _write_new(tmp, data, mode)
+        write_new_file(tmp, data, mode)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise ProvisionError(f"{path}: cannot write: {exc.strerror or exc}") from None
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.fchmod(fd, mode)  # the umask may have removed bits of PUBLIC
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

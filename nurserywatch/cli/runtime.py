@@ -10,6 +10,8 @@ import sys
 from collections.abc import Coroutine
 from typing import Any
 
+from nurserywatch.systemd import Notifier
+
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -22,14 +24,21 @@ def setup_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def run_until_signalled(main: Coroutine[Any, Any, None]) -> None:
-    """Run ``main``; SIGINT or SIGTERM cancels it so every part can shut down cleanly."""
+def run_until_signalled(main: Coroutine[Any, Any, None], notifier: Notifier | None = None) -> None:
+    """Run ``main``; SIGINT or SIGTERM cancels it so every part can shut down cleanly (and tells
+    systemd, through ``notifier``, that the part is stopping)."""
 
     async def runner() -> None:
         task = asyncio.ensure_future(main)
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            if notifier is not None:
+                notifier.stopping()
+            task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop)
         with contextlib.suppress(asyncio.CancelledError):
             await task
 

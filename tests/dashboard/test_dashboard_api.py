@@ -51,7 +51,13 @@ async def dash(mosquitto: BrokerURL) -> AsyncIterator[Dash]:
 async def test_healthz(dash: Dash) -> None:
     r = await dash.http.get("/healthz")
     assert r.status_code == 200
-    assert r.json() == {"ok": True, "mqtt_connected": True, "alerts": 0, "live_clients": 0, "rejected": {}}
+    body = r.json()
+    connections = body.pop("connections")  # the HTTP server's guard (dashboard/http_server.py)
+    assert body == {"ok": True, "mqtt_connected": True, "alerts": 0, "live_clients": 0, "rejected": {}}
+    assert connections["open"] >= 1 and connections["cap"] > 0
+    assert {k: connections[k] for k in ("evicted", "refused", "timed_out", "accept_errors")} == dict.fromkeys(
+        ("evicted", "refused", "timed_out", "accept_errors"), 0
+    )
 
 
 async def test_alert_appears_is_acknowledged_and_leaves(dash: Dash) -> None:

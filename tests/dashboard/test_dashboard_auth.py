@@ -23,7 +23,13 @@ from starlette.requests import Request
 from typer.testing import CliRunner
 
 from dashboard.app import create_app
-from dashboard.auth.deps import SESSION_COOKIE, auth_state, live_session_check, route_roles
+from dashboard.auth.deps import (
+    SESSION_COOKIE,
+    auth_state,
+    flush_refused_logins,
+    live_session_check,
+    route_roles,
+)
 from dashboard.auth.models import Role
 from nurserywatch.cli.main import app as cli_app
 from nurserywatch.clock import ManualClock
@@ -209,8 +215,19 @@ async def test_login_throttle_per_username_on_an_injected_clock(
     assert (await try_login(http, "tanaka", "wrong password!")).status_code == 401
     assert (await try_login(http, "tanaka", PASSWORD)).status_code == 200
 
-    actions = [e.action for e in auth_state_of(app).store.audit_entries(100)]
-    assert actions.count("login.failed") == 8 and actions.count("login.throttled") == 3
+    # Refused sign-ins are aggregated: the first of each address, username and window at once, the rest
+    # as one counted row when the window ends (or the dashboard stops).
+    entries = auth_state_of(app).store.audit_entries(100)
+    assert sorted((e.action, e.target) for e in entries if e.action != "login") == [
+        ("login.failed", "ghost"), ("login.failed", "tanaka"), ("login.throttled", "tanaka"),
+    ]
+    flush_refused_logins(auth_state_of(app))
+    refused = [(e.action, e.target, e.detail) for e in auth_state_of(app).store.audit_entries(100)
+               if e.action != "login"][:2]  # fmt: skip
+    assert sorted(refused) == [
+        ("login.failed", "tanaka", "6 more from this address since the first (window of 15 min)"),
+        ("login.throttled", "tanaka", "2 more from this address since the first (window of 15 min)"),
+    ]
 
 
 def auth_state_of(app: FastAPI) -> Any:
@@ -431,6 +448,14 @@ async def test_login_page_in_the_browser(browser: Browser, dash: Dash) -> None:
     await form.locator('input[name="username"]').fill("yamada")
     await form.locator('input[name="display_name"]').fill("山田")
     await form.locator('input[name="password"]').fill("yamada's password")
+    await form.locator('button[type="submit"]').click()
+    # The password rule, in the page's language: not the username.
+    refused = page.locator('[data-testid="admin-error"]')
+    await expect(refused).to_contain_text("パスワードにユーザー名を含めないでください。")
+    form = page.locator('[data-testid="add-user"]')
+    await form.locator('input[name="username"]').fill("yamada")
+    await form.locator('input[name="display_name"]').fill("山田")
+    await form.locator('input[name="password"]').fill("hinata no hirune 7")
     await form.locator('button[type="submit"]').click()
     await expect(page.locator('[data-testid="admin-done"]')).to_be_visible()
     await expect(page.locator('tr[data-user="yamada"]')).to_have_attribute("data-role", "staff")

@@ -220,3 +220,19 @@ async def test_fanout_drops_a_slow_client_without_blocking_others() -> None:
     fanout.close()
     assert await asyncio.wait_for(fast.get(), 1) is None
     assert await asyncio.wait_for(fanout.subscribe().get(), 1) is None  # no new streams after close
+
+
+def test_an_empty_retained_payload_clears_no_state_and_is_not_rejected() -> None:
+    # MQTT deletes a retained message with an empty payload (docs/contract.md): on a state topic it is
+    # "cleared" — counted, not a bad_json rejection; the last known state stays on screen, as in the
+    # gateway. On a reading topic an empty payload is still bad input.
+    s = LiveState(KIT)
+    edge = f"{ROOT}/edge/pi-1"
+    assert s.apply(edge, b'{"ts": 1767225600000, "online": true}')
+    for kind in ("edge/pi-1", "status/clip-01", "gateway", "session/hiyoko", "assignment/clip-01", "alert/a9"):
+        assert s.apply(f"{ROOT}/{kind}", b"", retained=True) == []
+    assert s.rejected == {}
+    assert s.cleared == {"edge": 1, "status": 1, "gateway": 1, "session": 1, "assignment": 1, "alert": 1}
+    assert s.edge_status["pi-1"].online is True
+    assert s.apply(f"{ROOT}/reading/clip-01/posture", b"") == []
+    assert s.rejected == {"bad_json": 1}

@@ -357,8 +357,8 @@ async def test_kit_check(env: Env) -> None:
     env.kit_path.write_text(KIT_YAML.replace("room: risu, agent: pi-2", "room: kirin, agent: pi-2"))
     bad = (await env.http.get("/api/kit/check")).json()
     assert bad["ok"] is False and bad["changed"] is True
-    assert bad["problems"] == [f"{env.kit_path}: devices[3].room: 'kirin' is not a room id defined in this kit "
-                               "(known: hiyoko, risu)"]  # fmt: skip
+    assert bad["problems"] == [f"{env.kit_path}: device \"co2-03\" (line 14): room: 'kirin' is not a room id defined "
+                               "in this kit (known: hiyoko, risu)"]  # fmt: skip
     page = (await env.http.get("/kit", params={"lang": "en"})).text
     assert "Problems found" in page and "&#39;kirin&#39; is not a room id" in page and "has changed" in page
 

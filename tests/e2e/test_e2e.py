@@ -26,6 +26,7 @@ from nurserywatch.kit import load_kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port, wait_for_port
 from tests.support.browser import chromium_page
+from tests.support.commands import command_key_files
 from tests.support.dashboard_login import ACCOUNTS, PASSWORD, add_accounts, browser_login_sync, login_sync
 from tests.support.processes import ROOT, print_logs, spawn, stop
 
@@ -58,10 +59,13 @@ def stack(mosquitto: BrokerURL, tmp_path_factory: pytest.TempPathFactory) -> Ite
     procs: dict[str, subprocess.Popen[bytes]] = {}
     common = ["--config", str(kit_file), "--log-level", "info"]
     add_accounts(d)  # one account per role in the dashboard's data folder
+    signing, checking = command_key_files(d)  # the dashboard signs the acknowledgement, the gateway checks it
     try:
         for name, args in [
-            ("gateway", ["gateway", *common, "--broker", broker, "--db", str(d / "gw.sqlite3")]),
-            ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port), "--data-dir", str(d)]),
+            ("gateway", ["gateway", *common, "--broker", broker, "--db", str(d / "gw.sqlite3"),
+                         "--command-key", str(checking)]),
+            ("dashboard", ["dashboard", *common, "--broker", broker, "--port", str(port), "--data-dir", str(d),
+                           "--command-key", str(signing)]),
             ("edge", ["edge", *common, "--broker", broker]),
         ]:
             procs[name], logs[name] = spawn(name, args, d)

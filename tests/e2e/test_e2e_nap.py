@@ -33,6 +33,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import load_kit
 from nurserywatch.mqtt import BrokerURL
+from tests.support.commands import command_key_files, publish_command
 from tests.support.processes import ROOT, print_logs, spawn, stop
 
 pytestmark = pytest.mark.e2e
@@ -71,14 +72,14 @@ async def test_a_nap_raises_apnea_on_time_and_writes_verified_records(mosquitto:
             await client.subscribe(subscription(kit.site, TopicKind.READING), qos=1)
             for name, args in [
                 ("gateway", ["gateway", *common, "--broker", str(mosquitto), "--db", str(db),
-                             "--records", str(records_cfg)]),
+                             "--records", str(records_cfg), "--command-key", str(command_key_files(tmp_path)[1])]),
                 ("edge", ["edge", *common, "--broker", str(mosquitto)]),
                 ("sim", ["sim", *common, "--scenario", str(scenario)]),
             ]:
                 procs[name], logs[name] = spawn(name, args, tmp_path)
             await asyncio.sleep(2)  # the gateway subscribes before the session command
             start = SessionCommand(room="hiyoko", action=SessionAction.START, by="e2e-staff")
-            await client.publish(session_command_topic(kit.site), start.to_json(), qos=1)
+            await publish_command(client, session_command_topic(kit.site), start)
             session_started = time.monotonic()
 
             async with asyncio.timeout(APNEA_AT_S + 40):

@@ -15,11 +15,13 @@ test_encryption_downgrade_fails), and of its encryption example src/bthome_ble/b
 
 from __future__ import annotations
 
+import datetime as dt
 from collections import Counter
 
 import pytest
 
 from edge.decoders.bthome import (
+    OBJECT_TYPES,
     BTHomeDecoder,
     BTHomeObject,
     BTHomePacket,
@@ -124,6 +126,22 @@ CASES: list[tuple[str, str, str, bytes | None, BTHomePacket | str]] = [
     ("window open", "40 2d 01", ATC, None, BTHomePacket((o(0x2D, "window", 1),))),
     ("out of order is still read", "40 12 e2 04 01 5d", ATC, None,
      BTHomePacket((o(0x12, "co2_ppm", 1250), o(0x01, "battery_pct", 93)))),  # fmt: skip
+    # -- the objects after 0x61 [bthome-ble: test_bthome_speed_signed, _acceleration_signed, _light_level]
+    ("speed, signed µm/s", "40 62 40 99 df ff", ATC, None, BTHomePacket((o(0x62, "speed_ms", -2.123456),))),
+    ("acceleration, signed", "40 63 00 57 d0 ff", ATC, None,
+     BTHomePacket((o(0x63, "acceleration_ms2", -3.123456),))),  # fmt: skip
+    ("light level", "40 64 02", ATC, None, BTHomePacket((o(0x64, "light_level", 2),))),
+    # ... and by hand from bthome-ble's object table (src/bthome_ble/const.py, parser.py)
+    ("settings revision", "40 65 07", ATC, None, BTHomePacket((o(0x65, "settings_revision", 7),))),
+    ("command toggle with 2 args (length byte counts the args)", "40 3b 02 02 0a 0b 01 5d", ATC, None,
+     BTHomePacket((o(0x3B, "command", b"\x02\x0a\x0b"), o(0x01, "battery_pct", 93)))),  # fmt: skip
+    ("command: reserved high bits ignored", "40 3b e0 01", ATC, None, BTHomePacket((o(0x3B, "command", b"\x01"),))),
+    ("command cut off", "40 3b 02 02 0a", ATC, None, "truncated"),
+    ("device type and firmware versions", "40 01 5d f0 01 00 f1 00 01 02 04 f2 00 01 06", ATC, None,
+     BTHomePacket((o(0x01, "battery_pct", 93), o(0xF0, "device_type_id", 1), o(0xF1, "firmware_version", "4.2.1.0"),
+                   o(0xF2, "firmware_version", "6.1.0")))),  # fmt: skip
+    ("unknown id after the newest ones: those kept", "40 62 40 99 df ff 64 02 66 01 01 5d", ATC, None,
+     BTHomePacket((o(0x62, "speed_ms", -2.123456), o(0x64, "light_level", 2)), unknown_object_id=0x66)),  # fmt: skip
 ]
 
 
@@ -261,3 +279,147 @@ def test_last_rejection_is_one_readable_line() -> None:
     assert str(decoder.last_rejection) == "replayed: counter 1122867, last accepted 857870592"
     decoder.decode(bytes.fromhex("40 01 5d fe 5d 09"), 2)
     assert str(decoder.last_rejection) == "not_encrypted: plaintext advert, bindkey configured: 40 01 5d fe 5d 09"
+
+
+# -- bthome-ble as an oracle: the same bytes through its parser (a test-only dependency) and ours must
+# give the same values. Besides every packet of CASES, more of its own test vectors
+# (tests/test_parser_v2.py: the test named in each comment), which the table above does not repeat.
+
+UPSTREAM_VECTORS: list[tuple[str, str, str, bytes | None]] = [
+    ("dew point", "40 08 ca 06", ATC, None),  # test_bthome_dew_point
+    ("count", "40 09 60", ATC, None),  # test_bthome_count
+    ("energy", "40 0a 13 8a 14", ATC, None),  # test_bthome_energy
+    ("power", "40 0b 02 1b 00", ATC, None),  # test_bthome_power
+    ("binary generic", "40 0f 01", ATC, None),  # test_bthome_binary_sensor
+    ("binary power", "40 10 01", ATC, None),  # test_bthome_binary_sensor_power
+    ("binary opening", "40 11 00", ATC, None),  # test_bthome_binary_sensor_opening
+    ("moisture", "40 14 02 0c", ATC, None),  # test_bthome_moisture
+    ("motion, encrypted", "41 87 b9 00 11 22 33 72 b0 23 1f", SHELLY, KEY),  # test_bthome_motion
+    ("button long press", "40 3a 04", ATC, None),  # test_bthome_event_button_long_press
+    ("three buttons", "40 3a 00 3a 01 3a 03", ATC, None),  # test_bthome_event_triple_button_device
+    ("button hold", "40 3a 80", ATC, None),  # test_bthome_event_button_hold_press
+    ("invalid button event", "40 3a fe", ATC, None),  # test_bthome_invalid_button_event
+    ("dimmer 3 steps left", "40 3c 01 03", ATC, None),  # test_bthome_event_dimmer_rotate_left_3_steps
+    ("rotation", "40 3f 02 0c", ATC, None),  # test_bthome_rotation
+    ("distance mm", "40 40 0c 00", ATC, None),  # test_bthome_distance_millimeters
+    ("distance m", "40 41 4e 00", ATC, None),  # test_bthome_distance_meters
+    ("duration", "40 42 4e 34 00", ATC, None),  # test_bthome_duration
+    ("current", "40 43 4e 34", ATC, None),  # test_bthome_current
+    ("speed", "40 44 4e 34", ATC, None),  # test_bthome_speed
+    ("temperature 0.1", "40 45 11 01", ATC, None),  # test_bthome_temperature_2
+    ("uv index", "40 46 32", ATC, None),  # test_bthome_uv_index
+    ("volume l", "40 47 87 56", ATC, None),  # test_bthome_volume_liters
+    ("volume ml", "40 48 dc 87", ATC, None),  # test_bthome_volume_milliliters
+    ("volume flow", "40 49 dc 87", ATC, None),  # test_bthome_volume_flow_rate
+    ("voltage 0.1", "40 4a 02 0c", ATC, None),  # test_bthome_voltage_2
+    ("gas", "40 4b 13 8a 14", ATC, None),  # test_bthome_gas
+    ("gas 4 bytes", "40 4c 41 01 8a 01", ATC, None),  # test_bthome_gas_2
+    ("energy 4 bytes", "40 4d 12 13 8a 14", ATC, None),  # test_bthome_energy_2
+    ("volume 4 bytes", "40 4e 87 56 2a 01", ATC, None),  # test_bthome_volume_liters_2
+    ("water", "40 4f 87 56 2a 01", ATC, None),  # test_bthome_volume_water
+    ("timestamp", "44 50 5d 39 61 64", ATC, None),  # test_bthome_timestamp
+    ("acceleration", "44 51 87 56", ATC, None),  # test_bthome_acceleration
+    ("gyroscope", "44 52 87 56", ATC, None),  # test_bthome_gyroscope
+    ("text", "44 53 0c 48 65 6c 6c 6f 20 57 6f 72 6c 64 21", ATC, None),  # test_bthome_text
+    ("raw", "44 54 0c 48 65 6c 6c 6f 20 57 6f 72 6c 64 21", ATC, None),  # test_bthome_raw
+    ("volume storage", "40 55 87 56 2a 01", ATC, None),  # test_bthome_volume_storage
+    ("conductivity", "40 56 e8 03", ATC, None),  # test_bthome_conductivity
+    ("temperature 1 byte", "40 57 ea", ATC, None),  # test_bthome_temperature_1_byte
+    ("temperature 0.35", "40 58 ea", ATC, None),  # test_bthome_temperature_1_byte_2
+    ("count signed", "40 59 ea", ATC, None),  # test_bthome_count_signed
+    ("count signed 2", "40 5a ea ea", ATC, None),  # test_bthome_count_signed_2_bytes
+    ("count signed 4", "40 5b ea 02 34 ea", ATC, None),  # test_bthome_count_signed_4_bytes
+    ("power signed", "40 5c 02 fb ff ff", ATC, None),  # test_bthome_power_signed
+    ("current signed", "40 5d 02 ea", ATC, None),  # test_bthome_current_signed
+    ("two temperatures", "40 02 ca 09 02 cf 09", ATC, None),  # test_bthome_double_temperature
+    ("3 temperatures, 2 humidities, battery", "40 02 ca 09 02 cf 09 02 cf 08 03 b7 18 03 b7 17 01 5d", ATC, None),
+    ("two voltages", "40 00 01 0b 00 00 00 4a 0d 09 01 33 0c e9 0c", ATC, None),  # ..._different_object_id
+    ("shelly button", "40 00 52 01 64 3a 01", ATC, None),  # test_bthome_shelly_button
+    ("button, sleepy", "44 00 21 01 5e 3a 01", ATC, None),  # test_bthome_shelly_button_no_press
+    ("packet id, voltage, power", "40 00 a7 0c 78 0b 10 00", ATC, None),  # test_bthome_test
+    ("direction, precipitation", "40 5e 3f 75 5f 11 d5", ATC, None),  # test_bthome_direction_precipitation
+    ("channel", "40 60 01", ATC, None),  # test_bthome_channel
+    ("rotational speed", "40 61 ac 0d", ATC, None),  # test_bthome_revolutions_per_minute
+    ("encrypted button, trigger based", "45 0a eb 84 46 7f 85 ba 01 00 00 31 88 78 8c", "B4:35:22:F5:3D:A4",
+     bytes.fromhex("90bffd73cb6b26ef58a7a8eba9232036")),  # test_encrypted_shelly_blu_button_event
+]  # fmt: skip
+ORACLE_VECTORS = [(c[0], c[1], c[2], c[3]) for c in CASES if isinstance(c[4], BTHomePacket)] + UPSTREAM_VECTORS
+
+
+def upstream_values(data: bytes, mac: str, key: bytes | None) -> dict[str, object]:
+    """What bthome-ble makes of the advert: its sensor, binary sensor and event values by its keys
+    (``temperature``, ``temperature_2`` …), and the device information it keeps."""
+    from bthome_ble.parser import BTHomeBluetoothDeviceData
+    from habluetooth import BluetoothServiceInfoBleak
+
+    info = BluetoothServiceInfoBleak(
+        name="TEST DEVICE", address=mac, rssi=-60, manufacturer_data={},
+        service_data={"0000fcd2-0000-1000-8000-00805f9b34fb": data}, service_uuids=[], source="", device=None,
+        advertisement=None, connectable=False, time=1_709_331_995.5, tx_power=None,
+    )  # fmt: skip
+    device = BTHomeBluetoothDeviceData(bindkey=key)
+    update = device.update(info)
+    values: dict[str, object] = {k.key: v.native_value for k, v in update.entity_values.items()}
+    values.pop("signal_strength")
+    values |= {k.key: v.native_value for k, v in update.binary_entity_values.items()}
+    values |= {k.key: (e.event_type, e.event_properties) for k, e in update.events.items()}
+    if device.device_type_id is not None:
+        values["device_type_id"] = device.device_type_id
+    sw_version = update.devices[None].sw_version
+    if sw_version and not sw_version.startswith("BTHome BLE"):
+        values["firmware_version"] = sw_version
+    return values
+
+
+def ours_in_upstream_terms(packet: BTHomePacket) -> dict[str, object]:
+    """Our objects under bthome-ble's keys: only the naming (device class, a _N suffix when a kind
+    repeats, event names) is taken from bthome-ble's tables; every value is ours."""
+    from bthome_ble.const import MEAS_TYPES
+    from bthome_ble.parser import parse_event_properties, parse_event_type
+    from sensor_state_data.description import BaseBinarySensorDescription, BaseSensorDescription
+
+    formats = [MEAS_TYPES[obj.object_id].meas_format for obj in packet.objects]
+    repeated = {f for f in formats if f is not None and formats.count(f) > 1}
+    seen: Counter[object] = Counter()
+    values: dict[str, object] = {}
+    for obj, fmt in zip(packet.objects, formats, strict=True):
+        if fmt is None:  # device information
+            values[obj.name] = obj.value
+            continue
+        seen[fmt] += 1
+        suffix = f"_{seen[fmt]}" if fmt in repeated else ""
+        value = obj.value
+        if isinstance(fmt, BaseBinarySensorDescription):
+            values[f"{fmt.device_class}{suffix}"] = bool(value)
+        elif isinstance(fmt, BaseSensorDescription):
+            if obj.name == "timestamp":
+                assert isinstance(value, int)
+                value = dt.datetime.fromtimestamp(value, dt.UTC)
+            values[f"{fmt.device_class}{suffix}"] = value.hex() if isinstance(value, bytes) else value
+        else:  # an event: the code (first byte), then its properties
+            size = MEAS_TYPES[obj.object_id].data_length
+            raw = value if isinstance(value, bytes) else int(value).to_bytes(size, "little")
+            event_type = parse_event_type(str(fmt), raw[0])
+            if event_type is not None:
+                values[f"{fmt}{suffix}"] = (event_type, parse_event_properties(str(fmt), raw[1:]))
+    return values
+
+
+@pytest.mark.parametrize(("data", "mac", "key"), [v[1:] for v in ORACLE_VECTORS], ids=[v[0] for v in ORACLE_VECTORS])
+def test_same_values_as_bthome_ble(data: str, mac: str, key: bytes | None) -> None:
+    packet = parse_bthome(bytes.fromhex(data), mac, key)
+    assert isinstance(packet, BTHomePacket), packet
+    assert ours_in_upstream_terms(packet) == upstream_values(bytes.fromhex(data), mac, key)
+
+
+def test_every_bthome_ble_object_id_is_decoded() -> None:
+    """Our object table covers bthome-ble's (v2): a newer bthome-ble with new ids fails here."""
+    from bthome_ble.const import MEAS_TYPES
+
+    assert set(MEAS_TYPES) <= set(OBJECT_TYPES), sorted(hex(i) for i in set(MEAS_TYPES) - set(OBJECT_TYPES))
+    for object_id, upstream in MEAS_TYPES.items():
+        ours = OBJECT_TYPES[object_id]
+        if ours.size:
+            signed = upstream.data_format == "signed_integer"
+            assert (ours.size, ours.signed) == (upstream.data_length, signed), hex(object_id)
+            assert ours.scale == upstream.factor, hex(object_id)

@@ -35,6 +35,9 @@ TABLE: list[tuple[str, bytes, list[Result]]] = [
     ("our own request echoed (RX wired to TX)", REQUEST + R636, ["garbage", Mhz19bReading(636)]),
     ("reply to another command", hexb("ff 99 00 00 00 00 00 00 67") + R633, ["garbage", Mhz19bReading(633)]),
     ("partial reply waits for more", R636[:8], []),
+    # Only the rejected reply's own bytes belong to its rejection: noise after it is garbage.
+    ("garbage after a rejected reply", R636[:-1] + b"\xbb" + b"\x00\x13\xfe\x00\x11\x22\x33\x44\x55\x66",
+     ["bad_checksum", "garbage"]),  # fmt: skip
 ]
 
 
@@ -76,6 +79,19 @@ def test_channel_polls_counts_missing_replies_and_publishes_each_value_once() ->
     ch.port_opened()
     ch.request()  # after a reconnect the request before it is nobody's fault
     assert ch.problems()["no_reply"] == 2
+
+
+def test_channel_counts_noise_after_a_rejected_reply() -> None:
+    """A polled port: one reply arrives corrupted, then the sensor only sends noise (a loose wire,
+    another baud rate). The noise is garbage, counted at once, not hidden behind the rejection."""
+    ch = Mhz19bChannel("co2-1")
+    ch.request()
+    ch.on_bytes(R636[:-1] + b"\x00", 1_000)
+    assert ch.problems() == {"bad_checksum": 1}
+    ch.request()  # the corrupted reply was no answer
+    ch.on_bytes(b"\x00\x13\xfe\x00\x11\x22\x33\x44\x55", 6_000)
+    assert ch.problems() == {"bad_checksum": 1, "no_reply": 1, "garbage": 1}
+    assert ch.last_problem() == "garbage: bytes outside a frame: 00 13 fe 00 11 22 33 44"
 
 
 def test_channel_seq_wraps_at_65536() -> None:

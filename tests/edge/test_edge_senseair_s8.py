@@ -48,6 +48,8 @@ TABLE: list[tuple[str, bytes, list[Result]]] = [
     ("exception for the wrong function", HOLDING_EXCEPTION, ["wrong_function"]),
     ("our own request echoed", REQUEST + CO2_1580, ["garbage", S8Reading(1580)]),
     ("partial reply waits for more", CO2_1580[:6], []),
+    ("garbage after a rejected reply", CO2_1580[:-1] + b"\x58" + b"\x00\x13\x55\xaa\x01\x02\x03\x05\x06\x07",
+     ["bad_checksum", "garbage"]),  # fmt: skip
 ]
 
 

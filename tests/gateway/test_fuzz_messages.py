@@ -13,6 +13,7 @@ from hypothesis import example, given
 
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import MAX_AHEAD_MS
+from tests.support.commands import signed
 from tests.support.fuzz_targets import (
     T0,
     TARGETS_BY_NAME,
@@ -71,7 +72,8 @@ def test_a_breath_from_the_future_does_not_silence_the_apnea_alert() -> None:
     with quiet("gateway"), fresh_gateway() as gw:
         clock = gw.clock
         assert isinstance(clock, ManualClock)
-        gw.handle(_topic("command", "session"), b'{"room": "hiyoko", "action": "start", "by": "t"}')
+        start = _topic("command", "session")
+        gw.handle(start, signed(start, {"room": "hiyoko", "action": "start", "by": "t"}, clock.now_ms()))
         t = T0
         for i in range(80):  # breathing for 30 s, then none
             t += 1000

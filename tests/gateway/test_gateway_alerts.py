@@ -179,3 +179,24 @@ def test_subject_key_prefers_child_then_device() -> None:
     assert ROOM_DEVICE.key == "air-01"
     with pytest.raises(ValueError):
         _ = Subject(None, None, None).key
+
+
+def test_a_new_alert_never_starts_before_the_last_one_of_its_rule_and_subject_resolved() -> None:
+    # A rule that times a new episode from input older than the last resolution (a restarted edge's
+    # old breath) would make two overlapping alerts: the book starts the new one at the resolution.
+    book = AlertBook()
+    first, _ = book.fire(firing(T0 + 30_000, started=T0 + 10_000, rule="apnea"), CHILD)
+    book.resolve(Cleared("apnea", "clip-01", T0 + 49_000), CHILD)
+    second, ts = book.fire(firing(T0 + 68_600, started=T0 + 48_500, rule="apnea"), CHILD)
+    assert changes(ts) == [(Change.RAISED, AlertState.ACTIVE, False)]
+    assert second.started_ts == T0 + 49_000 and second.id == alert_id("apnea", "c001", T0 + 49_000)
+    # … also across a gateway restart while the first is resolved but not yet acknowledged …
+    restored = AlertBook([first.model_copy(update={"state": AlertState.RESOLVED, "resolved_ts": T0 + 49_000})])
+    again, _ = restored.fire(firing(T0 + 68_600, started=T0 + 48_500, rule="apnea"), CHILD)
+    assert again.started_ts == T0 + 49_000
+    # … and only for the same rule and subject; a later start stays as it is.
+    other, _ = book.fire(firing(T0 + 68_600, started=T0 + 48_500), CHILD)
+    assert other.started_ts == T0 + 48_500
+    book.resolve(Cleared("apnea", "clip-01", T0 + 70_000), CHILD)
+    later, _ = book.fire(firing(T0 + 99_000, started=T0 + 75_000, rule="apnea"), CHILD)
+    assert later.started_ts == T0 + 75_000

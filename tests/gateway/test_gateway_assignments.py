@@ -40,6 +40,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.mqtt import BrokerURL
 from tests.support.clock import T0
+from tests.support.commands import publish_command
 from tests.support.gateway_stack import TICKING, Clips, assignment_kit, client, gateway, retained
 from tests.support.waiting import wait_until
 
@@ -148,8 +149,8 @@ async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, t
         assert {json.loads(p)["source"] for p in held.values()} == {"kit"}
 
         start = SessionCommand(room="hiyoko", action=SessionAction.START, by="x")
-        await pub.publish(session_command_topic(site), start.to_json())
-        await pub.publish(assign_command_topic(site), cmd("clip-03", "c002").to_json(), qos=1)
+        await publish_command(pub, session_command_topic(site), start, clock.now_ms())
+        await publish_command(pub, assign_command_topic(site), cmd("clip-03", "c002"), clock.now_ms())
 
         async def assigned() -> dict[str, object]:
             got = await retained(mosquitto, f"{root}/assignment/+")
@@ -162,7 +163,7 @@ async def test_gateway_heartbeat_assignments_and_records(mosquitto: BrokerURL, t
         assert await assigned() == {"clip-01": "c001", "clip-02": None, "clip-03": "c002"}
 
         # A refusal is counted under its reason, and nothing changes.
-        await pub.publish(assign_command_topic(site), cmd("clip-01", "c009").to_json(), qos=1)
+        await publish_command(pub, assign_command_topic(site), cmd("clip-01", "c009"), clock.now_ms())
         await wait_until(lambda: stats.rejected["wrong_room"] == 1, "the wrong_room refusal")
 
         # The records follow the assignment: clip-03's posture is c002's on the sheet.

@@ -72,7 +72,10 @@ def test_reading_to_line(device: str, child: str | None, stream: Stream, raw: st
 ESCAPES = [
     # (measurement, tags, fields, expected)
     ("my measure,x", {"t k": "a,b=c"}, {"f": 1.0}, r"my\ measure\,x,t\ k=a\,b\=c f=1.0 5"),
-    ("m", {"t": "back\\slash"}, {"f=k y": 2.5}, "m,t=back\\\\slash f\\=k\\ y=2.5 5"),
+    # A backslash is kept as is in names, keys and tag values (the 1.x parser does not unescape it
+    # there), also right before an escaped character; only string fields double it.
+    ("m", {"t": "back\\slash"}, {"f=k y": 2.5}, r"m,t=back\slash f\=k\ y=2.5 5"),
+    ("me\\as", {"t\\k": "a\\,b", "u": "c\\ d"}, {"f\\k": 1.0}, r"me\as,t\k=a\\,b,u=c\\ d f\k=1.0 5"),
     ("m", {}, {"s": 'say "hi" \\ bye'}, r'm s="say \"hi\" \\ bye" 5'),
     ("m", {"b": "2", "a": "1", "empty": ""}, {"i": 3, "t": True}, "m,a=1,b=2 i=3i,t=true 5"),
     ("m", {}, {"small": 1e-7, "big": 1.5e20}, "m small=1e-07,big=1.5e+20 5"),
@@ -89,6 +92,22 @@ def test_escaping(measurement: str, tags: dict[str, str], fields: dict[str, floa
 def test_points_that_cannot_be_encoded(fields: dict[str, float | int | bool | str]) -> None:
     with pytest.raises(ValueError):
         encode_line("m", {}, fields, 1)
+
+
+@pytest.mark.parametrize(
+    ("measurement", "tags", "fields", "message"),
+    [
+        ("m", {"t": "end\\"}, {"f": 1.0}, "ending in a backslash"),  # would escape the space after it
+        ("m\\", {}, {"f": 1.0}, "ending in a backslash"),
+        ("m", {"t": "two\nlines"}, {"f": 1.0}, "newline"),
+        ("m", {}, {"s": "two\nlines"}, "newline"),
+    ],
+)
+def test_what_line_protocol_cannot_carry_is_refused(
+    measurement: str, tags: dict[str, str], fields: dict[str, float | int | bool | str], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode_line(measurement, tags, fields, 1)
 
 
 def test_batcher_full_by_lines_and_bytes_due_by_age() -> None:

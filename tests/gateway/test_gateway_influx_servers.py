@@ -20,7 +20,7 @@ import pytest
 from gateway.db.reader import StoreReader
 from gateway.db.store import Store
 from gateway.influx.buffer import WriteBuffer
-from gateway.influx.line_protocol import Backoff, Batcher
+from gateway.influx.line_protocol import Backoff, Batcher, encode_line
 from gateway.influx.writer import (
     InfluxTarget,
     InfluxWriter,
@@ -160,6 +160,26 @@ async def test_bad_point_dead_lettered_rest_written(v1_writer: InfluxWriter, inf
     assert list(v1_writer.stats.dead_letters) == [lines[13]]
     rows = await influx_query(influxdb.url, "SELECT co2_ppm FROM air WHERE room = 'x' AND time > 1000ms")
     assert [r[1] for r in rows] == [400.0 + i for i in range(20)]
+
+
+async def test_backslashes_and_escaped_characters_round_trip(influxdb: Server) -> None:
+    """What encode_line escapes, InfluxDB 1.6.7 reads back exactly: tag values with a backslash (alone,
+    before an escaped comma or space), a measurement and keys with one, a string field with a
+    backslash and a double quote."""
+    await create_database(influxdb.url, DB)
+    tag_values = ["back\\slash", "a\\,b", "c\\ d", "x=\\y", "plain, with space"]
+    lines = [encode_line("m\\1", {"t\\k": v}, {"f\\k": float(i), "s": f'say "{v}" \\'}, 1000 + i)
+             for i, v in enumerate(tag_values)]  # fmt: skip
+    async with httpx.AsyncClient(base_url=influxdb.url) as c:
+        r = await c.post("/write", params={"db": DB, "precision": "ms"}, content="\n".join(lines).encode())
+        assert r.status_code == 204, r.text
+        r = await c.get("/query", params={"db": DB, "epoch": "ms", "q": "SELECT * FROM /^m/"})
+    [series] = r.json()["results"][0]["series"]
+    assert series["name"] == "m\\1"
+    rows = [dict(zip(series["columns"], row, strict=True)) for row in series["values"]]
+    assert [(row["t\\k"], row["f\\k"], row["s"]) for row in rows] == [
+        (v, float(i), f'say "{v}" \\') for i, v in enumerate(tag_values)
+    ]
 
 
 async def test_victoria_metrics_v2_write_read_back_by_export(victoria: Server, tmp_path: Path) -> None:

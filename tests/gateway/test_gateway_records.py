@@ -415,11 +415,11 @@ def test_room_override_and_the_example_file() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("interval_min: {0: 0}\n", "interval_min.0: expected a number ≥ 1 (got 0)"),
-        ("interval_min: {'2': 5}\n", "interval_min.2: unknown key"),
-        ("grace: 2\n", "grace: unknown key"),
-        ("grace_s: .nan\n", "grace_s: must be a finite number"),
-        ("breathing_ok: {min_bpm: 10}\n", "breathing_ok: unknown key"),  # limits live in rules.yaml
+        ("interval_min: {0: 0}\n", "interval_min.0 (line 1): expected a number ≥ 1 (got 0)"),
+        ("interval_min: {'2': 5}\n", "interval_min.2 (line 1): unknown key"),
+        ("grace: 2\n", "grace (line 1): unknown key"),
+        ("grace_s: .nan\n", "grace_s (line 1): must be a finite number"),
+        ("breathing_ok: {min_bpm: 10}\n", "breathing_ok (line 1): unknown key"),  # limits live in rules.yaml
     ],
 )
 def test_bad_records_files_name_the_field(tmp_path: Path, text: str, message: str) -> None:

@@ -45,10 +45,12 @@ from gateway.records.store import RecordStore
 from gateway.service.mqtt import run_gateway
 from nurserywatch.cli.main import app
 from nurserywatch.clock import ManualClock
+from nurserywatch.command_auth import CommandSigner
 from nurserywatch.contract import (
     BreathingReading,
     Position,
     PostureReading,
+    RecordAction,
     RecordCommand,
     SessionAction,
     SessionCommand,
@@ -59,6 +61,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.mqtt import BrokerURL
 from tests.support.clock import MIN
+from tests.support.commands import COMMAND_VERIFIER, publish_command
 from tests.support.nap_records import CHILDREN, KIT, ROOM, T0, nap, tamper
 
 runner = CliRunner()
@@ -364,7 +367,9 @@ async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Pa
     kit = KIT.model_copy(update={"site": "records-shell"})
     site, db, clock = kit.site, tmp_path / "gw.sqlite3", ManualClock(T0)
     stats = GatewayStats()
-    task = asyncio.create_task(run_gateway(kit, mosquitto, db, RulesConfig(tick_ms=50), clock, stats=stats))
+    task = asyncio.create_task(
+        run_gateway(kit, mosquitto, db, RulesConfig(tick_ms=50), clock, stats=stats, command_key=COMMAND_VERIFIER)
+    )
 
     def entries() -> list[ChainedEntry]:
         return [decode_stored(s) for s in RecordReader(db).stored()] if db.exists() else []
@@ -380,7 +385,7 @@ async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Pa
         await until(lambda: stats.sessions >= 1, "the gateway to subscribe")
         async with aiomqtt.Client(mosquitto.host, mosquitto.port, identifier="records-shell-test") as c:
             start = SessionCommand(room=ROOM, action=SessionAction.START, by="保育士A")
-            await c.publish(session_command_topic(site), start.to_json(), qos=1)
+            await publish_command(c, session_command_topic(site), start, clock.now_ms())
             await until(lambda: any(isinstance(e.entry, SessionStarted) for e in entries()), "the session start")
             for seq, (t_s, pos) in enumerate([(60, Position.SUPINE), (120, Position.PRONE), (170, Position.PRONE)]):
                 clock.set(T0 + t_s * 1000)
@@ -403,19 +408,29 @@ async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Pa
             assert "prone" in {a.rule for a in c01.alerts}, "the prone alert the rules raised at 150 s"
             assert recs["c02"].entry.data_missing  # type: ignore[union-attr]
 
+            # What outside testing did: a correction in the director's name, not signed by the dashboard
+            # (and one signed with another key). Refused and counted; the chain gets nothing from them.
+            forged = RecordCommand(entry=recs["c01"].seq, action=RecordAction.CORRECT, by="院長 (forged)",
+                                   changes={"posture": "supine"}, reason="forged")  # fmt: skip
+            before = len(entries())
+            await c.publish(record_command_topic(site), forged.to_json(), qos=1)
+            await publish_command(c, record_command_topic(site), forged, clock.now_ms(), key=CommandSigner.generate())
+            await until(lambda: stats.rejected["unsigned"] == 1 and stats.rejected["bad_signature"] == 1, "forgeries")
             confirm = RecordCommand(entry=recs["c01"].seq, by="保育士B")
-            await c.publish(record_command_topic(site), confirm.to_json(), qos=1)
-            await c.publish(record_command_topic(site), RecordCommand(entry=9999, by="x").to_json(), qos=1)
-            await c.publish(record_command_topic(site), b'{"entry": 0, "by": "x"}', qos=1)
+            await publish_command(c, record_command_topic(site), confirm, clock.now_ms())
+            await publish_command(c, record_command_topic(site), RecordCommand(entry=9999, by="x"), clock.now_ms())
+            await publish_command(c, record_command_topic(site), {"entry": 0, "by": "x"}, clock.now_ms())
             await until(lambda: any(isinstance(e.entry, Confirmation) for e in entries()), "the confirmation")
             await until(lambda: stats.rejected["unknown_record"] == 1, "the unknown entry refused")
             await until(lambda: stats.rejected["invalid_payload"] == 1, "entry 0 refused")
+            assert len(entries()) == before + 1, "only the confirmation was chained"
+            assert not any(isinstance(e.entry, Correction) for e in entries())
             (conf,) = [e.entry for e in entries() if isinstance(e.entry, Confirmation)]
             assert (conf.refers, conf.by, conf.ts) == (recs["c01"].seq, "保育士B", T0 + 5 * MIN + 2000)
 
             clock.set(T0 + 7 * MIN)
             stop = SessionCommand(room=ROOM, action=SessionAction.STOP, by="保育士A")
-            await c.publish(session_command_topic(site), stop.to_json(), qos=1)
+            await publish_command(c, session_command_topic(site), stop, clock.now_ms())
             await until(lambda: any(isinstance(e.entry, SessionStopped) for e in entries()), "the session stop")
         partial = [e.entry for e in entries() if isinstance(e.entry, CheckRecord) and e.entry.partial]
         assert len(partial) == 12 and {r.ts for r in partial} == {T0 + 7 * MIN}

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
-from nurserywatch.contract import SessionAction, Severity, Stream
-from tests.support.gateway_rules_harness import KIT_OPTIONS, T0, Periodic, Session, breathing, replay
+from nurserywatch.contract import Alert, SessionAction, Severity, Stream
+from tests.support.gateway_rules_harness import KIT_OPTIONS, T0, Periodic, Replay, Session, breathing, replay
 from tests.support.kits import make_kit
 
 C, W = Severity.CRITICAL, Severity.WARNING
@@ -100,3 +100,38 @@ def test_a_real_empty_mat_is_no_apnea_and_still_child_off_mat() -> None:
     # The child left at 20 s (a weight drop after present: the edge says false, not null).
     events = [Session(0, "kirin"), breathing("mat-3", 0, 120, present=lambda t: t < 20)]
     assert replay(events, 120, rules=QUIET).rows() == [(50.0, RAISED, "child_off_mat", W, "c3")]
+
+
+def _apnea_spans(r: Replay) -> list[tuple[int, int | None]]:
+    """(started_ts, resolved_ts) of every apnea alert, in the order raised, from its last transition."""
+    last: dict[str, Alert] = {}
+    for s in r.seen:
+        if s.transition.alert.rule == "apnea":
+            last[s.transition.alert.id] = s.transition.alert
+    return [(a.started_ts, a.resolved_ts) for a in last.values()]
+
+
+def test_an_edge_restart_never_times_a_new_apnea_before_the_last_one_resolved() -> None:
+    # Found by the chaos test under load: apnea from 10.5 s (raised at 30 s), breathing back at 40 s
+    # (breaths every 2 s); edge-1 dies after its reading at 47 s (last breath 46 s), and the gateway's
+    # ticks resolve the apnea at 49 s (3 new breaths by 44 s, clear held 5 s) — after the last breath
+    # it saw. The restarted edge reports an unknown mat and a breath from before that resolution
+    # (48.5 s), or none at all, then no breath: the gateway timed a second apnea from that old breath
+    # — started_ts before the first one's resolved_ts, two overlapping alerts for one child.
+    first = breathing("mat-3", 0, 47.5, pauses=((10.5, 40),))
+    for seen_by_new_edge in (48.5, None):
+        r = replay([first, unknown("mat-3", 52, 120, last_breath_s=seen_by_new_edge)], 120, rules=QUIET)
+        # The apnea still comes (a child who stopped breathing must not be missed) — but its pause
+        # cannot begin before the last one ended: timed from the resolution at 49 s, raised at 69 s.
+        assert r.rows("apnea") == [(30.0, RAISED, "apnea", C, "c3"), (49.0, RESOLVED, "apnea", C, "c3"),
+                                   (69.0, RAISED, "apnea", C, "c3")], seen_by_new_edge  # fmt: skip
+        assert _apnea_spans(r) == [(T0 + 10_000, T0 + 49_000), (T0 + 49_000, None)], seen_by_new_edge
+
+
+def test_breathing_that_stops_again_during_the_resolution_is_not_a_second_overlapping_apnea() -> None:
+    # The same cause without any restart: breaths at 40, 42, 44 end the apnea at 49 s (clear held
+    # 5 s), and no breath follows. Timed from 44 s, the second apnea started before the first ended.
+    r = replay([breathing("mat-3", 0, 100, pauses=((10.5, 40), (44.01, 100)))], 100, rules=QUIET)
+    assert r.rows("apnea") == [(30.0, RAISED, "apnea", C, "c3"), (49.0, RESOLVED, "apnea", C, "c3"),
+                               (69.0, RAISED, "apnea", C, "c3")]  # fmt: skip
+    assert _apnea_spans(r) == [(T0 + 10_000, T0 + 49_000), (T0 + 49_000, None)]

@@ -19,7 +19,7 @@ from gateway.child_data.selection import DeviceWindow
 from gateway.child_data.store import ChildDataStore, ChildDataStoreError
 from gateway.db.assignments_store import AssignmentStore
 from gateway.db.reader import StoreError, StoreReader
-from gateway.db.schema import SCHEMA_VERSION, SchemaError
+from gateway.db.schema import MIGRATIONS, SCHEMA_VERSION, SchemaError
 from gateway.db.store import Store
 from gateway.records.reader import RecordReader, RecordStoreError, verify_file
 from gateway.records.store import RecordStore
@@ -68,11 +68,22 @@ def schema(db: Path) -> list[tuple[str, str, str, str | None]]:
         return sorted(rows)
 
 
+#: Migrations after the previous release's schema (1 and 2): 3, the records' signed day heads.
+SINCE_PREVIOUS = MIGRATIONS[2:]
+
+
 @pytest.fixture
 def previous(tmp_path: Path) -> list[tuple[str, str, str, str | None]]:
-    """The schema of a file every module of the previous release had opened."""
+    """The schema of a file every module of the previous release had opened, plus exactly what the
+    migrations since add (each a new table of its own, so it can be made in an empty file)."""
     (tmp_path / "previous").mkdir()
-    return schema(load(tmp_path / "previous", "gateway_40ae1f1_full.sql"))
+    old = schema(load(tmp_path / "previous", "gateway_40ae1f1_full.sql"))
+    since = tmp_path / "previous" / "since.sqlite3"
+    with closing(sqlite3.connect(since)) as con:
+        for step in SINCE_PREVIOUS:
+            assert isinstance(step, str)
+            con.executescript(step)
+    return sorted(old + schema(since))
 
 
 # ---------------------------------------------------------------- a file of the previous release
@@ -85,7 +96,7 @@ def test_a_previous_release_database_is_migrated_and_read(
     assert user_version(db) == 1
     with Store(db) as store:  # the gateway's start: migrates
         assert user_version(db) == SCHEMA_VERSION
-        assert schema(db) == previous, "migrating adds no table the previous release did not have"
+        assert schema(db) == previous, "migrating adds only what the migrations since that release add"
         # the old rows keep their identity: a redelivered reading is still a duplicate, a new one is stored
         assert not store.add_reading("nap_-c01", Stream.BREATHING, BreathingReading(ts=T0, seq=0, rate_bpm=20.0), T0)
         assert store.add_reading("nap_-c01", Stream.BREATHING, BreathingReading(ts=T0 + 20 * 60_000, seq=20), T0)
@@ -218,3 +229,26 @@ def test_only_the_schema_module_creates_tables_in_the_gateway_file() -> None:
             found[name] = ddl.search(text)
         assert "sqlite3.connect(" not in text, f"{name}: open SQLite through nurserywatch.sqlite.connect"
     assert found == {}
+
+
+def test_a_version_2_file_gets_the_signed_day_heads_table(
+    tmp_path: Path, previous: list[tuple[str, str, str, str | None]]
+) -> None:
+    """Migration 3 (the records' signed day heads, docs/records.md): a file at version 2 — the schema
+    before it, with records in it — is migrated on open; its records and their chain are untouched."""
+    db = load(tmp_path, "gateway_40ae1f1_full.sql")
+    with closing(sqlite3.connect(db, isolation_level=None)) as con:
+        # That release's full file holds every table and trigger of migrations 1 and 2: a version-2 file.
+        con.execute("PRAGMA user_version=2")
+        before = con.execute("SELECT seq, hash FROM record_entries ORDER BY seq").fetchall()
+    assert "record_day_heads" not in {name for _t, name, _tb, _s in schema(db)}
+    with RecordStore(db) as records:
+        assert user_version(db) == SCHEMA_VERSION == 3
+        assert records.last_signed_head() is None
+    assert schema(db) == previous
+    with closing(sqlite3.connect(db)) as con:
+        assert con.execute("SELECT seq, hash FROM record_entries ORDER BY seq").fetchall() == before
+        with pytest.raises(sqlite3.DatabaseError, match="signed day heads are append-only"):
+            con.execute("INSERT INTO record_day_heads (day, seq, signed_ts, body) VALUES ('d', 1, 1, '{}')")
+            con.execute("DELETE FROM record_day_heads")
+    assert verify_file(db).entries == RECORD_ENTRIES and RecordReader(db).signed_heads() == []

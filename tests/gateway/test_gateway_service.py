@@ -31,6 +31,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.mqtt import BrokerURL
 from tests.support.clock import T0
+from tests.support.commands import publish_command
 from tests.support.gateway_stack import TIMEOUT_S, client, gateway, posture
 from tests.support.kits import make_kit
 from tests.support.waiting import wait_until
@@ -118,8 +119,10 @@ async def test_prone_alert_lifecycle_over_mqtt(mosquitto: BrokerURL, tmp_path: P
         await pub.publish(f"{site_root(site)}/reading/clip-01/bogus", posture(1, T0, Position.PRONE), qos=1)
         await pub.publish(reading_topic(site, "clip-01", "breathing"), b'{"ts": 1, "seq": 1, "rate_bpm": 30}', qos=1)
         await pub.publish(posture_topic, posture(99, T0 + 20_000, Position.SUPINE), qos=1)  # older: stale
-        await pub.publish(ack_topic(site), AckCommand(alert_id="prone-nope", by="hoikushi-1").to_json(), qos=1)
-        await pub.publish(ack_topic(site), b'{"alert_id": "Bad Id!", "by": "x"}', qos=1)
+        await publish_command(pub, ack_topic(site), AckCommand(alert_id="prone-nope", by="hoikushi-1"), clock.now_ms())
+        await publish_command(pub, ack_topic(site), {"alert_id": "Bad Id!", "by": "x"}, clock.now_ms())
+        # Not signed by the dashboard's command key: any broker client could have sent it.
+        await pub.publish(ack_topic(site), AckCommand(alert_id=raised.id, by="院長 (forged)").to_json(), qos=1)
         expected = Counter(
             duplicate=1,
             bad_json=2,
@@ -131,6 +134,7 @@ async def test_prone_alert_lifecycle_over_mqtt(mosquitto: BrokerURL, tmp_path: P
             bad_topic=1,
             stale=1,
             unknown_alert=1,
+            unsigned=1,
         )
         await wait_until(lambda: stats.rejected == expected, f"rejections {expected}")
         reader = StoreReader(db)
@@ -140,7 +144,7 @@ async def test_prone_alert_lifecycle_over_mqtt(mosquitto: BrokerURL, tmp_path: P
 
         # acknowledge while still prone: republished acknowledged, stays active (and retained)
         clock.advance(5_000)
-        await pub.publish(ack_topic(site), AckCommand(alert_id=raised.id, by="hoikushi-1").to_json(), qos=1)
+        await publish_command(pub, ack_topic(site), AckCommand(alert_id=raised.id, by="hoikushi-1"), clock.now_ms())
         acked = await alerts.next_alert()  # no "update" for the continued prone came before it
         assert (acked.id, acked.state, acked.acknowledged, acked.acknowledged_by, acked.acknowledged_ts) == (
             raised.id,
@@ -210,7 +214,7 @@ async def test_restart_restores_republishes_and_keeps_queued_readings(mosquitto:
             # resolved but unacknowledged: still retained, staff must see it
             assert await retained_alerts(mosquitto, site) == {topic: resolved}
 
-            await pub.publish(ack_topic(site), AckCommand(alert_id=raised.id, by="hoikushi-2").to_json(), qos=1)
+            await publish_command(pub, ack_topic(site), AckCommand(alert_id=raised.id, by="hoikushi-2"), clock.now_ms())
             final = await alerts.next_alert()
             assert (final.state, final.acknowledged, final.acknowledged_by) == (AlertState.RESOLVED, True, "hoikushi-2")
             assert await alerts.next() == (topic, b"")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import date
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -57,7 +58,9 @@ def test_csv_for_excel_in_japanese(db: Path) -> None:
     text = data[len(BOM) :].decode("utf-8")
     lines = text.split("\r\n")
     assert lines[0].startswith("記録番号,確認時刻,部屋,園児ID,名前,年齢区分,間隔(分),途中終了,姿勢,うつぶせ検知")
-    assert lines[-1] == "" and len(lines) == 1 + 44 + 1, "a header, one CRLF line per record"
+    assert lines[-1] == "" and len(lines) == 1 + 44 + 1 + 1, "a header, one CRLF line per record, the chain head"
+    label = "#記録チェーン（改ざん確認用: nurserywatch records verify --expect-head）"
+    assert re.fullmatch(label + r",\d+:[0-9a-f]{64}", lines[-2])
     assert lines[1].startswith("2,2026-01-01 12:47:01.234,hiyoko,c01,,0歳,5,なし,仰向け,なし,あり,20,20,○,36.9,")
     assert "自動,保育士B; 保育士C,2026-01-01 13:13:01.234," in lines[1]
     assert "chain intact: 50 entries, head 50:" in err
@@ -150,12 +153,21 @@ def test_other_days_and_midnight(tmp_path: Path) -> None:
         (["--date", DAY, "--format", "pdf"], "--format must be csv or json"),
         (["--date", DAY, "--lang", "fr"], "--lang ja or en (got 'fr')"),
         (["--date", DAY, "--tz", "Mars/Olympus"], "--tz 'Mars/Olympus': unknown time zone"),
+        (["--date", DAY, "--tz", "Asia"], "--tz 'Asia': unknown time zone"),  # was IsADirectoryError
+        (["--date", DAY, "--tz", "x" * 300], "unknown time zone"),  # was OSError (file name too long)
+        (["--date", "9999-12-31"], "--date 9999-12-31: out of range (the last day with records is 9999-12-30)"),
         (["--date", DAY, "--room", "nope"], "no nap-check records for room 'nope' (rooms: hiyoko)"),
     ],
 )
 def test_bad_arguments_exit_2(db: Path, args: list[str], message: str) -> None:
     code, _, err = export(db, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("seq", ["9" * 5000, "9" * 19, "٣"])  # past int()'s 4,300 digits; 64 bits; not ASCII
+def test_verify_refuses_an_anchor_out_of_range(db: Path, seq: str) -> None:
+    result = runner.invoke(app, ["records", "verify", "--db", str(db), "--expect-head", f"{seq}:{'a' * 64}"])
+    assert result.exit_code == 2 and "expected SEQ:HASH (a number, a colon and 64 hex digits)" in result.stderr
 
 
 def test_a_broken_chain_still_exports_but_says_so(db: Path, tmp_path: Path) -> None:

@@ -68,9 +68,10 @@ def test_kit_retention_defaults_and_overrides(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("section", "message"),
     [
-        ("{readings_raw_days: 60, readings_downsampled_days: 30}", "readings_downsampled_days: 30 is shorter than"),
+        ("{readings_raw_days: 60, readings_downsampled_days: 30}",
+         "retention.readings_downsampled_days (line 5): 30 is shorter than"),
         ("{readings_raw_days: 0}", "readings_raw_days"),
-        ("{influx_buffer_days: 40}", "influx_buffer_days: 40 is longer than readings_raw_days (30)"),
+        ("{influx_buffer_days: 40}", "retention.influx_buffer_days (line 5): 40 is longer than readings_raw_days (30)"),
         ("{records_years: 5}", "records_years"),
         ("{alerts_days: forever}", "alerts_days"),
     ],

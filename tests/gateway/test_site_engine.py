@@ -20,8 +20,11 @@ from nurserywatch.contract import (
     PostureReading,
     Severity,
     alert_topic,
+    edge_topic,
+    escalation_topic,
     gateway_topic,
     reading_topic,
+    status_topic,
 )
 from tests.support.clock import T0
 from tests.support.kits import make_kit
@@ -105,5 +108,56 @@ def test_acknowledged_only_after_commit_and_committed_before_anything_is_publish
             engine.handle(topic, prone(41, T0 + 41_000), ack=lambda: events.append("ack 41 again"))
             assert events[-1] == "ack 41 again"  # not batching: acknowledged at once
             assert engine.stats.rejected == {"duplicate": 1}
+        finally:
+            engine.close()
+
+
+def test_an_empty_retained_payload_is_state_cleared_not_bad_input(tmp_path: Path) -> None:
+    # MQTT deletes a retained message with an empty retained payload, and subscribers get that empty
+    # payload too (an operator or a test clearing an edge's status, a decommissioned device). Found
+    # under load: test_edge_last_will… counted the clear of edge/pi-1 as bad_json.
+    clock = ManualClock(T0)
+    with Store(tmp_path / "gw.sqlite3") as store:
+        engine = SiteEngine(KIT, store, RulesConfig(), clock)
+        try:
+            engine.handle(edge_topic(KIT.site, "pi-1"), b'{"ts": %d, "online": true}' % T0, retained=True)
+            for topic in (edge_topic(KIT.site, "pi-1"), status_topic(KIT.site, CLIP),
+                          alert_topic(KIT.site, "prone-0"), escalation_topic(KIT.site, "prone-0")):  # fmt: skip
+                engine.handle(topic, b"", retained=True)  # delivered on subscribing
+                engine.handle(topic, b"")  # live, as it happens
+            assert engine.stats.rejected == {}
+            assert engine.stats.cleared == {"edge": 2, "status": 2, "alert": 2, "escalation": 2}
+            assert engine.edges_online == {"pi-1": True}, "not judged: the last known state stands"
+            # A reading has no retained state to clear: an empty one is bad input, as before.
+            engine.handle(reading_topic(KIT.site, CLIP, "posture"), b"")
+            assert engine.stats.rejected == {"bad_json": 1}
+            # Nor do commands: refused (for whichever reason comes first), not "cleared".
+            engine.handle(f"nurserywatch/v1/{KIT.site}/command/ack", b"")
+            assert engine.stats.rejected.total() == 2
+            assert engine.stats.cleared == {"edge": 2, "status": 2, "alert": 2, "escalation": 2}
+        finally:
+            engine.close()
+
+
+def test_wrong_json_types_are_rejected_as_invalid_payload_and_not_stored(tmp_path: Path) -> None:
+    # Found from outside: "ts": "<digits>", "co2_ppm": "500", "seq": true were coerced, stored and
+    # written to InfluxDB. The contract is strict JSON types (docs/contract.md).
+    kit = make_kit("engine", devices={CLIP: "c001", "air-1": {"kind": "mhz19b"}})
+    clock = ManualClock(T0)
+    db = tmp_path / "gw.sqlite3"
+    posture = reading_topic(kit.site, CLIP, "posture")
+    air = reading_topic(kit.site, "air-1", "air")
+    with Store(db) as store:
+        engine = SiteEngine(kit, store, RulesConfig(), clock)
+        try:
+            engine.handle(posture, b'{"ts": "%d", "seq": 1, "position": "prone"}' % T0)
+            engine.handle(posture, b'{"ts": %d, "seq": true, "position": "prone"}' % T0)
+            engine.handle(air, b'{"ts": %d, "seq": 1, "co2_ppm": "500"}' % T0)
+            assert engine.stats.rejected == {"invalid_payload": 3}
+            assert StoreReader(db).count_readings(CLIP) == StoreReader(db).count_readings("air-1") == 0
+            # The same readings with the right types are taken.
+            engine.handle(posture, b'{"ts": %d, "seq": 1, "position": "prone"}' % T0)
+            engine.handle(air, b'{"ts": %d, "seq": 1, "co2_ppm": 500}' % T0)
+            assert engine.stats.readings_stored == 2 and engine.stats.rejected == {"invalid_payload": 3}
         finally:
             engine.close()

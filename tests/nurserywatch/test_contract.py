@@ -9,12 +9,20 @@ import pytest
 from nurserywatch.contract import (
     MAX_PAYLOAD_BYTES,
     AckCommand,
+    AirReading,
     Alert,
     AlertState,
+    AssignCommand,
+    BodyTempReading,
+    BreathingReading,
     ContractError,
+    DeviceAssignment,
+    DeviceStatus,
     EdgeStatus,
+    GatewayStatus,
     Position,
     PostureReading,
+    RecordCommand,
     SessionAction,
     SessionCommand,
     SessionSource,
@@ -23,6 +31,8 @@ from nurserywatch.contract import (
     Stream,
     Topic,
     TopicKind,
+    WaveformReading,
+    _Payload,
     ack_topic,
     alert_topic,
     decode,
@@ -38,6 +48,7 @@ from nurserywatch.contract import (
 )
 
 R = "nurserywatch/v1/himawari"
+T = 1_767_225_600_000
 
 
 @pytest.mark.parametrize(
@@ -202,3 +213,122 @@ def test_session_command_and_state() -> None:
     )  # fmt: skip
     assert decode(SessionState, state.to_json()) == state
     assert decode(SessionState, b'{"room": "risu", "active": false, "updated_ts": 0}').session_id is None
+
+
+# ---------------------------------------------------------------- strict JSON types (issue 13, item 2)
+
+#: One valid payload per contract model, as JSON values.
+VALID: dict[type[_Payload], dict[str, object]] = {
+    BreathingReading: {"ts": T, "seq": 1, "rate_bpm": 30.5, "amplitude": 40, "motion": 0.1, "present": True,
+                       "quality": 0.9, "last_breath_ts": T - 1000},
+    PostureReading: {"ts": T, "seq": 1, "position": "prone", "accel_mg": [3, -20, -998]},
+    BodyTempReading: {"ts": T, "seq": 1, "celsius": 36.8},
+    AirReading: {"ts": T, "seq": 1, "co2_ppm": 500, "pm25_ugm3": 3.5, "pm10_ugm3": 4, "temp_c": 22.5, "rh_pct": 40},
+    WaveformReading: {"ts": T, "seq": 1, "fs_hz": 25, "t0": T - 1000, "samples": [1, -2, 3]},
+    DeviceStatus: {"ts": T, "online": True, "battery_pct": 80, "rssi_dbm": -60.5},
+    EdgeStatus: {"ts": T, "online": True, "version": "1.0", "devices": ["mat-01"], "clock_ok": True},
+    Alert: {"id": "a1", "rule": "prone", "severity": "critical", "state": "active", "acknowledged": False,
+            "escalated": False, "device": "clip-01", "started_ts": T, "updated_ts": T, "value": 31.5,
+            "message": "m", "message_en": "m", "notify_count": 0},
+    AckCommand: {"alert_id": "a1", "by": "hoikushi-1"},
+    SessionCommand: {"room": "hiyoko", "action": "start", "by": "hoikushi-1"},
+    SessionState: {"room": "hiyoko", "active": True, "source": "staff", "started_ts": T, "updated_ts": T},
+    RecordCommand: {"entry": 3, "action": "correct", "by": "hoikushi-1", "changes": {"posture": "supine",
+                    "breathing_rate_bpm": 30, "on_mat": True, "note": None}},
+    GatewayStatus: {"ts": T, "online": True, "heartbeat_s": 1},
+    DeviceAssignment: {"device": "mat-01", "child": "c001", "source": "staff", "day": "2026-01-01", "updated_ts": T},
+    AssignCommand: {"device": "mat-01", "child": "c001", "by": "hoikushi-1"},
+}  # fmt: skip
+
+#: (model, field, value of the wrong JSON type): each refused as invalid_payload, never coerced.
+WRONG: list[tuple[type[_Payload], str, object]] = [
+    (BreathingReading, "ts", str(T)),  # digits in a string are not a number
+    (BreathingReading, "ts", float(T)),  # ints stay ints: 1767225600000.0 is not a time in ms
+    (BreathingReading, "ts", True),
+    (BreathingReading, "seq", True),  # bool is not an int
+    (BreathingReading, "seq", "1"),
+    (BreathingReading, "seq", 1.5),
+    (BreathingReading, "rate_bpm", "30"),
+    (BreathingReading, "rate_bpm", True),
+    (BreathingReading, "present", 1),  # an int is not a bool
+    (BreathingReading, "present", "true"),
+    (BreathingReading, "last_breath_ts", str(T)),
+    (PostureReading, "position", 1),
+    (PostureReading, "position", ["prone"]),
+    (PostureReading, "accel_mg", [3, "-20", -998]),
+    (PostureReading, "accel_mg", [3, -20.5, -998]),
+    (BodyTempReading, "celsius", "36.8"),
+    (AirReading, "co2_ppm", "500"),
+    (AirReading, "temp_c", False),
+    (WaveformReading, "samples", ["1", 2]),
+    (WaveformReading, "samples", [1.5]),
+    (WaveformReading, "t0", str(T)),
+    (DeviceStatus, "online", "false"),
+    (DeviceStatus, "online", 0),
+    (DeviceStatus, "battery_pct", "80"),
+    (EdgeStatus, "online", 1),
+    (EdgeStatus, "version", 1),
+    (EdgeStatus, "clock_ok", "yes"),
+    (Alert, "severity", 2),
+    (Alert, "acknowledged", "false"),
+    (Alert, "started_ts", str(T)),
+    (Alert, "notify_count", True),
+    (Alert, "value", True),
+    (Alert, "message", 5),
+    (AckCommand, "by", 5),
+    (AckCommand, "alert_id", ["a1"]),
+    (SessionCommand, "action", True),
+    (SessionState, "active", "true"),
+    (SessionState, "updated_ts", str(T)),
+    (RecordCommand, "entry", "3"),
+    (RecordCommand, "entry", True),
+    (RecordCommand, "changes", {"on_mat": [True]}),
+    (GatewayStatus, "online", 1),
+    (GatewayStatus, "heartbeat_s", "1"),
+    (DeviceAssignment, "source", 0),
+    (DeviceAssignment, "updated_ts", float(T)),
+    (AssignCommand, "child", 1),
+]
+
+#: (model, field, value): the JSON types the contract does take.
+RIGHT: list[tuple[type[_Payload], str, object, object]] = [
+    (AirReading, "co2_ppm", 500, 500.0),  # a JSON int is fine for a float field
+    (AirReading, "co2_ppm", 500.5, 500.5),
+    (BreathingReading, "rate_bpm", None, None),
+    (BreathingReading, "present", False, False),
+    (BreathingReading, "present", None, None),
+    (PostureReading, "position", "left", Position.LEFT),  # enums from their string values
+    (PostureReading, "accel_mg", [1, 2, 3], (1, 2, 3)),  # a JSON array for a fixed-length tuple
+    (Alert, "value", "edge_offline", "edge_offline"),
+    (Alert, "value", 3, 3.0),
+    (Alert, "severity", "warning", Severity.WARNING),
+    (SessionCommand, "action", "stop", SessionAction.STOP),
+    (RecordCommand, "changes", {"breathing_ok": False, "body_temp_c": 36}, {"breathing_ok": False, "body_temp_c": 36}),
+]
+
+
+def _with(model: type[_Payload], field: str, value: object) -> bytes:
+    return json.dumps({**VALID[model], field: value}).encode()
+
+
+def test_every_contract_model_is_in_the_strict_table() -> None:
+    def subclasses(cls: type[_Payload]) -> set[type[_Payload]]:
+        return {s for c in cls.__subclasses__() for s in (c, *subclasses(c))}
+
+    assert {m for m in subclasses(_Payload) if not m.__name__.startswith("_")} == set(VALID)
+    for model, payload in VALID.items():
+        decode(model, json.dumps(payload).encode())
+
+
+@pytest.mark.parametrize(("model", "field", "value"), WRONG, ids=lambda v: getattr(v, "__name__", repr(v)))
+def test_wrong_json_types_are_refused_not_coerced(model: type[_Payload], field: str, value: object) -> None:
+    with pytest.raises(ContractError) as exc:
+        decode(model, _with(model, field, value))
+    assert exc.value.reason == "invalid_payload"
+    assert exc.value.detail.startswith(field), exc.value.detail  # the detail names the field
+
+
+@pytest.mark.parametrize(("model", "field", "value", "taken"), RIGHT, ids=lambda v: getattr(v, "__name__", repr(v)))
+def test_right_json_types_are_taken(model: type[_Payload], field: str, value: object, taken: object) -> None:
+    got = getattr(decode(model, _with(model, field, value)), field)
+    assert got == taken and type(got) is type(taken)

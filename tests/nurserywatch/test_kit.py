@@ -3,6 +3,7 @@ what was expected — through the library and through the CLI (exit code 2, no t
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -54,21 +55,22 @@ def _mutate(path: str, value: object) -> dict[str, object]:
 
 _DELETE = object()
 
-CASES = [
-    ("devices.0.kidn", "posture_clip", "devices[0].kidn: unknown key"),
-    ("devices.0.kind", "nap-matt", "devices[0].kind: expected one of"),
-    ("devices.0.transport.port", 5, "devices[0].transport.port: input should be a valid string (got 5)"),
-    ("devices.0.transport.type", "usb", "devices[0].transport: expected one of 'serial', 'ble'"),
-    ("devices.0.transport.baud", -9600, "devices[0].transport.baud: input should be greater than 0"),
-    ("devices.0.room", "panda", "devices[0].room: 'panda' is not a room id defined in this kit"),
-    ("devices.0.child", "c999", "devices[0].child: 'c999' is not a child id defined in this kit"),
-    ("devices.1.child", "c001", "devices[1].child: child 'c001' already has a posture_clip"),
-    ("devices.9.transport.bindkey", "abc", "devices[9].transport.bindkey: expected a string matching"),
-    ("devices.1.id", "clip-01", "devices[1].id: 'clip-01' is used twice"),
-    ("children.0.age_band", 2, "children[0].age_band: expected one of"),
-    ("children.0.id", "Haruto", "children[0].id: expected an id of 1–64 characters"),
-    ("site", _DELETE, "site: required key is missing"),
-    ("rooms", [], "rooms: list should have at least 1 item"),
+CASES = [  # an item by its id and line, then the field within it
+    ("devices.0.kidn", "posture_clip", 'device "clip-01" (line 25): kidn: unknown key'),
+    ("devices.0.kind", "nap-matt", 'device "clip-01" (line 25): kind: expected one of'),
+    ("devices.0.transport.port", 5, 'device "clip-01" (line 29): transport.port: input should be a valid string'),
+    ("devices.0.transport.type", "usb", 'device "clip-01" (line 27): transport: expected one of \'serial\', \'ble\''),
+    ("devices.0.transport.baud", -9600, 'device "clip-01" (line 28): transport.baud: input should be greater than 0'),
+    ("devices.0.room", "panda", 'device "clip-01" (line 26): room: \'panda\' is not a room id defined in this kit'),
+    ("devices.0.child", "c999", 'device "clip-01" (line 23): child: \'c999\' is not a child id defined in this kit'),
+    ("devices.1.child", "c001",
+     'device "clip-02" (line 32): child: child \'c001\' already has a posture_clip (\'clip-01\') (see line 22)'),
+    ("devices.9.transport.bindkey", "abc", 'device "air-risu" (line 98): transport.bindkey: expected a string'),
+    ("devices.1.id", "clip-01", 'device "clip-01" (line 33): id: \'clip-01\' is used twice; ids must be unique (see'),
+    ("children.0.age_band", 2, 'child "c001" (line 9): age_band: expected one of'),
+    ("children.0.id", "Haruto", "child 'Haruto' (line 10): id: expected an id of 1–64 characters"),
+    ("site", _DELETE, "site (line 1): required key is missing"),
+    ("rooms", [], "rooms (line 101): list should have at least 1 item"),
 ]
 
 
@@ -116,7 +118,7 @@ def test_cli_bad_kit_exits_2_without_traceback(tmp_path: Path) -> None:
         out = subprocess.run([*NW, *cmd, "--config", str(kit_file)], capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (cmd, out.stderr)
         assert "Traceback" not in out.stderr
-        assert f"{kit_file}: devices[0].kind: expected one of" in out.stderr
+        assert f'error: {kit_file}: device "clip-01" (line 25): kind: expected one of' in out.stderr
 
 
 @pytest.mark.parametrize("cmd", ["demo", "sim", "edge", "gateway", "dashboard", "kit"])
@@ -137,13 +139,13 @@ def _with_air_sensor(transport: dict[str, object]) -> dict[str, object]:
 
 def test_serial_speed_defaults_by_kind_and_fixed_speeds_are_checked(tmp_path: Path) -> None:
     kit_file = tmp_path / "kit.yaml"
-    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0"})))
+    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA5"})))
     kit = load_kit(kit_file)
     co2, clip = kit.device("co2-9"), kit.device("clip-01")
     assert co2 is not None and co2.transport.type == "serial" and co2.transport.baud == 9600
     assert clip is not None and clip.transport.type == "serial" and clip.transport.baud == 115200
-    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA0", "baud": 115200})))
-    with pytest.raises(KitError, match=r"devices\[10\]\.transport\.baud: a mhz19b talks at 9600 baud only"):
+    kit_file.write_text(yaml.safe_dump(_with_air_sensor({"type": "serial", "port": "/dev/ttyAMA5", "baud": 115200})))
+    with pytest.raises(KitError, match=r'device "co2-9" \(line \d+\): transport\.baud: a mhz19b talks at 9600 baud'):
         load_kit(kit_file)
 
 
@@ -167,7 +169,7 @@ def test_kinds_and_transports_must_fit(tmp_path: Path, device: dict[str, object]
     kit_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     with pytest.raises(KitError) as exc:
         load_kit(kit_file)
-    assert f"devices[10].{message}" in str(exc.value)
+    assert re.search(rf'device "dev-x" \(line \d+\): {re.escape(message)}', str(exc.value)), str(exc.value)
 
 
 def test_cli_rules_naming_a_room_the_kit_lacks_exit_2(tmp_path: Path) -> None:

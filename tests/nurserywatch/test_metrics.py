@@ -27,6 +27,7 @@ from nurserywatch.metrics import Histogram, by_label, counter, gauge, histogram,
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
 from tests.support.clock import T0
+from tests.support.commands import COMMAND_VERIFIER, signer_on
 from tests.support.dashboard_login import FAST
 from tests.support.dashboard_server import running_dashboard
 from tests.support.gateway_stack import client, posture
@@ -90,11 +91,13 @@ def test_render_refuses_bad_names() -> None:
 
 
 @contextlib.asynccontextmanager
-async def gateway_with_metrics(kit_site: str, broker: BrokerURL, db: Path) -> AsyncIterator[tuple[GatewayStats, str]]:
+async def gateway_with_metrics(
+    kit_site: str, broker: BrokerURL, db: Path, clock: ManualClock
+) -> AsyncIterator[tuple[GatewayStats, str]]:
     stats = GatewayStats()
     kit = make_kit(kit_site)
     task = asyncio.create_task(
-        run_gateway(kit, broker, db, RulesConfig(), ManualClock(T0), stats=stats, metrics_port=0)
+        run_gateway(kit, broker, db, RulesConfig(), clock, stats=stats, metrics_port=0, command_key=COMMAND_VERIFIER)
     )
     try:
         await wait_until(lambda: (stats.sessions >= 1 and stats.metrics_port is not None) or task.done(), "gateway")
@@ -119,9 +122,10 @@ async def test_both_endpoints_count_a_real_run(mosquitto: BrokerURL, tmp_path: P
     topic = reading_topic(site, "clip-01", "posture")
     G = "nurserywatch_gateway_"
     D = "nurserywatch_dashboard_"
+    clock = ManualClock(T0)
     async with (
-        gateway_with_metrics(site, mosquitto, tmp_path / "gw.sqlite3") as (stats, gw_url),
-        running_dashboard(make_kit(site), mosquitto) as dash,
+        gateway_with_metrics(site, mosquitto, tmp_path / "gw.sqlite3", clock) as (stats, gw_url),
+        running_dashboard(make_kit(site), mosquitto, command_key=signer_on(clock)) as dash,
         client(mosquitto) as pub,
         httpx.AsyncClient(timeout=5) as http,
     ):

@@ -15,6 +15,8 @@ import socket
 import ssl
 import subprocess
 import time
+import urllib.request
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,25 +40,31 @@ from nurserywatch.cli.provision import (
     mqtt_users,
     server_names,
 )
+from nurserywatch.command_auth import CommandSigner
 from nurserywatch.contract import (
+    MAX_PAYLOAD_BYTES,
     AckCommand,
     Alert,
     DeviceStatus,
     EdgeStatus,
+    GatewayStatus,
     PostureReading,
     Stream,
     TopicKind,
     ack_topic,
     alert_topic,
     edge_topic,
+    gateway_topic,
     parse_topic,
     reading_topic,
     status_topic,
     subscription,
 )
+from nurserywatch.keys import load_private_key
 from nurserywatch.kit import STREAMS_BY_KIND, load_kit
 from nurserywatch.mqtt import BrokerURL, load_credentials
 from nurserywatch.ports import free_port, wait_for_port
+from tests.support.commands import publish_command
 from tests.support.mosquitto import MOSQUITTO
 from tests.support.processes import print_logs, spawn, stop
 
@@ -422,18 +430,21 @@ async def test_client_certificates(kit_file: Path, tmp_path: Path) -> None:
 async def test_edge_and_gateway_processes_connect_with_credentials(site: Site, tmp_path: Path) -> None:
     """The real edge and gateway, given only `--broker mqtts://…?credentials=FILE`: the edge announces
     itself (and its last will reaches the dashboard when it is killed), the gateway turns an agent's
-    low battery into an alert the dashboard sees, and takes the dashboard's acknowledgement."""
+    low battery into an alert the dashboard sees, and takes the dashboard's acknowledgement — signed
+    with the provisioned command key, which the gateway found through its credentials file — but not
+    a forged one in the director's name sent with the dashboard's own broker password."""
     (site.kit_file.parent / "ttys").mkdir(exist_ok=True)
     common = ["--config", str(site.kit_file), "--log-level", "info"]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
     edge_state = edge_topic(SITE, "pi-a")
+    metrics_port = free_port()
     try:
         async with site.url("dashboard").client("t-dash-proc") as dash:
             await dash.subscribe([(edge_state, 1), (subscription(SITE, TopicKind.ALERT), 1)])
             procs["gateway"], logs["gateway"] = spawn(
                 "gateway", ["gateway", *common, "--broker", site.url_text("gateway", tls=True),
-                            "--db", str(tmp_path / "gw.sqlite3")], tmp_path)
+                            "--db", str(tmp_path / "gw.sqlite3"), "--metrics-port", str(metrics_port)], tmp_path)
             procs["edge"], logs["edge"] = spawn(
                 "edge", ["edge", *common, "--agent", "pi-a", "--broker", site.url_text("edge-pi-a", tls=True)],
                 tmp_path)
@@ -441,9 +452,16 @@ async def test_edge_and_gateway_processes_connect_with_credentials(site: Site, t
             assert EdgeStatus.from_json(status).devices == ["clip-a", "mat-a"]
 
             alert = await low_battery_alert(site, dash, procs["gateway"])
-            await dash.publish(ack_topic(SITE), AckCommand(alert_id=alert.id, by="staff-1").to_json(), qos=1)
+            forged = AckCommand(alert_id=alert.id, by="院長 (forged)")
+            await dash.publish(ack_topic(SITE), forged.to_json(), qos=1)  # unsigned
+            await publish_command(dash, ack_topic(SITE), forged, key=CommandSigner.generate())  # another key
+            key = CommandSigner(load_private_key(site.out / "credentials" / "command-key.pem"))
+            await publish_command(dash, ack_topic(SITE), AckCommand(alert_id=alert.id, by="staff-1"), key=key)
+            # One connection's messages are handled in order: a forgery taken would have come back first.
             acked = await first(dash, lambda t, p: t == alert_topic(SITE, alert.id) and Alert.from_json(p).acknowledged)
             assert Alert.from_json(acked).acknowledged_by == "staff-1"
+            rejected = gateway_rejections(metrics_port)
+            assert (rejected["unsigned"], rejected["bad_signature"]) == (1, 1), rejected
 
             os.killpg(procs["edge"].pid, signal.SIGKILL)
             will = await first(dash, lambda t, p: t == edge_state and not EdgeStatus.from_json(p).online)
@@ -456,15 +474,28 @@ async def test_edge_and_gateway_processes_connect_with_credentials(site: Site, t
             stop(proc)
 
 
+def gateway_rejections(port: int) -> dict[str, float]:
+    """The gateway's rejected-message counters by reason, from its /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return defaultdict(float, {
+        s.labels["reason"]: s.value for f in text_string_to_metric_families(text)
+        if f.name == "nurserywatch_gateway_rejected" for s in f.samples if s.name.endswith("_total")
+    })  # fmt: skip
+
+
 async def low_battery_alert(site: Site, dash: aiomqtt.Client, gateway: subprocess.Popen[bytes]) -> Alert:
-    """Report a flat battery for the agent's clip (retained, so the gateway gets it whenever it has
-    subscribed) until the gateway's alert arrives."""
-    async with site.url("edge-pi-a", tls=True).client("t-pi-a-battery") as agent:
+    """Report a flat battery for the other agent's CO2 sensor (retained, so the gateway gets it whenever
+    it has subscribed) until the gateway's alert arrives. As the other agent: client ids are the user
+    names, so a second connection as edge-pi-a would take the running edge's place."""
+    async with site.url("edge-pi-b", tls=True).client("t-pi-b-battery") as agent:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             assert gateway.poll() is None, "the gateway exited"
             status = DeviceStatus(ts=now_ms(), online=True, battery_pct=5)
-            await agent.publish(status_topic(SITE, "clip-a"), status.to_json(), qos=1, retain=True)
+            await agent.publish(status_topic(SITE, "co2-b"), status.to_json(), qos=1, retain=True)
             try:
                 # Other alerts may come first (the edge reports its unopened ports' devices offline).
                 payload = await first(dash, lambda t, p: parse_topic(t).kind is TopicKind.ALERT
@@ -472,7 +503,7 @@ async def low_battery_alert(site: Site, dash: aiomqtt.Client, gateway: subproces
             except TimeoutError:
                 continue
             alert = Alert.from_json(payload)
-            assert alert.device == "clip-a" and alert.value == 5
+            assert alert.device == "co2-b" and alert.value == 5
             return alert
     raise AssertionError("the gateway raised no battery alert within 20 s")
 
@@ -485,3 +516,98 @@ async def first(client: aiomqtt.Client, match: object, timeout_s: float = 10.0) 
             if match(message.topic.value, payload):
                 return payload
     raise AssertionError("unreachable")
+
+
+# ------------------------------------------------------------------ client ids tied to users, message size
+
+
+def clean_client(site: Site, user: str, identifier: str) -> aiomqtt.Client:
+    """A client of ``user`` (plain listener) asking for ``identifier``, leaving no session behind."""
+    url = site.url(user)
+    return aiomqtt.Client(url.host, url.port, identifier=identifier, username=url.username, password=url.password,
+                          clean_session=True)  # fmt: skip
+
+
+def test_the_config_ties_client_ids_to_users_and_limits_message_size(kit_file: Path) -> None:
+    conf = mosquitto_conf(load_kit(kit_file), BrokerOptions("/etc/mosquitto/nw"))
+    # On each listener (a listener option: before the first one, Mosquitto would open 1883 for it).
+    assert conf.count("use_username_as_clientid true\n") == 2
+    assert "use_username_as_clientid" not in conf.split("\nlistener ")[0]
+    # Sized from the contract: the largest payload any part takes, and a packet of it with its topic.
+    assert f"message_size_limit {MAX_PAYLOAD_BYTES}\n" in conf
+    assert f"max_packet_size {MAX_PAYLOAD_BYTES + 4096}\n" in conf
+
+
+async def test_an_edge_login_cannot_knock_the_gateway_off(kit_file: Path, tmp_path: Path) -> None:
+    """What outside testing did: an edge agent's credential, connecting with the gateway's client id,
+    knocked the gateway off the broker 3 times in 5 s. Ids are now the user names: the agent gets its
+    own. The gateway's persistent session is still its own, across any id it asks for."""
+    with provisioned_broker(kit_file, tmp_path / "out") as site:
+        gateway, log = spawn("gateway", ["gateway", "--config", str(kit_file), "--broker", site.url_text("gateway"),
+                                         "--db", str(tmp_path / "gw.sqlite3")], tmp_path)  # fmt: skip
+        try:
+            async with clean_client(site, "dashboard", "t-watch") as dash:
+                await dash.subscribe(gateway_topic(SITE), qos=1)
+                await live_heartbeat(dash)
+                for identifier in ("nurserywatch-gateway-sec", "gateway", "nurserywatch-gateway-sec"):
+                    async with clean_client(site, "edge-pi-a", identifier):
+                        pass
+                # Mosquitto closes (and logs) an old connection of the same id before it answers the new
+                # one: by now a takeover would be in its log.
+                assert "already connected" not in site.log.read_text()
+                for _ in range(2):  # and the gateway is still on: live heartbeats, no last will
+                    await live_heartbeat(dash)
+            assert gateway.poll() is None
+            assert log.read_text().count("connected to") == 1, "the gateway reconnected: it was knocked off"
+        except BaseException:
+            print_logs({"gateway": log, "mosquitto": site.log})
+            raise
+        finally:
+            stop(gateway)
+
+        # The gateway's queue: kept for its user whatever id it asks for (so a restart gets its readings).
+        topic = reading_topic(SITE, "clip-a", Stream.POSTURE)
+        async with site.url("gateway").client("any-id-1") as gw:
+            await gw.subscribe(topic, qos=1)
+        async with site.url("edge-pi-a").client("t-pi-a-queue") as agent:
+            await agent.publish(topic, posture(7), qos=1)
+        async with site.url("gateway").client("any-id-2") as gw:  # no subscribe: the session has it
+            assert [t for t, _ in await collect_until(gw, topic)] == [topic]
+
+
+async def live_heartbeat(client: aiomqtt.Client, timeout_s: float = 20.0) -> GatewayStatus:
+    """The gateway's next heartbeat sent now (not a retained one); fails on its last will."""
+    async with asyncio.timeout(timeout_s):
+        async for message in client.messages:
+            status = GatewayStatus.from_json(bytes(message.payload))
+            assert status.online, "the gateway's last will: it lost its connection"
+            if not message.retain:
+                return status
+    raise AssertionError("unreachable")
+
+
+async def test_a_20_mb_publish_never_reaches_the_gateway(kit_file: Path, tmp_path: Path) -> None:
+    """What outside testing did: a 20 MB publish reached the gateway and the dashboard."""
+    topic = reading_topic(SITE, "clip-a", Stream.POSTURE)
+    at_limit = b'{"ts": 1, "seq": 1, "position": "supine", "pad": "' + b"x" * MAX_PAYLOAD_BYTES
+    at_limit = at_limit[: MAX_PAYLOAD_BYTES - 2] + b'"}'
+    assert len(at_limit) == MAX_PAYLOAD_BYTES
+    with provisioned_broker(kit_file, tmp_path / "out") as site:
+        async with clean_client(site, "gateway", "t-gw") as gw, clean_client(site, "dashboard", "t-dash") as dash:
+            for reader in (gw, dash):
+                await reader.subscribe(topic, qos=1)
+            async with clean_client(site, "edge-pi-a", "t-big") as agent:
+                # One byte over the contract's limit: dropped, but acknowledged (no resending it forever).
+                await agent.publish(topic, at_limit + b" ", qos=1, timeout=10)
+                await agent.publish(topic, at_limit, qos=1, timeout=10)  # the largest the contract takes
+                with pytest.raises((aiomqtt.MqttError, TimeoutError)):
+                    # 20 MB: the broker ends the connection at the packet's header.
+                    await agent.publish(topic, b"x" * (20 * 2**20), qos=1, timeout=10)
+            after = posture(2)
+            async with clean_client(site, "edge-pi-a", "t-after") as agent:
+                await agent.publish(topic, after, qos=1)
+            for reader in (gw, dash):
+                got = await collect_until(reader, topic, timeout_s=10)  # the one at the limit
+                assert [len(p) for _, p in got] == [MAX_PAYLOAD_BYTES]
+                got = await collect_until(reader, topic, timeout_s=10)  # then the one sent after
+                assert got == [(topic, after)]

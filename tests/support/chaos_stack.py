@@ -55,6 +55,7 @@ from nurserywatch.contract import (
     subscription,
 )
 from nurserywatch.ports import free_port
+from tests.support.commands import command_key_files, signed
 from tests.support.mosquitto import MosquittoProcess
 from tests.support.processes import print_logs, spawn, stop
 from tests.support.waiting import wait_for
@@ -296,7 +297,8 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
     kit = _write_files(d, influx)
     common = ["--config", str(kit), "--log-level", "info"]
     db = d / "gw.sqlite3"
-    gw_args = ["gateway", *common, "--broker", str(broker.url), "--db", str(db), "--rules", str(d / "rules.yaml")]
+    gw_args = ["gateway", *common, "--broker", str(broker.url), "--db", str(db), "--rules", str(d / "rules.yaml"),
+               "--command-key", str(command_key_files(d)[1])]  # fmt: skip
     edge_args = ["edge", *common, "--agent", AGENT, "--broker", str(broker.url)]
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs: dict[str, Path] = {}
@@ -346,7 +348,7 @@ def chaos_run(d: Path, plan: Plan, say: Callable[[str], None] = lambda _: None) 
         )
         wait_for(lambda: {k[0] for k in auditor.reading_keys()} == set(DEVICES), "a reading of every device", 15)
         cmd = SessionCommand(room=ROOM, action=SessionAction.START, by="chaos")
-        auditor.publish(session_command_topic(SITE), cmd.to_json())
+        auditor.publish(session_command_topic(SITE), signed(session_command_topic(SITE), cmd))
         wait_for(lambda: any(s.get("active") for s in auditor.sessions), "the nap session", 10)
 
         # A. The gateway killed while prone re-notifies (count 2 of 3) and the apnea is under way.

@@ -18,6 +18,7 @@ import httpx
 
 from dashboard.app import serve_dashboard
 from dashboard.auth.models import Role
+from nurserywatch.command_auth import CommandSigner
 from nurserywatch.contract import (
     AckCommand,
     Alert,
@@ -29,6 +30,7 @@ from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
 from tests.support.clock import T0
+from tests.support.commands import COMMAND_KEY, opened
 from tests.support.dashboard_login import FAST, add_accounts, login
 from tests.support.kits import make_kit
 from tests.support.waiting import wait_until
@@ -90,17 +92,22 @@ class Dash:
 
 @contextlib.asynccontextmanager
 async def running_dashboard(
-    kit: Kit, broker: BrokerURL, mqtt_broker: BrokerURL | None = None, role: Role | None = Role.STAFF
+    kit: Kit,
+    broker: BrokerURL,
+    mqtt_broker: BrokerURL | None = None,
+    role: Role | None = Role.STAFF,
+    command_key: CommandSigner = COMMAND_KEY,
 ) -> AsyncIterator[Dash]:
     """serve_dashboard on a free port (talking to ``broker``), an HTTP client, and a test MQTT client
     (on ``mqtt_broker``, default the same broker). Waits until the dashboard is subscribed. Its data
     folder holds one account per role (tests/support/dashboard_login.py); the client is signed in as ``role``
-    (None: not signed in)."""
+    (None: not signed in). ``command_key`` signs its commands (tests/support/commands.py)."""
     port = free_port()
     data = tempfile.TemporaryDirectory(prefix="nw-dash-")
     add_accounts(Path(data.name))
     task = asyncio.create_task(
-        serve_dashboard(kit, broker, "127.0.0.1", port, data_dir=Path(data.name), auth_policy=FAST)
+        serve_dashboard(kit, broker, "127.0.0.1", port, data_dir=Path(data.name), auth_policy=FAST,
+                        command_key=command_key)  # fmt: skip
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -137,8 +144,9 @@ async def next_message(client: aiomqtt.Client, timeout_s: float = 3.0) -> aiomqt
 
 
 def ack_of(message: aiomqtt.Message) -> AckCommand:
+    """The acknowledgement the dashboard sent, its signature checked (tests/support/commands.py)."""
     assert isinstance(message.payload, bytes)
-    return AckCommand.from_json(message.payload)
+    return opened(AckCommand, message.topic.value, message.payload)
 
 
 async def read_sse(response: httpx.Response) -> AsyncIterator[tuple[str, Any]]:

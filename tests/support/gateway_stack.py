@@ -18,6 +18,7 @@ from nurserywatch.clock import ManualClock
 from nurserywatch.contract import Position, PostureReading, reading_topic
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
+from tests.support.commands import COMMAND_VERIFIER
 from tests.support.kits import make_kit
 from tests.support.waiting import wait_until
 
@@ -65,7 +66,9 @@ async def gateway(
     subscribed; no message may have failed inside it."""
     stats = GatewayStats()
     rules = RulesConfig() if rules is None else rules
-    task = asyncio.create_task(run_gateway(kit, broker, db, rules, clock, stats=stats, observers=observers))
+    task = asyncio.create_task(
+        run_gateway(kit, broker, db, rules, clock, stats=stats, observers=observers, command_key=COMMAND_VERIFIER)
+    )
     try:
         await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
         if task.done():

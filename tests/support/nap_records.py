@@ -8,7 +8,7 @@ from pathlib import Path
 
 from gateway.alert_changes import Change, Transition
 from gateway.records.entries import ChainedEntry, RecordsConfig
-from gateway.records.keeper import RecordKeeper
+from gateway.records.keeper import RecordKeeper, RecordsSigning
 from gateway.records.store import RecordStore
 from nurserywatch.contract import (
     Alert,
@@ -56,14 +56,17 @@ def alert(aid: str, child: str, rule: str, state: AlertState, ts: int) -> Alert:
                  message="m", message_en="m")  # fmt: skip
 
 
-def nap(db: Path, minutes: int = 30, *, stop: bool = True) -> list[ChainedEntry]:
-    """A short nap through the keeper: readings every 10 s, one alert, ticks every second."""
+def nap(
+    db: Path, minutes: int = 30, *, stop: bool = True, start: int = T0, signing: RecordsSigning | None = None
+) -> list[ChainedEntry]:
+    """A short nap through the keeper from ``start``: readings every 10 s, one alert, ticks every
+    second; ``signing``: the keeper signs day heads as the gateway's does."""
     out: list[ChainedEntry] = []
     with RecordStore(db) as store:
-        keeper = RecordKeeper(KIT, store, RecordsConfig())
-        out += keeper.session_started(ROOM, T0, by="保育士A")
+        keeper = RecordKeeper(KIT, store, RecordsConfig(), signing=signing)
+        out += keeper.session_started(ROOM, start, by="保育士A")
         for t_s in range(0, minutes * 60):
-            ts = T0 + t_s * 1000
+            ts = start + t_s * 1000
             if t_s % 10 == 0:
                 for i, c in enumerate(CHILDREN):
                     pos = Position.PRONE if c == "c03" and 600 <= t_s < 700 else Position.SUPINE
@@ -78,7 +81,7 @@ def nap(db: Path, minutes: int = 30, *, stop: bool = True) -> list[ChainedEntry]
                 keeper.transitions([Transition(change, alert("prone-x", "c03", "prone", state, ts), ts)])
             out += keeper.tick(ts)
         if stop:
-            out += keeper.session_stopped(ROOM, T0 + minutes * MIN, by="保育士A")
+            out += keeper.session_stopped(ROOM, start + minutes * MIN, by="保育士A")
     return out
 
 

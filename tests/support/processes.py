@@ -6,13 +6,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
-    """``nurserywatch <args>`` in its own process group, output in ``log_dir/<name>.log``."""
+def spawn(
+    name: str, args: list[str], log_dir: Path, env: Mapping[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    """``nurserywatch <args>`` in its own process group, output in ``log_dir/<name>.log``; ``env``:
+    variables added to the test's environment."""
     log = log_dir / f"{name}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "nurserywatch", *args],
@@ -20,7 +24,7 @@ def spawn(name: str, args: list[str], log_dir: Path) -> tuple[subprocess.Popen[b
         stderr=subprocess.STDOUT,
         cwd=ROOT,
         start_new_session=True,  # its own process group, so teardown reaches every child
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     return proc, log
 

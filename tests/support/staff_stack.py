@@ -25,6 +25,7 @@ from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
 from tests.support.clock import T0
+from tests.support.commands import COMMAND_VERIFIER, signer_on
 from tests.support.dashboard_login import FAST, add_accounts, login
 from tests.support.gateway_stack import assignment_kit
 from tests.support.waiting import wait_until
@@ -61,10 +62,15 @@ async def staff_stack(broker: BrokerURL, *, gateway_db: bool = True) -> AsyncIte
         data = Path(tmp) / "dash"
         data.mkdir()
         add_accounts(data)
-        gw = asyncio.create_task(run_gateway(kit, broker, db, RulesConfig(tick_ms=50), clock, stats=stats))
+        gw = asyncio.create_task(
+            run_gateway(kit, broker, db, RulesConfig(tick_ms=50), clock, stats=stats, command_key=COMMAND_VERIFIER)
+        )
         port = free_port()
+        # The dashboard runs in real time (its watchdog is tested so) but signs its commands at the
+        # gateway's ManualClock time, which the gateway checks them against.
         dash = asyncio.create_task(serve_dashboard(
-            kit, broker, "127.0.0.1", port, data_dir=data, auth_policy=FAST, gateway_db=db if gateway_db else None
+            kit, broker, "127.0.0.1", port, data_dir=data, auth_policy=FAST, gateway_db=db if gateway_db else None,
+            command_key=signer_on(clock),
         ))  # fmt: skip
         base = f"http://127.0.0.1:{port}"
         try:
