@@ -2,6 +2,10 @@
 do what staff rely on: rate accuracy, apnea detection and timing, false apnea alarms.
 
     .venv/bin/python bench/breathing_accuracy.py [--quick] [--seed 0] [--data firmware_sim/recordings/resp_belt]
+        [--nights both|tuning|held-out|none] [--nights-only] [--degradation NAME …]
+
+    # the held-out nights alone, every degradation (long: run it in the background)
+    nohup .venv/bin/python bench/breathing_accuracy.py --nights-only --nights held-out > nights.log 2>&1 &
 
 Every mat takes the production path at full speed: simulator samples → NWMAT sentences →
 ``MatChannel`` (edge/channels/mat.py) → one ``BreathingReading`` a second → the gateway's
@@ -74,7 +78,38 @@ Figures:
 - **last_breath_ts − reference breath**: each reported last breath against the nearest reference
   breath (it includes the edge's 0.2 s guard).
 
-The last line sums it up; progress goes to stderr.
+4. **Whole nights, per degradation** (firmware_sim/recordings/resp_belt_nights: eleven nights of
+   eleven other subjects of the same dataset, 90.5 h of recording). Split by subject before any
+   result was seen: **tuning** nights 14, 24, 29 (21.4 h), **held-out** nights 15, 19, 21, 26, 27,
+   30, 31, 32 (69.1 h; only scored, never tuned on). Each night is replayed whole (``time_scale: 2``,
+   so 69.1 h of held-out breathing are 34.6 child-hours on the mat), the samples made a chunk at a
+   time (``RUN_CHUNK_S``), with a pause every 5 min (10/15/20/25/40 s in turn, placed as in the
+   pauses variant), movement every 5 min and a gain step every 10 min, through each degradation of
+   ``DEGRADATIONS``:
+   - *30 s normalisation (original)*: the replay of section 2 (its figures above are unchanged);
+   - *5 min normalisation*, *no normalisation*: the belt's amplitude normalised per 300 recording-s,
+     or not at all (one scale per night) — shallow passages stay shallow, as on a mat;
+   - *slow swings* (no normalisation): movement episodes of 10 s that move the load slowly (±1500,
+     knots every 2 s: at and below the breathing band) with only a small jerk (300);
+   - *light child 4 kg*, *heavy child 15 kg* (no normalisation): the weight step and the breathing
+     scale with the weight (the nominal child is 9 kg: 9000 counts, breaths ±60);
+   - *mat 400 counts/kg*, *mat 4000 counts/kg* (no normalisation): a mat's scale, stated in the kit
+     (the mat's ``counts_per_kg``; the edge's channel is built from the kit as the agent builds it);
+     every load term scales, the tare, drift and noise (the electronics') do not.
+   Per degradation and set, one line: rate MAE over the artefact-free windows and over every window;
+   apnea on time (pauses ≥ 20 s alerted 20.0–21.0 s after the last reference breath); short pauses
+   (< 15 s) alerted; false apnea alarms per child-hour with the 95 % upper bound; **false-empty
+   seconds** (readings present=false while the child lay on the mat, after the edge's first 30 s;
+   present=null beside it); **time to presence after an edge start**: a fresh edge started under
+   the breathing child every hour of the night (from 10 min on), seconds until present=true
+   (target ≤ 30 s; "never" when not within 120 s). The degradations that change the simulated mat
+   too (child, scale, swings) also run the simulated rate and pause runs of section 1 (working
+   noise, the set's seeds): rate MAE, apnea on time, short pauses, false alarms. ``--quick`` runs
+   the first 900 s of the first night of each set; ``--nights held-out`` the held-out nights alone;
+   ``--nights-only`` skips sections 1–3.
+
+The last line (and one ``breathing_accuracy nights:`` line per degradation and set) sums it up;
+progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -91,16 +126,20 @@ from pathlib import Path
 import numpy as np
 
 from edge.channels.mat import MatChannel
+from edge.channels.registry import make_channel
 from firmware_sim.encoders.nmea import encode_mat
-from firmware_sim.models.mat import MatEvent, MatModel, MatOptions, MatStep
+from firmware_sim.models.mat import NOMINAL_COUNTS_PER_KG, MatEvent, MatModel, MatOptions, MatStep
 from firmware_sim.models.resp_belt import RECORDINGS_DIR, ReplayMat, ReplayOptions, load_recording
 from gateway.alert_changes import Change, Transition
 from gateway.config import NotifyConfig, RulesConfig
 from gateway.engine.rules_engine import RulesEngine
+from nurserywatch.cli.progress import ProgressLine
 from nurserywatch.contract import BreathingReading, Stream
 from nurserywatch.kit import Kit
 
 T0_MS = 1_767_225_600_000
+#: Mat seconds of samples made at a time.
+RUN_CHUNK_S = 600
 WINDOW_S = 20.0
 PAUSES_S = (10, 15, 20, 25, 40)
 ALERT_AFTER_S = 20.0
@@ -129,25 +168,74 @@ CLEAN_BEFORE_PAUSE_S = 25.0
 #: A real window's rate is "sure" when the two clean-belt references agree within this (breaths/min).
 SURE_WITHIN_BPM = 1.0
 
-KIT = Kit.model_validate(
-    {
-        "site": "bench",
-        "name": "bench",
-        "rooms": [{"id": "room", "name": "room"}],
-        "agents": [{"id": "pi"}],
-        "children": [{"id": "child", "age_band": "0", "room": "room"}],
-        "devices": [
-            {
-                "id": "mat",
-                "kind": "nap_mat",
-                "room": "room",
-                "agent": "pi",
-                "child": "child",
-                "transport": {"type": "serial", "port": "/dev/ttyBENCH"},
-            }
-        ],
-    }
+
+@dataclass(frozen=True)
+class Degradation:
+    """How a recording reaches the mat (firmware_sim/models/mat.py, resp_belt.py options)."""
+
+    name: str
+    #: Amplitude normalisation of the belt, recording seconds; None: none (shallow stays shallow).
+    envelope_s: float | None = 30.0
+    child_kg: float | None = None
+    counts_per_kg: float = 1000.0
+    #: Movement: the jerk (``movement_counts``) and slow swings (``swing_counts``), episode length.
+    movement_counts: float = 1500.0
+    swing_counts: float = 0.0
+    movement_s: float = 4.0
+
+
+#: Named degradations, each reported on its own. The first is the original one (its figures are the
+#: sections above); the others do not normalise (a mat does not) and change one thing each.
+DEGRADATIONS = (
+    Degradation("30 s normalisation (original)"),
+    Degradation("5 min normalisation", envelope_s=300.0),
+    Degradation("no normalisation", envelope_s=None),
+    Degradation("slow swings", envelope_s=None, movement_counts=300.0, swing_counts=1500.0, movement_s=10.0),
+    Degradation("light child 4 kg", envelope_s=None, child_kg=4.0),
+    Degradation("heavy child 15 kg", envelope_s=None, child_kg=15.0),
+    Degradation("mat 400 counts/kg", envelope_s=None, counts_per_kg=400.0),
+    Degradation("mat 4000 counts/kg", envelope_s=None, counts_per_kg=4000.0),
 )
+#: Whole nights (firmware_sim/recordings/resp_belt_nights), split by subject before any result.
+NIGHTS_DIR = RECORDINGS_DIR.parent / "resp_belt_nights"
+NIGHT_SETS = {
+    "tuning": ("14", "24", "29"),
+    "held-out": ("15", "19", "21", "26", "27", "30", "31", "32"),
+}
+#: A night carries a scripted pause every this many mat seconds (10/15/20/25/40 s in turn).
+NIGHT_PAUSE_EVERY_S = 300
+#: Edge starts under a breathing child: one every this many mat seconds, each watched this long.
+PRESENCE_START_EVERY_S = 3600
+PRESENCE_WATCH_S = 120
+PRESENCE_TARGET_S = 30.0
+
+
+def bench_kit(counts_per_kg: float | None = None) -> Kit:
+    """One nap mat bound to a 0-year-old; ``counts_per_kg``: the mat's scale as the kit states it
+    (None: not stated, the edge assumes the nominal one)."""
+    mat: dict[str, object] = {
+        "id": "mat",
+        "kind": "nap_mat",
+        "room": "room",
+        "agent": "pi",
+        "child": "child",
+        "transport": {"type": "serial", "port": "/dev/ttyBENCH"},
+    }
+    if counts_per_kg is not None:
+        mat["counts_per_kg"] = counts_per_kg
+    return Kit.model_validate(
+        {
+            "site": "bench",
+            "name": "bench",
+            "rooms": [{"id": "room", "name": "room"}],
+            "agents": [{"id": "pi"}],
+            "children": [{"id": "child", "age_band": "0", "room": "room"}],
+            "devices": [mat],
+        }
+    )
+
+
+KIT = bench_kit()
 RULES = RulesConfig(notify=NotifyConfig(critical_renotify_s=0, warning_renotify_s=0, info_renotify_s=0))
 
 
@@ -169,20 +257,24 @@ class Outcome:
     alerts: list[float]  # mat seconds at which an apnea alert was raised
 
 
-def run_mat(model: MatModel, seconds: int) -> Outcome:
-    """Feed ``seconds`` of the model through MatChannel and the RulesEngine on a manual clock.
+def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> Outcome:
+    """Feed ``seconds`` of the model through MatChannel and the RulesEngine on a manual clock,
+    from model time ``first_s`` on (a fresh edge and gateway: an edge start there).
 
     Sample k is taken at T0 + k/fs: each sentence is delivered when its last sample is taken (the
     channel anchors on the first arrival), readings are taken once a second and handed to the
-    engine at their own time, and the engine ticks every ``tick_ms`` in between."""
+    engine at their own time, and the engine ticks every ``tick_ms`` in between. The samples are
+    made a chunk at a time (a whole night is never in memory). Times are model times."""
     fs, n = model.fs_hz, model.samples_per_line
     step_ms = 1000.0 / fs
-    channel = MatChannel("mat")
-    engine = RulesEngine(KIT, RULES, T0_MS)
+    channel = make_channel(kit.devices[0])  # as the agent builds it: the kit's mat scale included
+    assert isinstance(channel, MatChannel)
+    engine = RulesEngine(kit, RULES, T0_MS)
     tick_ms = RULES.tick_ms
     next_tick = T0_MS + tick_ms
-    samples = model.samples(0, seconds * fs).tolist()
     per_second = fs // n
+    chunk_s = RUN_CHUNK_S
+    samples: list[int] = []
     ts: list[float] = []
     rates: list[float] = []
     present: list[bool | None] = []
@@ -195,11 +287,14 @@ def run_mat(model: MatModel, seconds: int) -> Outcome:
         )
 
     for sec in range(seconds):
+        if sec % chunk_s == 0:
+            samples = model.samples((first_s + sec) * fs, min(chunk_s, seconds - sec) * fs).tolist()
         for k in range(per_second):
             index = sec * per_second + k
             first = index * n
             arrival = T0_MS + round((first + n - 1) * step_ms)
-            channel.on_bytes(encode_mat(index, fs, samples[first : first + n]), arrival)
+            mine = first - (sec - sec % chunk_s) * fs  # within the chunk
+            channel.on_bytes(encode_mat(index, fs, samples[mine : mine + n]), arrival)
         now = T0_MS + round(((sec + 1) * fs - 1) * step_ms)
         while next_tick < now:
             apnea_raised(engine.tick(next_tick).transitions, next_tick)
@@ -207,11 +302,13 @@ def run_mat(model: MatModel, seconds: int) -> Outcome:
         for _stream, reading in channel.readings(now):
             assert isinstance(reading, BreathingReading)
             apnea_raised(engine.reading("mat", Stream.BREATHING, reading, reading.ts).transitions, reading.ts)
-            ts.append((reading.ts - T0_MS) / 1000.0)
+            ts.append((reading.ts - T0_MS) / 1000.0 + first_s)
             rates.append(np.nan if reading.rate_bpm is None else reading.rate_bpm)
             present.append(reading.present)
-            last.append(np.nan if reading.last_breath_ts is None else (reading.last_breath_ts - T0_MS) / 1000.0)
-    return Outcome(np.array(ts), np.array(rates), present, np.array(last), alerts)
+            last.append(
+                np.nan if reading.last_breath_ts is None else (reading.last_breath_ts - T0_MS) / 1000.0 + first_s
+            )
+    return Outcome(np.array(ts), np.array(rates), present, np.array(last), [a + first_s for a in alerts])
 
 
 # ---------------------------------------------------------------- scoring
@@ -229,8 +326,16 @@ class Tally:
     child_s: float = 0.0
     #: Reported last_breath_ts − the nearest reference breath (s), once per reported breath.
     timing: list[float] = field(default_factory=list)
+    #: Seconds a child lay on the mat and it was reported present=false / present=null.
+    false_empty_s: int = 0
+    unknown_s: int = 0
+    #: Seconds from an edge start under a breathing child to present=true (None: not within the watch).
+    presence: list[float | None] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
+        self.false_empty_s += other.false_empty_s
+        self.unknown_s += other.unknown_s
+        self.presence += other.presence
         self.errors += other.errors
         self.expected += other.expected
         self.timing += other.timing
@@ -368,25 +473,40 @@ def after_a_breath(model: MatModel, t: float) -> float:
     return t
 
 
-def options(noise: float, seed: int) -> MatOptions:
-    return MatOptions(noise_counts=noise, drift_counts=(300.0, 2000.0)[seed % 2])
+def options(noise: float, seed: int, deg: Degradation | None = None) -> MatOptions:
+    deg = deg or DEGRADATIONS[0]
+    return MatOptions(
+        noise_counts=noise,
+        drift_counts=(300.0, 2000.0)[seed % 2],
+        child_kg=deg.child_kg,
+        counts_per_kg=deg.counts_per_kg,
+        movement_counts=deg.movement_counts,
+        swing_counts=deg.swing_counts,
+    )
 
 
-def sim_rate_run(rate: int, noise: float, seed: int, seconds: int) -> MatModel:
+def deg_kit(deg: Degradation | None) -> Kit:
+    """The kit of a degradation: its mat scale stated when it is not the nominal one."""
+    return KIT if deg is None or deg.counts_per_kg == NOMINAL_COUNTS_PER_KG else bench_kit(deg.counts_per_kg)
+
+
+def sim_rate_run(rate: int, noise: float, seed: int, seconds: int, deg: Degradation | None = None) -> MatModel:
     events: list[MatEvent] = [MatStep(at_s=0, present=True, rate_bpm=rate)]
     for start in range(100, seconds, 180):
         events += [MatStep(at_s=start, movement=True), MatStep(at_s=start + 5, movement=False)]
     for k, start in enumerate(range(200, seconds, 240)):
         events.append(MatStep(at_s=start, gain=(0.6, 1.0, 1.5, 1.0)[k % 4]))
     events.sort(key=lambda e: e.at_s)
-    return MatModel(events, options(noise, seed), seed=f"rate-{rate}-{noise}-{seed}")
+    return MatModel(events, options(noise, seed, deg), seed=f"rate-{rate}-{noise}-{seed}")
 
 
-def sim_pause_run(rate: int, noise: float, seed: int) -> tuple[MatModel, list[tuple[float, float]], int]:
+def sim_pause_run(
+    rate: int, noise: float, seed: int, deg: Degradation | None = None
+) -> tuple[MatModel, list[tuple[float, float]], int]:
     order = list(PAUSES_S)
     np.random.default_rng(seed * 1000 + rate).shuffle(order)
     name = f"pause-{rate}-{noise}-{seed}"
-    probe = MatModel([MatStep(at_s=0, present=True, rate_bpm=rate)], options(noise, seed), seed=name)  # same breathing
+    probe = MatModel([MatStep(at_s=0, present=True, rate_bpm=rate)], options(noise, seed, deg), seed=name)
     steps: list[MatEvent] = [MatStep(at_s=0, present=True, rate_bpm=rate)]
     pauses = []
     t = 0.0
@@ -399,7 +519,7 @@ def sim_pause_run(rate: int, noise: float, seed: int) -> tuple[MatModel, list[tu
         steps += [MatStep(at_s=t, apnea=True), MatStep(at_s=t + length, apnea=False)]
         pauses.append((t, float(length)))
         t += length
-    return MatModel(steps, options(noise, seed), seed=name), pauses, int(t + 40)
+    return MatModel(steps, options(noise, seed, deg), seed=name), pauses, int(t + 40)
 
 
 def soak_run(i: int, seconds: int) -> tuple[MatModel, list[tuple[float, float]]]:
@@ -482,10 +602,10 @@ def sim_table(
     return total, by_noise
 
 
-def one_rate_run(minutes: int) -> Callable[[int, float, int], Tally]:
+def one_rate_run(minutes: int, deg: Degradation | None = None) -> Callable[[int, float, int], Tally]:
     def one(rate: int, noise: float, seed: int) -> Tally:
-        model = sim_rate_run(rate, noise, seed, minutes * 60)
-        out = run_mat(model, minutes * 60)
+        model = sim_rate_run(rate, noise, seed, minutes * 60, deg)
+        out = run_mat(model, minutes * 60, kit=deg_kit(deg))
         tally = Tally()
         score_rates(out, sim_truth(model), tally)
         reference = np.array(model.reference_breaths(0, minutes * 60))
@@ -496,9 +616,9 @@ def one_rate_run(minutes: int) -> Callable[[int, float, int], Tally]:
     return one
 
 
-def one_pause_run(rate: int, noise: float, seed: int) -> Tally:
-    model, pauses, seconds = sim_pause_run(rate, noise, seed)
-    out = run_mat(model, seconds)
+def one_pause_run(rate: int, noise: float, seed: int, deg: Degradation | None = None) -> Tally:
+    model, pauses, seconds = sim_pause_run(rate, noise, seed, deg)
+    out = run_mat(model, seconds, kit=deg_kit(deg))
     tally = Tally()
     reference = np.array(model.reference_breaths(0, seconds))
     score_alerts(out, [reference], pauses, seconds - 2, tally)
@@ -628,16 +748,28 @@ def after_a_clean_breath(model: ReplayMat, t: float) -> float | None:
 
 
 def real_run(
-    path: Path, variant: int, seed: int = 0, time_scale: float = 2.0
+    path: Path,
+    variant: int,
+    seed: int = 0,
+    time_scale: float = 2.0,
+    deg: Degradation | None = None,
+    pause_every_s: int = 150,
 ) -> tuple[ReplayMat, list[tuple[float, float]], int]:
     """A recording through a mat: movement every 5 min, a gain step every 10 min and, for variant 1,
-    a pause every 150 s with no movement or gain step within 25 s of it. Variant 2: as recorded,
-    with other noise and movement times (shifted by the seed too)."""
+    a pause every ``pause_every_s`` with no movement or gain step within 25 s of it. Variant 2: as
+    recorded, with other noise and movement times (shifted by the seed too). ``deg``: the mat's
+    degradation (None: the original one, ``DEGRADATIONS[0]``)."""
+    deg = deg or DEGRADATIONS[0]
     recording = load_recording(path)
     opts = ReplayOptions(
         replay=str(path),
         time_scale=time_scale,
         drift_counts=1000.0,
+        envelope_s=deg.envelope_s,
+        child_kg=deg.child_kg,
+        counts_per_kg=deg.counts_per_kg,
+        swing_counts=deg.swing_counts,
+        movement_counts=deg.movement_counts,
         seed=f"{seed}-{variant}" if time_scale == 2.0 else f"{seed}-{variant}-{time_scale:g}",
     )
     seconds = int(recording.duration_s / opts.time_scale)
@@ -645,9 +777,9 @@ def real_run(
     if variant == 1:
         probe = ReplayMat([MatEvent(at_s=0, present=True)], opts, recording)
         free = 0.0  # a pause starts ≥ 30 s after the previous one ended
-        for k, nominal in enumerate(range(100, seconds - 60, 150)):
+        for k, nominal in enumerate(range(100, seconds - 60, pause_every_s)):
             start = after_a_clean_breath(probe, max(float(nominal), free))
-            if start is None or start > nominal + 100:
+            if start is None or start > nominal + min(100, pause_every_s - 50):
                 continue  # no clean start before the next nominal one: this pause is left out
             length = float(PAUSES_S[k % len(PAUSES_S)])
             pause_list.append((start, length))
@@ -661,8 +793,8 @@ def real_run(
     events += [
         e
         for start in range(first, seconds - 10, 300)
-        if clear(start, start + 4)
-        for e in (MatEvent(at_s=start, movement=True), MatEvent(at_s=start + 4, movement=False))
+        if clear(start, start + deg.movement_s)
+        for e in (MatEvent(at_s=start, movement=True), MatEvent(at_s=start + deg.movement_s, movement=False))
     ]
     events += [
         MatEvent(at_s=start + 0.5, gain=(0.7, 1.0, 1.4, 1.0)[k % 4])
@@ -935,6 +1067,159 @@ def headline(ev: Evaluation) -> str:
     )
 
 
+# ---------------------------------------------------------------- whole nights, per degradation
+
+
+@dataclass
+class NightFigures:
+    """One degradation on one set of nights: ``main`` (artefact-free windows, pauses, alarms,
+    presence), ``every`` (every window's rate), recording hours."""
+
+    main: Tally = field(default_factory=Tally)
+    every: Tally = field(default_factory=Tally)
+    recording_h: float = 0.0
+
+
+def presence_after_start(model: ReplayMat, seconds: int, quick: bool, kit: Kit) -> list[float | None]:
+    """Fresh edges started under the breathing child every ``PRESENCE_START_EVERY_S`` (the first
+    after 10 min), each watched ``PRESENCE_WATCH_S``: seconds to the first present=true."""
+    starts = [600] if quick else list(range(600, seconds - PRESENCE_WATCH_S, PRESENCE_START_EVERY_S))
+    found: list[float | None] = []
+    for start in starts:
+        out = run_mat(model, PRESENCE_WATCH_S, first_s=start, kit=kit)
+        hit = [float(t) - start for t, p in zip(out.t, out.present, strict=True) if p is True]
+        found.append(hit[0] if hit else None)
+    return found
+
+
+def night(path: Path, deg: Degradation, quick: bool, seed: int, figures: NightFigures) -> None:
+    """One night through the mat with ``deg``: a pause every ``NIGHT_PAUSE_EVERY_S`` (as the
+    pauses variant above), movement and gain steps; every reading with the child on the mat."""
+    model, pauses, seconds = real_run(path, 1, seed, deg=deg, pause_every_s=NIGHT_PAUSE_EVERY_S)
+    if quick:
+        seconds = 900
+        pauses = [p for p in pauses if p[0] + p[1] + 30 < seconds]
+    kit = deg_kit(deg)
+    out = run_mat(model, seconds, kit=kit)
+    refs = [np.array(model.reference_breaths(0, seconds, method=m)) for m in ("peaks", "prominence")]
+
+    def unpaused(t: float) -> bool:
+        return t >= WINDOW_S and not any(s - 2 < t and t - WINDOW_S < s + length + 2 for s, length in pauses)
+
+    calm = belt_quiet(model, seconds)
+    tally = Tally()
+    score_rates(out, reference_rate(refs[0], lambda t: unpaused(t) and calm(t)), tally)
+    score_rates(out, reference_rate(refs[0], unpaused), figures.every)
+    score_alerts(out, refs, pauses, seconds - 2, tally)
+    # The child never leaves a night's mat: every reading after the first 30 s (the edge's start) counts.
+    settled = [p for t, p in zip(out.t, out.present, strict=True) if t >= PRESENCE_TARGET_S]
+    tally.false_empty_s = sum(p is False for p in settled)
+    tally.unknown_s = sum(p is None for p in settled)
+    tally.presence = presence_after_start(model, seconds, quick, kit)
+    figures.main.add(tally)
+    figures.recording_h += seconds * model.time_scale / 3600
+
+
+def night_summary(name: str, deg: Degradation, f: NightFigures) -> str:
+    t = f.main
+    long, short = t.long_pauses(), t.short_pauses()
+    hit = [d for d in long if d is not None]
+    on_time = sum(ON_TIME_S[0] <= d <= ON_TIME_S[1] for d in hit)
+    hours = t.child_s / 3600
+    found = [d for d in t.presence if d is not None]
+    bound = poisson_upper(t.false_alarms) / max(hours, 1e-9)
+    span = f"alerted {len(hit)}, {min(hit):.2f}–{max(hit):.2f} s" if hit else "none alerted"
+    slowest = "n/a" if not t.presence else (f"{max(found):.0f} s" if len(found) == len(t.presence) else "never")
+    return (
+        f"{name:8s} {deg.name:30s} {f.recording_h:5.1f} h rec: MAE {t.mae():.2f} (every window "
+        f"{f.every.mae():.2f}) bpm; apnea on time {on_time}/{len(long)} ({span}); short alerted "
+        f"{sum(d is not None for d in short)}/{len(short)}; false apnea {t.false_alarms} in {hours:.1f} child-h "
+        f"= {t.false_alarms / max(hours, 1e-9):.3f}/h (95 % bound {bound:.3f}); "
+        f"false-empty {t.false_empty_s} s (unknown {t.unknown_s} s); presence after start: slowest {slowest} "
+        f"(n={len(t.presence)}, ≤ {PRESENCE_TARGET_S:g} s: {sum(d <= PRESENCE_TARGET_S for d in found)})"
+    )
+
+
+def sim_degraded(deg: Degradation, seeds: Sequence[int], quick: bool) -> Tally:
+    """The simulated rate and pause runs (working noise) on a mat with ``deg``'s child, scale and
+    movement (the simulator's breathing is not normalised: the normalisation does not apply)."""
+    minutes = 4 if quick else 10
+    rates, pause_rates = ((20, 40, 60), (20, 45)) if quick else ((20, 30, 40, 50, 60), (20, 30, 45, 60))
+    noises = (5.0,) if quick else WORKING_NOISE
+    tally = Tally()
+    rate_run = one_rate_run(minutes, deg)
+    for noise in noises:
+        for seed in seeds:
+            for rate in rates:
+                tally.add(rate_run(rate, noise, seed))
+            for rate in pause_rates:
+                tally.add(one_pause_run(rate, noise, seed, deg))
+    return tally
+
+
+def sim_summary(name: str, deg: Degradation, t: Tally) -> str:
+    long, short = t.long_pauses(), t.short_pauses()
+    hit = [d for d in long if d is not None]
+    on_time = sum(ON_TIME_S[0] <= d <= ON_TIME_S[1] for d in hit)
+    hours = t.child_s / 3600
+    return (
+        f"{name:8s} {deg.name:30s} simulated: MAE {t.mae():.2f} bpm (coverage {t.coverage():.1%}); apnea on time "
+        f"{on_time}/{len(long)}; short alerted {sum(d is not None for d in short)}/{len(short)}; false apnea "
+        f"{t.false_alarms} in {hours:.1f} child-h"
+    )
+
+
+def sims(sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int) -> list[str]:
+    """The simulated mats per degradation that changes them (child, scale, movement) and set."""
+    lines: list[str] = []
+    for set_name in sets:
+        for deg in degs:
+            if deg == DEGRADATIONS[0] or (deg.child_kg, deg.counts_per_kg, deg.swing_counts) == (
+                None,
+                NOMINAL_COUNTS_PER_KG,
+                0.0,
+            ):
+                continue  # the same simulated mats as the original: sections 1 above
+            progress(f"  simulated, {set_name}, {deg.name}")
+            lines.append(
+                sim_summary(set_name, deg, sim_degraded(deg, [s + 4 * seed for s in SIM_SEEDS[set_name]], quick))
+            )
+            print("  " + lines[-1], flush=True)
+    return lines
+
+
+def nights(data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int) -> list[str]:
+    """Every night of ``sets`` through every degradation; one summary line per degradation and set."""
+    print(
+        f"whole nights ({data}), time_scale 2, a pause every {NIGHT_PAUSE_EVERY_S} s, an edge start every "
+        f"{PRESENCE_START_EVERY_S} s" + (" — quick: the first night of each set, 900 s" if quick else "")
+    )
+    lines: list[str] = []
+    line = ProgressLine()
+    for set_name in sets:
+        files = recordings(data, NIGHT_SETS[set_name])[: 1 if quick else None]
+        if not files:
+            print(f"  {set_name}: no nights found")
+            continue
+        for deg in degs:
+            figures = NightFigures()
+            for k, path in enumerate(files):
+                line.update(f"  nights {set_name}, {deg.name}: {k}/{len(files)} nights")
+                night(path, deg, quick, seed, figures)
+            line.update(f"  nights {set_name}, {deg.name}: {len(files)}/{len(files)} nights", final=True)
+            lines.append(night_summary(set_name, deg, figures))
+            print("  " + lines[-1], flush=True)
+    return lines
+
+
+def per_degradation(data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int) -> list[str]:
+    """Section 4: the nights, then the simulated mats, per degradation and set; the summary lines."""
+    if not sets:
+        return []
+    lines = [f"breathing_accuracy nights: {line}" for line in nights(data, sets, degs, quick, seed)]
+    return lines + [f"breathing_accuracy simulated: {line}" for line in sims(sets, degs, quick, seed)]
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -957,12 +1242,33 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=RECORDINGS_DIR)
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (a smoke test, not the figures)")
     parser.add_argument("--seed", type=int, default=0, help="other simulated naps and other mat noise (both sets)")
+    parser.add_argument("--nights-data", type=Path, default=NIGHTS_DIR)
+    parser.add_argument(
+        "--nights",
+        choices=("both", "tuning", "held-out", "none"),
+        default="both",
+        help="which whole nights to run per degradation (held-out: only the held-out nights)",
+    )
+    parser.add_argument("--nights-only", action="store_true", help="only the whole nights, not the sections before")
+    parser.add_argument(
+        "--degradation",
+        action="append",
+        choices=[d.name for d in DEGRADATIONS],
+        help="run the nights through this degradation only (repeatable; default: all)",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     print(
         f"edge → gateway RulesEngine (tick_ms {RULES.tick_ms}, apnea after {RULES.apnea.min_duration_s:g} s), "
         f"seed {args.seed}"
     )
+    night_sets = {"both": ("tuning", "held-out"), "none": ()}.get(args.nights, (args.nights,))
+    degs = [d for d in DEGRADATIONS if not args.degradation or d.name in args.degradation]
+    if args.nights_only:
+        lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed)
+        progress(f"done in {time.monotonic() - started:.0f} s")
+        print("\n".join(lines))
+        return
     bad_present, bad_rate, bad_breath, bad_alerts = empty_mats()
     sets = [
         evaluate(name, args.data, args.quick, [s + 4 * args.seed for s in SIM_SEEDS[name]], 2 * args.seed + k, subjects)
@@ -975,8 +1281,11 @@ def main() -> None:
     )
     for ev in sets:
         report(ev)
+    lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed)
     progress(f"done in {time.monotonic() - started:.0f} s")
     print("breathing_accuracy: " + " | ".join(headline(ev) for ev in sets))
+    if lines:
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -237,6 +237,15 @@ class Device(_Strict):
     agent: Ident
     transport: Transport
     child: Ident | None = None
+    #: A nap mat's scale: ADC counts per kg of load (docs/devices.md). None: the nominal ~1 count per
+    #: gram is assumed. The edge derives its weight step (a child lying down) from it.
+    counts_per_kg: Annotated[float, Field(gt=0, le=1_000_000)] | None = None
+
+    @model_validator(mode="after")
+    def _check_counts_per_kg(self) -> Device:
+        if self.counts_per_kg is not None and self.kind is not DeviceKind.NAP_MAT:
+            raise ValueError(f"counts_per_kg: only a nap_mat has a weight scale, not a {self.kind.value}")
+        return self
 
     @model_validator(mode="before")
     @classmethod

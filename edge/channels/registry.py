@@ -10,6 +10,7 @@ from edge.channels.base import Channel
 from edge.channels.ble import BTHomeAirChannel, ThermometerChannel
 from edge.channels.clip import ClipChannel
 from edge.channels.mat import MatChannel
+from edge.dsp.breathing import BreathingConfig
 from nurserywatch.kit import Device, DeviceKind
 
 CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
@@ -19,7 +20,7 @@ CHANNELS: dict[DeviceKind, Callable[[Device], Channel]] = {
     DeviceKind.PMS5003: lambda device: Pms5003Channel(device.id),
     DeviceKind.MHZ19B: lambda device: Mhz19bChannel(device.id),
     DeviceKind.SENSEAIR_S8: lambda device: SenseairS8Channel(device.id),
-    DeviceKind.NAP_MAT: lambda device: MatChannel(device.id),
+    DeviceKind.NAP_MAT: lambda device: MatChannel(device.id, BreathingConfig.for_scale(device.counts_per_kg)),
 }
 
 

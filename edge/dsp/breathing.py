@@ -52,6 +52,12 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   would double it). The noise floor is the same, so noise makes no more breaths in an apnea than
   before; what it may take is a small swing of a shallow, restless passage — a later last breath,
   never an earlier alert.
+- **too small to tell** (both detectors): a swing under ``MIN_OF_RECENT`` (0.2) × the median of
+  the breaths of the last ``SIZE_MEMORY_S`` (60 s; not faded, not capped by the window's
+  amplitude) is not a breath. The threshold follows the window's amplitude down within seconds of
+  an apnea's start, and there the band-pass settling plus drift made a "breath" 10 s into a 40 s
+  pause (quiet mat, drift ±2000): the alert at 30 s. A mat cannot tell a swing that small from
+  none; the visible alert is the safe side.
 - **the last breath's time** (``last_breath_ms``): a breath's time is its *inspiration peak* (the
   top of the chest's or belly's rise, where expiration begins) — the same definition as the
   references that judge it (``MatModel.reference_breaths``: the maximum of the breathing reaching
@@ -109,7 +115,8 @@ seen, and safety comes first (decided: an alert for 20 s of continuous movement 
 look at a child who has moved for 20 s in a nap; a quiet "cannot see" would hide an apnea that
 follows a movement). Small movements (jerk below 0.75 × a breath) are not motion
 seconds and go through the band-pass. ``weight_min_counts`` (1000, i.e. ~1 kg at the nominal
-1 count ≈ 1 g) assumes the mat's published scale and a gain within about ×0.5…×2; an empty mat's
+1 count ≈ 1 g; ``BreathingConfig.for_scale`` makes it 1 kg on the kit's ``counts_per_kg``)
+assumes that scale and a gain within about ×0.5…×2; an empty mat's
 level that drifts by more than ~1000 counts a minute can read as a child lying down; a child who is
 already on the mat when the edge starts and is in apnea is reported ``present: null`` until picked
 up (no weight step, no rhythm, no breath seen) — and so is an empty mat the edge started on, until
@@ -143,6 +150,21 @@ class BreathingConfig:
     max_gap_s: float = 2.0
     startup_s: float = 10.0
 
+    @classmethod
+    def for_scale(cls, counts_per_kg: float | None) -> BreathingConfig:
+        """The config for a mat of this scale (the kit's ``counts_per_kg``): a weight step of
+        ``CHILD_STEP_KG``; None keeps the default, which assumes the nominal ~1 count per gram."""
+        if counts_per_kg is None:
+            return cls()
+        if not counts_per_kg > 0:
+            raise ValueError(f"counts_per_kg must be positive, got {counts_per_kg}")
+        return cls(weight_min_counts=CHILD_STEP_KG * counts_per_kg)
+
+
+#: The weight step that means a child lay down or left, in kg: half the lightest child (2 kg), well
+#: above a posture shift (±5 % of the weight) and a calibrated mat's drift.
+CHILD_STEP_KG = 1.0
+
 
 # Tuning constants (see the module docstring).
 MOTION_FLAG = 0.5
@@ -160,6 +182,12 @@ EDGE_S = 0.6
 SWING_FRACTION = 0.4
 #: The small-breath detector's fraction: breaths this small only move the last breath (apnea timing).
 SMALL_FRACTION = 0.2
+#: Safety first: a swing under this fraction of the breaths of the last ``SIZE_MEMORY_S`` (their
+#: median, not faded, not capped by the window's amplitude) is not a breath for either detector —
+#: the band-pass settling after an apnea starts, on drift, made one 10–13 s into the pause, and a
+#: mat cannot tell a breath that small from none: the visible alert is the safe side.
+MIN_OF_RECENT = 0.2
+SIZE_MEMORY_S = 60.0
 #: A breath's fall must reach this fraction of its rise or of the typical swing, the smaller (the
 #: band-pass settling after a level change rises without falling back: not a breath).
 FALL_FRACTION = 0.5
@@ -250,6 +278,7 @@ class BreathingAnalyzer:
         self._zz_small = _ZigZag()  # the small-breath detector (last breath only)
         self._ring = np.zeros(int(RING_S * self.fs) + 8)  # band-passed samples already scanned, by index
         self._threshold = 0.0
+        self._least = 0.0  # smallest swing that can be a breath (``_least_breath``)
         self._swing_ref: float | None = None  # faded typical swing
         self.breaths: deque[Breath] = deque(maxlen=128)
         self._last_breath_ms: float | None = None  # last breath reported (mat not empty)
@@ -430,18 +459,28 @@ class BreathingAnalyzer:
         ring[np.arange(y0 + first, y0 + end) % size] = y[first:end] - seam
         lo, hi = y0 + first, y0 + end
         learnt = typical if self._swing_ref is None else self._swing_ref  # not capped by a fading amplitude
+        self._least = self._least_breath(now)
         for at, i, swing in self._zz.run(ring, lo, hi, t, longest, learnt):
             self._breath(at, i, swing, period, now)
         small = max(SMALL_FRACTION * typical, NOISE_SIGMAS * noise, 1e-9)
         if small < t:
-            for at, i, _swing in self._zz_small.run(ring, lo, hi, small, longest, learnt):
-                self._report(self._peak_ms(at, i, period, now))
+            for at, i, swing in self._zz_small.run(ring, lo, hi, small, longest, learnt):
+                if swing >= self._least:
+                    self._report(self._peak_ms(at, i, period, now))
         else:
             self._zz_small.follow(self._zz)
         self._scanned = y0 + end
 
+    def _least_breath(self, now: float) -> float:
+        """The smallest swing that can be a breath: ``MIN_OF_RECENT`` × the median of the breaths of
+        the last ``SIZE_MEMORY_S`` (any segment); 0 with none (a new child, a gain change: learnt
+        afresh after a minute at most, with the alert on the safe side meanwhile)."""
+        since = now - SIZE_MEMORY_S * 1000.0
+        recent = [b.swing for b in itertools.islice(reversed(self.breaths), TYPICAL_BREATHS) if b.t_ms >= since]
+        return MIN_OF_RECENT * statistics.median(recent) if recent else 0.0
+
     def _breath(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
-        if swing < self._threshold:  # the trough was found under an older, lower threshold
+        if swing < self._threshold or swing < self._least:  # an older, lower threshold; or too small to tell
             return
         t_ms = self._peak_ms(at, now_index, period_ms, now)
         self.breaths.append(Breath(t_ms, swing, self._segment))

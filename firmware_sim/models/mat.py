@@ -29,7 +29,16 @@ The signal, in ADC counts (nominal scale 1 count ≈ 1 g of load; the defaults a
 - movement: while ``movement`` is on, value noise with knots every 0.12 s and 0.6 s (≈ 0–4 Hz) of
   ``movement_counts``; each movement episode also shifts the weight level by up to ±5 % (the child
   lies differently afterwards).
+- slow swings: with ``swing_counts`` > 0, a movement episode also moves the load slowly — value
+  noise with a knot every ``SWING_KNOT_S`` (≲ 0.3 Hz, inside and below the breathing band), faded in
+  and out over ``SWING_RAMP_S`` — as a child rolling over or rocking does, where ``movement_counts``
+  is the jerk of a kick or a bump.
 - drift: value noise with one knot a minute, ±``drift_counts``.
+- scale: every load term (weight, posture shift, breathing, heart, movement, swings) is given at the
+  nominal 1 count ≈ 1 g (``NOMINAL_COUNTS_PER_KG``) and multiplied by ``counts_per_kg`` / 1000 — a
+  mat's own calibration; the tare offset, drift and noise are the electronics' and stay in counts.
+  ``child_kg``, when given, sets the weight (``child_kg`` kg) and scales the breathing and the heart
+  by ``child_kg`` / ``NOMINAL_CHILD_KG``: a lighter child moves the mat less with each breath.
 - samples are clipped to the range of a 24-bit ADC (±8 388 607).
 
 Timeline steps set only the fields they name; the others carry over. What the first step leaves
@@ -73,6 +82,12 @@ APNEA_RAMP_S = 1.0
 #: An apnea's start: how long the expiration in progress may go on before the level is held.
 APNEA_HOLD_S = 1.0
 MOVEMENT_RAMP_S = 0.3
+#: Slow swings of a movement episode: a value-noise knot every SWING_KNOT_S, faded in over SWING_RAMP_S.
+SWING_KNOT_S = 2.0
+SWING_RAMP_S = 2.0
+#: The defaults describe a 9 kg child on a mat of 1 count per gram.
+NOMINAL_COUNTS_PER_KG = 1000.0
+NOMINAL_CHILD_KG = 9.0
 POSTURE_SHIFT = 0.05
 #: Breath-to-breath variability: phase jitter (rad) with a knot every 1.5 breaths, amplitude ±20 %.
 PHASE_JITTER_RAD = 0.5
@@ -122,6 +137,12 @@ class MatOptions(_Strict):
     heart_counts: Annotated[float, Field(ge=0)] = 6.0
     movement_counts: Annotated[float, Field(ge=0)] = 1500.0
     drift_counts: Annotated[float, Field(ge=0)] = 300.0
+    #: Slow swings of a movement episode (nominal counts; 0: movement is only the jerk).
+    swing_counts: Annotated[float, Field(ge=0)] = 0.0
+    #: The mat's calibration: counts per kg of load (the load terms above are at 1000).
+    counts_per_kg: Annotated[float, Field(gt=0, le=1e6)] = NOMINAL_COUNTS_PER_KG
+    #: The child's weight; None: ``weight_counts`` and ``breath_counts`` as given (a 9 kg child).
+    child_kg: Annotated[float, Field(gt=0, le=40)] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +197,7 @@ class _Timeline:
             began.append(since)
         self.apnea_began = np.array(began)
         self.movement = _Ramped(starts, [float(s.movement) for s in states], MOVEMENT_RAMP_S)
+        self.swing = _Ramped(starts, [float(s.movement) for s in states], SWING_RAMP_S)
         # Movement episode number in force: each episode ends with a new lying position.
         episodes, n = [], 0
         for i, state in enumerate(states):
@@ -226,6 +248,13 @@ class MatModel:
         self.rate_hz = self.fs_hz / self.samples_per_line
         self.loop_s = loop_s
         self.timeline = _Timeline(steps, MatState(gain=self.options.gain))
+        o = self.options
+        #: Load terms in this mat's counts (see "scale" in the module docstring).
+        self.load_scale = o.counts_per_kg / NOMINAL_COUNTS_PER_KG
+        child = 1.0 if o.child_kg is None else o.child_kg / NOMINAL_CHILD_KG
+        self.weight_counts = self.load_scale * (o.weight_counts if o.child_kg is None else o.child_kg * 1000.0)
+        self.breath_counts = self.load_scale * child * o.breath_counts
+        self.heart_counts = self.load_scale * child * o.heart_counts
         key = _key(f"{seed}|{self.options.seed}")
         self._keys = {name: _key(f"{key}:{name}") for name in _STREAMS}
         self._held_levels: dict[float, tuple[FloatArray, FloatArray]] = {}  # apnea start → its level
@@ -293,13 +322,16 @@ class MatModel:
         seg = tl.segment(t)
         present = tl.presence.at(t, seg)
         breathing = self._breathing(t, seg)
-        shift = POSTURE_SHIFT * o.weight_counts * self._posture(tl.episode.at(t, seg))
+        shift = POSTURE_SHIFT * self.weight_counts * self._posture(tl.episode.at(t, seg))
         raw = (
             o.offset_counts
             + o.drift_counts * _value_noise(self._keys["drift"], t_abs / DRIFT_KNOT_S)
-            + present * (o.weight_counts + shift + breathing + self._heart(t))
+            + present * (self.weight_counts + shift + breathing + self._heart(t))
             + tl.movement.at(t, seg) * self._movement(t_abs)
         )
+        if o.swing_counts:  # only then: the default mat's samples stay bit for bit what they were
+            swing = _value_noise(self._keys["swing"], t_abs / SWING_KNOT_S)
+            raw = raw + tl.swing.at(t, seg) * self.load_scale * o.swing_counts * swing
         noisy = tl.gain[seg] * raw + o.noise_counts * _gaussian(self._keys["noise"], i)
         return np.clip(np.rint(noisy), -ADC_LIMIT, ADC_LIMIT).astype(np.int64)
 
@@ -337,19 +369,19 @@ class MatModel:
         cycles = tl.cycles0[seg] + tl.rate_hz[seg] * (t - tl.starts[seg])
         knots = cycles / BREATHS_PER_KNOT
         phi = 2 * math.pi * cycles + PHASE_JITTER_RAD * _value_noise(self._keys["phase"], knots)
-        amplitude = self.options.breath_counts * (1.0 + AMPLITUDE_JITTER * _value_noise(self._keys["amp"], knots))
+        amplitude = self.breath_counts * (1.0 + AMPLITUDE_JITTER * _value_noise(self._keys["amp"], knots))
         out: FloatArray = amplitude * (np.sin(phi) + 0.2 * np.sin(2 * phi))
         return out
 
     def _heart(self, t: FloatArray) -> FloatArray:
         phi = 2 * math.pi * self.options.heart_bpm / 60.0 * t + 0.4 * _value_noise(self._keys["heart"], t / 2.0)
-        out: FloatArray = self.options.heart_counts * (np.sin(phi) + 0.5 * np.sin(2 * phi))
+        out: FloatArray = self.heart_counts * (np.sin(phi) + 0.5 * np.sin(2 * phi))
         return out
 
     def _movement(self, t_abs: FloatArray) -> FloatArray:
         fast = _value_noise(self._keys["move_fast"], t_abs / 0.12)
         slow = _value_noise(self._keys["move_slow"], t_abs / 0.6)
-        out: FloatArray = self.options.movement_counts * (0.6 * fast + 0.8 * slow)
+        out: FloatArray = self.load_scale * self.options.movement_counts * (0.6 * fast + 0.8 * slow)
         return out
 
     def _posture(self, episode: FloatArray) -> FloatArray:
@@ -389,7 +421,7 @@ def mat_options(spec: DeviceScenario, model: type[Opts], ctx: SimContext) -> Opt
     return options
 
 
-_STREAMS = ("noise", "drift", "phase", "amp", "heart", "move_fast", "move_slow", "posture")
+_STREAMS = ("noise", "drift", "phase", "amp", "heart", "move_fast", "move_slow", "posture", "swing")
 
 
 # -- counter-based randomness: a value depends on (key, index) only

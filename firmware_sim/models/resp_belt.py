@@ -17,11 +17,15 @@ when it runs out.
 away above 2 Hz (recording time: an adult's breath, ≤ 0.7 Hz, keeps its first harmonics), its level
 and drift are removed (10 s moving average, in recording time), and its amplitude, which wanders
 tenfold as the belt shifts, is normalised by a slow envelope (median of |signal| per 30 s block,
-interpolated), then scaled to ``breath_counts``. Short belt artefacts stay large relative to
-breathing, like movement on a mat. Without the low-pass the normalisation amplified the belt's noise
-with shallow breathing, up to tenfold: a mat of 5 counts' noise carried ~20 in those passages — the
-mat's noise is the mat's own (``noise_counts``). The belt's noise *inside* the breathing band stays
-(the references see it too).
+interpolated), then scaled to ``breath_counts``. ``envelope_s`` sets that block for what reaches the
+mat (default 30 recording-seconds); ``envelope_s: null`` does not normalise at all — one scale for the
+whole recording, its median breath at ``breath_counts`` — so shallow passages stay shallow, as on a
+mat, which does not normalise. The reference breaths are always found on the 30 s normalisation
+(the truth of where a breath was does not depend on how the mat is degraded). Short belt artefacts
+stay large relative to breathing, like movement on a mat. Without the low-pass the normalisation
+amplified the belt's noise with shallow breathing, up to tenfold: a mat of 5 counts' noise carried
+~20 in those passages — the mat's noise is the mat's own (``noise_counts``). The belt's noise
+*inside* the breathing band stays (the references see it too).
 
 Scenario use (``replay`` is relative to the scenario file's folder, or absolute; a path that does not
 resolve falls back to the recording of that file name shipped in ``firmware_sim/recordings/resp_belt``)::
@@ -77,6 +81,9 @@ class ReplayOptions(MatOptions):
     time_scale: Annotated[float, Field(gt=0, le=10)] = 2.0
     #: Where in the recording to start, in recording seconds.
     start_s: Annotated[float, Field(ge=0)] = 0.0
+    #: Amplitude normalisation block of the breathing that reaches the mat, recording seconds;
+    #: None: none (one scale for the whole recording).
+    envelope_s: Annotated[float, Field(ge=ENVELOPE_BLOCK_S / 10, le=86_400)] | None = ENVELOPE_BLOCK_S
 
 
 class RecordingError(Exception):
@@ -98,20 +105,37 @@ class Recording:
         self.fs_hz, self.name, self.raw = fs_hz, name, raw
         self.duration_s = len(raw) / fs_hz
         belt = raw if lowpass_hz is None else _low_pass(raw, fs_hz, lowpass_hz)
-        hp = belt - _moving_average(belt, int(DETREND_S * fs_hz))
-        block = int(ENVELOPE_BLOCK_S * fs_hz)
-        n_blocks = len(hp) // block
-        level = np.median(np.abs(hp[: n_blocks * block]).reshape(n_blocks, block), axis=1)
-        level = np.maximum(level, max(float(np.median(level)) * 0.05, 1e-9))  # a flat block must not blow up
-        centres = (np.arange(n_blocks) + 0.5) * block
-        envelope = np.interp(np.arange(len(hp)), centres, level)
-        # For a sine the median of |x| is sin(π/4) ≈ 0.707 of its amplitude: this scales breaths to about ±1.
-        self.breathing: FloatArray = hp / (envelope / 0.707)
+        self._detrended = belt - _moving_average(belt, int(DETREND_S * fs_hz))
+        self._normalised: dict[float | None, FloatArray] = {}
+        self.breathing: FloatArray = self.normalised(ENVELOPE_BLOCK_S)
 
-    def at(self, t_rec: FloatArray) -> FloatArray:
-        """The normalised breathing at recording times (seconds, looping), linearly interpolated."""
-        pos = (t_rec * self.fs_hz) % len(self.breathing)
-        out: FloatArray = np.interp(pos, np.arange(len(self.breathing)), self.breathing, period=len(self.breathing))
+    def normalised(self, envelope_s: float | None) -> FloatArray:
+        """The detrended belt scaled to about ±1 a breath by the median of |signal| per
+        ``envelope_s`` block (interpolated), or by one median over the whole recording (None)."""
+        cached = self._normalised.get(envelope_s)
+        if cached is not None:
+            return cached
+        hp = self._detrended
+        if envelope_s is None:
+            envelope = np.full(len(hp), max(float(np.median(np.abs(hp))), 1e-9))
+        else:
+            block = min(int(envelope_s * self.fs_hz), len(hp))
+            n_blocks = len(hp) // block
+            level = np.median(np.abs(hp[: n_blocks * block]).reshape(n_blocks, block), axis=1)
+            level = np.maximum(level, max(float(np.median(level)) * 0.05, 1e-9))  # a flat block must not blow up
+            centres = (np.arange(n_blocks) + 0.5) * block
+            envelope = np.interp(np.arange(len(hp)), centres, level)
+        # For a sine the median of |x| is sin(π/4) ≈ 0.707 of its amplitude: this scales breaths to about ±1.
+        out: FloatArray = hp / (envelope / 0.707)
+        self._normalised[envelope_s] = out
+        return out
+
+    def at(self, t_rec: FloatArray, envelope_s: float | None = ENVELOPE_BLOCK_S) -> FloatArray:
+        """The normalised breathing (``normalised(envelope_s)``) at recording times (seconds,
+        looping), linearly interpolated."""
+        x = self.normalised(envelope_s)
+        pos = (t_rec * self.fs_hz) % len(x)
+        out: FloatArray = np.interp(pos, np.arange(len(x)), x, period=len(x))
         return out
 
     def breath_times(self, t0_rec: float, t1_rec: float) -> list[float]:
@@ -230,6 +254,7 @@ class ReplayMat(MatModel):
         self.recording = recording
         self.time_scale = options.time_scale
         self.start_s = options.start_s
+        self.envelope_s = options.envelope_s
 
     def recording_time(self, t_s: float) -> float:
         """Recording seconds played at mat time ``t_s`` (before looping)."""
@@ -252,7 +277,7 @@ class ReplayMat(MatModel):
         return [float(t) for t in times[self.breathing_envelope(times) >= 0.5]]
 
     def _respiration(self, t: FloatArray, seg: NDArray[np.intp]) -> FloatArray:
-        out: FloatArray = self.options.breath_counts * self.recording.at(self.start_s + t * self.time_scale)
+        out: FloatArray = self.breath_counts * self.recording.at(self.start_s + t * self.time_scale, self.envelope_s)
         return out
 
 

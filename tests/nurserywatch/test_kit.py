@@ -158,6 +158,10 @@ def test_serial_speed_defaults_by_kind_and_fixed_speeds_are_checked(tmp_path: Pa
          "transport.type: a pms5003 connects over serial, not ble"),
         ({"kind": "posture_clip", "transport": {"type": "ble", "address": "AA:BB:CC:DD:EE:FF", "bindkey": "0" * 32}},
          "transport.bindkey: only BTHome air sensors (air_ble) use one, not a posture_clip"),
+        ({"kind": "posture_clip", "counts_per_kg": 100, "transport": {"type": "ble", "address": "AA:BB:CC:DD:EE:FF"}},
+         "counts_per_kg: only a nap_mat has a weight scale, not a posture_clip"),
+        ({"kind": "nap_mat", "counts_per_kg": 0, "transport": {"type": "serial", "port": "/dev/ttyUSB5"}},
+         "counts_per_kg: input should be greater than 0 (got 0)"),
     ],
 )
 def test_kinds_and_transports_must_fit(tmp_path: Path, device: dict[str, object], message: str) -> None:

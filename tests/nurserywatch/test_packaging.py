@@ -275,14 +275,13 @@ def test_edge_runs_without_the_web_and_broker_packages() -> None:
 def test_the_package_data_ships_the_recordings_with_their_attribution_and_the_licence() -> None:
     with (ROOT / "pyproject.toml").open("rb") as fh:
         setuptools = tomllib.load(fh)["tool"]["setuptools"]
-    recordings = ROOT / "firmware_sim" / "recordings" / "resp_belt"
     shipped = [
-        path
-        for pattern in setuptools["package-data"]["firmware_sim"]
-        for path in (ROOT / "firmware_sim").glob(pattern)
+        path for pattern in setuptools["package-data"]["firmware_sim"] for path in (ROOT / "firmware_sim").glob(pattern)
     ]
-    assert sorted(recordings.glob("*.csv.gz")) and set(recordings.iterdir()) <= set(shipped)
-    readme = (recordings / "README.md").read_text()
-    assert "CC BY 4.0" in readme and "10.6084/m9.figshare.26013157" in readme  # licence and source
+    for folder in ("resp_belt", "resp_belt_nights"):
+        recordings = ROOT / "firmware_sim" / "recordings" / folder
+        assert sorted(recordings.glob("*.csv.gz")) and set(recordings.iterdir()) <= set(shipped)
+        readme = (recordings / "README.md").read_text()
+        assert "CC BY 4.0" in readme and "10.6084/m9.figshare.26013157" in readme  # licence and source
     assert project()["license-files"] == ["LICENSE"]
     assert "Apache License\n                           Version 2.0" in (ROOT / "LICENSE").read_text()
