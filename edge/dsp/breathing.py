@@ -170,6 +170,13 @@ CHILD_STEP_KG = 1.0
 MOTION_FLAG = 0.5
 MOTION_STAY = 0.3
 MOTION_VS_BREATH = 0.75
+#: A level jump (segment end) must exceed this many typical breath swings as well as half the weight step.
+JUMP_VS_BREATH = 2.0
+#: Seconds of 1 s levels whose spread stands for a breath's size while no breath is known yet.
+LEVEL_SPREAD_S = 5
+#: "Empty" needs the level to rest: its last EMPTY_STEADY_S 1 s levels within EMPTY_SPREAD × the weight step.
+EMPTY_STEADY_S = 3
+EMPTY_SPREAD = 0.25
 FLOOR_RISE = 1.05
 LEVEL_ALPHA = 1.0 / 30.0
 OFF_FRACTION = 0.7
@@ -266,6 +273,7 @@ class BreathingAnalyzer:
         self._floor: float | None = None
         self._moving = False  # the last second was a motion second
         self._level_prev: float | None = None
+        self._levels: deque[float] = deque(maxlen=LEVEL_SPREAD_S)  # the last seconds' levels
         self._present: bool | None = None
         self._empty_level: float | None = None
         self._occupied_level: float | None = None
@@ -321,6 +329,7 @@ class BreathingAnalyzer:
         self._n = 0
         self._new_segment()
         self._level_prev = None
+        self._levels.clear()
 
     def _new_segment(self) -> None:
         self._clean_from = self._total
@@ -346,8 +355,15 @@ class BreathingAnalyzer:
         size = self._breath_size()
         flag = MOTION_STAY if self._moving else MOTION_FLAG  # hysteresis: a movement's fading tail is movement
         moving = self._moving = motion >= flag and (size is None or jerk >= MOTION_VS_BREATH * size)
-        jumped = self._level_prev is not None and abs(level - self._level_prev) > cfg.weight_min_counts / 2
+        # A level jump ends the clean segment; breathing itself moves the 1 s level by up to about a
+        # swing, so a jump must also exceed JUMP_VS_BREATH breaths (an unnormalised mat's breaths reach
+        # the weight step: every breath restarted the segment and none was found — false apneas).
+        # Before any breath is known, the levels' own recent spread stands for a breath's size.
+        swing = size if size is not None else (max(self._levels) - min(self._levels) if self._levels else 0.0)
+        step = max(cfg.weight_min_counts / 2, JUMP_VS_BREATH * swing)
+        jumped = self._level_prev is not None and abs(level - self._level_prev) > step
         self._level_prev = level
+        self._levels.append(level)
         if moving or jumped:
             self._new_segment()
 
@@ -576,7 +592,7 @@ class BreathingAnalyzer:
             elif self._present is None and self._empty_level - level >= cfg.weight_min_counts:
                 # Unknown, and the weight went: something that was on the mat left — empty.
                 self._streak += 1
-                if self._streak >= 2:
+                if self._streak >= 2 and self._steady():
                     self._set_present(False, level, stepped=True)
             else:
                 self._streak = 0
@@ -599,12 +615,18 @@ class BreathingAnalyzer:
             threshold = max(threshold, OFF_FRACTION * (self._occupied_level - self._empty_level))
         if self._occupied_level - level >= threshold and not rhythm:
             self._streak += 1
-            if self._streak >= 2:
+            if self._streak >= 2 and self._steady():
                 self._set_present(False, level, stepped=True)
         else:
             self._streak = 0
             self._occupied_level += (level - self._occupied_level) * LEVEL_ALPHA
         return self._present
+
+    def _steady(self) -> bool:
+        """Whether the last ``EMPTY_STEADY_S`` levels lie within ``EMPTY_SPREAD`` × the weight step: a mat
+        a child left rests; one whose level swings (a child moving, a belt artefact) is not empty."""
+        last = list(self._levels)[-EMPTY_STEADY_S:]
+        return len(last) >= EMPTY_STEADY_S and max(last) - min(last) < EMPTY_SPREAD * self.config.weight_min_counts
 
     def _set_present(self, present: bool, level: float, *, stepped: bool) -> None:
         self._present = present

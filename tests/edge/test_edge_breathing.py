@@ -336,14 +336,14 @@ def test_edge_restarted_during_an_apnea_reports_unknown_never_empty() -> None:
     """The edge (or the Pi) restarts while the child is already in apnea: no weight step, no breath,
     no rhythm. That mat looks exactly like an empty one, so ``present`` is null for as long as it
     lasts — never false, which the gateway would take for "not an apnea" (it would resolve or never
-    raise one). Picking the child up is a weight drop: empty. ~0.1 s."""
+    raise one). Picking the child up is a weight drop: empty, once the level has rested 3 s. ~0.1 s."""
     model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, {"at_s": 5, "apnea": True},
                 {"at_s": 75, "present": False}, seed="restart")  # fmt: skip
     features = run(model, 80, start_s=10)
     during = [f for f in features if secs(f) < 75]
     assert all(f.present is None for f in during), sorted({f.present for f in during}, key=str)
     assert all(f.last_breath_ms is None and f.rate_bpm is None for f in during), "no breath in an apnea"
-    assert at(features, 75 + 4).present is False, "a weight drop after the unknown stretch: empty"
+    assert at(features, 75 + 5).present is False, "a weight drop after the unknown stretch: empty"
 
 
 def test_edge_restarted_during_an_apnea_keeps_the_alert_and_raises_presence_unknown_in_a_nap() -> None:
@@ -402,8 +402,9 @@ def test_empty_mat_then_a_child_then_empty_again() -> None:
     assert all(f.present is None and f.rate_bpm is None and f.last_breath_ms is None for f in early)
     assert at(features, 19).present is None and at(features, 24).present is True, "within 4 s of lying down"
     assert at(features, 40).rate_bpm == pytest.approx(35, abs=2)
-    assert at(features, 59).present is True and at(features, 64).present is False, "within 4 s of leaving"
-    late = [f for f in features if f.t_ms >= T0 + 64_000]
+    # Within 5 s of leaving: the level must rest 3 s first (a swinging level is a child moving).
+    assert at(features, 59).present is True and at(features, 65).present is False, "within 5 s of leaving"
+    late = [f for f in features if f.t_ms >= T0 + 65_000]
     assert all(f.present is False and f.rate_bpm is None and f.quality == 0 for f in late)
     assert len({f.last_breath_ms for f in late}) == 1, "an empty mat has no breaths"
 
