@@ -11,8 +11,10 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   seconds (drops at once, rises 5 %/s); 2× the floor → 0, 20× → 1. A *motion second* has motion
   ≥ 0.5 and, once breaths are known, a jerk of at least 0.75 × the size of a breath (so sensor noise
   coming back after a quiet pause is not movement). A motion second, or a jump of the 1 s level by
-  more than half ``weight_min_counts`` (a gain step, the child lying differently), ends the current
-  *clean segment*: movement is reported as motion, never turned into breaths or a rate.
+  more than half ``weight_min_counts`` and more than two typical breaths (a gain step, the child
+  lying differently; breathing itself moves the 1 s level by up to a swing, and an unnormalised
+  mat's deep breaths reach the weight step), ends the current *clean segment*: movement is
+  reported as motion, never turned into breaths or a rate.
 - **band-pass**: the clean part of the window (≥ 3 s) has a quadratic trend removed (a curved drift
   left in would ring at the window's edges) and is band-passed 0.2–1.5 Hz (12–90/min, soft edges)
   with one FFT. Samples closer than 0.6 s to the window's ends are not trusted yet: a breath is
@@ -84,8 +86,9 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   the empty level follows slow drift (30 s time constant); a rise of ≥ ``weight_min_counts`` held
   for 2 quiet seconds → present. Occupied: the occupied level follows drift and gain changes; a drop
   of ≥ max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing
-  rhythm → empty. A clear breathing rhythm (quality ≥ 0.5) on its own also means present: after an
-  edge restart during a nap there is no empty level to compare with. Until there is evidence
+  rhythm, the last 3 levels within a quarter of ``weight_min_counts`` (a mat a child left rests; a
+  level that swings — a child rocking, a belt artefact — is not an empty mat) → empty. A clear
+  breathing rhythm (quality ≥ 0.5) on its own also means present: after an edge restart during a nap there is no empty level to compare with. Until there is evidence
   ``present`` is null (unknown): a rise or a rhythm → true; from 10 s after the first sample, a
   breath of the start-up window with the level not dropped by ``weight_min_counts`` since → true (a
   child who lay down before the edge started and breathed too few times for a rhythm, then maybe

@@ -387,6 +387,48 @@ def test_edge_restarted_during_an_apnea_keeps_the_alert_and_raises_presence_unkn
 # ---------------------------------------------------------------- presence
 
 
+@pytest.mark.parametrize("breath_counts", [450, 600])
+def test_breaths_as_large_as_the_weight_step_are_breaths_not_level_jumps(breath_counts: float) -> None:
+    """Found on the whole nights without normalisation (issue 14): a mat does not normalise, and
+    the belt's deep passages reached ±500 counts, the size of the nominal 1,000-count weight step.
+    The 1 s level moved by more than half that step with every breath, each second ended the clean
+    segment, no breath was ever found — a false apnea 20 s later. A level jump must also exceed
+    two breaths. Without that: no rate at all here; with it, the rate and the apnea as usual."""
+    probe = mat({"at_s": 0, "present": True, "rate_bpm": 30}, breath_counts=breath_counts, seed="big")
+    start = after_a_breath(probe, 80)
+    model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, {"at_s": start, "apnea": True},
+                breath_counts=breath_counts, seed="big")  # fmt: skip
+    features = run(model, 120)
+    assert all(f.rate_bpm == pytest.approx(30, abs=1) for f in features if 20 <= secs(f) < start), [
+        (secs(f), f.rate_bpm) for f in features if 20 <= secs(f) < start
+    ]
+    assert all(f.present is True for f in features if secs(f) >= 5)
+    last = float(max(t for t in model.reference_breaths(0, start + 1)))
+    alerts = apnea_alerts(KIT, features)
+    assert len(alerts) == 1 and 20.0 <= alerts[0] - last <= 21.0, (alerts, last)
+
+
+def test_a_swinging_level_is_not_an_empty_mat() -> None:
+    """Found on the whole nights without normalisation (issue 14): a belt artefact reached the mat as
+    a slow swing of the level, thousands of counts, with no jerk (no motion second) and no rhythm;
+    each dip below the weight step held 2 s and the mat was called empty — an apnea then would be
+    dropped. A mat a child left rests: "empty" needs the last 3 levels within a quarter of the step.
+    Here: breathing, then 30 s of a 0.08 Hz swing of ±4,000 counts, then breathing. ~0.1 s."""
+    t = np.arange(0, 90, 1 / FS)
+    x = 29_000 + 60 * np.sin(2 * np.pi * 0.5 * t)
+    swing = (t >= 40) & (t < 70)
+    x[swing] = 26_000 + 4_000 * np.sin(2 * np.pi * 0.08 * (t[swing] - 40))
+    x += np.random.default_rng(1).normal(0, 3, len(t))
+    analyzer = BreathingAnalyzer(FS)
+    present = []
+    for sec in range(90):
+        analyzer.add(T0 + sec * 1000, np.round(x[sec * FS : (sec + 1) * FS]).astype(np.int64))
+        f = analyzer.features()
+        assert f is not None
+        present.append((sec + 1, f.present))
+    assert all(p is True for s, p in present if s >= 10), [(s, p) for s, p in present if p is not True]
+
+
 def test_empty_mat_then_a_child_then_empty_again() -> None:
     model = mat(
         {"at_s": 0, "present": False},
