@@ -82,22 +82,23 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   period (1 = perfectly regular); 0 when there is no rate.
 - **amplitude**: peak-to-peak of the band-passed signal over the last 6 s (2·median|y|/0.707), in
   ADC counts; it falls to the noise level in an apnea.
-- **present**: from the weight level (median of the last second), with hysteresis. Empty mat:
-  the empty level follows slow drift (30 s time constant); a rise of ≥ ``weight_min_counts`` held
-  for 2 quiet seconds → present. Occupied: the occupied level follows drift and gain changes; a drop
-  of ≥ max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing
-  rhythm, the last 3 levels within a quarter of ``weight_min_counts`` (a mat a child left rests; a
-  level that swings — a child rocking, a belt artefact — is not an empty mat) → empty. A clear
-  breathing rhythm (quality ≥ 0.5) on its own also means present: after an edge restart during a nap there is no empty level to compare with. Until there is evidence
-  ``present`` is null (unknown): a rise or a rhythm → true; from 10 s after the first sample, a
-  breath of the start-up window with the level not dropped by ``weight_min_counts`` since → true (a
-  child who lay down before the edge started and breathed too few times for a rhythm, then maybe
-  stopped); a drop of ``weight_min_counts`` held 2 quiet seconds → false (picked up). With none of
-  these it stays null — never a guessed false: a still empty mat and a child already in apnea when
-  the edge started look the same, and "empty" makes the gateway drop the apnea (it raises
-  ``presence_unknown`` during a nap instead). An apnea leaves the weight alone: ``present`` stays
-  true. Breaths are reported (``last_breath_ts``) on an occupied mat, and on an unknown one only
-  from the start-up window (later, a lone one is most likely a knock on an empty mat).
+- **present**: from the weight level (median of the last second), with hysteresis. Empty mat: the
+  empty level follows slow drift (30 s time constant); a rise of ≥ ``weight_min_counts`` held for 2
+  quiet seconds → present. Occupied: the occupied level follows drift and gain changes; a drop of ≥
+  max(``weight_min_counts``, 70 % of the weight) held for 2 quiet seconds with no breathing rhythm,
+  the last 3 levels within a quarter of ``weight_min_counts`` (a mat a child left rests; a level
+  that swings — a child rocking, a belt artefact — is not an empty mat) → empty. A clear breathing
+  rhythm (quality ≥ 0.5) on its own also means present: after an edge restart during a nap there is
+  no empty level to compare with. Until there is evidence ``present`` is null (unknown): a rise or a
+  rhythm → true; from 10 s after the first sample, a breath of the start-up window with the level
+  not dropped by ``weight_min_counts`` since → true (a child who lay down before the edge started
+  and breathed too few times for a rhythm, then maybe stopped); a drop of ``weight_min_counts`` held
+  2 quiet seconds → false (picked up). With none of these it stays null — never a guessed false: a
+  still empty mat and a child already in apnea when the edge started look the same, and "empty"
+  makes the gateway drop the apnea (it raises ``presence_unknown`` during a nap instead). An apnea
+  leaves the weight alone: ``present`` stays true. Breaths are reported (``last_breath_ts``) on an
+  occupied mat, and on an unknown one only from the start-up window (later, a lone one is most
+  likely a knock on an empty mat).
 
 How well it does — rate error, apnea sensitivity and timing, false apnea alarms, on simulated mats
 and on four real chest-belt recordings degraded into mat signals: ``bench/breathing_accuracy.py``,
