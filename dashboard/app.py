@@ -52,7 +52,7 @@ from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandSigner
 from nurserywatch.contract import Alert
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL
+from nurserywatch.mqtt import Brokers, describe_brokers
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,7 @@ async def healthz(request: Request, link: LinkDep) -> JSONResponse:
 
 def create_app(
     kit: Kit,
-    broker: BrokerURL,
+    broker: Brokers,
     *,
     default_lang: Lang = DEFAULT_LANG,
     clock: Clock | None = None,
@@ -286,7 +286,7 @@ class AppOptions(TypedDict, total=False):
 
 async def serve_dashboard(
     kit: Kit,
-    broker: BrokerURL,
+    broker: Brokers,
     host: str,
     port: int,
     *,
@@ -323,7 +323,8 @@ async def serve_dashboard(
             await asyncio.sleep(0.01)
         if server.started:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
-            log.info("dashboard for %s at http://%s:%d/ (MQTT %s)", kit.site, shown, bound_port, broker)
+            mqtt = describe_brokers(broker)
+            log.info("dashboard for %s at http://%s:%d/ (MQTT %s)", kit.site, shown, bound_port, mqtt)
             notifier.ready(f"serving on port {bound_port}")
         await asyncio.shield(serving)
     except asyncio.CancelledError:

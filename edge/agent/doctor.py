@@ -43,7 +43,7 @@ from edge.io.clock_probe import TIME_ERROR, TIMESYNCD_FLAG, clock_synchronised, 
 from nurserywatch import BUILD_DATE_MS
 from nurserywatch.clock import Clock, SystemClock
 from nurserywatch.kit import BleTransport, Device, Kit, SerialTransport
-from nurserywatch.mqtt import BrokerURL
+from nurserywatch.mqtt import Brokers, BrokerURL, broker_list
 
 BLUETOOTH_SYSFS = Path("/sys/class/bluetooth")
 DBUS_SYSTEM_SOCKET = Path("/run/dbus/system_bus_socket")
@@ -74,7 +74,7 @@ def format_checks(checks: list[Check]) -> str:
 async def run_doctor(
     kit: Kit,
     agent_id: str,
-    broker: BrokerURL,
+    broker: Brokers,
     *,
     clock: Clock | None = None,
     synchronised: Callable[[], bool] = clock_synchronised,
@@ -91,7 +91,8 @@ async def run_doctor(
     ble_devices = [d for d in devices if isinstance(d.transport, BleTransport)]
     checks = list(await asyncio.gather(*(check_serial(kit, d, serial_timeout_s, clock) for d in serial_devices)))
     checks.append(await check_bluetooth(ble_devices, ble_scan_s))
-    checks.append(await check_broker(broker, f"nw-doctor-{kit.site}-{agent_id}", broker_timeout_s))
+    for url in broker_list(broker):  # every node of a cluster: the agent fails over to each
+        checks.append(await check_broker(url, f"nw-doctor-{kit.site}-{agent_id}", broker_timeout_s))
     checks.append(check_clock(clock, synchronised))
     checks.append(check_spool(Path(kit.resolve_port(agent.spool.path)), agent.spool.max_bytes, clock))
     return checks

@@ -53,7 +53,7 @@ from nurserywatch.contract import (
     status_topic,
 )
 from nurserywatch.kit import BleTransport, Device, Kit, SerialTransport
-from nurserywatch.mqtt import BrokerURL, publish, run_session
+from nurserywatch.mqtt import Brokers, publish, run_session
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ WILL_PAYLOAD = json.dumps({"online": False}).encode()
 async def run_edge(
     kit: Kit,
     agent_id: str,
-    broker: BrokerURL,
+    broker: Brokers,
     clock: Clock,
     *,
     spool_path: str | Path | None = None,
@@ -83,7 +83,13 @@ async def run_edge(
     ``mono_ms`` and ``synchronised`` replace the monotonic clock and the clock-sync probe (tests);
     ``notifier``: systemd's (READY once the ports and the spool run, the watchdog from the tick)."""
     await EdgeAgent(
-        kit, agent_id, broker, clock, spool_path=spool_path, mono_ms=mono_ms, synchronised=synchronised,
+        kit,
+        agent_id,
+        broker,
+        clock,
+        spool_path=spool_path,
+        mono_ms=mono_ms,
+        synchronised=synchronised,
         notifier=notifier,
     ).run()
 
@@ -104,7 +110,7 @@ class EdgeAgent:
         self,
         kit: Kit,
         agent_id: str,
-        broker: BrokerURL,
+        broker: Brokers,
         clock: Clock,
         *,
         spool_path: str | Path | None = None,

@@ -194,12 +194,22 @@ CREATE INDEX record_day_heads_by_seq ON record_day_heads (seq);
 {_RECORD_DAY_HEADS_NO_DELETE}
 """
 
+# 4 — where this file stands in its site's JetStream journal (gateway/ha/journal.py) when the gateway
+# runs as one of several instances: the last entry applied, and whether this instance wrote as the
+# active one. Instance-local: never journaled itself.
+_V4_JOURNAL = """
+CREATE TABLE journal_state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
 #: A step: SQL statements, or a function for what SQL alone cannot do (it runs inside the migration's
 #: transaction and must not commit).
 Migration = str | Callable[[sqlite3.Connection], None]
 
 #: ``MIGRATIONS[n]`` takes the file from version n to n + 1. Append only.
-MIGRATIONS: tuple[Migration, ...] = (_V1_STORE, _V2_MODULES, _V3_DAY_HEADS)
+MIGRATIONS: tuple[Migration, ...] = (_V1_STORE, _V2_MODULES, _V3_DAY_HEADS, _V4_JOURNAL)
 
 #: The version this code writes and reads.
 SCHEMA_VERSION = len(MIGRATIONS)

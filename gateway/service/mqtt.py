@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import GatewayStatus, gateway_topic, subscription
 from nurserywatch.kit import Kit
 from nurserywatch.metrics import render as render_metrics
-from nurserywatch.mqtt import BrokerURL, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.mqtt import Brokers, raise_if_cancel_was_swallowed, run_session
 from nurserywatch.mqtt import ack as mqtt_ack
 from nurserywatch.systemd import Notifier
 
@@ -104,13 +104,25 @@ class MqttGateway:
         hands out a message: nothing goes out before the state behind it is committed."""
         self.engine.commit()  # acknowledge now, also while the other flush (tick or messages) holds the lock
         async with self._flush_lock:
-            while (msg := self.engine.next_outgoing()) is not None:
-                await client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain, timeout=PUBLISH_TIMEOUT_S)
-                raise_if_cancel_was_swallowed()
-                if msg.clear_after:
-                    await client.publish(msg.topic, b"", qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
-                    raise_if_cancel_was_swallowed()
-                self.engine.published(msg)
+            await publish_outbox(self.engine, client)
+
+
+async def publish_outbox(
+    engine: SiteEngine, client: aiomqtt.Client, may_publish: Callable[[], object] | None = None
+) -> None:
+    """Publish the engine's outbox in order (QoS 1, its retain flags), each entry confirmed by the
+    broker before it leaves; raises aiomqtt.MqttError when the connection fails half-way. The caller
+    makes sure no two run at once on one engine. ``may_publish`` is called before each message (it
+    raises to stop: a gateway that lost its lease, gateway/service/jetstream.py)."""
+    while (msg := engine.next_outgoing()) is not None:
+        if may_publish is not None:
+            may_publish()
+        await client.publish(msg.topic, msg.payload, qos=1, retain=msg.retain, timeout=PUBLISH_TIMEOUT_S)
+        raise_if_cancel_was_swallowed()
+        if msg.clear_after:
+            await client.publish(msg.topic, b"", qos=1, retain=True, timeout=PUBLISH_TIMEOUT_S)
+            raise_if_cancel_was_swallowed()
+        engine.published(msg)
 
 
 def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> bytes:
@@ -121,7 +133,7 @@ def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> byt
 
 async def run_gateway(
     kit: Kit,
-    broker: BrokerURL,
+    broker: Brokers,
     db_path: Path,
     rules: RulesConfig,
     clock: Clock,
@@ -150,6 +162,48 @@ async def run_gateway(
         )
     else:
         log.info("staff commands must be signed by command key %s", command_key.id)
+    async with running_engine(kit, db_path, rules, clock, stats=stats, observers=observers, records=records,
+                              metrics_host=metrics_host, metrics_port=metrics_port, command_key=command_key,
+                              records_signing=records_signing) as engine:  # fmt: skip
+        gw = MqttGateway(engine, notifier)
+        ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
+        try:
+            # Ready once it can judge and store, not once the broker answers: systemd's watchdog only
+            # runs after READY, and a gateway waiting for a broker that is down must not be killed.
+            gw.notifier.ready("waiting for the MQTT broker")
+            # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
+            # gateway restarts, and manual acknowledgement: a reading is acknowledged once stored, so
+            # one received but not yet stored when the gateway dies is sent again.
+            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=gateway_will(kit),
+                              manual_ack=True)  # fmt: skip
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
+def gateway_will(kit: Kit) -> aiomqtt.Will:
+    """The gateway's last will: its status offline, retained."""
+    return aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
+
+
+@contextlib.asynccontextmanager
+async def running_engine(
+    kit: Kit,
+    db_path: Path,
+    rules: RulesConfig,
+    clock: Clock,
+    *,
+    stats: GatewayStats | None = None,
+    observers: Sequence[ObserverFactory] = (),
+    records: RecordsConfig | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
+    command_key: CommandVerifier | None = None,
+    records_signing: RecordsSigning | None = None,
+) -> AsyncIterator[SiteEngine]:
+    """A site engine on ``db_path`` with the InfluxDB copy, the retention job and /metrics, for any
+    transport shell (see ``run_gateway`` for the arguments); all closed when the block ends."""
     sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
     # Retention and downsampling, hourly on the gateway clock (docs/storage.md "Retention").
     retention = RetentionRunner(kit, db_path, buffer=None if sink.writer is None else sink.writer.buffer)
@@ -158,8 +212,6 @@ async def run_gateway(
                             command_key=command_key, records_signing=records_signing)  # fmt: skip
         if sink.writer is not None:
             engine.stats.influx = sink.writer.stats
-        gw = MqttGateway(engine, notifier)
-        ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         metrics = contextlib.AsyncExitStack()
         try:
             if metrics_port is not None:
@@ -171,19 +223,9 @@ async def run_gateway(
 
                 engine.stats.metrics_port = await metrics.enter_async_context(
                     metrics_server(metrics_host, metrics_port, scrape))  # fmt: skip
-            # Ready once it can judge and store, not once the broker answers: systemd's watchdog only
-            # runs after READY, and a gateway waiting for a broker that is down must not be killed.
-            gw.notifier.ready("waiting for the MQTT broker")
-            # A fixed client id with clean_session=False: the broker queues QoS 1 readings while the
-            # gateway restarts, and manual acknowledgement: a reading is acknowledged once stored, so
-            # one received but not yet stored when the gateway dies is sent again.
-            will = aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
-            await run_session(broker, f"nurserywatch-gateway-{kit.site}", gw.session, will=will, manual_ack=True)
+            yield engine
         finally:
             await metrics.aclose()
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
             engine.close()
             await retention.aclose()
             await sink.aclose()

@@ -27,7 +27,7 @@ from nurserywatch.contract import (
     session_topic,
 )
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import BrokerURL, publish, run_session
+from nurserywatch.mqtt import Brokers, describe_brokers, publish, run_session
 from nurserywatch.ports import free_port
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def _record_minutes(kit: Kit, room: str, records: RecordsConfig) -> float:
 
 
 async def start_demo_naps(
-    kit: Kit, broker: BrokerURL, clock: Clock, records: RecordsConfig, command_key: CommandSigner
+    kit: Kit, broker: Brokers, clock: Clock, records: RecordsConfig, command_key: CommandSigner
 ) -> None:
     """Start a nap session in every room of the demo (as staff would with 午睡開始, by ``demo``), so the
     nap-check records fill and the apnea and sensor-lost rules judge from the first look. Waits for a
@@ -129,7 +129,7 @@ async def run_demo(
     scenario: Scenario,
     rules: RulesConfig,
     *,
-    broker: BrokerURL | None,
+    broker: Brokers | None,
     port: int,
     data_dir: Path,
     host: str = "127.0.0.1",
@@ -154,7 +154,7 @@ async def run_demo(
         async with contextlib.AsyncExitStack() as stack:
             if broker is None:
                 broker = await stack.enter_async_context(embedded_broker(free_port(host), host))
-            print(f"nurserywatch demo — broker {broker}", flush=True)
+            print(f"nurserywatch demo — broker {describe_brokers(broker)}", flush=True)
             print(f"  ダッシュボード / dashboard: http://{host}:{port}/   (Ctrl-C で停止 / to stop)", flush=True)
             for username, password, role in accounts:  # fresh passwords on every start
                 print(f"  ログイン / sign in ({role.label}): {username} / {password}", flush=True)

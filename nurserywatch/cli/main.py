@@ -14,11 +14,15 @@ import typer
 from nurserywatch import __version__
 from nurserywatch.cli.runtime import run_until_signalled, setup_logging
 from nurserywatch.kit import Kit, KitError, load_kit
-from nurserywatch.mqtt import BrokerURL
+from nurserywatch.mqtt import BrokerURL, parse_brokers
 
 if TYPE_CHECKING:
     from gateway.child_data.jobs import Format, Plan
+    from gateway.config import RulesConfig
+    from gateway.records.entries import RecordsConfig
+    from gateway.records.keeper import RecordsSigning
     from nurserywatch.command_auth import CommandSigner, CommandVerifier
+    from nurserywatch.systemd import Notifier
 
 app = typer.Typer(
     help="nurserywatch — open nap-check and air-quality monitoring for nurseries (保育園の午睡チェック).",
@@ -50,8 +54,9 @@ BrokerOpt = Annotated[
     typer.Option(
         "--broker",
         envvar="NURSERYWATCH_BROKER",
-        help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://… (or $NURSERYWATCH_BROKER, which keeps "
-        "a password out of the process list)",
+        help="MQTT broker URL: mqtt://[user:pass@]host:port or mqtts://…; several separated by commas (a NATS "
+        "cluster's nodes) are tried in order, moving to the next when one fails (or $NURSERYWATCH_BROKER, which "
+        "keeps a password out of the process list)",
     ),
 ]
 LogOpt = Annotated[str, typer.Option("--log-level", help="debug, info, warning or error.")]
@@ -76,9 +81,9 @@ def _kit(path: Path | None) -> Kit:
         fail(str(exc))
 
 
-def _broker(url: str) -> BrokerURL:
+def _brokers(text: str) -> tuple[BrokerURL, ...]:
     try:
-        return BrokerURL.parse(url)
+        return parse_brokers(text)
     except ValueError as exc:
         fail(str(exc))
 
@@ -95,14 +100,15 @@ CommandKeyOpt = Annotated[
 ]
 
 
-def _command_key_path(option: Path | None, broker: BrokerURL) -> Path | None:
-    """--command-key, else the one the broker URL's credentials file names."""
+def _command_key_path(option: Path | None, brokers: tuple[BrokerURL, ...]) -> Path | None:
+    """--command-key, else the one the first broker URL's credentials file names."""
     if option is not None:
         return option
-    return Path(broker.command_key_file) if broker.command_key_file else None
+    named = brokers[0].command_key_file
+    return Path(named) if named else None
 
 
-def _command_signer(option: Path | None, broker: BrokerURL) -> CommandSigner | None:
+def _command_signer(option: Path | None, broker: tuple[BrokerURL, ...]) -> CommandSigner | None:
     from nurserywatch.command_auth import CommandSigner
     from nurserywatch.keys import KeyFileError, load_private_key
 
@@ -113,7 +119,7 @@ def _command_signer(option: Path | None, broker: BrokerURL) -> CommandSigner | N
         fail(f"command key: {exc}")
 
 
-def _command_verifier(option: Path | None, broker: BrokerURL) -> CommandVerifier | None:
+def _command_verifier(option: Path | None, broker: tuple[BrokerURL, ...]) -> CommandVerifier | None:
     from nurserywatch.command_auth import CommandVerifier
     from nurserywatch.keys import KeyFileError, load_public_key
 
@@ -191,7 +197,9 @@ def kit_provision(
 ) -> None:
     """Generate the site's MQTT security: a Mosquitto config without anonymous access, a password per
     edge agent, gateway and dashboard, ACLs from the kit, a site CA and the broker's TLS certificate,
-    and one credentials file per part (docs/deploy.md, "Securing MQTT")."""
+    and one credentials file per part (docs/deploy.md, "Securing MQTT"). A kit with a nats: section gets
+    each NATS node's config instead (the listener options above are then the kit's; docs/deploy.md,
+    "NATS cluster")."""
     import datetime as dt
 
     from nurserywatch.cli.provision import ProvisionError
@@ -213,12 +221,19 @@ def kit_provision(
         fail(str(exc))
     kept = [u for u in result.users if u not in result.new_passwords]
     typer.echo(f"site {kit.site!r}: MQTT security written to {out}/")
-    typer.echo(f"  mosquitto/   config, ACL, password file for {len(result.users)} users "
-               f"(passwords: {len(result.new_passwords)} new, {len(kept)} kept), TLS certificate")
+    if result.nats_nodes:
+        typer.echo(f"  nats/        NATS cluster: for each node ({', '.join(result.nats_nodes)}) its config with "
+                   f"{len(result.users)} users (passwords: {len(result.new_passwords)} new, {len(kept)} kept), TLS "
+                   "certificate and systemd unit; nats/streams/ the site's streams")
+    else:
+        typer.echo(f"  mosquitto/   config, ACL, password file for {len(result.users)} users "
+                   f"(passwords: {len(result.new_passwords)} new, {len(kept)} kept), TLS certificate")
     if result.names is not None and result.server_cert_expires is not None:
         typer.echo(f"               certificate for {', '.join(result.names.all)}; "
                    f"valid until {result.server_cert_expires:%Y-%m-%d} (run this again before then)")
     typer.echo(f"  credentials/ one file per user ({', '.join(result.users)}) and ca.crt — secret, 0600")
+    if result.nats_nodes:
+        typer.echo("               and {user}.env: that part's NURSERYWATCH_BROKER, every node, each part from another")
     typer.echo(f"               command-key.pem ({'new' if result.command_key_created else 'kept'}; signs staff "
                "commands: with dashboard.yaml only) and command-key.pub (with gateway.yaml)")
     typer.echo(f"  ca/          the site CA ({'new' if result.ca_created else 'kept'}); ca.key issues certificates, "
@@ -228,7 +243,7 @@ def kit_provision(
                "records-signing.pub for auditors (docs/records.md)")
     for stale in result.stale:
         typer.echo(f"  note: {stale} is for a user the kit no longer has; it no longer works — delete it")
-    typer.echo("next: docs/deploy.md, section \"Securing MQTT\"")
+    typer.echo(f"next: docs/deploy.md, section \"{'NATS cluster' if result.nats_nodes else 'Securing MQTT'}\"")
 
 
 DbOpt = Annotated[Path, typer.Option("--db", help="The gateway's SQLite file.")]
@@ -471,7 +486,7 @@ def edge(
     from nurserywatch.systemd import Notifier
 
     notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
-    run_until_signalled(run_edge(kit, agent_id, _broker(broker), SystemClock(), notifier=notifier), notifier)
+    run_until_signalled(run_edge(kit, agent_id, _brokers(broker), SystemClock(), notifier=notifier), notifier)
 
 
 @app.command()
@@ -489,7 +504,7 @@ def doctor(
     setup_logging("error")
     kit = _kit(config)
     agent_id = _agent(kit, agent)
-    url = _broker(broker)
+    url = _brokers(broker)
     from edge.agent.doctor import format_checks, run_doctor
 
     checks = asyncio.run(run_doctor(kit, agent_id, url, serial_timeout_s=_seconds("--timeout", timeout, 600)))
@@ -539,9 +554,33 @@ def gateway(
     records_key: RecordsKeyOpt = None,
     command_key: CommandKeyOpt = None,
     log_level: LogOpt = "info",
+    transport: Annotated[
+        str,
+        typer.Option("--transport", help="mqtt: readings from the MQTT broker; jetstream: from the site's input "
+                     "stream on a NATS cluster (--nats), alerts still published over MQTT (--broker: its MQTT "
+                     "listeners)."),
+    ] = "mqtt",
+    nats_urls: Annotated[
+        str | None,
+        typer.Option("--nats", envvar="NURSERYWATCH_NATS",
+                     help="--transport jetstream: the NATS cluster, nats://host:port[,nats://…]."),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", help="--transport jetstream: this gateway's name among the site's instances; "
+                     "the one holding the lease is active, the others stand by (docs/deploy.md, NATS cluster). "
+                     "Without it: the site's only gateway."),
+    ] = None,
 ) -> None:
     """Run the gateway: validate and store readings, judge them with the rules, publish alerts and
     apply acknowledgements. Takes a kit file, a rules file, a database path and the broker URL."""
+    if transport not in ("mqtt", "jetstream"):
+        fail(f"--transport {transport!r}: expected mqtt or jetstream")
+    if transport == "jetstream" and not nats_urls:
+        fail("--transport jetstream needs --nats nats://host:port[,…] (the NATS cluster)")
+    if transport == "mqtt" and (nats_urls or instance):
+        fail("--nats and --instance are for --transport jetstream")
+    servers = _nats_servers(nats_urls, instance) if transport == "jetstream" else []
     setup_logging(log_level)
     kit = _kit(config)
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
@@ -568,14 +607,55 @@ def gateway(
         records_signing = open_signing(key_path(records_key, db))
     except KeyFileError as exc:
         fail(str(exc))
-    url = _broker(broker)
+    url = _brokers(broker)
     verifier = _command_verifier(command_key, url)  # the dashboard's public key: staff commands must be signed
+    if transport == "jetstream":
+        _run_jetstream_gateway(kit, servers, url, db, rules_cfg, records_cfg, records_signing, verifier,
+                               metrics_host, metrics_port, instance, notifier)  # fmt: skip
+        return
     try:
         run_until_signalled(run_gateway(kit, url, db, rules_cfg, SystemClock(), records=records_cfg,
                                         records_signing=records_signing, command_key=verifier,
                                         metrics_host=metrics_host, metrics_port=metrics_port or None,
                                         notifier=notifier), notifier)  # fmt: skip
     except OSError as exc:  # the metrics port is taken
+        fail(exc.strerror or str(exc))
+
+
+def _nats_servers(nats_urls: str | None, instance: str | None) -> list[str]:
+    """--nats as a list of server URLs; --instance checked."""
+    from nurserywatch.contract import ContractError, check_ident
+
+    servers = [u.strip() for u in (nats_urls or "").split(",")]
+    if not all(u.startswith(("nats://", "tls://")) and len(u) > len("nats://") for u in servers):
+        fail(f"--nats {nats_urls!r}: expected nats://host:port, several separated by commas")
+    if instance is not None:
+        try:
+            check_ident(instance, "--instance")
+        except ContractError as exc:
+            fail(exc.detail)
+    return servers
+
+
+def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerURL, ...], db: Path, rules: RulesConfig,
+                           records: RecordsConfig, signing: RecordsSigning | None, verifier: CommandVerifier | None,
+                           metrics_host: str, metrics_port: int, instance: str | None,
+                           notifier: Notifier) -> None:  # fmt: skip
+    """The gateway on JetStream; exit code 3 when this instance lost the lease (systemd restarts it, as
+    a standby that rebuilds its file from the journal)."""
+    from gateway.ha.journal import Fenced
+    from gateway.service.jetstream import LeaseLost, run_jetstream_gateway
+    from nurserywatch.clock import SystemClock
+
+    try:
+        run_until_signalled(run_jetstream_gateway(kit, servers, brokers, db, rules, SystemClock(), instance=instance,
+                                                  records=records, records_signing=signing, command_key=verifier,
+                                                  metrics_host=metrics_host, metrics_port=metrics_port or None,
+                                                  notifier=notifier), notifier)  # fmt: skip
+    except (LeaseLost, Fenced) as exc:
+        typer.echo(f"gateway instance {instance}: {exc}; stopped without publishing or acknowledging more", err=True)
+        raise typer.Exit(3) from None
+    except OSError as exc:  # the metrics port is taken, NATS unreachable at start
         fail(exc.strerror or str(exc))
 
 
@@ -633,7 +713,7 @@ def dashboard(
     from nurserywatch.systemd import Notifier
 
     notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
-    url = _broker(broker)
+    url = _brokers(broker)
     signer = _command_signer(command_key, url)  # signs every staff command (the gateway takes no other)
     try:
         from dashboard.auth.models import AuthPolicy
@@ -683,7 +763,7 @@ def demo(
             kit,
             scen,
             rules_cfg,
-            broker=_broker(broker) if broker else None,
+            broker=_brokers(broker) if broker else None,
             port=port,
             data_dir=data_dir,
             kit_path=config,

@@ -9,6 +9,10 @@ certificate is issued anew each time (host names may have changed). Delete a fil
 Layout of ``OUT``::
 
     mosquitto/   nurserywatch.conf passwd acl ca.crt server.crt server.key   → the broker's machine
+    nats/{node}/ nats.conf ca.crt server.crt server.key nurserywatch-nats-{node}.service
+                 → each node's machine, instead of mosquitto/ when the kit names a NATS cluster
+    nats/streams/ the site's stream and consumer definitions (JSON)
+    credentials/{user}.env (NATS cluster) the part's NURSERYWATCH_BROKER: every node, in its order
     credentials/ {user}.yaml ca.crt [{user}.crt {user}.key]                 → one .yaml (+ ca.crt) per machine
                  command-key.pem (with dashboard.yaml) command-key.pub (with gateway.yaml)
     ca/          ca.key ca.crt                                              → keep offline; issues certificates
@@ -33,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.records.signing import KEY_FILE as RECORDS_KEY_FILE
+from nurserywatch.cli import provision_nats
 from nurserywatch.cli.provision import (
     ACL_FILE,
     CA_CERT,
@@ -80,6 +85,11 @@ class ProvisionOptions:
     #: The folder of the mosquitto/ files on the broker's machine (None: OUT/mosquitto, absolute).
     broker_dir: str | None = None
     client_certs: bool = False
+    #: NATS cluster: the credentials files' folder on the parts' machines (their broker URLs name it).
+    credentials_dir: str = provision_nats.CREDENTIALS_DIR
+    #: NATS cluster: each node's JetStream store on its machine (None: nats/{node}/jetstream under OUT,
+    #: or /var/lib/nats/jetstream with --broker-dir).
+    nats_store_dir: str | None = None
 
 
 @dataclass
@@ -95,6 +105,8 @@ class ProvisionResult:
     stale: list[Path] = field(default_factory=list)
     #: The records' site key (credentials/records-signing.key) was made by this run (else kept).
     records_key_created: bool = False
+    #: The NATS nodes whose files were written (empty: Mosquitto).
+    nats_nodes: list[str] = field(default_factory=list)
 
 
 def find_mosquitto_passwd() -> str:
@@ -108,8 +120,10 @@ def find_mosquitto_passwd() -> str:
 
 
 def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> ProvisionResult:
-    """Write every file of the site's MQTT security into ``out``; raises ProvisionError."""
-    passwd_tool = find_mosquitto_passwd()  # before anything is written
+    """Write every file of the site's MQTT security into ``out``; raises ProvisionError. A kit that
+    names a NATS cluster gets nats/ (each node's config) instead of mosquitto/."""
+    nats = kit.nats is not None
+    passwd_tool = None if nats else find_mosquitto_passwd()  # before anything is written
     broker_dir = opts.broker_dir or str((out / "mosquitto").resolve())
     broker = BrokerOptions(
         files_dir=broker_dir,
@@ -119,11 +133,11 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
         tls_port=opts.tls_port,
         require_client_cert=opts.client_certs,
     )
-    conf = mosquitto_conf(kit, broker)  # checks the options
+    conf = "" if nats else mosquitto_conf(kit, broker)  # checks the options
     names = server_names(opts.hostnames)
     mosq, creds_dir, ca_dir = out / "mosquitto", out / "credentials", out / "ca"
     try:
-        for d, mode in ((out, 0o755), (mosq, 0o755), (creds_dir, 0o700), (ca_dir, 0o700)):
+        for d, mode in ((out, 0o755), (creds_dir, 0o700), (ca_dir, 0o700), *(() if nats else ((mosq, 0o755),))):
             d.mkdir(mode=mode, parents=True, exist_ok=True)
     except OSError as exc:
         raise ProvisionError(f"{out}: cannot create the output folders: {exc.strerror or exc}") from None
@@ -132,10 +146,6 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
     result = ProvisionResult(out=out, users=[u.name for u in users], names=names)
     ca_key, ca_cert, result.ca_created = _site_ca(kit, ca_dir, now)
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = _issue(ca_key, ca_cert, server_key.public_key(), f"nurserywatch broker {kit.site}", now,
-                         server=names)
-    result.server_cert_expires = server_cert.not_valid_after_utc
 
     passwords: dict[str, str] = {}
     for user in users:
@@ -156,6 +166,34 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
         _write(creds_dir / f"{user.name}.yaml", text.encode(), SECRET)
     _write(creds_dir / CA_CERT, ca_pem, PUBLIC)
 
+    if nats:
+        _nats_files(kit, out, opts, now, ca_key, ca_cert, passwords, result)
+    else:
+        _mosquitto_files(kit, mosq, conf, names, now, ca_key, ca_cert, passwd_tool, passwords, result)
+    _records_key(out, creds_dir, result)
+    known = {f"{u.name}.yaml" for u in users}
+    result.stale = sorted(p for p in creds_dir.glob("*.yaml") if p.name not in known)
+    return result
+
+
+def _mosquitto_files(
+    kit: Kit,
+    mosq: Path,
+    conf: str,
+    names: ServerNames,
+    now: dt.datetime,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    passwd_tool: str | None,
+    passwords: dict[str, str],
+    result: ProvisionResult,
+) -> None:
+    assert passwd_tool is not None
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server_cert = _issue(ca_key, ca_cert, server_key.public_key(), f"nurserywatch broker {kit.site}", now,
+                         server=names)
+    result.server_cert_expires = server_cert.not_valid_after_utc
     _write(mosq / CONF_FILE, conf.encode(), PUBLIC)
     _write(mosq / ACL_FILE, acl_text(kit).encode(), PUBLIC)
     _write(mosq / CA_CERT, ca_pem, PUBLIC)
@@ -163,16 +201,68 @@ def provision(kit: Kit, out: Path, opts: ProvisionOptions, now: dt.datetime) -> 
     _write(mosq / SERVER_KEY, _key_pem(server_key), SECRET)
     _hashed_password_file(passwd_tool, mosq / PASSWORD_FILE, password_lines(passwords))
 
-    # The records' site key: on the gateway's machine, never in its database (docs/records.md).
+
+def _nats_files(
+    kit: Kit,
+    out: Path,
+    opts: ProvisionOptions,
+    now: dt.datetime,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    passwords: dict[str, str],
+    result: ProvisionResult,
+) -> None:
+    """Each node's folder (config with the users' passwords, certificate, systemd unit), the streams'
+    definitions, and each part's broker URLs."""
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    cluster = provision_nats.cluster_of(kit)
+    nats_dir = out / "nats"
+    for node in cluster.nodes:
+        node_dir = nats_dir / node.name
+        files = provision_nats.NodeFiles(
+            files_dir=opts.broker_dir or str(node_dir.resolve()),
+            store_dir=opts.nats_store_dir
+            or ("/var/lib/nats/jetstream" if opts.broker_dir else str((node_dir / "jetstream").resolve())),
+            require_client_cert=opts.client_certs,
+        )
+        conf = provision_nats.nats_conf(kit, node, files, passwords)  # checks the hosts
+        try:
+            node_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ProvisionError(f"{node_dir}: cannot create it: {exc.strerror or exc}") from None
+        # Each node's certificate: its own host (the routes check it) and the --hostname names; also a
+        # client certificate, which it shows the other nodes on the routes.
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _issue(ca_key, ca_cert, key.public_key(), f"nurserywatch NATS {kit.site} {node.name}", now,
+                      server=server_names([node.host, *opts.hostnames]), also_client=True)  # fmt: skip
+        result.server_cert_expires = cert.not_valid_after_utc
+        _write(node_dir / provision_nats.NATS_CONF, conf.encode(), SECRET)  # holds the passwords
+        _write(node_dir / CA_CERT, ca_pem, PUBLIC)
+        _write(node_dir / SERVER_CERT, cert.public_bytes(serialization.Encoding.PEM), PUBLIC)
+        _write(node_dir / SERVER_KEY, _key_pem(key), SECRET)
+        _write(node_dir / provision_nats.unit_name(kit, node), provision_nats.nats_unit(kit, node, files).encode(),
+               PUBLIC)  # fmt: skip
+        result.nats_nodes.append(node.name)
+    result.names = server_names([*(n.host for n in cluster.nodes), *opts.hostnames])  # each node has its own
+    streams = nats_dir / "streams"
+    try:
+        streams.mkdir(mode=0o755, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProvisionError(f"{streams}: cannot create it: {exc.strerror or exc}") from None
+    for name, text in provision_nats.stream_configs(kit).items():
+        _write(streams / name, text.encode(), PUBLIC)
+    for user in mqtt_users(kit):
+        env = provision_nats.env_file(kit, user, opts.credentials_dir)
+        _write(out / "credentials" / f"{user.name}.env", env.encode(), SECRET)
+
+
+def _records_key(out: Path, creds_dir: Path, result: ProvisionResult) -> None:
+    """The records' site key: on the gateway's machine, never in its database (docs/records.md)."""
     try:
         records_key, result.records_key_created = load_or_create_private_key(creds_dir / RECORDS_KEY_FILE)
         write_public_key(out / public_key_path(Path(RECORDS_KEY_FILE)).name, records_key.public_key())
     except KeyFileError as exc:
         raise ProvisionError(str(exc)) from None
-
-    known = {f"{u.name}.yaml" for u in users}
-    result.stale = sorted(p for p in creds_dir.glob("*.yaml") if p.name not in known)
-    return result
 
 
 # ------------------------------------------------------------------ secrets and files
@@ -286,8 +376,10 @@ def _issue(
     now: dt.datetime,
     *,
     server: ServerNames | None = None,
+    also_client: bool = False,
 ) -> x509.Certificate:
-    """A leaf certificate: a TLS server with ``server``'s names, else a TLS client."""
+    """A leaf certificate: a TLS server with ``server``'s names (``also_client``: and a TLS client, as
+    a NATS node on its routes), else a TLS client."""
     builder = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
@@ -304,7 +396,10 @@ def _issue(
             critical=True,
         )
         .add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH] if server and also_client
+                else [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
             critical=False,
         )
         .add_extension(

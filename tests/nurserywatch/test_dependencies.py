@@ -59,6 +59,7 @@ SHELLS = (
     "gateway.records.store", "gateway.records.reader",
     "gateway.retention.store", "gateway.retention.job", "gateway.trends.reader",
     "gateway.child_data.store", "gateway.child_data.influx", "gateway.child_data.jobs",
+    "gateway.ha",  # the lease (a JetStream key) and the journal (SQLite statements through JetStream)
 )  # fmt: skip
 #: The parts whose modules outside SHELLS are logic.
 PURE_PARTS = ("edge", "firmware_sim", "gateway")

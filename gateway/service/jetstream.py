@@ -1,0 +1,472 @@
+"""The gateway's JetStream shell (docs/deploy.md, "NATS cluster"): the site's input stream through a
+durable pull consumer into the site engine (gateway/engine/site.py), its outbox out over MQTT to the
+cluster's MQTT listener — and, with ``instance`` set, one of several instances of the gateway: the
+active one holds the lease (gateway/ha/lease.py) and journals every commit (gateway/ha/journal.py),
+a standby applies the journal to its own file and takes over when the lease expires.
+
+Order of one flush, so that nothing is acknowledged or published on state another instance cannot
+have: the engine commits → (journal) the commit's statements are appended to the journal, fenced by
+its last sequence → the messages that wrote them are acknowledged → the outbox is published. An
+instance that lost the lease stops before any of it and exits (``LeaseLost``/``Fenced``).
+
+Flow control: messages are fetched ``FETCH_BATCH`` at a time (nats-py may hand out a few more that
+arrived for an expired pull) and acknowledged after each flush, so a backlog stays in the stream; the
+consumer's ``max_ack_pending`` bounds what is in flight, on the server. One
+consumer, messages handled in stream order: a device's readings stay in order through redeliveries,
+and a redelivered message already stored is refused by the engine as a duplicate (and acknowledged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import nats
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+from nats.js.errors import APIError
+
+from gateway.config import RulesConfig
+from gateway.engine.observers import ObserverFactory
+from gateway.engine.site import SUBSCRIPTIONS, RateLimitedLog, SiteEngine
+from gateway.engine.stats import GatewayStats
+from gateway.ha.journal import (
+    ROLE,
+    Fenced,
+    Journal,
+    JournalTail,
+    StatementRecorder,
+    ensure_state_stream,
+    read_state,
+    write_state,
+)
+from gateway.ha.lease import Lease, lease_bucket
+from gateway.records.entries import RecordsConfig
+from gateway.records.keeper import RecordsSigning
+from gateway.service.mqtt import gateway_will, publish_outbox, running_engine
+from nurserywatch.clock import Clock
+from nurserywatch.command_auth import CommandVerifier
+from nurserywatch.contract import subscription
+from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, subject_to_topic
+from nurserywatch.kit import Kit
+from nurserywatch.mqtt import Brokers, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+#: Messages fetched at a time (well under the consumer's max_ack_pending: acknowledged every flush).
+FETCH_BATCH = 200
+#: A fetch waits at least this long (shorter pull requests only add round trips; a tick is late by it at most).
+MIN_FETCH_WAIT_S = 0.02
+#: What the MQTT session subscribes to: the retained alerts and escalations to reconcile on connect
+#: (everything else comes from the input stream).
+OUTPUT_KINDS = tuple(k for k in SUBSCRIPTIONS if k not in INPUT_KINDS)
+
+
+class LeaseLost(Exception):
+    """This instance is not the active one any more: it must stop acting at once."""
+
+
+@dataclass
+class JetStreamStats:
+    """The shell's own counters (the engine's are in GatewayStats)."""
+
+    fetched: int = 0
+    acked: int = 0
+    flushes: int = 0
+    max_in_flight: int = 0
+    journal_appends: int = 0
+    #: Seconds from acquiring the lease to consuming input (catch-up, engine start, takeover entry).
+    takeover_s: float | None = None
+    active: bool = False
+    events: list[str] = field(default_factory=list)
+
+
+async def ensure_input(js: JetStreamContext, layout: SiteLayout, replicas: int) -> JetStreamContext.PullSubscription:
+    """The input stream and the gateway's durable consumer (created if missing, else used as they are:
+    kit provisioning may have made them) and a pull subscription on it."""
+    try:
+        await js.stream_info(layout.input_stream)
+    except APIError as exc:
+        if exc.code != 404:
+            raise
+        cfg = dict(layout.input_stream_config(), num_replicas=replicas)
+        await js.add_stream(api.StreamConfig.from_response(cfg))
+    try:
+        await js.consumer_info(layout.input_stream, layout.consumer)
+    except APIError as exc:
+        if exc.code != 404:
+            raise
+        await js.add_consumer(layout.input_stream, api.ConsumerConfig.from_response(layout.consumer_config()))
+    return await js.pull_subscribe_bind(durable=layout.consumer, stream=layout.input_stream)
+
+
+async def take_over_input(js: JetStreamContext, layout: SiteLayout) -> None:
+    """Messages a gateway before this one fetched and never acknowledged (it died) are delivered again
+    now, in stream order, rather than after the consumer's ack wait (a consumer reset, nats-server
+    2.14+; an older server: they come after the ack wait)."""
+    try:
+        await js.reset_consumer(layout.input_stream, layout.consumer)
+    except APIError as exc:
+        log.warning("cannot reset the input consumer (%s): unacknowledged messages come after its ack wait", exc)
+
+
+class JetStreamGateway:
+    """A site engine fed from the input stream, publishing over MQTT; optionally journaled and leased."""
+
+    def __init__(
+        self,
+        engine: SiteEngine,
+        psub: JetStreamContext.PullSubscription,
+        *,
+        journal: Journal | None = None,
+        recorder: StatementRecorder | None = None,
+        lease: Lease | None = None,
+        stats: JetStreamStats | None = None,
+        notifier: Notifier | None = None,
+        fetch_batch: int = FETCH_BATCH,
+    ) -> None:
+        self.engine = engine
+        self.psub = psub
+        self.journal = journal
+        self.recorder = recorder
+        self.lease = lease
+        self.stats = stats or JetStreamStats()
+        self.notifier = notifier or Notifier(None)
+        self.fetch_batch = fetch_batch
+        self._client: aiomqtt.Client | None = None
+        self._inbox: list[tuple[str, bytes, bool] | None] = []  # None: an MQTT session (re)connected
+        self._committed: list[Msg] = []
+        self._in_flight = 0
+        self._log = RateLimitedLog(log)
+
+    def _check_lease(self) -> None:
+        if self.lease is not None and not self.lease.held:
+            raise LeaseLost(f"instance {self.lease.instance} does not hold the lease any more")
+
+    async def mqtt_session(self, client: aiomqtt.Client) -> None:
+        """The MQTT side: subscribe the retained kinds the engine reconciles, hand their messages to the
+        message loop (which alone drives the engine), publish from ``_flush`` while connected."""
+        site = self.engine.kit.site
+        await client.subscribe([(subscription(site, kind), 1) for kind in OUTPUT_KINDS])
+        raise_if_cancel_was_swallowed()
+        self._inbox.append(None)
+        self._client = client
+        try:
+            async for message in client.messages:
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                self._inbox.append((message.topic.value, payload, message.retain))
+        finally:
+            self._client = None
+
+    async def run(self) -> None:
+        """The message loop (never returns; raises LeaseLost or Fenced when this instance must stop)."""
+        interval_s = self.engine.rules.tick_ms / 1000
+        next_tick = time.monotonic() + interval_s
+        self.engine.connected()  # batch writes from now on; the retained state goes out with the first flush
+        while True:
+            self._check_lease()
+            wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
+            msgs = await self._fetch(wait) if self._in_flight < self.fetch_batch else []
+            self._check_lease()
+            for item in self._drain_inbox():
+                if item is None:
+                    self.engine.connected()
+                else:
+                    self.engine.handle(*item)
+            for msg in msgs:
+                self.engine.handle(subject_to_topic(msg.subject), msg.data, False, _Acker(self._committed, msg))
+            if time.monotonic() >= next_tick:
+                next_tick = max(next_tick + interval_s, time.monotonic())
+                self.engine.tick()
+                self.notifier.alive()
+            await self._flush()
+
+    def _drain_inbox(self) -> list[tuple[str, bytes, bool] | None]:
+        items, self._inbox = self._inbox, []
+        return items
+
+    async def _fetch(self, timeout_s: float) -> list[Msg]:
+        try:
+            msgs = await self.psub.fetch(self.fetch_batch, timeout=timeout_s)
+        except (TimeoutError, nats.errors.TimeoutError):
+            return []
+        except (nats.errors.Error, APIError) as exc:  # no responders while the cluster elects a leader, …
+            self._log(logging.WARNING, "fetch", f"fetching from the input stream failed: {exc}")
+            await asyncio.sleep(min(timeout_s, 0.5))
+            return []
+        self.stats.fetched += len(msgs)
+        self._in_flight += len(msgs)
+        self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
+        return msgs
+
+    async def _flush(self) -> None:
+        """Commit → journal → acknowledge → publish (module docstring)."""
+        self.engine.commit()
+        if self.recorder is not None and self.journal is not None:
+            txns = self.recorder.collect()
+            if txns:
+                self._check_lease()
+                await self.journal.append(txns, check=self._check_lease)
+                self.stats.journal_appends += 1
+        self._check_lease()
+        acks, self._committed = self._committed, []
+        try:
+            for msg in acks:
+                await msg.ack()
+        except nats.errors.Error as exc:  # not acknowledged: delivered again, and refused as a duplicate
+            self._log(logging.WARNING, "ack", f"acknowledging to JetStream failed: {exc!r}")
+        self._in_flight -= len(acks)
+        self.stats.acked += len(acks)
+        self.stats.flushes += 1
+        client = self._client
+        if client is not None and self.engine.outbox_depth:
+            try:
+                await publish_outbox(self.engine, client, self._check_lease)
+            except aiomqtt.MqttError as exc:  # the MQTT session notices and reconnects
+                self._log(logging.WARNING, "publish", f"publishing failed: {exc}")
+
+
+class _Acker:
+    """The engine's ack of a message: once its batch committed, it joins the list acknowledged by the
+    next flush (after the journal append)."""
+
+    __slots__ = ("_into", "_msg")
+
+    def __init__(self, into: list[Msg], msg: Msg) -> None:
+        self._into, self._msg = into, msg
+
+    def __call__(self) -> None:
+        self._into.append(self._msg)
+
+
+async def connect_nats(servers: Sequence[str], name: str) -> NatsClient:
+    """A NATS connection to any of ``servers`` (and the nodes they announce), waited for at start and
+    kept reconnecting: like the MQTT gateway waiting for its broker, a gateway started before the
+    cluster comes up waits. Connection trouble is logged in one line, not as tracebacks."""
+    said = RateLimitedLog(log)
+
+    async def error_cb(exc: Exception) -> None:
+        said(logging.WARNING, "nats", f"NATS: {exc!r}")
+
+    client: list[NatsClient] = []
+
+    async def disconnected_cb() -> None:
+        if client and not client[0].is_closed:  # not our own close
+            said(logging.WARNING, "nats-lost", "NATS connection lost; reconnecting")
+
+    delay = 0.2
+    while True:
+        try:
+            client[:] = [await nats.connect(servers=list(servers), name=name, max_reconnect_attempts=-1,
+                                      reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
+                                      error_cb=error_cb, disconnected_cb=disconnected_cb)]  # fmt: skip
+            return client[0]
+        except (OSError, nats.errors.Error) as exc:
+            said(logging.WARNING, "nats-connect", f"cannot reach NATS at {', '.join(servers)} ({exc}); retrying")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 5.0)
+
+
+def cluster_replicas(nc: NatsClient) -> int:
+    """Replicas for the site's streams: REPLICAS on a cluster, 1 on a single node."""
+    return min(REPLICAS, max(1, len(nc.servers)))
+
+
+async def run_jetstream_gateway(
+    kit: Kit,
+    nats_servers: Sequence[str],
+    brokers: Brokers,
+    db_path: Path,
+    rules: RulesConfig,
+    clock: Clock,
+    *,
+    instance: str | None = None,
+    stats: GatewayStats | None = None,
+    js_stats: JetStreamStats | None = None,
+    observers: Sequence[ObserverFactory] = (),
+    records: RecordsConfig | None = None,
+    metrics_host: str = "127.0.0.1",
+    metrics_port: int | None = None,
+    notifier: Notifier | None = None,
+    command_key: CommandVerifier | None = None,
+    records_signing: RecordsSigning | None = None,
+    lease_monotonic: Callable[[], float] = time.monotonic,
+) -> None:
+    """Run the gateway on JetStream until cancelled, or until it lost the lease (LeaseLost, Fenced).
+    ``instance`` None: the only gateway of the site (no lease, no journal); else this instance's name,
+    unique among the site's gateways. The other arguments are ``run_gateway``'s."""
+    notifier = notifier or Notifier(None)
+    js_stats = js_stats if js_stats is not None else JetStreamStats()
+    layout = SiteLayout(kit.site)
+    nc = await connect_nats(nats_servers, f"nurserywatch-gateway-{kit.site}-{instance or 'single'}")
+    try:
+        js = nc.jetstream(timeout=5)
+        replicas = cluster_replicas(nc)
+        psub = await _retrying(lambda: ensure_input(js, layout, replicas), "the input stream")
+        engine_args: dict[str, Any] = dict(stats=stats, observers=observers, records=records, metrics_host=metrics_host,
+                                           metrics_port=metrics_port, command_key=command_key,
+                                           records_signing=records_signing)  # fmt: skip
+        client_id = f"nurserywatch-gateway-{kit.site}" + (f"-{instance}" if instance else "")
+        if instance is None:
+            await _retrying(lambda: take_over_input(js, layout), "the input consumer")
+            notifier.ready("consuming the input stream")
+            async with running_engine(kit, db_path, rules, clock, **engine_args) as engine:
+                gw = JetStreamGateway(engine, psub, stats=js_stats, notifier=notifier)
+                await _serve(gw, brokers, client_id, kit)
+            return
+        await _retrying(lambda: ensure_state_stream(js, layout, replicas), "the journal stream")
+        kv = await _retrying(lambda: lease_bucket(js, layout, replicas), "the lease bucket")
+        lease = Lease(kv, instance, monotonic=lease_monotonic)
+        jdb, applied = _open_standby_file(db_path)
+        try:
+            tail = JournalTail(js, layout, jdb, applied)
+            # Up to date before competing for the lease: a takeover then applies only the last entries.
+            applied = await _retrying(tail.catch_up, "the journal", timeout_s=3600)
+            notifier.ready("standing by")
+            js_stats.events.append("standby")
+            log.info("instance %s standing by (journal applied up to %d)", instance, applied)
+            while not await lease.try_acquire():
+                deadline = time.monotonic() + lease.renew_s
+                while (left := deadline - time.monotonic()) > 0:
+                    await _step_tail(tail, left)
+                notifier.alive()  # a standby is alive too (systemd's watchdog)
+            started = time.monotonic()
+            # Renewed from now on, also while catching up and starting: a slow takeover must not lose it.
+            keeper = asyncio.create_task(lease.keep(), name="lease")
+            try:
+                await _take_over(kit, js, layout, lease, tail, jdb, db_path, rules, clock, engine_args, psub,
+                                 brokers, client_id, js_stats, notifier, started)  # fmt: skip
+            finally:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+        finally:
+            jdb.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 2)
+
+
+async def _take_over(kit: Kit, js: JetStreamContext, layout: SiteLayout, lease: Lease, tail: JournalTail,
+                     jdb: Any, db_path: Path, rules: RulesConfig, clock: Clock, engine_args: dict[str, Any],
+                     psub: JetStreamContext.PullSubscription, brokers: Brokers, client_id: str,
+                     js_stats: JetStreamStats, notifier: Notifier, started: float) -> None:  # fmt: skip
+    """Holding the lease: apply the journal to its end, take the input over, start the engine on the
+    file, fence the instance before with a ``takeover`` entry, and serve until the lease is lost."""
+
+    def check() -> None:
+        if not lease.held:
+            raise LeaseLost(f"instance {lease.instance} lost the lease while taking over")
+
+    applied = await _retrying(tail.catch_up, "the journal")
+    await tail.close()
+    check()
+    await _retrying(lambda: take_over_input(js, layout), "the input consumer")
+    write_state(jdb, **{ROLE: "active"})  # before any write of our own: a crash from here on rebuilds
+    recorder = StatementRecorder(db_path)
+    recorder.install()
+    try:
+        async with running_engine(kit, db_path, rules, clock, **engine_args) as engine:
+            journal = Journal(js, layout, lease.instance, applied)
+            await journal.append(recorder.collect(), kind="takeover", check=check)  # fences whoever wrote before
+            js_stats.takeover_s = time.monotonic() - started
+            js_stats.active = True
+            js_stats.events.append("active")
+            log.warning("instance %s is the ACTIVE gateway of site %s (journal seq %d; %.2f s to take over)",
+                        lease.instance, kit.site, journal.last_seq, js_stats.takeover_s)  # fmt: skip
+            gw = JetStreamGateway(engine, psub, journal=journal, recorder=recorder, lease=lease,
+                                  stats=js_stats, notifier=notifier)  # fmt: skip
+            await _serve(gw, brokers, client_id, kit, stop=lease.lost)
+    finally:
+        recorder.uninstall()
+
+
+async def _serve(gw: JetStreamGateway, brokers: Brokers, client_id: str, kit: Kit,
+                 stop: asyncio.Event | None = None) -> None:  # fmt: skip
+    """The message loop and the MQTT session until either ends (or ``stop`` is set: the lease is lost)."""
+    tasks = [
+        asyncio.create_task(gw.run(), name="jetstream-loop"),
+        asyncio.create_task(run_session(brokers, client_id, gw.mqtt_session, will=gateway_will(kit)), name="mqtt"),
+    ]
+    if stop is not None:
+        tasks.append(asyncio.create_task(_wait(stop), name="lease-lost"))
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            for task in done:
+                task.result()
+        except (LeaseLost, Fenced):
+            raise
+        except Exception as exc:
+            # A request that timed out while this process was paused: the lease decides what it was.
+            if gw.lease is not None and not gw.lease.held:
+                raise LeaseLost(f"instance {gw.lease.instance} lost the lease ({exc!r})") from exc
+            raise
+        if stop is not None and stop.is_set():
+            raise LeaseLost(f"instance {gw.lease.instance if gw.lease else '?'} lost the lease")
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+async def _step_tail(tail: JournalTail, timeout_s: float) -> None:
+    try:
+        await tail.step(timeout_s)
+    except (nats.errors.Error, APIError) as exc:
+        log.warning("journal: cannot follow (%s); retrying", exc)
+        await tail.close()
+        await asyncio.sleep(min(timeout_s, 0.5))
+
+
+async def _retrying(make: Callable[[], Any], what: str, timeout_s: float = 60.0) -> Any:
+    """``await make()`` until it succeeds: JetStream answers nothing while a cluster elects leaders."""
+    deadline = time.monotonic() + timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return await make()
+        except (nats.errors.Error, APIError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("JetStream: cannot set up %s yet (%s); retrying", what, exc)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 2.0)
+
+
+def _open_standby_file(db_path: Path) -> tuple[Any, int]:
+    """The file a standby applies the journal to, and the last entry applied. A file this instance
+    wrote as the active one may hold a commit that never reached the journal: rebuilt from scratch."""
+    from gateway.db.schema import connect_writer
+
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db = connect_writer(db_path)
+    state = read_state(db)
+    if state.get(ROLE) == "active":
+        db.close()
+        log.warning("%s was written by this instance as the active gateway: rebuilding it from the journal", db_path)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(f"{db_path}{suffix}")
+        db = connect_writer(db_path)
+        state = {}
+    return db, int(state.get("applied_seq", 0))
+
+
+__all__ = ["Fenced", "JetStreamGateway", "JetStreamStats", "LeaseLost", "run_jetstream_gateway"]

@@ -1,0 +1,134 @@
+"""The JetStream layout of a site on a NATS cluster (docs/deploy.md, "NATS cluster"): stream, consumer
+and key-value bucket names, the subjects they hold, and their settings — plain data, no nats import,
+so that ``nurserywatch kit provision`` (which writes them for operators) and the gateway (which
+creates them if missing) read one definition.
+
+MQTT and NATS meet in nats-server's MQTT listener: the contract's topic ``nurserywatch/v1/s/reading/d/x``
+is the NATS subject ``nurserywatch.v1.s.reading.d.x`` (contract identifiers hold no ``.``, so the
+mapping is one-to-one); ``+`` is ``*`` and a trailing ``#`` is ``>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nurserywatch.contract import TopicKind, check_ident, subscription
+
+#: The contract topic kinds the gateway takes from JetStream (everything else it needs — retained alerts
+#: and escalations to clear — it reads over MQTT where they are retained).
+INPUT_KINDS = (
+    TopicKind.READING,
+    TopicKind.STATUS,
+    TopicKind.EDGE,
+    TopicKind.COMMAND_ACK,
+    TopicKind.COMMAND_SESSION,
+    TopicKind.COMMAND_RECORD,
+    TopicKind.COMMAND_ASSIGN,
+)
+
+#: Copies of every stream and bucket: a 3-node cluster survives the loss of any one node.
+REPLICAS = 3
+#: The input stream keeps a day: a gateway may be away that long and miss nothing.
+INPUT_MAX_AGE_S = 24 * 3600
+#: The lease: the active gateway renews it every LEASE_RENEW_S; a standby takes over once it has not been
+#: renewed for LEASE_TTL_S (the key expires). Takeover ≤ TTL + a renew period + the start of the engine.
+LEASE_TTL_S = 4.0
+LEASE_RENEW_S = 1.0
+
+
+def mqtt_filter_to_subject(topic_filter: str) -> str:
+    """An MQTT topic or filter as the NATS subject (filter) nats-server maps it to."""
+    parts = topic_filter.split("/")
+    out = []
+    for i, part in enumerate(parts):
+        if part == "#":
+            if i != len(parts) - 1:
+                raise ValueError(f"{topic_filter!r}: '#' must be the last level")
+            out.append(">")
+        elif part == "+":
+            out.append("*")
+        elif not part or "." in part or "*" in part or ">" in part:
+            raise ValueError(f"{topic_filter!r}: level {part!r} has no one-to-one NATS subject")
+        else:
+            out.append(part)
+    return ".".join(out)
+
+
+def subject_to_topic(subject: str) -> str:
+    """A contract subject back as its MQTT topic (the engine speaks topics)."""
+    return subject.replace(".", "/")
+
+
+@dataclass(frozen=True, slots=True)
+class SiteLayout:
+    """Names and settings of one site's JetStream objects."""
+
+    site: str
+
+    def __post_init__(self) -> None:
+        check_ident(self.site, "site")
+
+    @property
+    def _tag(self) -> str:
+        return self.site.replace("-", "_").upper()
+
+    @property
+    def input_stream(self) -> str:
+        return f"NW_IN_{self._tag}"
+
+    @property
+    def input_subjects(self) -> list[str]:
+        return [mqtt_filter_to_subject(subscription(self.site, kind)) for kind in INPUT_KINDS]
+
+    @property
+    def state_stream(self) -> str:
+        """The gateway's journal: one message per committed transaction, appended by the active gateway
+        only (``Nats-Expected-Last-Sequence`` fences a gateway that lost the lease)."""
+        return f"NW_STATE_{self._tag}"
+
+    @property
+    def state_subject(self) -> str:
+        return f"nwgw.{self.site}.state"
+
+    @property
+    def lease_bucket(self) -> str:
+        return f"nw_lease_{self.site.replace('-', '_')}"
+
+    lease_key = "active"
+    consumer = "gateway"
+
+    def input_stream_config(self) -> dict[str, object]:
+        """As the JetStream API's StreamConfig JSON (``nats stream add --config``, nats-py
+        StreamConfig.from_response)."""
+        return {
+            "name": self.input_stream,
+            "subjects": self.input_subjects,
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": REPLICAS,
+            "max_age": int(INPUT_MAX_AGE_S * 1e9),
+            "discard": "old",
+            "duplicate_window": int(120 * 1e9),
+        }
+
+    def state_stream_config(self) -> dict[str, object]:
+        return {
+            "name": self.state_stream,
+            "subjects": [self.state_subject],
+            "retention": "limits",
+            "storage": "file",
+            "num_replicas": REPLICAS,
+            "discard": "old",
+        }
+
+    def consumer_config(self) -> dict[str, object]:
+        """The gateway's durable pull consumer of the input stream: explicit acks (after commit), a
+        bounded number in flight (a backlog stays in the stream, not in the gateway's memory)."""
+        return {
+            "durable_name": self.consumer,
+            "ack_policy": "explicit",
+            "deliver_policy": "all",
+            "ack_wait": int(30 * 1e9),
+            "max_ack_pending": 1000,
+            "max_deliver": -1,
+        }

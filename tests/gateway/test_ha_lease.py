@@ -1,0 +1,93 @@
+"""The lease (gateway/ha/lease.py) on a REAL nats-server: one holder at a time; a holder that stops
+renewing loses it to the other within the TTL and a renew period; one whose own clock says the TTL
+passed since its last renewal (a paused process) knows it lost it before it sends anything."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.js.kv import KeyValue
+
+from gateway.ha.lease import Lease, lease_bucket
+from nurserywatch.jetstream import SiteLayout
+from tests.support.nats_cluster import NatsCluster
+from tests.support.waiting import wait_until
+
+TTL_S, RENEW_S = 2.0, 0.5  # shorter than the site's (4 s, 1 s): the same logic, a quicker test
+_sites = itertools.count()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path / "nats", size=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@contextlib.asynccontextmanager
+async def bucket(cluster: NatsCluster) -> AsyncIterator[KeyValue]:
+    nc = await nats.connect(cluster.nats_urls)
+    try:
+        yield await lease_bucket(nc.jetstream(), SiteLayout(f"lease{next(_sites)}"), replicas=1, ttl_s=TTL_S)
+    finally:
+        await nc.close()
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+async def test_one_holder_and_the_other_takes_over_when_it_stops_renewing(node: NatsCluster) -> None:
+    async with bucket(node) as kv:
+        a, b = Lease(kv, "a", ttl_s=TTL_S, renew_s=RENEW_S), Lease(kv, "b", ttl_s=TTL_S, renew_s=RENEW_S)
+        assert await a.acquire() and a.held
+        assert not await b.acquire() and not b.held
+        keeper = asyncio.create_task(a.keep())
+        standby = asyncio.create_task(b.wait_acquired())
+        await asyncio.sleep(2 * TTL_S)  # renewed all along: b never gets it (a span, not a wait for a condition)
+        assert not standby.done() and await b.holder() == "a" and a.held
+        keeper.cancel()  # a stops renewing (dead, or paused)
+        stopped = time.monotonic()
+        await asyncio.wait_for(standby, TTL_S + 3 * RENEW_S + 5)
+        took = time.monotonic() - stopped
+        assert b.held and await b.holder() == "b"
+        assert not await a.renew() and a.lost.is_set() and not a.held, "a sees it lost the lease"
+    print(f"lease taken over {took:.2f} s after the holder stopped renewing (TTL {TTL_S} s, renew {RENEW_S} s)")
+    assert took <= TTL_S + RENEW_S + 1.0
+
+
+async def test_a_holder_paused_past_the_ttl_knows_it_on_waking_without_asking(node: NatsCluster) -> None:
+    async with bucket(node) as kv:
+        clock = FakeMonotonic()
+        a = Lease(kv, "a", ttl_s=TTL_S, renew_s=RENEW_S, monotonic=clock)
+        assert await a.acquire()
+        clock.offset = TTL_S + 0.01  # woke from a pause longer than the TTL
+        assert not a.held
+        rev = a.revision
+        assert not await a.renew() and a.lost.is_set()
+        # It did not renew (the key still has its revision, and expires on its own).
+        assert (await kv.get("active")).revision == rev
+        b = Lease(kv, "b", ttl_s=TTL_S, renew_s=RENEW_S)
+        await wait_until(b.acquire, "b to take the expired lease", TTL_S + 5, every_s=0.1)
+
+
+async def test_release_hands_over_at_once(node: NatsCluster) -> None:
+    async with bucket(node) as kv:
+        a, b = Lease(kv, "a", ttl_s=TTL_S, renew_s=RENEW_S), Lease(kv, "b", ttl_s=TTL_S, renew_s=RENEW_S)
+        assert await a.acquire()
+        await a.release()
+        assert await b.acquire() and await b.holder() == "b"

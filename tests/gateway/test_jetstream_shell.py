@@ -1,0 +1,203 @@
+"""The gateway's JetStream shell (gateway/service/jetstream.py) on a REAL nats-server (one node, JetStream
+and its MQTT listener): readings published over MQTT QoS 1 reach the input stream, are stored once and
+acknowledged only after their commit; a backlog is drained a bounded batch at a time; alerts go out
+retained over MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiomqtt
+import nats
+import pytest
+from nats.js import api
+
+from gateway.config import RulesConfig
+from gateway.db.reader import StoreReader
+from gateway.engine.stats import GatewayStats
+from gateway.service.jetstream import FETCH_BATCH, JetStreamGateway, JetStreamStats, ensure_input, run_jetstream_gateway
+from gateway.service.mqtt import running_engine
+from nurserywatch.clock import ManualClock
+from nurserywatch.contract import (
+    Alert,
+    BreathingReading,
+    Position,
+    PostureReading,
+    TopicKind,
+    decode,
+    reading_topic,
+    subscription,
+)
+from nurserywatch.jetstream import SiteLayout, mqtt_filter_to_subject
+from nurserywatch.kit import Kit
+from tests.support.clock import T0
+from tests.support.commands import COMMAND_VERIFIER
+from tests.support.gateway_stack import retained
+from tests.support.kits import make_kit
+from tests.support.nats_cluster import NatsCluster
+from tests.support.waiting import wait_until
+
+TICKING = RulesConfig(tick_ms=50)
+_sites = itertools.count()
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> Iterator[NatsCluster]:
+    cluster = NatsCluster(tmp_path / "nats", size=1)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def kit_with_mat() -> Kit:
+    return make_kit(f"js{next(_sites)}", devices={"clip-01": "c001", "mat-1": {"kind": "nap_mat", "child": "c001"}})
+
+
+@contextlib.asynccontextmanager
+async def running(kit: Kit, cluster: NatsCluster, db: Path, clock: ManualClock) -> AsyncIterator[
+        tuple[GatewayStats, JetStreamStats]]:  # fmt: skip
+    stats, js_stats = GatewayStats(), JetStreamStats()
+    gw = run_jetstream_gateway(kit, cluster.nats_urls, cluster.mqtt_urls, db, TICKING, clock, stats=stats,
+                               js_stats=js_stats, command_key=COMMAND_VERIFIER)  # fmt: skip
+    task = asyncio.create_task(gw)
+    try:
+        await wait_until(lambda: stats.sessions >= 2 or task.done(), "the gateway to consume and connect", 20)
+        if task.done():
+            task.result()
+        yield stats, js_stats
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    assert stats.rejected["internal_error"] == 0
+
+
+async def consumer(cluster: NatsCluster, layout: SiteLayout) -> api.ConsumerInfo:
+    nc = await nats.connect(cluster.nats_urls)
+    try:
+        info: api.ConsumerInfo = await nc.jetstream().consumer_info(layout.input_stream, layout.consumer)
+        return info
+    finally:
+        await nc.close()
+
+
+async def test_readings_over_mqtt_stored_once_acked_and_an_apnea_alert_retained(node: NatsCluster,
+                                                                                 tmp_path: Path) -> None:  # fmt: skip
+    kit = kit_with_mat()
+    layout = SiteLayout(kit.site)
+    clock = ManualClock(T0)
+    db = tmp_path / "gw.sqlite3"
+    broker = node.mqtt_urls[0]
+    async with running(kit, node, db, clock) as (stats, js_stats):
+        async with aiomqtt.Client(broker.host, broker.port, identifier="edge", clean_session=True) as edge:
+            for s in range(1, 31):  # breathing stops after 5 s: an apnea 20 s later
+                now = T0 + s * 1000
+                clock.set(now)
+                reading = BreathingReading(ts=now, seq=s, present=True, rate_bpm=None if s > 5 else 30.0,
+                                           last_breath_ts=T0 + min(s, 5) * 1000, motion=0.05, quality=0.9)  # fmt: skip
+                await edge.publish(reading_topic(kit.site, "mat-1", "breathing"), reading.to_json(), qos=1)
+                posture = PostureReading(ts=now, seq=s, position=Position.SUPINE)
+                await edge.publish(reading_topic(kit.site, "clip-01", "posture"), posture.to_json(), qos=1)
+                await wait_until(lambda s=s: stats.readings_received >= 2 * s, "the gateway to take the readings")  # type: ignore[misc]
+            await wait_until(lambda: js_stats.acked >= 60, "every reading acknowledged")
+        found = {}
+
+        async def apnea_retained() -> bool:
+            found.update(await retained(broker, subscription(kit.site, TopicKind.ALERT)))
+            return any(decode(Alert, p).rule == "apnea" for p in found.values())
+
+        await wait_until(apnea_retained, "the apnea alert retained", 10, every_s=0.2)
+        info = await consumer(node, layout)
+    assert StoreReader(db).count_readings() == 60 and stats.readings_stored == 60
+    assert info.num_ack_pending == 0 and info.num_pending == 0 and info.num_redelivered == 0
+    assert js_stats.acked == 60
+
+
+class _Killed(Exception):
+    pass
+
+
+class DiesBeforeAck(JetStreamGateway):
+    """Commits, then dies before its first acknowledgement (a gateway killed between the two)."""
+
+    committed = 0
+
+    async def _flush(self) -> None:
+        if self._committed or self.engine.store.in_batch:
+            self.engine.commit()
+            DiesBeforeAck.committed = self.engine.stats.readings_stored
+            raise _Killed
+        await super()._flush()
+
+
+async def test_killed_between_commit_and_ack_the_readings_come_again_and_stored_once(
+    node: NatsCluster, tmp_path: Path
+) -> None:
+    kit = kit_with_mat()
+    layout = SiteLayout(kit.site)
+    clock = ManualClock(T0 + 100_000)
+    db = tmp_path / "gw.sqlite3"
+    nc = await nats.connect(node.nats_urls)
+    js = nc.jetstream()
+    await ensure_input(js, layout, 1)
+    subject = mqtt_filter_to_subject(reading_topic(kit.site, "clip-01", "posture"))
+    for s in range(100):
+        await js.publish(subject, PostureReading(ts=T0 + s * 100, seq=s, position=Position.SUPINE).to_json())
+    gw_nc = await nats.connect(node.nats_urls)
+    async with running_engine(kit, db, TICKING, clock) as engine:
+        psub = await ensure_input(gw_nc.jetstream(), layout, 1)
+        with pytest.raises(_Killed):
+            await DiesBeforeAck(engine, psub).run()
+    await gw_nc.close()  # the connection dies with the process: nothing was acknowledged
+    assert 0 < DiesBeforeAck.committed <= 100
+    assert StoreReader(db).count_readings() == DiesBeforeAck.committed
+    async with running(kit, node, db, clock) as (stats, js_stats):
+        # At once, not after the consumer's 30 s ack wait: the new gateway resets the consumer.
+        await wait_until(lambda: js_stats.acked >= 100, "every reading acknowledged after the restart", 10)
+        info = await js.consumer_info(layout.input_stream, layout.consumer)
+    await nc.close()
+    assert StoreReader(db).count_readings() == 100
+    assert stats.rejected["duplicate"] == DiesBeforeAck.committed, "the redelivered ones refused, not stored twice"
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_a_backlog_of_20k_is_drained_a_bounded_batch_at_a_time(node: NatsCluster, tmp_path: Path) -> None:
+    kit = kit_with_mat()
+    layout = SiteLayout(kit.site)
+    n = 20_000
+    nc = await nats.connect(node.nats_urls)
+    js = nc.jetstream()
+    await ensure_input(js, layout, 1)
+    subject = mqtt_filter_to_subject(reading_topic(kit.site, "clip-01", "posture"))
+    for s in range(n):  # core publishes: the stream takes them; one flush at the end
+        await nc.publish(subject, PostureReading(ts=T0 + s * 10, seq=s, position=Position.SUPINE).to_json())
+    await nc.flush()
+    await wait_until(lambda: _stream_count(js, layout.input_stream, n), "the backlog in the stream", 30, every_s=0.1)
+    clock = ManualClock(T0 + n * 10 + 1000)
+    max_ack_pending = int(layout.consumer_config()["max_ack_pending"])  # type: ignore[call-overload]
+    async with running(kit, node, tmp_path / "gw.sqlite3", clock) as (stats, js_stats):
+        peak = 0
+
+        async def drained() -> bool:
+            nonlocal peak
+            info = await js.consumer_info(layout.input_stream, layout.consumer)
+            peak = max(peak, info.num_ack_pending)
+            return js_stats.acked >= n
+
+        await wait_until(drained, "the backlog drained", 120, every_s=0.05)
+    await nc.close()
+    assert stats.readings_stored == n and stats.rejected.total() == 0
+    # Fetched a batch at a time (nats-py adds what came late for an expired pull), acknowledged every
+    # flush: never more than the consumer lets out, whatever the backlog.
+    assert FETCH_BATCH < max_ack_pending and js_stats.flushes >= n // max_ack_pending
+    assert js_stats.max_in_flight <= max_ack_pending and peak <= max_ack_pending
+
+
+async def _stream_count(js: nats.js.JetStreamContext, stream: str, n: int) -> bool:
+    return int((await js.stream_info(stream)).state.messages) >= n

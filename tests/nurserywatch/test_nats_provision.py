@@ -1,0 +1,311 @@
+"""`nurserywatch kit provision` for a kit that names a NATS cluster (nurserywatch/cli/provision_nats.py):
+the generated permissions are the Mosquitto ACL, and three real nats-server processes started from the
+written files form a cluster that enforces them over TLS, with the provisioned credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import ssl
+import subprocess
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiomqtt
+import nats
+import pytest
+from nats.js import api
+from typer.testing import CliRunner
+
+from dashboard.live.link import LiveLink
+from nurserywatch.cli.main import app
+from nurserywatch.cli.provision import Access, acl_rules, mqtt_users
+from nurserywatch.cli.provision_nats import permissions
+from nurserywatch.contract import (
+    Stream,
+    TopicKind,
+    ack_topic,
+    alert_topic,
+    edge_topic,
+    reading_topic,
+    status_topic,
+    subscription,
+)
+from nurserywatch.jetstream import SiteLayout, mqtt_filter_to_subject
+from nurserywatch.kit import Kit, KitError, load_kit
+from nurserywatch.mqtt import BrokerURL, load_credentials, parse_brokers
+from nurserywatch.ports import free_port, wait_for_port
+from tests.support.nats_cluster import NATS_SERVER
+from tests.support.waiting import wait_for
+
+SITE = "nsec"
+KIT = f"""
+site: {SITE}
+name: NATS security test
+rooms: [{{id: r1, name: Room 1}}]
+agents: [{{id: pi-a}}, {{id: pi-b}}]
+devices:
+  - {{id: clip-a, kind: posture_clip, room: r1, agent: pi-a, transport: {{type: serial, port: ttys/a}}, child: c1}}
+  - {{id: co2-b, kind: mhz19b, room: r1, agent: pi-b, transport: {{type: serial, port: ttys/b}}}}
+children: [{{id: c1, age_band: "0", room: r1}}]
+"""
+
+
+def nats_section(ports: list[tuple[int, int, int, int]]) -> str:
+    nodes = "\n".join(f"    - {{name: n{i + 1}, host: 127.0.0.1, bind: 127.0.0.1, client_port: {c}, "
+                      f"cluster_port: {r}, mqtt_port: {m}, monitor_port: {h}}}"
+                      for i, (c, r, m, h) in enumerate(ports))  # fmt: skip
+    return f"nats:\n  nodes:\n{nodes}\n"
+
+
+def write_kit(d: Path) -> Path:
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(3)]
+    (d / "kit.yaml").write_text(KIT + nats_section(ports))
+    return d / "kit.yaml"
+
+
+# ------------------------------------------------------------------ pure generation
+
+
+def test_permissions_are_the_mosquitto_acl_as_subjects(tmp_path: Path) -> None:
+    kit = load_kit(write_kit(tmp_path))
+    for user in mqtt_users(kit):
+        publish, subscribe = permissions(kit, user)
+        rules = acl_rules(kit, user)
+        writes = [mqtt_filter_to_subject(r.topic) for r in rules if r.access in (Access.WRITE, Access.READWRITE)]
+        reads = [mqtt_filter_to_subject(r.topic) for r in rules if r.access in (Access.READ, Access.READWRITE)]
+        assert publish[: len(writes)] == writes and subscribe[: len(reads)] == reads
+        extra = publish[len(writes):] + subscribe[len(reads):]
+        # Only the gateway speaks NATS besides MQTT (its consumer, lease and journal).
+        assert bool(extra) == (user.name == "gateway"), (user.name, extra)
+    edge_pub, edge_sub = permissions(kit, next(u for u in mqtt_users(kit) if u.name == "edge-pi-a"))
+    assert edge_pub == [f"nurserywatch.v1.{SITE}.reading.clip-a.posture", f"nurserywatch.v1.{SITE}.status.clip-a",
+                        f"nurserywatch.v1.{SITE}.edge.pi-a"]  # fmt: skip
+    assert edge_sub == []
+
+
+def test_the_kit_checks_its_nats_section(tmp_path: Path) -> None:
+    (tmp_path / "kit.yaml").write_text(KIT + nats_section([(4222, 6222, 8883, 8222)] * 3).replace("127.0.0.1", "h", 3)
+                                       .replace("n3", "n2"))  # fmt: skip
+    with pytest.raises(KitError) as bad:
+        load_kit(tmp_path / "kit.yaml")
+    assert "names must be unique" in str(bad.value)
+    (tmp_path / "kit.yaml").write_text(KIT + nats_section([(4222, 6222, 8883, 8222)] * 2))
+    with pytest.raises(KitError, match="at least 3"):
+        load_kit(tmp_path / "kit.yaml")
+    (tmp_path / "kit.yaml").write_text(KIT + nats_section([(4222, 4222, 8883, 8222), (1, 2, 3, 4), (5, 6, 7, 8)]))
+    with pytest.raises(KitError, match="cluster_port 4222 on 127.0.0.1 is already n1.client_port"):
+        load_kit(tmp_path / "kit.yaml")
+
+
+def provision(kit_file: Path, out: Path, *extra: str) -> str:
+    result = CliRunner().invoke(app, ["kit", "provision", "--config", str(kit_file), "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_provision_writes_each_node_and_the_parts_broker_lists(tmp_path: Path) -> None:
+    kit_file = write_kit(tmp_path)
+    kit = load_kit(kit_file)
+    assert kit.nats is not None
+    out = tmp_path / "out"
+    output = provision(kit_file, out, "--broker-dir", "/etc/nats/nurserywatch")
+    assert "NATS cluster" in output and not (out / "mosquitto").exists()
+    for node in kit.nats.nodes:
+        d = out / "nats" / node.name
+        conf = (d / "nats.conf").read_text()
+        assert f'server_name: "{node.name}"' in conf and '"/etc/nats/nurserywatch/server.crt"' in conf
+        assert '"/var/lib/nats/jetstream"' in conf and "jetstream: enabled" in conf
+        assert (d / "nats.conf").stat().st_mode & 0o077 == 0  # it holds the passwords
+        routes = [f"nats-route://127.0.0.1:{n.cluster_port}" for n in kit.nats.nodes if n is not node]
+        assert f"routes: {json.dumps(routes)}" in conf
+        unit = (d / f"nurserywatch-nats-{node.name}.service").read_text()
+        assert "ExecStart=/opt/nurserywatch/bin/nats-server -c /etc/nats/nurserywatch/nats.conf" in unit
+    layout = SiteLayout(SITE)
+    assert json.loads((out / "nats" / "streams" / f"{layout.input_stream}.json").read_text()) == \
+        layout.input_stream_config()  # fmt: skip
+    # Each part lists every node, starting at a different one (so that every node has clients).
+    firsts = set()
+    for user in mqtt_users(kit):
+        env = (out / "credentials" / f"{user.name}.env").read_text()
+        line = next(x for x in env.splitlines() if x.startswith("NURSERYWATCH_BROKER="))
+        urls = line.split("=", 1)[1].split(",")
+        assert sorted(urls) == sorted(f"mqtts://127.0.0.1:{n.mqtt_port}?credentials=/etc/nurserywatch/mqtt/"
+                                      f"{user.name}.yaml" for n in kit.nats.nodes)  # fmt: skip
+        firsts.add(urls[0].split("?")[0])
+    assert len(firsts) == 3
+
+
+def test_the_node_units_pass_systemd_analyze(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze (package systemd) is needed to check the units"
+    kit_file = write_kit(tmp_path)
+    provision(kit_file, tmp_path / "out")
+    unit = tmp_path / "out" / "nats" / "n1" / "nurserywatch-nats-n1.service"
+    copy = tmp_path / unit.name
+    copy.write_text(unit.read_text().replace("/opt/nurserywatch/bin/nats-server", NATS_SERVER)
+                    .replace("User=nats\nGroup=nats\n", ""))  # fmt: skip
+    result = subprocess.run([analyze, "verify", "--man=no", str(copy)], capture_output=True, text=True)
+    assert result.stdout + result.stderr == ""
+
+
+# ------------------------------------------------------------------ three real nodes from the written files
+
+
+def healthy(monitor_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+@dataclass(frozen=True)
+class Cluster:
+    kit: Kit
+    out: Path
+
+    def url(self, user: str, node: int = 0) -> BrokerURL:
+        assert self.kit.nats is not None
+        port = self.kit.nats.nodes[node].mqtt_port
+        return BrokerURL.parse(f"mqtts://127.0.0.1:{port}?credentials={self.out / 'credentials' / f'{user}.yaml'}")
+
+
+@contextlib.contextmanager
+def provisioned_cluster(d: Path) -> Iterator[Cluster]:
+    kit_file = write_kit(d)
+    kit = load_kit(kit_file)
+    assert kit.nats is not None
+    out = d / "out"
+    provision(kit_file, out)
+    procs = []
+    try:
+        for node in kit.nats.nodes:
+            conf = out / "nats" / node.name / "nats.conf"
+            procs.append(subprocess.Popen([NATS_SERVER, "-c", str(conf), "-l", str(conf.with_name("nats.log"))],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+        for node, proc in zip(kit.nats.nodes, procs, strict=True):
+            for port in (node.client_port, node.mqtt_port):
+                wait_for_port(port, 20)
+            assert proc.poll() is None, (out / "nats" / node.name / "nats.log").read_text()
+            wait_for(lambda port=node.monitor_port: healthy(port), f"node {node.name}'s JetStream", 30)  # type: ignore[misc]
+        yield Cluster(kit, out)
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    with provisioned_cluster(tmp_path_factory.mktemp("nats-provisioned")) as c:
+        yield c
+
+
+async def collect_until(client: aiomqtt.Client, last_topic: str, timeout_s: float = 10.0) -> list[str]:
+    got: list[str] = []
+    async with asyncio.timeout(timeout_s):
+        async for message in client.messages:
+            got.append(message.topic.value)
+            if message.topic.value == last_topic:
+                return got
+    raise AssertionError("unreachable")
+
+
+async def test_each_user_gets_exactly_its_acl_across_nodes(cluster: Cluster) -> None:
+    own = reading_topic(SITE, "clip-a", Stream.POSTURE)
+    forbidden = [
+        reading_topic(SITE, "co2-b", Stream.AIR),  # another agent's device
+        status_topic(SITE, "co2-b"),
+        edge_topic(SITE, "pi-b"),  # impersonating the other agent
+        alert_topic(SITE, "forged-1"),  # forging an alert
+        ack_topic(SITE),  # acknowledging an alert
+    ]
+    # The gateway on node 2, the agent on node 1: what the agent may publish crosses the cluster.
+    async with cluster.url("gateway", 1).client("t-gw") as gw, cluster.url("edge-pi-a").client("t-pi-a") as agent:
+        kinds = (TopicKind.READING, TopicKind.STATUS, TopicKind.EDGE, TopicKind.ALERT, TopicKind.COMMAND_ACK)
+        granted = await gw.subscribe([(subscription(SITE, k), 1) for k in kinds])
+        assert all(code.value == 1 for code in granted), granted
+        for topic in forbidden:
+            # As with Mosquitto: the QoS 1 publish is acknowledged (MQTT 3.1.1 cannot say no) and dropped.
+            await agent.publish(topic, b"{}", qos=1, timeout=10)
+        await agent.publish(own, b"{}", qos=1, timeout=10)
+        assert await collect_until(gw, own) == [own]
+        # An agent may not read anything: the subscription is refused (SUBACK 0x80).
+        refused = await agent.subscribe(subscription(SITE, TopicKind.READING), qos=1, timeout=10)
+        assert [code.value for code in refused] == [0x80]
+        # Nor may the gateway subscribe beyond its topics (Mosquitto would grant it and filter).
+        refused = await gw.subscribe(f"nurserywatch/v1/{SITE}/#", qos=1, timeout=10)
+        assert [code.value for code in refused] == [0x80]
+
+
+async def test_the_dashboard_reads_what_it_shows_and_writes_only_commands(cluster: Cluster) -> None:
+    kit = cluster.kit
+    own = ack_topic(SITE)
+    async with cluster.url("gateway", 2).client("t-gw-2") as gw, cluster.url("dashboard", 1).client("t-dash") as dash:
+        granted = await dash.subscribe([(t, 1) for t in LiveLink(kit, cluster.url("dashboard")).topics()], timeout=10)
+        assert all(code.value == 1 for code in granted), granted
+        await gw.subscribe([(subscription(SITE, TopicKind.READING), 1), (own, 1)])
+        await dash.publish(reading_topic(SITE, "clip-a", Stream.POSTURE), b"{}", qos=1, timeout=10)
+        await dash.publish(own, b"{}", qos=1, timeout=10)
+        assert await collect_until(gw, own) == [own]
+
+
+async def test_wrong_password_anonymous_and_untrusted_ca_are_refused(cluster: Cluster) -> None:
+    creds = load_credentials(cluster.out / "credentials" / "edge-pi-a.yaml")
+    assert cluster.kit.nats is not None
+    port = cluster.kit.nats.nodes[0].mqtt_port
+    for url in (
+        BrokerURL("127.0.0.1", port, tls=True, ca_file=creds.ca_file),
+        BrokerURL("127.0.0.1", port, "edge-pi-a", "wrong", tls=True, ca_file=creds.ca_file),
+    ):
+        with pytest.raises(aiomqtt.MqttCodeError):
+            async with url.client("t-refused"):
+                pass
+    untrusted = BrokerURL("127.0.0.1", port, creds.username, creds.password, tls=True)
+    with pytest.raises(aiomqtt.MqttError, match="(?i)certificate"):
+        async with untrusted.client("t-untrusted"):
+            pass
+
+
+async def test_the_gateway_user_creates_the_site_streams_over_nats_and_agents_may_not_use_nats(
+    cluster: Cluster,
+) -> None:
+    assert cluster.kit.nats is not None
+    servers = [f"tls://127.0.0.1:{n.client_port}" for n in cluster.kit.nats.nodes]
+    creds = load_credentials(cluster.out / "credentials" / "gateway.yaml")
+    tls = ssl.create_default_context(cafile=creds.ca_file)
+    nc = await nats.connect(servers=servers, user=creds.username, password=creds.password, tls=tls,
+                            allow_reconnect=False)  # fmt: skip
+    try:
+        js = nc.jetstream()
+        for name in (f"NW_IN_{SITE.upper()}.json", f"NW_STATE_{SITE.upper()}.json"):
+            config = json.loads((cluster.out / "nats" / "streams" / name).read_text())
+            info = await js.add_stream(api.StreamConfig.from_response(config))
+            assert info.config.num_replicas == 3
+        layout = SiteLayout(SITE)
+        kv = await js.create_key_value(bucket=layout.lease_bucket, history=1, ttl=4, replicas=3)
+        assert await kv.create(layout.lease_key, b"instance-1") == 1
+    finally:
+        await nc.close()
+    edge = load_credentials(cluster.out / "credentials" / "edge-pi-a.yaml")
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await nats.connect(servers=servers[:1], user=edge.username, password=edge.password, tls=tls,
+                           allow_reconnect=False, max_reconnect_attempts=0)  # fmt: skip
+
+
+def test_the_env_file_lists_urls_the_parts_parse(cluster: Cluster) -> None:
+    env = (cluster.out / "credentials" / "dashboard.env").read_text()
+    line = next(x for x in env.splitlines() if x.startswith("NURSERYWATCH_BROKER="))
+    local = line.split("=", 1)[1].replace("/etc/nurserywatch/mqtt", str(cluster.out / "credentials"))
+    urls = parse_brokers(local)
+    assert len(urls) == 3 and all(u.tls and u.username == "dashboard" for u in urls)
