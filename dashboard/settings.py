@@ -10,13 +10,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from dashboard.i18n import Lang
 from nurserywatch.kit import Kit, load_kit
-from nurserywatch.mqtt import BrokerURL
+from nurserywatch.mqtt import BrokerURL, parse_brokers
 
 
 class DashboardSettings(BaseSettings):
-    """``NURSERYWATCH_BROKER``, ``NURSERYWATCH_KIT``, ``NURSERYWATCH_DASHBOARD_HOST``,
-    ``NURSERYWATCH_DASHBOARD_PORT``, ``NURSERYWATCH_DASHBOARD_LANG``, ``NURSERYWATCH_GATEWAY_DB``,
-    ``NURSERYWATCH_DASHBOARD_DATA_DIR``.
+    """``NURSERYWATCH_BROKER`` (one URL or several, comma-separated), ``NURSERYWATCH_KIT``,
+    ``NURSERYWATCH_DASHBOARD_HOST``, ``NURSERYWATCH_DASHBOARD_PORT``, ``NURSERYWATCH_DASHBOARD_LANG``,
+    ``NURSERYWATCH_GATEWAY_DB``, ``NURSERYWATCH_DASHBOARD_DATA_DIR``.
 
     Host and port carry a ``dashboard_`` prefix because every part shares the ``NURSERYWATCH_``
     namespace and a bare ``NURSERYWATCH_PORT`` would be ambiguous."""
@@ -34,8 +34,10 @@ class DashboardSettings(BaseSettings):
     #: The dashboard's own files (users, sessions, audit log).
     dashboard_data_dir: Path = Path("run")
 
-    def broker_url(self) -> BrokerURL:
-        return BrokerURL.parse(self.broker)
+    def brokers(self) -> tuple[BrokerURL, ...]:
+        """The broker URL, or several separated by commas (a NATS cluster's nodes), tried in order as
+        ``--broker`` takes them (nurserywatch/mqtt.py parse_brokers). ValueError when one is bad."""
+        return parse_brokers(self.broker)
 
     def load_kit(self) -> Kit:
         return load_kit(self.kit)

@@ -28,8 +28,14 @@ INPUT_KINDS = (
 
 #: Copies of every stream and bucket: a 3-node cluster survives the loss of any one node.
 REPLICAS = 3
-#: The input stream keeps a day: a gateway may be away that long and miss nothing.
-INPUT_MAX_AGE_S = 24 * 3600
+#: nats-server's own stream of the MQTT QoS 1 messages it accepted (``mqtt { stream_replicas }``
+#: copies), stored *before* it sends the PUBACK, created when the first MQTT client of the account
+#: connects. The gateway consumes it directly: a stream of our own capturing the same subjects
+#: is filled after the PUBACK, and lost what arrived while its leader was being elected (28 readings
+#: over 7 s after kill -9 of its leader's node, measured). Interest retention: a message stays until
+#: every consumer, the gateway's durable one included, has acknowledged it.
+MQTT_STREAM = "$MQTT_msgs"
+MQTT_SUBJECT_PREFIX = "$MQTT.msgs."
 #: The lease: the active gateway renews it every LEASE_RENEW_S; a standby takes over once it has not been
 #: renewed for LEASE_TTL_S (the key expires). Takeover ≤ TTL + a renew period + the start of the engine.
 LEASE_TTL_S = 4.0
@@ -55,8 +61,8 @@ def mqtt_filter_to_subject(topic_filter: str) -> str:
 
 
 def subject_to_topic(subject: str) -> str:
-    """A contract subject back as its MQTT topic (the engine speaks topics)."""
-    return subject.replace(".", "/")
+    """A contract subject (or its copy in ``MQTT_STREAM``) back as its MQTT topic (the engine speaks topics)."""
+    return subject.removeprefix(MQTT_SUBJECT_PREFIX).replace(".", "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +78,18 @@ class SiteLayout:
     def _tag(self) -> str:
         return self.site.replace("-", "_").upper()
 
-    @property
-    def input_stream(self) -> str:
-        return f"NW_IN_{self._tag}"
+    #: Where the gateway's input comes from (``MQTT_STREAM``: the server's, never provisioned).
+    input_stream = MQTT_STREAM
 
     @property
     def input_subjects(self) -> list[str]:
+        """The contract subjects of the site's input, as published over MQTT."""
         return [mqtt_filter_to_subject(subscription(self.site, kind)) for kind in INPUT_KINDS]
+
+    @property
+    def input_filters(self) -> list[str]:
+        """The same subjects as ``MQTT_STREAM`` holds them."""
+        return [MQTT_SUBJECT_PREFIX + subject for subject in self.input_subjects]
 
     @property
     def state_stream(self) -> str:
@@ -95,21 +106,11 @@ class SiteLayout:
         return f"nw_lease_{self.site.replace('-', '_')}"
 
     lease_key = "active"
-    consumer = "gateway"
 
-    def input_stream_config(self) -> dict[str, object]:
-        """As the JetStream API's StreamConfig JSON (``nats stream add --config``, nats-py
-        StreamConfig.from_response)."""
-        return {
-            "name": self.input_stream,
-            "subjects": self.input_subjects,
-            "retention": "limits",
-            "storage": "file",
-            "num_replicas": REPLICAS,
-            "max_age": int(INPUT_MAX_AGE_S * 1e9),
-            "discard": "old",
-            "duplicate_window": int(120 * 1e9),
-        }
+    @property
+    def consumer(self) -> str:
+        """The gateway's durable consumer of ``MQTT_STREAM`` (one stream for every site of the account)."""
+        return f"gateway_{self._tag}"
 
     def state_stream_config(self) -> dict[str, object]:
         return {
@@ -122,10 +123,13 @@ class SiteLayout:
         }
 
     def consumer_config(self) -> dict[str, object]:
-        """The gateway's durable pull consumer of the input stream: explicit acks (after commit), a
-        bounded number in flight (a backlog stays in the stream, not in the gateway's memory)."""
+        """The gateway's durable pull consumer of the input stream (as the JetStream API's ConsumerConfig
+        JSON): explicit acks (after commit), a bounded number in flight (a backlog stays in the stream,
+        not in the gateway's memory). It exists from the gateway's first start on, so the input is kept
+        (interest) while every gateway is down."""
         return {
             "durable_name": self.consumer,
+            "filter_subjects": self.input_filters,
             "ack_policy": "explicit",
             "deliver_policy": "all",
             "ack_wait": int(30 * 1e9),

@@ -1,4 +1,4 @@
-"""Fixtures that start real services (Mosquitto, Chromium, InfluxDB) on free loopback ports."""
+"""Fixtures that start real services (Mosquitto, Chromium, InfluxDB, NATS) on free loopback ports."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from nurserywatch.mqtt import BrokerURL
 from tests.support.browser import browser
 from tests.support.influx_servers import influxdb
 from tests.support.mosquitto import MOSQUITTO, MosquittoProcess
+from tests.support.nats_cluster import nats_cluster
 
-__all__ = ["browser", "influxdb"]  # fixtures defined in tests/support, registered here for every test
+__all__ = ["browser", "influxdb", "nats_cluster"]  # fixtures defined in tests/support, registered here for every test
 
 
 @pytest.fixture(scope="session")

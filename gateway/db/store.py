@@ -22,7 +22,7 @@ from gateway.alert_changes import Transition
 from gateway.db.reader import StoreError
 from gateway.db.schema import SchemaError, connect_writer
 from gateway.engine.sessions import SessionChange, SessionChangeKind
-from nurserywatch.contract import Alert, Reading, SessionState, Stream
+from nurserywatch.contract import Alert, Reading, SessionState, Stream, parse_reading
 
 
 class Store:
@@ -131,6 +131,25 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot read alerts: {exc}") from None
         return [Alert.model_validate_json(r[0]) for r in rows]
+
+    def recent_readings(self, device: str, stream: Stream, window_ms: int) -> list[tuple[Reading, int]]:
+        """The device's readings of ``stream`` from its newest one back ``window_ms`` (message time),
+        oldest first, each with the gateway time it was received — to rebuild the rules' state on
+        start (gateway/engine/rules_engine.py ``RulesEngine``)."""
+        try:
+            (newest,) = self._db.execute(
+                "SELECT MAX(ts) FROM readings WHERE stream = ? AND device = ?", (stream.value, device)
+            ).fetchone()
+            if newest is None:
+                return []
+            rows = self._db.execute(
+                "SELECT payload, received_ts FROM readings WHERE stream = ? AND device = ? AND ts >= ?"
+                " ORDER BY ts, id",
+                (stream.value, device, newest - window_ms),
+            ).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot read recent readings: {exc}") from None
+        return [(parse_reading(stream, payload), int(received)) for payload, received in rows]
 
     # ---------------------------------------------------------------- batches (the message loop)
 

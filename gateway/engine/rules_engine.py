@@ -18,7 +18,8 @@ sensor_lost, battery_low.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.alert_changes import Transition
@@ -65,6 +66,15 @@ class Outcome:
         self.transitions += other.transitions
         self.sessions += other.sessions
         return self
+
+
+#: How far back the monitors are fed stored readings on start: the longest default run a rule waits
+#: for (a breathing rate out of range 60 s, then 30 s to clear) with a margin. A rule configured
+#: longer than this starts its run again after a restart.
+WARM_UP_S = 120.0
+#: (device, stream, window_ms) → the device's readings of the stream in that window, oldest first,
+#: with the gateway time each was received.
+RecentReadings = Callable[[str, Stream, int], Sequence[tuple[Reading, int]]]
 
 
 @dataclass
@@ -146,7 +156,10 @@ class RulesEngine:
         alerts: Iterable[Alert] = (),
         sessions: Iterable[SessionState] = (),
         schedule_windows: Mapping[str, str] | None = None,
+        recent: RecentReadings | None = None,
     ) -> None:
+        """``recent(device, stream, window_ms)``: the stored readings to warm the monitors up with
+        (``_warm_up``); the gateway's Store.recent_readings."""
         self.kit = kit
         self.rules = rules
         self.book = AlertBook(alerts)
@@ -163,11 +176,27 @@ class RulesEngine:
         for dr in self._devices.values():
             self._by_agent[dr.device.agent].append(dr)
         self._clocks: dict[tuple[str, Stream], _StreamClock] = {}
+        if recent is not None:
+            self._warm_up(recent)
         for alert in self.book.open_alerts():
             if alert.state is AlertState.ACTIVE and alert.device in self._devices:
                 self._devices[alert.device].restore(alert)
         for room in self._by_room:
             self._session_to_monitors(room)
+
+    def _warm_up(self, recent: RecentReadings) -> None:
+        """Each device's monitors fed again the readings of its last ``WARM_UP_S`` (their events
+        dropped: what they raised is in the alert book), so that a run under way — a child prone
+        for 20 of 30 s, a low rate for 40 of 60 s — goes on across a restart or a takeover instead
+        of starting again from the next reading."""
+        for dr in self._devices.values():
+            readings = recent(dr.device.id, dr.stream, seconds_ms(WARM_UP_S))
+            for reading, _received in readings:
+                with contextlib.suppress(StaleReading):
+                    dr.feed(reading)
+            if readings:
+                newest, received = readings[-1]
+                self._clocks[(dr.device.id, dr.stream)] = _StreamClock(newest.ts, received, newest.ts)
 
     def config_for(self, device: str) -> RuleSet:
         """The effective thresholds of a device (its room and its child's age band)."""

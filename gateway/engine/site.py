@@ -192,7 +192,8 @@ class SiteEngine:
             log.error("%s", exc)
         sessions, windows = store.sessions()
         self.rules_engine = RulesEngine(
-            kit, rules, clock.now_ms(), alerts=store.open_alerts(), sessions=sessions, schedule_windows=windows
+            kit, rules, clock.now_ms(), alerts=store.open_alerts(), sessions=sessions, schedule_windows=windows,
+            recent=store.recent_readings,
         )
         for room in sorted(set(rules.rooms) - {r.id for r in kit.rooms}):
             log.error("rules file: rooms.%s is not a room of kit %r; its settings are not used", room, kit.site)

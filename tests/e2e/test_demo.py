@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,24 +18,15 @@ import pytest
 from nurserywatch.ports import free_port, wait_for_port
 from tests.support.browser import chromium_page
 from tests.support.dashboard_login import browser_login_sync, login_sync
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.processes import spawn
 
 pytestmark = pytest.mark.e2e
 
 
 def test_demo_shows_a_prone_alert_that_a_click_acknowledges(tmp_path: Path) -> None:
     port = free_port()
-    log = tmp_path / "demo.log"
     started = time.time()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nurserywatch", "demo", "--port", str(port), "--data-dir", str(tmp_path)],
-        cwd=ROOT,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc, log = spawn("demo", ["demo", "--port", str(port), "--data-dir", str(tmp_path)], tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, timeout_s=30)

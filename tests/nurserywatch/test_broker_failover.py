@@ -125,11 +125,8 @@ async def test_all_down_backs_off_and_connects_when_one_comes_back(
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    c = NatsCluster(tmp_path / "nats", 3)
-    c.start()
-    yield c
-    c.stop()
+def cluster(nats_cluster: NatsCluster) -> NatsCluster:
+    return nats_cluster
 
 
 async def test_nats_cluster_node_killed_the_session_moves_to_the_next_node(cluster: NatsCluster) -> None:

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import shutil
+import sqlite3
 import ssl
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,10 +25,13 @@ from nats.js import api
 from typer.testing import CliRunner
 
 from dashboard.live.link import LiveLink
+from gateway.service.jetstream import connect_nats, nats_auth_options
 from nurserywatch.cli.main import app
 from nurserywatch.cli.provision import Access, acl_rules, mqtt_users
 from nurserywatch.cli.provision_nats import permissions
 from nurserywatch.contract import (
+    Position,
+    PostureReading,
     Stream,
     TopicKind,
     ack_topic,
@@ -35,12 +41,13 @@ from nurserywatch.contract import (
     status_topic,
     subscription,
 )
-from nurserywatch.jetstream import SiteLayout, mqtt_filter_to_subject
+from nurserywatch.jetstream import MQTT_STREAM, SiteLayout, mqtt_filter_to_subject
 from nurserywatch.kit import Kit, KitError, load_kit
-from nurserywatch.mqtt import BrokerURL, load_credentials, parse_brokers
+from nurserywatch.mqtt import BrokerURL, MqttCredentials, load_credentials, parse_brokers
 from nurserywatch.ports import free_port, wait_for_port
-from tests.support.nats_cluster import NATS_SERVER
-from tests.support.waiting import wait_for
+from tests.support.nats_cluster import NATS_SERVER, NatsCluster
+from tests.support.processes import print_logs, spawn, stop
+from tests.support.waiting import wait_for, wait_until
 
 SITE = "nsec"
 KIT = f"""
@@ -126,8 +133,8 @@ def test_provision_writes_each_node_and_the_parts_broker_lists(tmp_path: Path) -
         unit = (d / f"nurserywatch-nats-{node.name}.service").read_text()
         assert "ExecStart=/opt/nurserywatch/bin/nats-server -c /etc/nats/nurserywatch/nats.conf" in unit
     layout = SiteLayout(SITE)
-    assert json.loads((out / "nats" / "streams" / f"{layout.input_stream}.json").read_text()) == \
-        layout.input_stream_config()  # fmt: skip
+    assert json.loads((out / "nats" / "streams" / f"{layout.consumer}.consumer.json").read_text()) == \
+        layout.consumer_config()  # fmt: skip
     # Each part lists every node, starting at a different one (so that every node has clients).
     firsts = set()
     for user in mqtt_users(kit):
@@ -288,11 +295,18 @@ async def test_the_gateway_user_creates_the_site_streams_over_nats_and_agents_ma
                             allow_reconnect=False)  # fmt: skip
     try:
         js = nc.jetstream()
-        for name in (f"NW_IN_{SITE.upper()}.json", f"NW_STATE_{SITE.upper()}.json"):
-            config = json.loads((cluster.out / "nats" / "streams" / name).read_text())
-            info = await js.add_stream(api.StreamConfig.from_response(config))
-            assert info.config.num_replicas == 3
         layout = SiteLayout(SITE)
+        streams = cluster.out / "nats" / "streams"
+        config = json.loads((streams / f"{layout.state_stream}.json").read_text())
+        info = await js.add_stream(api.StreamConfig.from_response(config))
+        assert info.config.num_replicas == 3
+        # The input is nats-server's MQTT stream, made at the account's first MQTT connection.
+        async with cluster.url("gateway").client("t-gateway"):
+            pass
+        config = json.loads((streams / f"{layout.consumer}.consumer.json").read_text())
+        consumer = await js.add_consumer(MQTT_STREAM, api.ConsumerConfig.from_response(config))
+        assert consumer.config.filter_subjects == layout.input_filters
+        assert (await js.stream_info(MQTT_STREAM)).config.num_replicas == 3
         kv = await js.create_key_value(bucket=layout.lease_bucket, history=1, ttl=4, replicas=3)
         assert await kv.create(layout.lease_key, b"instance-1") == 1
     finally:
@@ -309,3 +323,104 @@ def test_the_env_file_lists_urls_the_parts_parse(cluster: Cluster) -> None:
     local = line.split("=", 1)[1].replace("/etc/nurserywatch/mqtt", str(cluster.out / "credentials"))
     urls = parse_brokers(local)
     assert len(urls) == 3 and all(u.tls and u.username == "dashboard" for u in urls)
+
+
+# ------------------------------------------------------------------ the gateway as provisioned
+
+
+def gateway_env(cluster: Cluster) -> dict[str, str]:
+    """credentials/gateway.env as the gateway's environment, its paths on this machine."""
+    env: dict[str, str] = {}
+    for line in (cluster.out / "credentials" / "gateway.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env[key] = value.replace("/etc/nurserywatch/mqtt", str(cluster.out / "credentials"))
+    return env
+
+
+def readings_stored(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            return int(con.execute("SELECT count(*) FROM readings").fetchone()[0])
+    except sqlite3.OperationalError:  # the schema not made yet
+        return 0
+
+
+async def test_the_gateways_run_on_the_cluster_as_provisioned(cluster: Cluster, tmp_path: Path) -> None:
+    """Two real gateway processes given only the provisioned gateway.env (and each its instance name):
+    they connect over TLS with the gateway user, and everything they do on JetStream — the input
+    consumer, the lease bucket, the journal, the standby following it, the takeover — is within that
+    user's permissions."""
+    env = gateway_env(cluster)
+    assert env["NURSERYWATCH_TRANSPORT"] == "jetstream" and env["NURSERYWATCH_NATS"].startswith("tls://")
+    assert env["NURSERYWATCH_NATS_CREDENTIALS"].endswith("/gateway.yaml")
+    kit_file = cluster.out.parent / "kit.yaml"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+
+    def logged(name: str, text: str) -> bool:
+        return text in logs[name].read_text()
+
+    def stored(n: int) -> bool:  # in b's file: as the active one, or through a's journal as the standby
+        return readings_stored(tmp_path / "b" / "gw.sqlite3") == n
+
+    try:
+        for name, role in (("a", "is the ACTIVE gateway"), ("b", "standing by")):  # b after a: a is active
+            (tmp_path / name).mkdir()
+            procs[name], logs[name] = spawn(f"gateway-{name}", [
+                "gateway", "--config", str(kit_file), "--db", str(tmp_path / name / "gw.sqlite3"),
+                "--records-key", str(tmp_path / "records-signing.key"),
+            ], tmp_path, env={**env, "NURSERYWATCH_INSTANCE": name})  # fmt: skip
+            await wait_until(functools.partial(logged, name, role), f"{name}: {role}", 60, 0.1)
+        async with cluster.url("edge-pi-a", 2).client("t-provisioned-edge") as agent:
+            for seq in (1, 2):
+                reading = PostureReading(ts=int(time.time() * 1000), seq=seq, position=Position.SUPINE)
+                await agent.publish(reading_topic(SITE, "clip-a", Stream.POSTURE), reading.to_json(), qos=1,
+                                    timeout=10)  # fmt: skip
+                await wait_until(functools.partial(stored, seq), f"reading {seq} stored", 30, 0.1)
+                if seq == 1:
+                    stop(procs["a"])  # SIGTERM: a releases the lease, b takes over
+                    await wait_until(functools.partial(logged, "b", "is the ACTIVE gateway"), "b's takeover", 30, 0.1)
+    finally:
+        for proc in procs.values():
+            stop(proc)
+        print_logs(logs, 20)
+    for log in logs.values():
+        text = log.read_text().lower()
+        assert "permissions violation" not in text and "authorization" not in text
+
+
+async def test_the_gateways_nats_connection_is_refused_without_its_credentials(cluster: Cluster) -> None:
+    servers = gateway_env(cluster)["NURSERYWATCH_NATS"].split(",")
+    creds = load_credentials(cluster.out / "credentials" / "gateway.yaml")
+
+    async def connect(credentials: MqttCredentials | None) -> None:
+        nc = await nats.connect(servers=servers, allow_reconnect=False, max_reconnect_attempts=0,
+                                **nats_auth_options(servers, credentials))  # fmt: skip
+        await nc.close()
+
+    await connect(creds)  # as provisioned
+    with pytest.raises(Exception, match="(?i)authorization"):
+        await connect(creds.model_copy(update={"password": "wrong"}))
+    with pytest.raises(Exception, match="(?i)certificate"):  # tls:// without the site CA
+        await connect(None)
+
+
+async def test_the_nats_user_may_be_in_the_url(tmp_path: Path) -> None:
+    """nats://user:password@host:port, on a node with one user (plain, no TLS)."""
+    node = NatsCluster(tmp_path, 1, extra='authorization { users: [{user: "gw", password: "s3cret"}] }')
+    node.start()
+    try:
+        url = node.nats_urls[0]
+        with_user = url.replace("nats://", "nats://gw:s3cret@")
+        assert nats_auth_options([with_user]) == {"user": "gw", "password": "s3cret"}
+        nc = await asyncio.wait_for(connect_nats([with_user], "t-url-user"), 10)
+        await nc.close()
+        for refused in (url, url.replace("nats://", "nats://gw:wrong@")):
+            with pytest.raises(Exception, match="(?i)authorization"):
+                await nats.connect(servers=[refused], allow_reconnect=False, max_reconnect_attempts=0,
+                                   **nats_auth_options([refused]))  # fmt: skip
+    finally:
+        node.stop()
