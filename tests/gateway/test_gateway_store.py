@@ -12,9 +12,11 @@ from gateway.config import ProneConfig, RulesConfig, RulesError, load_rules
 from gateway.db.reader import StoreError, StoreReader
 from gateway.db.store import Store
 from gateway.engine.alerts import AlertBook, Subject
+from gateway.engine.rules_engine import RulesEngine
 from gateway.rules.events import Cleared, Firing
 from nurserywatch.contract import AirReading, AlertState, Position, PostureReading, Severity, Stream
 from tests.support.clock import T0
+from tests.support.kits import make_kit
 
 CHILD = Subject(device="clip-01", room="hiyoko", child="c001")
 REPO = Path(__file__).resolve().parents[2]
@@ -200,3 +202,23 @@ def test_rules_file_errors_are_clear(tmp_path: Path, text: str, message: str) ->
 def test_missing_rules_file(tmp_path: Path) -> None:
     with pytest.raises(RulesError, match=r"rules\.yaml: file not found"):
         load_rules(tmp_path / "rules.yaml")
+
+
+def test_a_prone_run_under_way_goes_on_across_a_restart(tmp_path: Path) -> None:
+    """Prone from 0 s, the gateway restarted at 20 s: the new engine's prone rule, warmed up from the
+    stored readings, fires at 30 s with the run's start at 0 s — not 30 s after its first new reading."""
+    db = tmp_path / "gw.sqlite3"
+    kit = make_kit("s1", devices={"clip-01": "c001"})
+    rules = RulesConfig()
+    with Store(db) as store:
+        for s in range(21):
+            prone = PostureReading(ts=T0 + s * 1000, seq=s, position=Position.PRONE)
+            store.add_reading("clip-01", Stream.POSTURE, prone, T0 + s * 1000 + 5)
+    with Store(db) as store:  # a new process on the same file
+        engine = RulesEngine(kit, rules, T0 + 25_000, recent=store.recent_readings)
+    raised = []
+    for s in range(21, 31):
+        prone = PostureReading(ts=T0 + s * 1000, seq=s, position=Position.PRONE)
+        out = engine.reading("clip-01", Stream.POSTURE, prone, T0 + 25_000 + s)
+        raised += [(s, t.alert.started_ts) for t in out.transitions if t.change is Change.RAISED]
+    assert raised == [(30, T0)]
