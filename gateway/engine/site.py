@@ -92,23 +92,15 @@ from nurserywatch.contract import (
     session_topic,
     time_ahead,
 )
+from nurserywatch.jetstream import INPUT_KINDS
 from nurserywatch.kit import STREAMS_BY_KIND, Device, Kit
 
 log = logging.getLogger(__name__)
 
 #: What a transport subscribes to (all QoS 1). Alerts and escalations only to reconcile retained
 #: messages on (re)connect; live echoes of the gateway's own publishes arrive not retained and are ignored.
-SUBSCRIPTIONS = (
-    TopicKind.READING,
-    TopicKind.STATUS,
-    TopicKind.EDGE,
-    TopicKind.COMMAND_ACK,
-    TopicKind.COMMAND_SESSION,
-    TopicKind.COMMAND_RECORD,
-    TopicKind.COMMAND_ASSIGN,
-    TopicKind.ALERT,
-    TopicKind.ESCALATION,
-)
+#: (The input kinds are the ones the JetStream shell takes from nats-server's stream instead.)
+SUBSCRIPTIONS = (*INPUT_KINDS, TopicKind.ALERT, TopicKind.ESCALATION)
 #: Seconds between two log lines for the same rejection reason (the counters still count all).
 LOG_INTERVAL_S = 10.0
 #: About how often the heartbeat goes out (in whole timer ticks; docs/dashboard.md: the dashboard calls a

@@ -166,13 +166,8 @@ def test_big_flushes_are_split_and_kept_as_one_unit() -> None:
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "nats", size=1)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def node(nats_node: NatsCluster) -> NatsCluster:
+    return nats_node
 
 
 async def test_appends_are_fenced_by_the_last_sequence(node: NatsCluster) -> None:

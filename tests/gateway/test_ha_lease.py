@@ -8,8 +8,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -25,13 +24,8 @@ _sites = itertools.count()
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "nats", size=1)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def node(nats_node: NatsCluster) -> NatsCluster:
+    return nats_node
 
 
 @contextlib.asynccontextmanager

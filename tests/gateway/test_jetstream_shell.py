@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import functools
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiomqtt
@@ -55,13 +55,8 @@ _sites = itertools.count()
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[NatsCluster]:
-    cluster = NatsCluster(tmp_path / "nats", size=1)
-    cluster.start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+def node(nats_node: NatsCluster) -> NatsCluster:
+    return nats_node
 
 
 def kit_with_mat() -> Kit:
