@@ -76,7 +76,8 @@ class Lease:
         sent = self._monotonic()
         try:
             self.revision = await self.kv.create(self.key, self.instance.encode())
-        except KeyWrongLastSequenceError:
+        except (KeyWrongLastSequenceError, KeyNotFoundError):
+            # KeyNotFound: nats-py's create re-reads a key it found present; it expired in between.
             return False
         self._valid_until = sent + self.ttl_s
         self.lost.clear()

@@ -85,3 +85,30 @@ async def test_release_hands_over_at_once(node: NatsCluster) -> None:
         assert await a.acquire()
         await a.release()
         assert await b.acquire() and await b.holder() == "b"
+
+
+async def test_contenders_racing_the_expiry_get_a_clean_no_and_one_of_them_wins(node: NatsCluster) -> None:
+    """nats-py's ``create`` re-reads a key it found present; if the key expires in between, that read
+    raises KeyNotFound. A standby polling at the expiry must take that as "not yet", not crash
+    (a CI run hit it once at a 0.1 s poll; polling without pause hits it far more often)."""
+    async with bucket(node) as kv:
+        assert await Lease(kv, "old", ttl_s=TTL_S, renew_s=RENEW_S).acquire()  # never renewed: expires
+        contenders = [Lease(kv, name, ttl_s=TTL_S, renew_s=RENEW_S) for name in "bcd"]
+        tries = 0
+
+        async def poll(lease: Lease) -> None:
+            nonlocal tries
+            deadline = time.monotonic() + TTL_S + 5
+            while time.monotonic() < deadline:
+                tries += 1
+                if await lease.acquire():
+                    return
+                if any(other.held for other in contenders):
+                    return
+                await asyncio.sleep(0)
+
+        await asyncio.gather(*(poll(lease) for lease in contenders))
+        winners = [lease.instance for lease in contenders if lease.held]
+        assert len(winners) == 1, winners
+        assert await contenders[0].holder() == winners[0]
+    print(f"{tries} acquire calls across the expiry, winner {winners[0]}")
