@@ -17,6 +17,7 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     gateway                     QoS 1, retained       GatewayStatus: heartbeat ~1 s (+ last will {"online": false})
     assignment/{device}         QoS 1, retained       DeviceAssignment (which child a mat or clip watches today)
     command/assign              QoS 1, not retained   AssignCommand (staff assign a child to a mat / clip for today)
+    records/head                QoS 1, retained       RecordsHead: the nap-check records' latest signed day head
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ class TopicKind(StrEnum):
     GATEWAY = "gateway"
     ASSIGNMENT = "assignment"
     COMMAND_ASSIGN = "command_assign"
+    RECORDS_HEAD = "records_head"
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,10 @@ def assign_command_topic(site: str) -> str:
     return f"{site_root(site)}/command/assign"
 
 
+def records_head_topic(site: str) -> str:
+    return f"{site_root(site)}/records/head"
+
+
 def subscription(site: str, kind: TopicKind) -> str:
     """The wildcard filter that matches every topic of one kind at a site."""
     root = site_root(site)
@@ -161,6 +167,7 @@ def subscription(site: str, kind: TopicKind) -> str:
         TopicKind.GATEWAY: f"{root}/gateway",
         TopicKind.ASSIGNMENT: f"{root}/assignment/+",
         TopicKind.COMMAND_ASSIGN: f"{root}/command/assign",
+        TopicKind.RECORDS_HEAD: f"{root}/records/head",
     }[kind]
 
 
@@ -200,13 +207,16 @@ def parse_topic(topic: str) -> Topic:
             return Topic(site, TopicKind.ASSIGNMENT, device=check_ident(device, "device"))
         case ["command", "assign"]:
             return Topic(site, TopicKind.COMMAND_ASSIGN)
+        case ["records", "head"]:
+            return Topic(site, TopicKind.RECORDS_HEAD)
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
 #: Topics that carry retained state. An empty payload on one is how MQTT deletes the retained message
 #: (the broker passes it on to subscribers too): "state cleared", never a payload to judge or reject.
 RETAINED_KINDS = frozenset({TopicKind.STATUS, TopicKind.EDGE, TopicKind.ALERT, TopicKind.ESCALATION,
-                            TopicKind.SESSION, TopicKind.GATEWAY, TopicKind.ASSIGNMENT})  # fmt: skip
+                            TopicKind.SESSION, TopicKind.GATEWAY, TopicKind.ASSIGNMENT,
+                            TopicKind.RECORDS_HEAD})  # fmt: skip
 
 
 def is_cleared(kind: TopicKind, payload: bytes | str) -> bool:
@@ -471,6 +481,22 @@ class AssignCommand(_Payload):
     device: Ident
     child: Ident | None = None
     by: Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class RecordsHead(_Payload):
+    """The nap-check records' latest signed day head (gateway/records/signing.py ``SignedHead``),
+    retained on ``records/head`` by the gateway when it signs one and on start. Whoever holds the
+    site's public key can check it without the records: the fleet tier does, per site."""
+
+    site: Ident
+    day: Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+    timezone: Annotated[str, Field(min_length=1, max_length=64)]
+    seq: Annotated[int, Field(ge=0, le=SQLITE_INT_MAX)]
+    hash: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    signed_ts: UnixMs
+    key_id: Annotated[str, Field(min_length=1, max_length=128)]
+    #: Ed25519 signature of the head's canonical message, hex.
+    signature: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
 
 
 # ---------------------------------------------------------------- helpers

@@ -23,6 +23,7 @@ from nurserywatch.contract import (
     Position,
     PostureReading,
     RecordCommand,
+    RecordsHead,
     SessionAction,
     SessionCommand,
     SessionSource,
@@ -238,6 +239,8 @@ VALID: dict[type[_Payload], dict[str, object]] = {
     GatewayStatus: {"ts": T, "online": True, "heartbeat_s": 1},
     DeviceAssignment: {"device": "mat-01", "child": "c001", "source": "staff", "day": "2026-01-01", "updated_ts": T},
     AssignCommand: {"device": "mat-01", "child": "c001", "by": "hoikushi-1"},
+    RecordsHead: {"site": "nursery-a", "day": "2026-01-01", "timezone": "Asia/Tokyo", "seq": 12, "hash": "ab" * 32,
+                  "signed_ts": T, "key_id": "0123456789abcdef", "signature": "cd" * 64},
 }  # fmt: skip
 
 #: (model, field, value of the wrong JSON type): each refused as invalid_payload, never coerced.
@@ -288,6 +291,8 @@ WRONG: list[tuple[type[_Payload], str, object]] = [
     (DeviceAssignment, "source", 0),
     (DeviceAssignment, "updated_ts", float(T)),
     (AssignCommand, "child", 1),
+    (RecordsHead, "seq", "12"),
+    (RecordsHead, "hash", "AB" * 32),  # the chain writes lower-case hex; anything else is not its hash
 ]
 
 #: (model, field, value): the JSON types the contract does take.
