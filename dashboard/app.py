@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -301,8 +301,28 @@ async def serve_dashboard(
     (READY once serving, the watchdog from uvicorn's main loop). ``limits``: connections and timeouts
     (dashboard/http_server.py); ``trusted_proxies``: the addresses whose X-Forwarded-For and
     X-Forwarded-Proto are believed (none by default). ``options``: see ``create_app``."""
-    limits = limits or ServerLimits()
     app = create_app(kit, broker, default_lang=lang, **options)
+    await serve_app(app, host, port, f"dashboard for {kit.site}", f"MQTT {describe_brokers(broker)}",
+                    on_stop=get_link_of(app).fanout.close, notifier=notifier, limits=limits,
+                    trusted_proxies=trusted_proxies)  # fmt: skip
+
+
+async def serve_app(
+    app: FastAPI,
+    host: str,
+    port: int,
+    what: str,
+    source: str,
+    *,
+    on_stop: Callable[[], None],
+    notifier: Notifier | None = None,
+    limits: ServerLimits | None = None,
+    trusted_proxies: tuple[str, ...] = (),
+) -> None:
+    """Serve ``app`` (the site dashboard, or the fleet board: dashboard/fleet_app.py) as
+    ``serve_dashboard`` says; ``on_stop`` ends its live streams first; ``what`` and ``source`` name it
+    in the log line."""
+    limits = limits or ServerLimits()
     guard = ConnectionGuard(limits.connection_cap())
     app.state.connections = guard  # its counts are in /healthz
     # Bind here rather than in uvicorn, which calls sys.exit() when the port is taken.
@@ -323,12 +343,11 @@ async def serve_dashboard(
             await asyncio.sleep(0.01)
         if server.started:
             shown = f"[{host}]" if family == socket.AF_INET6 else host
-            mqtt = describe_brokers(broker)
-            log.info("dashboard for %s at http://%s:%d/ (MQTT %s)", kit.site, shown, bound_port, mqtt)
+            log.info("%s at http://%s:%d/ (%s)", what, shown, bound_port, source)
             notifier.ready(f"serving on port {bound_port}")
         await asyncio.shield(serving)
     except asyncio.CancelledError:
-        get_link_of(app).fanout.close()  # end live streams, or uvicorn waits for them to finish
+        on_stop()  # end live streams, or uvicorn waits for them to finish
         server.should_exit = True
         await serving
         raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -15,10 +15,20 @@ from fastapi.templating import Jinja2Templates
 
 from dashboard.auth.models import Role
 from dashboard.i18n import Lang, catalogue, label
-from nurserywatch.kit import Kit
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 templates.env.globals["label"] = label  # {{ label(t, 'rule', a.rule) }}: a rule's or device kind's name
+
+
+class Header(Protocol):
+    """What the page header shows of the place the dashboard serves: a site's ``Kit``, or the fleet
+    board's ``FleetHeader`` (dashboard/routes/fleet.py)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timezone(self) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,14 +51,16 @@ def nav_items() -> list[NavItem]:
     return sorted(NAV, key=lambda item: item.order)
 
 
-def page_context(request: Request, kit: Kit, lang: Lang, current: str, **extra: Any) -> dict[str, Any]:
+def page_context(request: Request, kit: Header, lang: Lang, current: str, **extra: Any) -> dict[str, Any]:
     t = catalogue(lang)
     # The signed-in user (set by the route's auth dependency): header name, logout, CSRF meta, nav by role.
     session = getattr(request.state, "nw_session", None) or None
     user = session.user if session else None
+    app = request.scope.get("app")  # None: a template rendered outside a request (tests)
+    own_nav = getattr(app.state, "nav", None) if app is not None else None  # the fleet board has its own bar
     nav = [
         {"href": f"{item.href}?lang={lang}", "label": t[item.key], "current": item.key == current}
-        for item in nav_items()
+        for item in own_nav or nav_items()
         if user is not None and user.may(item.role)
     ]
     base = {"lang": lang, "other_lang": "en" if lang == "ja" else "ja", "t": t, "kit": kit, "nav": nav}

@@ -327,6 +327,9 @@ class DeviceStatus(_Payload):
     online: bool
     battery_pct: Annotated[float, Field(ge=0, le=100)] | None = None
     rssi_dbm: Annotated[float, Field(ge=-150, le=20)] | None = None
+    #: The device's room in the kit, filled in by the edge (added in v1, optional for readers): the
+    #: centre, which has no kit, needs it for per-room figures; the site's parts go by their kit.
+    room: Ident | None = None
 
 
 class EdgeStatus(_Payload):

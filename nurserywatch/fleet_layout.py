@@ -75,6 +75,12 @@ class SiteOutLayout:
         return f"NW_OUT_{self.site.replace('-', '_').upper()}"
 
     @property
+    def deliver_prefix(self) -> str:
+        """Where the site delivers its sourced messages at the centre (``external.deliver``): one prefix
+        per site, the only delivery subjects its credentials may publish (nurserywatch/fleet_nats.py)."""
+        return f"nwsrc.{self.site}"
+
+    @property
     def mqtt_topics(self) -> list[str]:
         """The contract filters a Mosquitto site bridges to the centre (``topic ... out 1``)."""
         return [subscription(self.site, kind) for kind in SITE_OUT_KINDS]
@@ -139,15 +145,22 @@ class FleetLayout:
         return {
             "name": self.stream(k),
             "subjects": [s for site in sorted(bridged_sites) for s in SiteOutLayout(site).subjects],
-            "sources": [
-                {"name": SiteOutLayout(site).stream, "external": {"api": SiteOutLayout(site).api_prefix, "deliver": ""}}
-                for site in sorted(leaf_sites)
-            ],
+            "sources": [self._source(site) for site in sorted(leaf_sites)],
             "retention": "limits",
             "storage": "file",
             "num_replicas": self.replicas,
             "discard": "old",
             "max_age": int(FLEET_MAX_AGE_S * 1e9),
+        }
+
+    @staticmethod
+    def _source(site: str) -> dict[str, object]:
+        # The filter: the site's server sends only its own prefix, whatever its stream was made to hold.
+        out = SiteOutLayout(site)
+        return {
+            "name": out.stream,
+            "filter_subject": out.prefix_subject,
+            "external": {"api": out.api_prefix, "deliver": out.deliver_prefix},
         }
 
     def consumer_config(self) -> dict[str, object]:

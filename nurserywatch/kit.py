@@ -245,6 +245,21 @@ class NatsNode(_Strict):
     monitor_port: Port = 8222
 
 
+class NatsFleetLink(_Strict):
+    """The site's link to a fleet's centre (docs/fleet.md, "Transport"): its NATS cluster becomes a leaf
+    node of the central cluster, in JetStream domain ``site-{site}``."""
+
+    #: Every central node's leaf node URL (``nats-leaf://host:7422``, or ``tls://`` …), without a user.
+    leaf_urls: Annotated[
+        list[Annotated[str, Field(pattern=r"^(nats-leaf|tls)://[A-Za-z0-9.:_\[\]-]+$")]], Field(min_length=1)
+    ]
+    #: The environment variable holding the site's password at the centre when the kit is provisioned
+    #: (the centre's operator issues it; never in the kit file).
+    password_env: Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]{0,63}$")] = "NURSERYWATCH_FLEET_PASSWORD"
+    #: The CA of the central nodes' leaf node certificate, a path on the site's nodes; None: the system's.
+    ca_file: Annotated[str, Field(pattern=r"^/[^\"]*$")] | None = None
+
+
 class NatsClusterConfig(_Strict):
     """A NATS cluster of three nodes as the site's broker instead of one Mosquitto (docs/deploy.md,
     "NATS cluster"): JetStream keeps three copies of everything, so any one node may fail."""
@@ -252,6 +267,8 @@ class NatsClusterConfig(_Strict):
     #: The cluster's name (the nodes refuse routes from another); default ``nurserywatch-{site}``.
     name: Ident | None = None
     nodes: Annotated[list[NatsNode], Field(min_length=3, max_length=3)]
+    #: None: the site is not part of a fleet.
+    fleet: NatsFleetLink | None = None
 
     @model_validator(mode="after")
     def _check(self) -> NatsClusterConfig:

@@ -164,12 +164,20 @@ class BrokerURL:
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
 
     def client(
-        self, identifier: str, will: aiomqtt.Will | None = None, keepalive: int = 10, *, manual_ack: bool = False
+        self,
+        identifier: str,
+        will: aiomqtt.Will | None = None,
+        keepalive: int = 10,
+        *,
+        manual_ack: bool = False,
+        clean_session: bool = False,
     ) -> aiomqtt.Client:
         """``manual_ack``: received QoS 1 messages are acknowledged (PUBACK) only by ``ack()``, once the
         receiver has made them durable; unacknowledged ones are sent again by the broker after a
-        reconnect. Set here, before CONNECT: a persistent session gets its queued messages at once."""
-        # clean_session=False: QoS 1 messages queued by the broker while we reconnect are delivered.
+        reconnect. Set here, before CONNECT: a persistent session gets its queued messages at once.
+        ``clean_session``: for a client that only publishes (and resends what was not acknowledged
+        itself): no session for the broker to keep."""
+        # clean_session=False (the default): QoS 1 messages queued by the broker while we reconnect are delivered.
         client = aiomqtt.Client(
             hostname=self.host,
             port=self.port,
@@ -178,7 +186,7 @@ class BrokerURL:
             password=self.password,
             will=will,
             keepalive=keepalive,
-            clean_session=False,
+            clean_session=clean_session,
             tls_params=self.tls_params(),
             socket_options=NO_DELAY,
         )

@@ -34,6 +34,8 @@ class NatsNode:
     cluster_port: int = field(default_factory=free_port)
     mqtt_port: int = field(default_factory=free_port)
     monitor_port: int = field(default_factory=free_port)
+    #: Leaf node connections (listened on only when the cluster has ``leafnode_listen``).
+    leaf_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -52,6 +54,10 @@ class NatsNode:
     def mqtt_url(self) -> BrokerURL:
         return BrokerURL("127.0.0.1", self.mqtt_port)
 
+    @property
+    def leaf_url(self) -> str:
+        return f"nats-leaf://127.0.0.1:{self.leaf_port}"
+
 
 class NatsCluster:
     """``size`` nats-server nodes (1 or 3) clustered on 127.0.0.1, JetStream and MQTT on each.
@@ -59,12 +65,23 @@ class NatsCluster:
     The MQTT sessions' and retained messages' streams have ``size`` replicas. ``extra``: further
     config text for every node (accounts, say); ``name``: the cluster's name; ``own_session``: the
     nodes out of the caller's process group (a Ctrl-C in its terminal does not reach them: the caller
-    stops them last, after its clients)."""
+    stops them last, after its clients). ``domain``: the JetStream domain (the fleet tier, docs/fleet.md);
+    ``leafnode_listen``: accept leaf node connections on each node's ``leaf_port``."""
 
     def __init__(
-        self, d: Path, size: int = 3, *, extra: str = "", name: str = "nw-test", own_session: bool = False
+        self,
+        d: Path,
+        size: int = 3,
+        *,
+        extra: str = "",
+        name: str = "nw-test",
+        own_session: bool = False,
+        domain: str | None = None,
+        leafnode_listen: bool = False,
     ) -> None:
         self.dir = d
+        self.domain = domain
+        self.leafnode_listen = leafnode_listen
         self.name = name
         self.own_session = own_session
         self.nodes = [NatsNode(f"n{i + 1}", d / f"n{i + 1}") for i in range(size)]
@@ -78,9 +95,13 @@ class NatsCluster:
             f'server_name: "{node.name}"',
             f"listen: 127.0.0.1:{node.client_port}",
             f"http: 127.0.0.1:{node.monitor_port}",
-            f'jetstream {{ store_dir: "{node.dir / "js"}" }}',
+            f'jetstream {{ store_dir: "{node.dir / "js"}"{f", domain: {self.domain}" if self.domain else ""} }}',
             f"mqtt {{ listen: 127.0.0.1:{node.mqtt_port}, stream_replicas: {len(self.nodes)} }}",
         ]
+        if self.leafnode_listen:
+            # no_advertise: a site keeps to the URLs it was given (a test's cuttable link), not the
+            # nodes' own addresses the hub would otherwise gossip to it.
+            lines.append(f"leafnodes {{ listen: 127.0.0.1:{node.leaf_port}, no_advertise: true }}")
         if len(self.nodes) > 1:
             routes = ", ".join(f"nats-route://127.0.0.1:{n.cluster_port}" for n in self.nodes if n is not node)
             lines.append(f"cluster {{ name: {self.name}, listen: 127.0.0.1:{node.cluster_port}, routes: [{routes}] }}")
@@ -94,6 +115,10 @@ class NatsCluster:
     def mqtt_urls(self) -> list[BrokerURL]:
         return [n.mqtt_url for n in self.nodes]
 
+    @property
+    def leaf_urls(self) -> list[str]:
+        return [n.leaf_url for n in self.nodes]
+
     def start(self, i: int | None = None, timeout_s: float = 20.0) -> None:
         """Start node i (all if None) and return once its client, MQTT and monitoring ports accept."""
         nodes = self.nodes if i is None else [self.nodes[i]]
@@ -105,7 +130,8 @@ class NatsCluster:
                                          start_new_session=self.own_session)  # fmt: skip
         try:
             for node in nodes:
-                for port in (node.client_port, node.mqtt_port, node.monitor_port):
+                leaf = (node.leaf_port,) if self.leafnode_listen else ()
+                for port in (node.client_port, node.mqtt_port, node.monitor_port, *leaf):
                     self._wait_port(node, port, timeout_s)
             self.wait_jetstream(timeout_s)
         except BaseException:

@@ -9,12 +9,13 @@ import pytest
 
 from nurserywatch.mqtt import BrokerURL
 from tests.support.browser import browser
+from tests.support.fleet_cluster import fleet_transport
 from tests.support.influx_servers import influxdb
 from tests.support.mosquitto import MOSQUITTO, MosquittoProcess
 from tests.support.nats_cluster import nats_cluster, nats_node
 
 # Fixtures defined in tests/support, registered here for every test.
-__all__ = ["browser", "influxdb", "nats_cluster", "nats_node"]
+__all__ = ["browser", "fleet_transport", "influxdb", "nats_cluster", "nats_node"]
 
 
 @pytest.fixture(scope="session")

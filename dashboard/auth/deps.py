@@ -6,7 +6,8 @@ Routes declare the least role they need with one of the ``Annotated`` dependenci
     @router.get("/api/trends")
     async def trends(user: ManagerDep) -> ...: ...
 
-``StaffDep`` < ``ManagerDep`` < ``AdminDep`` (a manager may do everything staff may, and so on).
+``StaffDep`` < ``ManagerDep`` < ``AdminDep`` (a manager may do everything staff may, and so on);
+``FleetDep``: the fleet board (a user with site grants, or an admin; never a site page).
 Without a session an API request gets ``401 {"error": "login_required"}`` and a page request is sent
 to ``/login?next=…``; a signed-in user below the route's role gets ``403 {"error": "forbidden"}``.
 Every state-changing request (POST, PUT, PATCH, DELETE) must also carry the session's CSRF token,
@@ -156,11 +157,23 @@ require_staff = _require(Role.STAFF)
 require_manager = _require(Role.MANAGER)
 require_admin = _require(Role.ADMIN)
 
+
+async def require_fleet(request: Request) -> User:
+    """The fleet board's users: some site granted, or an admin (which sites: ``User.may_see_site``)."""
+    user = await current_user(request)
+    if not user.fleet_access:
+        raise Forbidden(f"the fleet board shows the sites granted to a user; {user.username} has none")
+    return user
+
+
+require_fleet.nw_role = Role.OPERATOR  # type: ignore[attr-defined]  # read by required_role()
+
 CurrentUserDep = Annotated[User, Depends(current_user)]
 OptionalUserDep = Annotated[User | None, Depends(optional_user)]
 StaffDep = Annotated[User, Depends(require_staff)]
 ManagerDep = Annotated[User, Depends(require_manager)]
 AdminDep = Annotated[User, Depends(require_admin)]
+FleetDep = Annotated[User, Depends(require_fleet)]
 
 
 def route_roles(app: FastAPI) -> list[tuple[str, str, Role | None]]:
@@ -195,8 +208,8 @@ def required_role(route: Any) -> Role | None:
             role = getattr(dep.call, "nw_role", None)
             if isinstance(role, Role):
                 found.append(role)
-            elif dep.call is current_user:
-                found.append(Role.STAFF)
+            elif dep.call is current_user:  # any signed-in user
+                found.append(Role.OPERATOR)
             walk(dep)
 
     walk(route.dependant)

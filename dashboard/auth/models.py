@@ -10,11 +10,16 @@ from enum import IntEnum
 
 
 class Role(IntEnum):
-    """staff < manager < admin: each role may do everything the ones below it may."""
+    """operator < staff < manager < admin: each role may do everything the ones below it may.
 
-    STAFF = 1
-    MANAGER = 2
-    ADMIN = 3
+    ``operator`` is the fleet board's role (docs/fleet.md, "Fleet board"): signed in, but no page of a
+    site. What the fleet board shows a user is its site grants (``User.sites``), not its role; admins
+    see every site."""
+
+    OPERATOR = 1  # not 0: a role is never falsy (``if own_role:`` in route_roles)
+    STAFF = 2
+    MANAGER = 3
+    ADMIN = 4
 
     @property
     def label(self) -> str:
@@ -26,7 +31,11 @@ class Role(IntEnum):
         try:
             return cls[text.strip().upper()]
         except KeyError:
-            raise ValueError(f"unknown role {text!r}; choose staff, manager or admin") from None
+            raise ValueError(f"unknown role {text!r}; choose operator, staff, manager or admin") from None
+
+
+#: A site grant meaning every site of the fleet.
+ALL_SITES = "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +43,8 @@ class User:
     username: str
     role: Role
     display_name: str
+    #: The fleet sites this user may see on the fleet board (``ALL_SITES``: all); empty for site users.
+    sites: frozenset[str] = frozenset()
 
     @property
     def shown_name(self) -> str:
@@ -42,6 +53,14 @@ class User:
 
     def may(self, role: Role) -> bool:
         return self.role >= role
+
+    @property
+    def fleet_access(self) -> bool:
+        """Whether the fleet board opens for this user at all (some site granted, or an admin)."""
+        return self.role == Role.ADMIN or bool(self.sites)
+
+    def may_see_site(self, site: str) -> bool:
+        return self.role == Role.ADMIN or ALL_SITES in self.sites or site in self.sites
 
 
 @dataclass(frozen=True, slots=True)

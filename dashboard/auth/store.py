@@ -19,14 +19,15 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from dashboard.auth.logic import PasswordRejected, check_display_name, check_password, check_username, token_digest
-from dashboard.auth.models import AuthPolicy, Role, User
+from dashboard.auth.models import ALL_SITES, AuthPolicy, Role, User
+from nurserywatch.contract import IDENT_RE
 from nurserywatch.sqlite import connect
 
 SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS users (
     username      TEXT PRIMARY KEY,
     display_name  TEXT NOT NULL,
-    role          TEXT NOT NULL CHECK (role IN ('staff', 'manager', 'admin')),
+    role          TEXT NOT NULL CHECK (role IN ('operator', 'staff', 'manager', 'admin')),
     password_hash TEXT NOT NULL,
     disabled      INTEGER NOT NULL DEFAULT 0,
     created_ms    INTEGER NOT NULL,
@@ -42,6 +43,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     ip           TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (username);
+-- The fleet sites a user may see on the fleet board ('*': all of them); docs/fleet.md, "Fleet board".
+CREATE TABLE IF NOT EXISTS user_sites (
+    username TEXT NOT NULL REFERENCES users (username) ON DELETE CASCADE,
+    site     TEXT NOT NULL,
+    PRIMARY KEY (username, site)
+);
 CREATE TABLE IF NOT EXISTS audit (
     id       INTEGER PRIMARY KEY AUTOINCREMENT,
     ts_ms    INTEGER NOT NULL,
@@ -74,7 +81,12 @@ CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'the audit log is append-only (only entries past the retention are pruned)'); END;
 """
 
-USER_COLUMNS: Final = "username, role, display_name, disabled, created_ms, last_login_ms"
+USER_COLUMNS: Final = (
+    "username, role, display_name, disabled, created_ms, last_login_ms,"
+    " (SELECT group_concat(site, ' ') FROM user_sites g WHERE g.username = users.username)"
+)
+#: The users table's columns, for rebuilding it when its role CHECK predates a role (_migrate_roles).
+_USERS_COPY: Final = "username, display_name, role, password_hash, disabled, created_ms, updated_ms, last_login_ms"
 #: Only write last_seen when it moved this much: no database write on every request.
 TOUCH_EVERY_MS: Final = 60_000
 
@@ -138,7 +150,30 @@ class AuthStore:
         #: re-check their session when it moved, so a logout ends the room view's stream within a second.
         self.sessions_ended = 0
         with self._lock:
+            self._migrate_roles()
             self._db.executescript(SCHEMA)
+
+    def _migrate_roles(self) -> None:
+        """A database made before the operator role has a CHECK on ``users.role`` that refuses it:
+        rebuild the table with today's (SQLite's documented way to change a constraint: copy, drop,
+        rename, with foreign keys off so the sessions survive)."""
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'users'").fetchone()
+        if row is None or "'operator'" in row[0]:
+            return
+        create = SCHEMA[SCHEMA.index("CREATE TABLE IF NOT EXISTS users") : SCHEMA.index(");") + 2]
+        self._db.execute("PRAGMA foreign_keys=OFF")
+        try:
+            self._db.execute("BEGIN")
+            self._db.execute(create.replace("IF NOT EXISTS users", "users_new"))
+            self._db.execute(f"INSERT INTO users_new ({_USERS_COPY}) SELECT {_USERS_COPY} FROM users")
+            self._db.execute("DROP TABLE users")
+            self._db.execute("ALTER TABLE users_new RENAME TO users")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        finally:
+            self._db.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         with self._lock:
@@ -194,6 +229,24 @@ class AuthStore:
                 "UPDATE users SET role = ?, updated_ms = ? WHERE username = ?", (role.label, now_ms, row.user.username)
             )
         return User(row.user.username, role, row.user.display_name)
+
+    def set_sites(self, username: str, sites: list[str], now_ms: int) -> User:
+        """Replace the fleet sites ``username`` may see on the fleet board (``["*"]``: all; ``[]``: none).
+        Applies at the user's next request (sessions read the user fresh)."""
+        row = self._existing(username)
+        wanted = sorted({s.strip() for s in sites if s.strip()})
+        for site in wanted:
+            if site != ALL_SITES and not IDENT_RE.fullmatch(site):
+                raise UserError(f"{site!r} is not a site id (lower-case letters, digits, '-' and '_'), "
+                                f"nor {ALL_SITES!r} for all")
+        name = row.user.username
+        with self._lock:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM user_sites WHERE username = ?", (name,))
+            self._db.executemany("INSERT INTO user_sites (username, site) VALUES (?, ?)", [(name, s) for s in wanted])
+            self._db.execute("UPDATE users SET updated_ms = ? WHERE username = ?", (now_ms, name))
+            self._db.execute("COMMIT")
+        return User(name, row.user.role, row.user.display_name, frozenset(wanted))
 
     def set_disabled(self, username: str, disabled: bool, now_ms: int) -> None:
         """Disabling also ends every session of the user at once."""
@@ -291,13 +344,14 @@ class AuthStore:
         digest = token_digest(token)
         with self._lock:
             row = self._db.execute(
-                "SELECT s.csrf_token, s.created_ms, s.last_seen_ms, u.username, u.role, u.display_name, u.disabled"
+                "SELECT s.csrf_token, s.created_ms, s.last_seen_ms, u.username, u.role, u.display_name, u.disabled,"
+                " (SELECT group_concat(site, ' ') FROM user_sites g WHERE g.username = u.username)"
                 " FROM sessions s JOIN users u USING (username) WHERE s.token_hash = ?",
                 (digest,),
             ).fetchone()
             if row is None:
                 return None
-            csrf, created, seen, username, role, display, disabled = row
+            csrf, created, seen, username, role, display, disabled, sites = row
             if disabled or now_ms - created >= policy.session_lifetime_s * 1000 or (
                 now_ms - seen >= policy.session_idle_s * 1000
             ):
@@ -306,7 +360,7 @@ class AuthStore:
             if now_ms - seen >= TOUCH_EVERY_MS:
                 self._db.execute("UPDATE sessions SET last_seen_ms = ? WHERE token_hash = ?", (now_ms, digest))
                 seen = now_ms
-        return Session(digest, User(username, Role.parse(role), display), csrf, created, seen)
+        return Session(digest, User(username, Role.parse(role), display, _sites(sites)), csrf, created, seen)
 
     def end_session(self, token_hash: str) -> None:
         with self._lock:
@@ -377,6 +431,10 @@ class AuthStore:
         return [AuditEntry(*r) for r in rows]
 
 
-def _user_row(row: tuple[str, str, str, int, int, int | None]) -> UserRow:
-    username, role, display, disabled, created, last_login = row
-    return UserRow(User(username, Role.parse(role), display), bool(disabled), created, last_login)
+def _user_row(row: tuple[str, str, str, int, int, int | None, str | None]) -> UserRow:
+    username, role, display, disabled, created, last_login, sites = row
+    return UserRow(User(username, Role.parse(role), display, _sites(sites)), bool(disabled), created, last_login)
+
+
+def _sites(joined: str | None) -> frozenset[str]:
+    return frozenset(joined.split()) if joined else frozenset()

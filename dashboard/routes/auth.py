@@ -37,8 +37,7 @@ from dashboard.auth.deps import (
 from dashboard.auth.models import Role, User
 from dashboard.auth.store import UserError
 from dashboard.i18n import Lang, catalogue, pick_lang
-from dashboard.pages import NAV, NavItem, page_context, render
-from nurserywatch.kit import Kit
+from dashboard.pages import NAV, Header, NavItem, page_context, render
 
 router = APIRouter()
 NAV.append(NavItem("nav.admin_users", "/admin/users", Role.ADMIN, order=70))
@@ -51,8 +50,10 @@ class LoginBody(BaseModel):
     password: str = Field(max_length=256)
 
 
-def _kit(request: Request) -> Kit:
-    return cast(Kit, request.app.state.link.state.kit)
+def _kit(request: Request) -> Header:
+    """The page header's place: the site's kit, or the fleet board's header (no kit at the centre)."""
+    header = getattr(request.app.state, "header", None)
+    return cast(Header, header if header is not None else request.app.state.link.state.kit)
 
 
 def _lang(request: Request) -> Lang:
@@ -241,7 +242,7 @@ async def me(request: Request, user: CurrentUserDep) -> dict[str, Any]:
 # ---------------------------------------------------------------- user admin
 
 
-def _fmt_time(kit: Kit) -> Any:
+def _fmt_time(kit: Header) -> Any:
     zone = ZoneInfo(kit.timezone)
 
     def fmt(ms: int) -> str:
@@ -256,7 +257,7 @@ def _users_page(request: Request, *, status: int = 200, done: str = "", error: s
     context = page_context(
         request, kit, _lang(request), "nav.admin_users",
         users=state.store.list_users(), audit=state.store.audit_entries(100), roles=list(Role),
-        done=done, error=error, fmt_time=_fmt_time(kit),
+        done=done, error=error, fmt_time=_fmt_time(kit), fleet_mode=_fleet_mode(request),
     )
     response = render(request, "admin_users.html", context)
     response.status_code = status
@@ -266,7 +267,7 @@ def _users_page(request: Request, *, status: int = 200, done: str = "", error: s
 @router.get("/admin/users", response_class=HTMLResponse, include_in_schema=False)
 async def users_page(request: Request, user: AdminDep, done: str = "") -> HTMLResponse:
     # `done` is echoed only as one of our own action names, never as free text from the URL.
-    return _users_page(request, done=done if done in {"added", "role", "disabled", "enabled"} else "")
+    return _users_page(request, done=done if done in {"added", "role", "sites", "disabled", "enabled"} else "")
 
 
 def _done(request: Request, what: str) -> RedirectResponse:
@@ -289,7 +290,30 @@ async def add_user(request: Request, user: AdminDep) -> Response:
     except ValueError as exc:
         return _users_page(request, status=400, error=str(exc))
     audit(request, user, "user.add", added.username, f"role={role.label} display_name={added.display_name}")
+    if _fleet_mode(request) and f.get("sites", "").strip():
+        return _set_sites(request, added.username, user, f.get("sites", ""), "added")
     return _done(request, "added")
+
+
+def _fleet_mode(request: Request) -> bool:
+    """The dashboard runs as the fleet board (dashboard/fleet_app.py): users have site grants there."""
+    return getattr(request.app.state, "fleet", None) is not None
+
+
+@router.post("/admin/users/{username}/sites", include_in_schema=False)
+async def change_sites(request: Request, username: str, user: AdminDep) -> Response:
+    """The fleet sites a user may see (space- or comma-separated ids, ``*`` for all, empty for none)."""
+    return _set_sites(request, username, user, (await form_fields(request)).get("sites", ""), "sites")
+
+
+def _set_sites(request: Request, username: str, user: User, text: str, done: str) -> Response:
+    state = auth_state(request)
+    try:
+        changed = state.store.set_sites(username, text.replace(",", " ").split(), state.now_ms())
+    except UserError as exc:
+        return _users_page(request, status=400, error=str(exc))
+    audit(request, user, "user.sites", changed.username, " ".join(sorted(changed.sites)) or "(none)")
+    return _done(request, done)
 
 
 @router.post("/admin/users/{username}/role", include_in_schema=False)

@@ -154,7 +154,8 @@ class EdgeAgent:
             log.warning("agent %s has no device it can read; publishing its status only", agent_id)
         # Device state as the ports report it, and what the broker last got from us.
         now = clock.now_ms()
-        self._online = {d: DeviceStatus(ts=now, online=False) for d in self.channels}
+        self._rooms = {d.id: d.room for d in kit.devices_of_agent(agent_id)}
+        self._online = {d: DeviceStatus(ts=now, online=False, room=self._rooms[d]) for d in self.channels}
         # Serial ports: open or not (from the shell), and when each last produced a reading (loop time).
         self._port_open: dict[str, bool] = {}
         self._last_data_s: dict[str, float] = {}
@@ -179,7 +180,8 @@ class EdgeAgent:
 
     def _status(self, device_id: str, online: bool, rssi_dbm: float | None = None) -> DeviceStatus:
         battery = self.channels[device_id].battery_pct()
-        return DeviceStatus(ts=self.clock.now_ms(), online=online, battery_pct=battery, rssi_dbm=rssi_dbm)
+        return DeviceStatus(ts=self.clock.now_ms(), online=online, battery_pct=battery, rssi_dbm=rssi_dbm,
+                            room=self._rooms[device_id])  # fmt: skip
 
     async def run(self) -> None:
         will = aiomqtt.Will(self.edge_topic, WILL_PAYLOAD, qos=1, retain=True)
@@ -344,7 +346,7 @@ class EdgeAgent:
         # cancellation-safe wrapper would (rightly) stop after the first message.
         now = self.clock.now_ms()
         for device_id in self.channels:
-            offline = DeviceStatus(ts=now, online=False).to_json()
+            offline = DeviceStatus(ts=now, online=False, room=self._rooms[device_id]).to_json()
             await client.publish(
                 status_topic(self.kit.site, device_id), offline, qos=1, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT_S
             )

@@ -37,6 +37,8 @@ Broker-facing behaviour (docs/gateway.md):
   more are cleared;
 * a heartbeat (``GatewayStatus``) is retained on ``gateway`` about every second, from the timer tick
   (a dead timer stops it too);
+* the nap-check records' latest signed day head (``RecordsHead``, when the site signs them) is retained
+  on ``records/head`` when it is signed and on every (re)connect, for the centre (docs/records.md);
 * runtime child ↔ device assignments (``command/assign``, gateway/engine/assignments.py) re-bind the
   rules and records and are retained on ``assignment/{device}``;
 * a staff command (``command/*``) is taken only when signed by the dashboard's command key, within
@@ -297,6 +299,7 @@ class SiteEngine:
         for state in self.rules_engine.sessions.states(now):
             self.enqueue(Outgoing(session_topic(self.kit.site, state.room), state.to_json(), retain=True))
         self.assignments.publish_all(now)
+        self.records.publish_head()
         self.enqueue(self.heartbeat())
         self._batching = True
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.alert_changes import Transition
-from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverContext
+from gateway.engine.observers import AcceptedReading, GatewayObserver, ObserverContext, Outgoing
 from gateway.engine.sessions import SessionChange, SessionChangeKind
 from gateway.records.entries import (
     AUTO,
@@ -42,6 +42,7 @@ from nurserywatch.contract import (
     Reading,
     RecordAction,
     RecordCommand,
+    records_head_topic,
 )
 from nurserywatch.kit import Kit
 
@@ -68,10 +69,13 @@ class RecordKeeper:
         rate_limits: RateLimits | None = None,
         breathing_rules: frozenset[str] = BREATHING_RULES,
         signing: RecordsSigning | None = None,
+        on_signed: Callable[[SignedHead], None] | None = None,
     ) -> None:
+        """``on_signed``: called with each day head once it is stored (the gateway publishes it)."""
         self.kit = kit
         self.store = store
         self.signing = signing
+        self._on_signed = on_signed
         #: When and what to sign (None: this keeper does not sign; see RecordsSigning).
         self.signer = (
             None
@@ -162,6 +166,8 @@ class RecordKeeper:
             except OSError as exc:  # the database holds it; the log is the copy out of the holder's reach
                 self.stats["sign_error"] += 1
                 log.error("records: the signed head of %s is not in the heads file: %s", h.day, exc)
+        if self._on_signed is not None:
+            self._on_signed(signed)
         return signed
 
     # -- staff commands
@@ -235,13 +241,15 @@ class RecordsSigning:
 class RecordsObserver(GatewayObserver):
     """The records' hook into the running gateway (gateway/engine/observers.py): nap sessions, accepted
     readings, alert transitions and timer ticks go to a RecordKeeper on the gateway's database file;
-    ``command`` applies the dashboard's ``command/record``. "Breathing OK" uses the gateway's rules."""
+    ``command`` applies the dashboard's ``command/record``. "Breathing OK" uses the gateway's rules.
+    Each signed day head is retained on ``records/head`` (``publish_head``: again on every connect)."""
 
     def __init__(
         self, ctx: ObserverContext, config: RecordsConfig | None = None, signing: RecordsSigning | None = None
     ) -> None:
+        self.ctx = ctx
         self.keeper = RecordKeeper(ctx.kit, RecordStore(ctx.db_path), config, rate_limits=rules_rate_limits(ctx.rules),
-                                   signing=signing)  # fmt: skip
+                                   signing=signing, on_signed=self._publish)  # fmt: skip
         self.keeper.seed_alerts(ctx.open_alerts())
         # A sheet the records still hold open for a room the gateway has no session in (its stop was
         # lost with a crash) is closed now — else it would write empty records for ever.
@@ -271,6 +279,17 @@ class RecordsObserver(GatewayObserver):
 
     def command(self, cmd: RecordCommand, now_ms: int) -> ChainedEntry:
         return self.keeper.command(cmd, now_ms)
+
+    def publish_head(self) -> None:
+        """Retain the latest signed day head on ``records/head`` again (on every connect: a broker
+        restarted without persistence lost it); nothing when the site does not sign its heads."""
+        if self.keeper.signer is not None and self.keeper.signer.last is not None:
+            self._publish(self.keeper.signer.last)
+
+    def _publish(self, signed: SignedHead) -> None:
+        # For whoever holds the site's public key (the fleet tier): checkable without the records.
+        topic = records_head_topic(self.ctx.kit.site)
+        self.ctx.enqueue(Outgoing(topic, signed.to_contract().to_json(), retain=True))
 
     def close(self) -> None:
         self.keeper.store.close()

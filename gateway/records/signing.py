@@ -22,6 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from gateway.records.entries import ChainHead, VerifyResult, canonical_json
+from nurserywatch.contract import RecordsHead
 from nurserywatch.keys import key_id
 
 #: Bound into every signed message, so a signature made for anything else never passes as a day head.
@@ -76,6 +77,15 @@ class SignedHead:
                 raise ValueError(f"{name}: expected {kind.__name__}")
         signature = data.pop("signature")
         return cls(DayHead(**data), signature)
+
+    def to_contract(self) -> RecordsHead:
+        """The payload published on ``records/head`` (nurserywatch/contract.py)."""
+        return RecordsHead(**asdict(self.head), signature=self.signature)
+
+    @classmethod
+    def from_contract(cls, payload: RecordsHead) -> SignedHead:
+        """A published head back, to check with ``signature_ok`` (the centre holds the public key)."""
+        return cls(DayHead(**payload.model_dump(exclude={"signature"})), payload.signature)
 
 
 def sign(key: Ed25519PrivateKey, head: DayHead) -> SignedHead:

@@ -689,6 +689,53 @@ def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerUR
 
 
 @app.command()
+def fleet(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="NURSERYWATCH_FLEET",
+                     help="Fleet file (YAML): the central NATS cluster, partitions, sites, time-series store "
+                     "(configs/fleet.example.yaml), or $NURSERYWATCH_FLEET; required."),
+    ] = None,
+    instance: Annotated[
+        str | None,
+        typer.Option("--instance", envvar="NURSERYWATCH_INSTANCE",
+                     help="This worker's name among the fleet workers (they share the partitions); required."),
+    ] = None,
+    log_level: LogOpt = "info",
+) -> None:
+    """Run a fleet worker: consume its share of the central partition streams into the cross-site state
+    and the central time-series store (docs/fleet.md). SIGTERM releases its partitions to the others."""  # fmt: skip
+    from fleet.config import FleetError, load_fleet
+    from nurserywatch.contract import ContractError, check_ident
+    from nurserywatch.mqtt import CredentialsError, load_credentials
+
+    if config is None:
+        fail("--config: the fleet file is required (e.g. configs/fleet.example.yaml)")
+    if instance is None:
+        fail("--instance: the worker's name is required (e.g. w1)")
+    try:
+        check_ident(instance, "--instance")
+    except ContractError as exc:
+        fail(exc.detail)
+    try:
+        cfg = load_fleet(config)
+    except FleetError as exc:
+        fail(str(exc))
+    try:
+        creds = load_credentials(cfg.resolve(cfg.nats.credentials)) if cfg.nats.credentials else None
+    except CredentialsError as exc:
+        fail(f"nats.credentials: {exc}")
+    setup_logging(log_level)
+    from fleet.worker import run_fleet
+    from nurserywatch.clock import SystemClock
+
+    try:
+        run_until_signalled(run_fleet(cfg, instance, SystemClock(), credentials=creds))
+    except OSError as exc:  # the buffer's folder cannot be made
+        fail(exc.strerror or str(exc))
+
+
+@app.command()
 def dashboard(
     config: SiteKitOpt = None,
     broker: BrokerOpt = "mqtt://127.0.0.1:1883",
@@ -716,10 +763,21 @@ def dashboard(
     audit_retention_days: Annotated[
         int, typer.Option("--audit-retention-days", min=0, help="Prune audit entries older than this (0: never).")
     ] = 400,
+    fleet_nats: Annotated[
+        str | None,
+        typer.Option("--fleet-nats", envvar="NURSERYWATCH_FLEET_NATS", show_envvar=False,
+                     help="Fleet mode: the central NATS cluster's URLs (comma-separated), or $NURSERYWATCH_FLEET_NATS; "
+                     "serves the fleet board instead of a site (docs/fleet.md); --config, --broker, --db, --rules "
+                     "and --command-key are not used then."),
+    ] = None,
     log_level: LogOpt = "info",
 ) -> None:
-    """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API."""
+    """Run the staff dashboard (FastAPI): live room view with alerts and acknowledgement, JSON API. With
+    --fleet-nats: the operators' fleet board of every site (same sign-in and users)."""
     setup_logging(log_level)
+    if fleet_nats:
+        _fleet_board(fleet_nats, host, port, data_dir, tuple(trusted_proxy or ()), audit_retention_days)
+        return
     kit = _kit(config)
     from dashboard.app import serve_dashboard
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
@@ -752,6 +810,42 @@ def dashboard(
                                             notifier=notifier, trusted_proxies=tuple(trusted_proxy or ()),
                                             auth_policy=AuthPolicy(audit_retention_days=audit_retention_days)),
                             notifier)  # fmt: skip
+    except OSError as exc:  # typically the port is taken
+        fail(exc.strerror or str(exc))
+
+
+def _fleet_board(
+    urls: str, host: str, port: int, data_dir: Path, proxies: tuple[str, ...], retention_days: int
+) -> None:
+    """`nurserywatch dashboard --fleet-nats`: the fleet board, its other settings from NURSERYWATCH_FLEET_*
+    (dashboard/settings.py)."""
+    from pydantic import ValidationError
+
+    from dashboard.auth.models import AuthPolicy
+    from dashboard.fleet_app import serve_fleet_dashboard
+    from dashboard.routes.fleet import FleetHeader
+    from dashboard.settings import DashboardSettings
+    from nurserywatch.clock import time_zone
+    from nurserywatch.systemd import Notifier
+
+    try:
+        settings = DashboardSettings(fleet_nats=urls)
+        servers = settings.fleet_servers()
+        time_zone(settings.fleet_timezone)
+    except (ValidationError, ValueError) as exc:
+        fail(str(exc))
+    if not servers:
+        fail("--fleet-nats: no URL given")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    notifier = Notifier.from_environment()
+    try:
+        run_until_signalled(serve_fleet_dashboard(
+            servers, host, port, header=FleetHeader(settings.fleet_name, settings.fleet_timezone), notifier=notifier,
+            trusted_proxies=proxies, data_dir=data_dir, default_lang=settings.dashboard_lang,
+            auth_policy=AuthPolicy(audit_retention_days=retention_days), nats_domain=settings.fleet_nats_domain,
+            nats_user=settings.fleet_nats_user, nats_password=settings.fleet_nats_password,
+            refresh_s=settings.fleet_refresh_s,
+        ), notifier)  # fmt: skip
     except OSError as exc:  # typically the port is taken
         fail(exc.strerror or str(exc))
 
@@ -907,7 +1001,7 @@ def users_create_admin(
 def users_add(
     data_dir: UsersDirOpt,
     username: UsernameOpt,
-    role: Annotated[str, typer.Option("--role", help="staff, manager or admin.")] = "staff",
+    role: Annotated[str, typer.Option("--role", help="operator, staff, manager or admin.")] = "staff",
     password_file: PasswordFileOpt = None,
     display_name: DisplayNameOpt = "",
 ) -> None:
@@ -932,7 +1026,7 @@ def users_passwd(data_dir: UsersDirOpt, username: UsernameOpt, password_file: Pa
 def users_role(
     data_dir: UsersDirOpt,
     username: UsernameOpt,
-    role: Annotated[str, typer.Option("--role", help="staff, manager or admin.")],
+    role: Annotated[str, typer.Option("--role", help="operator, staff, manager or admin.")],
 ) -> None:
     """Change a user's role (the last enabled admin cannot be demoted)."""
     from dashboard.auth.models import Role
@@ -942,6 +1036,22 @@ def users_role(
         return f"{user.username} is now {user.role.label}"
 
     _user_change(data_dir, "user.role", username.lower(), change)
+
+
+@users_app.command("sites")
+def users_sites(
+    data_dir: UsersDirOpt,
+    username: UsernameOpt,
+    sites: Annotated[str, typer.Option("--sites", help="Fleet sites the user may see on the fleet board, "
+                                       "comma-separated; '*' for all; '' for none (docs/fleet.md).")],
+) -> None:
+    """Set the fleet sites a user (an operator) may see on the fleet board; applies at their next request."""
+
+    def change(store: Any, now: int) -> str:
+        user = store.set_sites(username, sites.replace(",", " ").split(), now)
+        return f"{user.username} may see: {' '.join(sorted(user.sites)) or 'no site'}"
+
+    _user_change(data_dir, "user.sites", username.lower(), change)
 
 
 @users_app.command("disable")

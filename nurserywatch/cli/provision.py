@@ -106,8 +106,8 @@ def mqtt_users(kit: Kit) -> list[MqttUser]:
 #: knows before the contract has it is simply not emitted.
 #:
 #: The gateway (gateway/service/mqtt.py) reads what the edges and the dashboard send and writes alerts,
-#: escalations, sessions, assignments and its heartbeat (+ last will); it re-reads its own retained
-#: alerts, escalations and assignments on reconnect to reconcile them.
+#: escalations, sessions, assignments, its heartbeat (+ last will) and the signed records head; it re-reads
+#: its own retained alerts, escalations and assignments on reconnect to reconcile them.
 GATEWAY_ACCESS: dict[str, Access | None] = {
     "reading": Access.READ,
     "status": Access.READ,
@@ -121,6 +121,7 @@ GATEWAY_ACCESS: dict[str, Access | None] = {
     "assignment": Access.READWRITE,
     "session": Access.WRITE,
     "gateway": Access.WRITE,
+    "records_head": Access.WRITE,
 }
 
 #: The dashboard reads what it shows and writes only staff commands; the gateway owns alert, session
@@ -138,6 +139,7 @@ DASHBOARD_ACCESS: dict[str, Access | None] = {
     "command_session": Access.WRITE,
     "command_record": Access.WRITE,
     "command_assign": Access.WRITE,
+    "records_head": None,  # for the centre (the fleet tier); the site's dashboard does not show it
 }
 
 

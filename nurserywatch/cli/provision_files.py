@@ -225,7 +225,7 @@ def _nats_files(
             or ("/var/lib/nats/jetstream" if opts.broker_dir else str((node_dir / "jetstream").resolve())),
             require_client_cert=opts.client_certs,
         )
-        conf = provision_nats.nats_conf(kit, node, files, passwords)  # checks the hosts
+        conf = provision_nats.nats_conf(kit, node, files, passwords, _fleet_password(kit))  # checks the hosts
         try:
             node_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         except OSError as exc:
@@ -254,6 +254,12 @@ def _nats_files(
     for user in mqtt_users(kit):
         env = provision_nats.env_file(kit, user, opts.credentials_dir)
         _write(out / "credentials" / f"{user.name}.env", env.encode(), SECRET)
+
+
+def _fleet_password(kit: Kit) -> str | None:
+    """The site's password at the fleet's centre, from the environment variable its kit names."""
+    fleet = provision_nats.cluster_of(kit).fleet
+    return os.environ.get(fleet.password_env) if fleet is not None else None
 
 
 def _records_key(out: Path, creds_dir: Path, result: ProvisionResult) -> None:

@@ -29,6 +29,8 @@ from nurserywatch.cli.provision import (
     check_host,
     mqtt_users,
 )
+from nurserywatch.fleet_layout import SiteOutLayout
+from nurserywatch.fleet_nats import site_leaf_remote
 from nurserywatch.jetstream import REPLICAS, SiteLayout, mqtt_filter_to_subject
 from nurserywatch.kit import Kit, NatsClusterConfig, NatsNode
 
@@ -115,11 +117,23 @@ def _hostport(host: str | None, port: int) -> str:
     return json.dumps(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
 
 
-def nats_conf(kit: Kit, node: NatsNode, files: NodeFiles, passwords: dict[str, str]) -> str:
+def nats_conf(
+    kit: Kit, node: NatsNode, files: NodeFiles, passwords: dict[str, str], fleet_password: str | None = None
+) -> str:
     """One node's nats-server config: JetStream, a TLS client listener, TLS routes to the other two
-    nodes, a TLS MQTT listener, and the site's users with their permissions."""
+    nodes, a TLS MQTT listener, and the site's users with their permissions. With a ``fleet`` link: the
+    site's JetStream domain and a leaf node remote to the centre with ``fleet_password``."""
     files.check()
     cluster = cluster_of(kit)
+    domain = ""
+    fleet: list[str] = []
+    if cluster.fleet is not None:
+        if not fleet_password:
+            raise ProvisionError(f"site {kit.site!r}: nats.fleet needs the site's password at the centre "
+                                 f"in ${cluster.fleet.password_env}")  # fmt: skip
+        domain = f", domain: {json.dumps(SiteOutLayout(kit.site).domain)}"
+        fleet = ["", site_leaf_remote(kit.site, cluster.fleet.leaf_urls, fleet_password, local_account=ACCOUNT,
+                                      ca_file=cluster.fleet.ca_file).rstrip("\n")]  # fmt: skip
     for n in cluster.nodes:
         check_host(n.host, f"NATS node {n.name} host")
         if n.bind is not None:
@@ -142,7 +156,7 @@ def nats_conf(kit: Kit, node: NatsNode, files: NodeFiles, passwords: dict[str, s
         f"http: {_hostport('127.0.0.1', node.monitor_port)}",
         "",
         "# The node's copy of every stream (three copies in the cluster: any one node may be lost).",
-        f"jetstream {{ store_dir: {json.dumps(files.store_dir)} }}",
+        f"jetstream {{ store_dir: {json.dumps(files.store_dir)}{domain} }}",
         "",
         "# Routes to the other two nodes, TLS both ways (each node's certificate is also a client one).",
         "cluster {",
@@ -169,7 +183,7 @@ def nats_conf(kit: Kit, node: NatsNode, files: NodeFiles, passwords: dict[str, s
     ]
     for user in mqtt_users(kit):
         out += _user_block(kit, user, passwords[user.name])
-    out += ["    ]", "  }", "}"]
+    out += ["    ]", "  }", "}", *fleet]
     return "\n".join(out) + "\n"
 
 
@@ -214,12 +228,17 @@ def nats_unit(kit: Kit, node: NatsNode, files: NodeFiles) -> str:
 def stream_configs(kit: Kit) -> dict[str, str]:
     """File name → JSON of the site's journal stream (``nats stream add --config FILE``) and of the
     gateway's consumer of nats-server's MQTT stream (``nats consumer add '$MQTT_msgs' --config FILE``);
-    the gateway also creates both when missing."""
+    the gateway also creates both when missing. With a fleet link, also the site's out stream, which the
+    centre sources (docs/fleet.md, "Transport")."""
     layout = SiteLayout(kit.site)
-    return {
+    out = {
         f"{layout.state_stream}.json": json.dumps(layout.state_stream_config(), indent=2) + "\n",
         f"{layout.consumer}.consumer.json": json.dumps(layout.consumer_config(), indent=2) + "\n",
     }
+    if cluster_of(kit).fleet is not None:
+        site_out = SiteOutLayout(kit.site, replicas=REPLICAS)
+        out[f"{site_out.stream}.json"] = json.dumps(site_out.stream_config(), indent=2) + "\n"
+    return out
 
 
 def broker_urls(kit: Kit, user: MqttUser, credentials_dir: str = CREDENTIALS_DIR) -> str:

@@ -273,7 +273,7 @@ async def test_passwords_and_tokens_are_not_stored_in_the_clear(
     assert token.encode() not in raw
     with sqlite3.connect(tmp_path / "dashboard.sqlite3") as db:
         hashes = [h for (h,) in db.execute("SELECT password_hash FROM users")]
-        assert len(hashes) == 3 and all(h.startswith("$argon2id$") for h in hashes)
+        assert len(hashes) == len(ACCOUNTS) and all(h.startswith("$argon2id$") for h in hashes)
         # The audit log is append-only.
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("UPDATE audit SET action = 'nothing'")

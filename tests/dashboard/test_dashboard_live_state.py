@@ -138,7 +138,14 @@ CASES: list[tuple[str, list[tuple[str, bytes]], list[Event], dict[str, int], lis
         [
             ev(
                 EventKind.DEVICE_STATUS,
-                {"device": "clip-01", "ts": 1767225600000, "online": True, "battery_pct": 80.0, "rssi_dbm": None},
+                {
+                    "device": "clip-01",
+                    "ts": 1767225600000,
+                    "online": True,
+                    "battery_pct": 80.0,
+                    "rssi_dbm": None,
+                    "room": None,
+                },
             )
         ],
         {},

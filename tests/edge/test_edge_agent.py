@@ -71,6 +71,9 @@ async def test_edge_publishes_posture_and_status(
         assert hello.ts is not None and ShiftedClock.START_MS <= hello.ts <= t_end
         assert [decode(DeviceStatus, m.payload).online for m in rec.on(status_topic(site, "clip-01"))] == [True]
         assert [decode(DeviceStatus, m.payload).online for m in rec.on(status_topic(site, "clip-02"))] == [False]
+        rooms = {d.id: d.room for d in kit.devices}  # each status names the device's room, for the centre
+        assert all(decode(DeviceStatus, m.payload).room == rooms[m.topic.rsplit("/", 1)[1]]
+                   for m in rec.messages if "/status/" in m.topic)  # fmt: skip
 
         readings = [decode(PostureReading, m.payload) for m in rec.on(posture)]
         assert [r.position for r in readings] == [Position.SUPINE] * (len(readings) - 1) + [Position.PRONE]
@@ -100,7 +103,8 @@ async def test_edge_publishes_posture_and_status(
     after = await retained(mosquitto, site)
     assert not decode(EdgeStatus, after[edge_topic(site, AGENT)]).online
     for device in ("clip-01", "clip-02"):
-        assert not decode(DeviceStatus, after[status_topic(site, device)]).online
+        goodbye = decode(DeviceStatus, after[status_topic(site, device)])
+        assert not goodbye.online and goodbye.room == rooms[device]
 
 
 class TcpProxy:

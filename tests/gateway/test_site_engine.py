@@ -11,7 +11,7 @@ from pathlib import Path
 from gateway.config import RulesConfig
 from gateway.db.reader import StoreReader
 from gateway.db.store import Store
-from gateway.engine.site import Pending, SiteEngine
+from gateway.engine.site import SiteEngine
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     Alert,
@@ -27,6 +27,7 @@ from nurserywatch.contract import (
     status_topic,
 )
 from tests.support.clock import T0
+from tests.support.gateway_stack import drain
 from tests.support.kits import make_kit
 
 KIT = make_kit("engine")  # one child, c001, watched by one posture clip
@@ -35,15 +36,6 @@ CLIP = "clip-01"
 
 def prone(seq: int, ts: int) -> bytes:
     return PostureReading(ts=ts, seq=seq, position=Position.PRONE).to_json()
-
-
-def drain(engine: SiteEngine) -> list[Pending]:
-    """What a transport shell does: take each message, "publish" it, confirm it."""
-    out: list[Pending] = []
-    while (msg := engine.next_outgoing()) is not None:
-        out.append(msg)
-        engine.published(msg)
-    return out
 
 
 def test_prone_readings_in_a_critical_alert_out_on_the_injected_clock(tmp_path: Path) -> None:

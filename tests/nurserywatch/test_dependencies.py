@@ -11,6 +11,8 @@ every import: at module level, inside functions, under ``if TYPE_CHECKING:``, re
   - edge runs alone on a Pi: it loads only edge and the shared package (nurserywatch, not its CLI);
   - gateway never loads edge, dashboard, firmware_sim or the CLI;
   - dashboard loads no edge or firmware_sim, and of the gateway only what ``gateway.read`` loads;
+  - fleet (the fleet workers) loads no edge, dashboard or firmware_sim; the dashboard loads of it only
+    what ``fleet.state`` loads (the board reads the workers' state, nothing else);
   - firmware_sim loads none of edge, gateway, dashboard (it writes bytes from the formats on its own);
   - the shared package loads no part;
   - only the composition package (nurserywatch.cli, and ``python -m nurserywatch`` which runs it)
@@ -32,20 +34,24 @@ from typing import NamedTuple
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PARTS = ("edge", "gateway", "dashboard", "firmware_sim", "nurserywatch")
+PARTS = ("edge", "gateway", "fleet", "dashboard", "firmware_sim", "nurserywatch")
 #: The composition package: the only place that wires every part together.
 COMPOSITION = ("nurserywatch.cli", "nurserywatch.__main__")
 #: What each part may not load, directly or through anything it imports.
 MAY_NOT_LOAD: dict[str, tuple[str, ...]] = {
-    "edge": ("gateway", "dashboard", "firmware_sim", *COMPOSITION),
-    "gateway": ("edge", "dashboard", "firmware_sim", *COMPOSITION),
+    "edge": ("gateway", "fleet", "dashboard", "firmware_sim", *COMPOSITION),
+    "gateway": ("edge", "fleet", "dashboard", "firmware_sim", *COMPOSITION),
+    #: The fleet tier reuses the gateway's pieces (lease, InfluxDB writer, signed heads, air rule names).
+    "fleet": ("edge", "dashboard", "firmware_sim", *COMPOSITION),
     "dashboard": ("edge", "firmware_sim", *COMPOSITION),
-    "firmware_sim": ("edge", "gateway", "dashboard", *COMPOSITION),
-    "nurserywatch": ("edge", "gateway", "dashboard", "firmware_sim", *COMPOSITION),
+    "firmware_sim": ("edge", "gateway", "fleet", "dashboard", *COMPOSITION),
+    "nurserywatch": ("edge", "gateway", "fleet", "dashboard", "firmware_sim", *COMPOSITION),
     "composition": (),
 }
 #: The dashboard's one door into the gateway: of the gateway it loads only what this module loads.
 GATEWAY_READ = "gateway.read"
+#: The fleet board's one door into the fleet tier: the state model the workers write.
+FLEET_READ = "fleet.state"
 
 IO_LIBS = {
     "serial", "aiomqtt", "paho", "bleak", "bleak_retry_connector", "httpx", "sqlite3", "socket", "asyncio",
@@ -60,9 +66,10 @@ SHELLS = (
     "gateway.retention.store", "gateway.retention.job", "gateway.trends.reader",
     "gateway.child_data.store", "gateway.child_data.influx", "gateway.child_data.jobs",
     "gateway.ha",  # the lease (a JetStream key) and the journal (SQLite statements through JetStream)
+    "fleet.worker", "fleet.tsdb", "fleet.shares", "fleet.streams",
 )  # fmt: skip
 #: The parts whose modules outside SHELLS are logic.
-PURE_PARTS = ("edge", "firmware_sim", "gateway")
+PURE_PARTS = ("edge", "firmware_sim", "gateway", "fleet")
 
 #: module name -> the modules importing it loads directly (each import and the packages above it).
 Graph = Mapping[str, frozenset[str]]
@@ -224,6 +231,10 @@ def forbidden_loads(graph: Graph, module: str) -> list[tuple[str, str]]:
         allowed = loaded_by(graph, GATEWAY_READ) if GATEWAY_READ in graph else set()
         why = f"not loaded by {GATEWAY_READ}" + ("" if GATEWAY_READ in graph else ", which does not exist")
         bad += [(m, why) for m in sorted(loaded) if within(m, "gateway") and m not in allowed]
+        fleet_allowed = loaded_by(graph, FLEET_READ) if FLEET_READ in graph else set()
+        bad += [
+            (m, f"not loaded by {FLEET_READ}") for m in sorted(loaded) if within(m, "fleet") and m not in fleet_allowed
+        ]
     return bad
 
 

@@ -36,7 +36,7 @@ import pytest
 from nurserywatch import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = ("edge", "gateway", "dashboard", "firmware_sim", "nurserywatch")
+FIRST_PARTY = ("edge", "gateway", "fleet", "dashboard", "firmware_sim", "nurserywatch")
 #: The console command's module: only its module-level imports run before a subcommand's own.
 CLI = "nurserywatch.cli.main"
 #: What each extra is for: the project packages or modules whose loads it must cover, together with
@@ -46,6 +46,7 @@ EXTRA_COVERS: dict[str, tuple[str, ...]] = {
     "": ("nurserywatch",),  # the base: the shared package
     "edge": ("edge",),
     "gateway": ("gateway", "nurserywatch.cli.provision_files"),  # `kit provision` runs on the broker's host
+    "fleet": ("fleet",),
     "dashboard": ("dashboard",),
     "sim": ("firmware_sim",),
     "demo": FIRST_PARTY,

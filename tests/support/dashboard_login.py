@@ -21,6 +21,7 @@ ACCOUNTS: dict[Role, tuple[str, str]] = {
     Role.STAFF: ("tanaka", "田中"),
     Role.MANAGER: ("sato", "佐藤"),
     Role.ADMIN: ("boss", "園長"),
+    Role.OPERATOR: ("kobayashi", "小林"),  # the fleet board's role: no site page (tests/dashboard/test_fleet_board.py)
 }
 
 

@@ -1,4 +1,5 @@
-"""A running gateway against the test session's real Mosquitto, and the MQTT clients tests drive it with."""
+"""A running gateway against the test session's real Mosquitto, and the MQTT clients tests drive it with;
+``drain``: a site engine's outbox published without a broker."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import aiomqtt
 
 from gateway.config import RulesConfig
 from gateway.engine.observers import ObserverFactory
+from gateway.engine.site import Pending, SiteEngine
 from gateway.engine.stats import GatewayStats
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
@@ -79,6 +81,15 @@ async def gateway(
         with contextlib.suppress(asyncio.CancelledError):
             await task
     assert stats.rejected["internal_error"] == 0
+
+
+def drain(engine: SiteEngine) -> list[Pending]:
+    """What a transport shell does with a site engine's outbox: take each message, "publish" it, confirm it."""
+    out: list[Pending] = []
+    while (msg := engine.next_outgoing()) is not None:
+        out.append(msg)
+        engine.published(msg)
+    return out
 
 
 async def retained(broker: BrokerURL, topic_filter: str) -> dict[str, bytes]:
