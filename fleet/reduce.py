@@ -166,6 +166,8 @@ def _status(state: SiteState, device: str, status: DeviceStatus, now_ms: int) ->
     if dev.status_ts is not None and status.ts < dev.status_ts:
         return  # an older retained status, sent again: the newer one stands
     dev.online, dev.battery_pct, dev.status_ts = status.online, status.battery_pct, status.ts
+    if status.room is not None:  # the edge names the kit's room of the device; alerts name it too
+        dev.room = status.room
     _seen(state, status.ts, now_ms)
 
 

@@ -6,20 +6,20 @@ JetStream does the store-and-forward; nothing here copies a message.
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig, StreamInfo, StreamSource
-from nats.js.errors import NotFoundError
+from nats.js.api import StreamInfo
 from nats.nuid import NUID
 
+from gateway.service.site_out import Ensured as Ensured
+from gateway.service.site_out import ensure_site_out_stream as ensure_site_out_stream
+from gateway.service.site_out import ensure_stream
 from nurserywatch.fleet_layout import FleetLayout, SiteOutLayout, partition_of
 
 #: Reply subjects of our requests to a site's JetStream over the leaf node: a site may answer on
@@ -34,56 +34,6 @@ RESTART_EVERY_S = 5.0
 #: A source silent for longer than this is reported down. The centre hears from a healthy source at
 #: least every idle heartbeat (about 1 s with nats-server 2.15); a cut link leaves it growing.
 LINK_DOWN_AFTER_S = 5.0
-
-
-class Ensured(StrEnum):
-    CREATED = "created"
-    UPDATED = "updated"
-    UNCHANGED = "unchanged"
-
-
-def _config(cfg: dict[str, object]) -> StreamConfig:
-    config: StreamConfig = StreamConfig.from_response(copy.deepcopy(cfg))
-    return config
-
-
-def _sources(sources: Iterable[StreamSource] | None) -> list[tuple[str, str | None, str | None, str | None]]:
-    return sorted(
-        (s.name, s.filter_subject, s.external.api if s.external else None, s.external.deliver if s.external else None)
-        for s in sources or []
-    )
-
-
-def _differs(have: StreamConfig, want: StreamConfig) -> bool:
-    return (
-        sorted(have.subjects or []) != sorted(want.subjects or [])
-        or _sources(have.sources) != _sources(want.sources)
-        or have.max_age != want.max_age
-        or have.num_replicas != want.num_replicas
-    )
-
-
-async def ensure_stream(js: JetStreamContext, cfg: dict[str, object]) -> Ensured:
-    """Create the stream, or update it when its subjects, sources, age or replicas are not ``cfg``'s
-    (a site added to or moved out of a partition). Idempotent."""
-    want = _config(cfg)
-    assert want.name is not None
-    try:
-        info = await js.stream_info(want.name)
-    except NotFoundError:
-        await js.add_stream(want)
-        return Ensured.CREATED
-    if not _differs(info.config, want):
-        return Ensured.UNCHANGED
-    await js.update_stream(want)
-    return Ensured.UPDATED
-
-
-async def ensure_site_out_stream(site_js: JetStreamContext, site: str, replicas: int = 3) -> Ensured:
-    """The site's out stream (``SiteOutLayout.stream``) on the site's own cluster: ``site_js`` is a
-    JetStream context of the site's NATS (its local domain). What the site publishes for the centre
-    is kept there ``SITE_OUT_MAX_AGE_S``, link or no link."""
-    return await ensure_stream(site_js, SiteOutLayout(site, replicas=replicas).stream_config())
 
 
 async def ensure_partition_streams(

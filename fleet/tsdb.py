@@ -48,5 +48,5 @@ def fleet_writer(cfg: TimeSeriesConfig, buffer_path: Path) -> FleetInfluxWriter:
 
 def fleet_line(site: str, room: str | None, device: str, stream: Stream, reading: Reading) -> str | None:
     """A site's reading as the centre writes it: the site's schema (docs/storage.md) with tag ``site``;
-    ``room`` when the centre learned it (from an alert), no ``child`` (the centre does not bind devices)."""
+    ``room`` when the centre knows it (the status or an alert), no ``child`` (the centre does not bind devices)."""
     return reading_line(site=site, room=room or "", device=device, child=None, stream=stream, reading=reading)

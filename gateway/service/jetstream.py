@@ -57,6 +57,7 @@ from gateway.ha.lease import Lease, lease_bucket
 from gateway.records.entries import RecordsConfig
 from gateway.records.keeper import RecordsSigning
 from gateway.service.mqtt import gateway_will, publish_outbox, running_engine
+from gateway.service.site_out import ensure_site_out_stream
 from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import subscription
@@ -359,6 +360,8 @@ async def run_jetstream_gateway(
         client_id = f"nurserywatch-gateway-{kit.site}" + (f"-{instance}" if instance else "")
         touch = functools.partial(touch_mqtt, brokers, f"{client_id}-start")
         psub = await _retrying(lambda: ensure_input(js, layout, touch), "the input stream")
+        if kit.nats is not None and kit.nats.fleet is not None:  # what the fleet's centre sources (docs/fleet.md)
+            await _retrying(lambda: ensure_site_out_stream(js, kit.site, replicas), "the fleet out stream")
         engine_args: dict[str, Any] = dict(stats=stats, observers=observers, records=records, metrics_host=metrics_host,
                                            metrics_port=metrics_port, command_key=command_key,
                                            records_signing=records_signing)  # fmt: skip

@@ -222,3 +222,44 @@ async def test_a_backlog_of_20k_is_drained_a_bounded_batch_at_a_time(node: NatsC
 
 async def _stream_count(js: nats.js.JetStreamContext, stream: str, n: int) -> bool:
     return int((await js.stream_info(stream)).state.messages) >= n
+
+
+async def test_a_fleet_site_gateway_creates_the_out_stream_its_readings_land_in(
+    node: NatsCluster, tmp_path: Path
+) -> None:
+    """A kit naming a fleet (``nats.fleet``): the gateway creates the site's out stream when missing,
+    and what the site publishes for the centre lands there (docs/fleet.md, "Transport")."""
+    from nurserywatch.fleet_layout import SiteOutLayout
+    from nurserywatch.kit import NatsClusterConfig
+
+    plain = kit_with_mat()
+    nodes = [{"name": f"n{i}", "host": f"127.0.0.{i}", "client_port": 14222, "cluster_port": 16222,
+              "mqtt_port": 18883, "monitor_port": 18222} for i in (1, 2, 3)]  # fmt: skip
+    cluster = NatsClusterConfig.model_validate({"nodes": nodes, "fleet": {"leaf_urls": ["nats-leaf://hub:7422"]}})
+    kit = plain.model_copy(update={"nats": cluster})
+    out = SiteOutLayout(kit.site)
+    async with running(kit, node, tmp_path / "gw.sqlite3", ManualClock(T0)):
+        async with node.mqtt_urls[0].client("edge-pi-1") as c:
+            posture = b'{"ts": %d, "seq": 1, "position": "supine"}' % T0
+            await c.publish(reading_topic(kit.site, "clip-01", "posture"), posture, qos=1)
+        nc = await nats.connect(node.nats_urls)
+        try:
+            js = nc.jetstream()
+
+            async def landed() -> bool:
+                return (await js.stream_info(out.stream)).state.messages >= 1
+
+            await wait_until(landed, "the reading in the site's out stream", 10)
+            info = await js.stream_info(out.stream)
+            assert sorted(info.config.subjects or []) == sorted(out.subjects)
+        finally:
+            await nc.close()
+    # And a site without a fleet: no out stream.
+    other = kit_with_mat()
+    async with running(other, node, tmp_path / "other.sqlite3", ManualClock(T0)):
+        nc = await nats.connect(node.nats_urls)
+        try:
+            names = {s.config.name for s in await nc.jetstream().streams_info()}
+            assert out.stream in names and SiteOutLayout(other.site).stream not in names
+        finally:
+            await nc.close()
