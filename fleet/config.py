@@ -12,12 +12,13 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from nurserywatch.contract import Ident
 from nurserywatch.fleet_layout import PARTITIONS, FleetLayout, partition_of
+from nurserywatch.fleet_nats import HubNode, HubTLS
 from nurserywatch.keys import KeyFileError, load_public_key
-from nurserywatch.kit import StorageConfig
+from nurserywatch.kit import Port, StorageConfig
 from nurserywatch.yaml_files import load_yaml_model
 
 
@@ -38,10 +39,84 @@ class CentralNats(_Strict):
     credentials: str | None = None
 
 
+def _node_path(value: str) -> str:
+    if not value.startswith("/") or any(c in value for c in '"\\') or any(c.isspace() for c in value):
+        raise ValueError(f"{value!r}: want an absolute path on the node's machine, without quotes or spaces")
+    return value
+
+
+#: An absolute path on a central node's machine (it goes into nats.conf and the systemd unit as is).
+NodePath = Annotated[str, AfterValidator(_node_path)]
+#: A central node's host name or IPv4 address (its config writes host:port without IPv6 brackets).
+CentralHost = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,253}$")]
+
+
+class CentralNode(_Strict):
+    """One node of the central cluster (``nurserywatch fleet-provision``): where the others and the sites
+    reach it, and its listeners (nurserywatch/fleet_nats.py ``HubNode``)."""
+
+    name: Ident
+    #: The name or address the other nodes and the sites use to reach it.
+    host: CentralHost
+    #: The address its listeners bind on; None: every interface.
+    bind: CentralHost | None = None
+    client_port: Port = 4222
+    cluster_port: Port = 6222
+    leaf_port: Port = 7422
+    mqtt_port: Port = 8883
+    #: Monitoring (/healthz, /jsz), on the node's loopback only.
+    monitor_port: Port = 8222
+
+    def hub_node(self) -> HubNode:
+        return HubNode(name=self.name, host=self.host, client_port=self.client_port, cluster_port=self.cluster_port,
+                       leaf_port=self.leaf_port, mqtt_port=self.mqtt_port, monitor_port=self.monitor_port)  # fmt: skip
+
+
+class CentralTLS(_Strict):
+    """The central nodes' TLS files (the same paths on every node's machine): leaf nodes, MQTT, routes."""
+
+    cert_file: NodePath
+    key_file: NodePath
+    ca_file: NodePath
+
+    def hub_tls(self) -> HubTLS:
+        return HubTLS(self.cert_file, self.key_file, self.ca_file)
+
+
+class CentralCluster(_Strict):
+    """The central NATS cluster as ``nurserywatch fleet-provision`` writes it: three nodes, JetStream
+    domain ``hub`` (docs/fleet.md, "Provisioning the centre")."""
+
+    #: The cluster's name (the nodes refuse routes from another).
+    name: Ident = "nurserywatch-fleet"
+    nodes: Annotated[list[CentralNode], Field(min_length=3, max_length=3)]
+    tls: CentralTLS | None = None
+    #: Each node's JetStream store on its machine; None: nats/{node}/jetstream under the output folder.
+    store_dir: NodePath | None = None
+    #: Where each node's nats.conf is on its machine (the unit's ExecStart); None: nats/{node} under the
+    #: output folder.
+    files_dir: NodePath | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CentralCluster:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"nodes: names must be unique (got {', '.join(names)})")
+        taken: dict[tuple[str, int], str] = {}
+        for n in self.nodes:
+            for what in ("client_port", "cluster_port", "leaf_port", "mqtt_port", "monitor_port"):
+                port: int = getattr(n, what)
+                key = (n.bind or n.host, port)
+                if (other := taken.setdefault(key, f"{n.name}.{what}")) != f"{n.name}.{what}":
+                    raise ValueError(f"nodes: {n.name}.{what} {port} on {key[0]} is already {other}")
+        return self
+
+
 class SiteLink(StrEnum):
     #: The site's NATS is a leaf node of the centre; a partition stream sources its out stream.
     LEAF = "leaf"
-    #: The site keeps Mosquitto, bridged to the central MQTT listener; the partition stream captures it.
+    #: The site keeps Mosquitto, bridged to the central MQTT listener; the partition stream sources it from
+    #: the listener's own stream ``$MQTT_msgs``.
     MQTT_BRIDGE = "mqtt_bridge"
 
 
@@ -83,6 +158,8 @@ class FleetConfig(_Strict):
     lease_renew_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     #: How often a worker reads the partition streams' source (leaf node link) state.
     link_poll_s: Annotated[float, Field(ge=0.2, le=600)] = 5.0
+    #: The central cluster's nodes, for ``nurserywatch fleet-provision``; None: not provisioned from here.
+    central: CentralCluster | None = None
 
     _base_dir: Path | None = PrivateAttr(default=None)
 

@@ -6,6 +6,7 @@ JetStream does the store-and-forward; nothing here copies a message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -14,13 +15,15 @@ from dataclasses import dataclass, field
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import StreamInfo
+from nats.js.api import StreamConfig, StreamInfo
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.nuid import NUID
 
 from gateway.service.site_out import Ensured as Ensured
 from gateway.service.site_out import ensure_site_out_stream as ensure_site_out_stream
 from gateway.service.site_out import ensure_stream
 from nurserywatch.fleet_layout import FleetLayout, SiteOutLayout, partition_of
+from nurserywatch.jetstream import MQTT_STREAM
 
 #: Reply subjects of our requests to a site's JetStream over the leaf node: a site may answer on
 #: ``$JSC.R.>`` only (nurserywatch/fleet_nats.py), never on a client's ``_INBOX``.
@@ -34,22 +37,70 @@ RESTART_EVERY_S = 5.0
 #: A source silent for longer than this is reported down. The centre hears from a healthy source at
 #: least every idle heartbeat (about 1 s with nats-server 2.15); a cut link leaves it growing.
 LINK_DOWN_AFTER_S = 5.0
+#: JetStream's "stream name already in use" (JSStreamNameExistErr).
+STREAM_NAME_IN_USE = 10058
 
 
 async def ensure_partition_streams(
-    hub_js: JetStreamContext, layout: FleetLayout, leaf_sites: Sequence[str], bridged_sites: Sequence[str]
+    hub_js: JetStreamContext,
+    layout: FleetLayout,
+    leaf_sites: Sequence[str],
+    bridged_sites: Sequence[str],
+    sourced_within_s: float = 15.0,
 ) -> dict[int, Ensured]:
     """Every partition stream of ``layout`` on the centre, sourcing its leaf node sites' out streams
-    and capturing its bridged sites' subjects. A site listed twice is a ValueError."""
+    and its bridged sites' messages from ``$MQTT_msgs``. A site listed twice is a ValueError.
+
+    Returns once each partition's source of ``$MQTT_msgs`` is a consumer there (bounded by
+    ``sourced_within_s``): ``$MQTT_msgs`` keeps a message only for the consumers that exist when it
+    arrives, so a bridged site's messages count from then. Before the account's first MQTT client
+    nats-server has made no ``$MQTT_msgs``: a warning, and the sources follow when it appears."""
     both = set(leaf_sites) & set(bridged_sites)
     if both:
         raise ValueError(f"sites both leaf node and bridged: {', '.join(sorted(both))}")
     out: dict[int, Ensured] = {}
+    if bridged_sites:
+        await _ensure_mqtt_stream(hub_js, layout)
+    bridged_partitions = 0
     for k in range(layout.partitions):
         leaf = [s for s in leaf_sites if partition_of(s, layout.partitions) == k]
         bridged = [s for s in bridged_sites if partition_of(s, layout.partitions) == k]
         out[k] = await ensure_stream(hub_js, layout.stream_config(k, leaf, bridged))
+        bridged_partitions += bool(bridged)
+    if bridged_partitions:
+        await _mqtt_sourced(hub_js, bridged_partitions, sourced_within_s)
     return out
+
+
+async def _ensure_mqtt_stream(hub_js: JetStreamContext, layout: FleetLayout) -> None:
+    """``$MQTT_msgs`` made now if no MQTT client has made it yet (``FleetLayout.mqtt_stream_config``)."""
+    try:
+        await hub_js.stream_info(MQTT_STREAM)
+        return
+    except NotFoundError:
+        pass
+    try:
+        await hub_js.add_stream(StreamConfig.from_response(layout.mqtt_stream_config()))
+    except BadRequestError as exc:
+        if exc.err_code != STREAM_NAME_IN_USE:
+            raise  # else: nats-server made it meanwhile, for an MQTT client
+
+
+async def _mqtt_sourced(hub_js: JetStreamContext, partitions: int, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            consumers = (await hub_js.stream_info(MQTT_STREAM)).state.consumer_count
+        except NotFoundError:
+            log.warning("no %s: a bridged site's messages are kept once a partition stream sources it", MQTT_STREAM)
+            return
+        if consumers >= partitions:
+            return
+        if time.monotonic() > deadline:
+            log.warning("%s: %d of %d partition sources after %.0f s; going on", MQTT_STREAM, consumers,
+                        partitions, within_s)  # fmt: skip
+            return
+        await asyncio.sleep(0.1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +193,19 @@ class SourceRestarter:
             if link.up or not await site_answers(self.nc, site):
                 continue
             self._last[k] = now
-            stream = self.layout.stream(k)
-            reply = await self.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
-            answer = json.loads(reply.data)
-            if answer.get("success"):
-                self.restarts[k] = self.restarts.get(k, 0) + 1
-                log.info("site %s answers again: %s's leader stepped down to source it at once", site, stream)
-                return site
-            log.warning("site %s answers again, but %s's leader did not step down: %s", site, stream, answer)
-            return None
+            return site if await self._step_down(k, f"site {site} answers again") else None
         return None
+
+    async def _step_down(self, k: int, why: str) -> bool:
+        stream = self.layout.stream(k)
+        reply = await self.nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=5)
+        answer = json.loads(reply.data)
+        if answer.get("success"):
+            self.restarts[k] = self.restarts.get(k, 0) + 1
+            log.info("%s: %s's leader stepped down to source it at once", why, stream)
+            return True
+        log.warning("%s, but %s's leader did not step down: %s", why, stream, answer)
+        return False
 
 
 def link_probe(
@@ -166,8 +220,11 @@ def link_probe(
     sites = list(leaf_sites)
 
     async def probe(hub_js: JetStreamContext, k: int) -> dict[str, tuple[bool, int]]:
-        links = await partition_links(hub_js, layout, k, sites, down_after_s)
+        info = await hub_js.stream_info(layout.stream(k))
+        links = source_links(info, sites, down_after_s)
         if restarter is not None:
+            # Not for the bridged sites' source of $MQTT_msgs: restarting it deletes its consumer there,
+            # and an interest stream then drops what waited for it (measured: 1,887 readings lost).
             await restarter.check(k, links)
         return {site: (link.up, link.lag) for site, link in links.items()}
 

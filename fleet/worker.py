@@ -45,7 +45,7 @@ from gateway.service.jetstream import JS_REQUEST_TIMEOUT_S, cluster_replicas
 from nurserywatch.clock import Clock
 from nurserywatch.contract import ContractError, parse_topic
 from nurserywatch.fleet_layout import FleetLayout, SiteOutLayout
-from nurserywatch.jetstream import subject_to_topic
+from nurserywatch.jetstream import MQTT_STREAM, subject_to_topic
 from nurserywatch.mqtt import MqttCredentials
 
 log = logging.getLogger(__name__)
@@ -159,15 +159,18 @@ class PartitionWorker:
             return []
 
     def _origin(self, msg: Msg) -> str | None:
-        """The site a message came from: the out stream it was sourced from, else (captured from a
-        bridged site's MQTT) its subject's site — which the centre's permissions tie to its sender."""
-        source = (msg.headers or {}).get(SOURCE_HEADER)
-        if source:
-            return self.w.stream_sites.get(source.split(" ", 1)[0].split(":", 1)[0])
+        """The site a message came from: the leaf node site whose out stream it was sourced from; for one
+        sourced from the central MQTT stream (a bridged site's), its subject's site — which the centre's
+        permissions tie to its sender — if that site is a bridged one."""
+        source = (msg.headers or {}).get(SOURCE_HEADER, "")
+        stream = source.split(" ", 1)[0].split(":", 1)[0]
+        if stream != MQTT_STREAM:
+            return self.w.stream_sites.get(stream)
         try:
-            return parse_topic(subject_to_topic(msg.subject)).site
+            site = parse_topic(subject_to_topic(msg.subject)).site
         except ContractError:
             return None
+        return site if site in self.w.bridged_sites else None
 
     async def _state(self, site: str) -> _Cached:
         cached = self._states.get(site)
@@ -308,7 +311,8 @@ class FleetWorker:
         self.writer = writer
         self.layout = FleetLayout(cfg.partitions, replicas=cluster_replicas(nc))
         self.sites = {i.site: i for i in infos}
-        self.stream_sites = {SiteOutLayout(s).stream: s for s in self.sites}
+        self.stream_sites = {SiteOutLayout(s.id).stream: s.id for s in cfg.sites if s.link is SiteLink.LEAF}
+        self.bridged_sites = {s.id for s in cfg.sites if s.link is SiteLink.MQTT_BRIDGE}
         self.link_probe = link_probe
         self.fetch_batch = fetch_batch
         self.stats = WorkerStats()

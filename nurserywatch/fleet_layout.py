@@ -7,7 +7,10 @@ Store-and-forward is JetStream's own: the site keeps ``SiteOutLayout.stream`` in
 domain; a central partition stream lists it as a *source* (``external.api = $JS.<domain>.API``), so
 while the WAN is down the site's stream keeps everything and the central stream catches up, in order,
 when the link returns. A site that keeps Mosquitto bridges ``SiteOutLayout.mqtt_topics`` to the central
-MQTT listener instead; the partition stream then captures its subjects directly.
+MQTT listener instead; the partition stream then sources them from nats-server's own MQTT stream
+``$MQTT_msgs``, where the listener stores a QoS 1 message *before* its PUBACK (a stream capturing the
+subjects is filled after it: measured, 448 of 1354 acknowledged messages lost while that stream's leader
+was re-elected after kill -9 of its node; sourced from ``$MQTT_msgs``, 0 of 450 and 0 of 471).
 
 Partitions: site → ``partition_of(site)`` (CRC-32 mod ``partitions``), one central stream per partition
 (``FLEET_P{k}``), one durable consumer of each, owned by one fleet worker at a time through a lease in
@@ -20,7 +23,7 @@ import zlib
 from dataclasses import dataclass
 
 from nurserywatch.contract import TopicKind, check_ident, subscription
-from nurserywatch.jetstream import mqtt_filter_to_subject
+from nurserywatch.jetstream import MQTT_STREAM, MQTT_SUBJECT_PREFIX, mqtt_filter_to_subject
 
 #: What a site sends to the centre. Not sessions, assignments or commands: they carry staff names and
 #: which child lies where; the centre sees pseudonymous child ids in alerts only (nicknames live in the
@@ -137,15 +140,22 @@ class FleetLayout:
         return f"site.{check_ident(site, 'site')}"
 
     def stream_config(self, k: int, leaf_sites: list[str], bridged_sites: list[str]) -> dict[str, object]:
-        """Partition k's stream: sources each leaf-node site's out stream from its domain, captures each
-        bridged (Mosquitto) site's subjects directly. Raises ValueError for a site of another partition."""
+        """Partition k's stream: sources each leaf-node site's out stream from its domain, and each
+        bridged (Mosquitto) site's messages from the central ``$MQTT_msgs`` (as their plain subjects).
+        Raises ValueError for a site of another partition."""
         for site in (*leaf_sites, *bridged_sites):
             if partition_of(site, self.partitions) != k:
                 raise ValueError(f"site {site!r} belongs to partition {partition_of(site, self.partitions)}, not {k}")
+        sources = [self._source(site) for site in sorted(leaf_sites)]
+        if bridged_sites:
+            # One source (a stream sources another once), a transform per site: each is also its filter.
+            sources.append({"name": MQTT_STREAM, "subject_transforms": [
+                {"src": MQTT_SUBJECT_PREFIX + SiteOutLayout(site).prefix_subject,
+                 "dest": SiteOutLayout(site).prefix_subject} for site in sorted(bridged_sites)]})  # fmt: skip
         return {
             "name": self.stream(k),
-            "subjects": [s for site in sorted(bridged_sites) for s in SiteOutLayout(site).subjects],
-            "sources": [self._source(site) for site in sorted(leaf_sites)],
+            "subjects": [],
+            "sources": sources,
             "retention": "limits",
             "storage": "file",
             "num_replicas": self.replicas,
@@ -161,6 +171,20 @@ class FleetLayout:
             "name": out.stream,
             "filter_subject": out.prefix_subject,
             "external": {"api": out.api_prefix, "deliver": out.deliver_prefix},
+        }
+
+    def mqtt_stream_config(self) -> dict[str, object]:
+        """nats-server's own ``$MQTT_msgs`` as it makes it at an account's first MQTT client (checked with
+        2.15: it then uses this one). Made by the workers when missing, so that a bridged site's very
+        first messages already find the partition streams' sources waiting (an interest stream drops
+        what no consumer wants)."""
+        return {
+            "name": MQTT_STREAM,
+            "subjects": [MQTT_SUBJECT_PREFIX + ">"],
+            "retention": "interest",
+            "storage": "file",
+            "num_replicas": self.replicas,
+            "discard": "old",
         }
 
     def consumer_config(self) -> dict[str, object]:

@@ -66,7 +66,9 @@ class NatsCluster:
     config text for every node (accounts, say); ``name``: the cluster's name; ``own_session``: the
     nodes out of the caller's process group (a Ctrl-C in its terminal does not reach them: the caller
     stops them last, after its clients). ``domain``: the JetStream domain (the fleet tier, docs/fleet.md);
-    ``leafnode_listen``: accept leaf node connections on each node's ``leaf_port``."""
+    ``leafnode_listen``: accept leaf node connections on each node's ``leaf_port``; ``node_prefix``:
+    before each node's name (``n1``…, its folder keeps that), so that servers of several clusters
+    (a fleet's sites) have names unique to the centre they link to."""
 
     def __init__(
         self,
@@ -78,13 +80,14 @@ class NatsCluster:
         own_session: bool = False,
         domain: str | None = None,
         leafnode_listen: bool = False,
+        node_prefix: str = "",
     ) -> None:
         self.dir = d
         self.domain = domain
         self.leafnode_listen = leafnode_listen
         self.name = name
         self.own_session = own_session
-        self.nodes = [NatsNode(f"n{i + 1}", d / f"n{i + 1}") for i in range(size)]
+        self.nodes = [NatsNode(f"{node_prefix}n{i + 1}", d / f"n{i + 1}") for i in range(size)]
         self.extra = extra
         for node in self.nodes:
             node.dir.mkdir(parents=True, exist_ok=True)

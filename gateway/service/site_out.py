@@ -28,9 +28,10 @@ def _config(cfg: dict[str, object]) -> StreamConfig:
     return config
 
 
-def _sources(sources: Iterable[StreamSource] | None) -> list[tuple[str, str | None, str | None, str | None]]:
+def _sources(sources: Iterable[StreamSource] | None) -> list[tuple[object, ...]]:
     return sorted(
-        (s.name, s.filter_subject, s.external.api if s.external else None, s.external.deliver if s.external else None)
+        (s.name, s.filter_subject, s.external.api if s.external else None, s.external.deliver if s.external else None,
+         sorted((t.src, t.dest) for t in s.subject_transforms or []))  # fmt: skip
         for s in sources or []
     )
 

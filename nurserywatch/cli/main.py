@@ -735,6 +735,50 @@ def fleet(
         fail(exc.strerror or str(exc))
 
 
+@app.command("fleet-provision")
+def fleet_provision(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write into (existing passwords there are kept).")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", envvar="NURSERYWATCH_FLEET", show_envvar=False,
+                     help="Fleet file (YAML) with a central: section (the central cluster's three nodes), or "
+                     "$NURSERYWATCH_FLEET; required."),
+    ] = None,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="Give every user (workers, board, system, each site) a new password.")
+    ] = False,
+) -> None:
+    """Generate the fleet's central NATS cluster: each central node's config (JetStream domain hub,
+    routes, leaf node and MQTT listeners, one user per site) and systemd unit, and a password per site,
+    for the fleet workers and the board, and for the system account (docs/fleet.md, "Provisioning the
+    centre")."""
+    from fleet.config import FleetError, load_fleet
+    from nurserywatch.cli.provision import ProvisionError
+    from nurserywatch.cli.provision_fleet import BOARD_ENV, SYSTEM_CREDENTIALS, WORKER_CREDENTIALS, provision_fleet
+
+    if config is None:
+        fail("--config: the fleet file is required (e.g. configs/fleet.example.yaml)")
+    try:
+        cfg = load_fleet(config)
+        result = provision_fleet(cfg, out, rotate=rotate)
+    except (FleetError, ProvisionError) as exc:
+        fail(str(exc))
+    users = len(result.new_passwords) + len(result.kept_passwords)
+    typer.echo(f"fleet centre: written to {out}/ ({len(cfg.sites)} sites, {users} users; passwords: "
+               f"{len(result.new_passwords)} new, {len(result.kept_passwords)} kept)")
+    typer.echo(f"  nats/{{node}}/  for each central node ({', '.join(result.nodes)}): nats.conf (secret, 0600) "
+               "and its systemd unit")
+    typer.echo(f"  credentials/{WORKER_CREDENTIALS}  the workers' user: the fleet file's nats.credentials")
+    typer.echo(f"  credentials/{BOARD_ENV}  the fleet board's NURSERYWATCH_FLEET_NATS* (an EnvironmentFile)")
+    typer.echo(f"  credentials/{SYSTEM_CREDENTIALS}  the system account's user (server monitoring)")
+    typer.echo("  credentials/sites/{site}.env  each site's password at the centre: to the site's operator")
+    for stale in result.stale:
+        typer.echo(f"  note: {stale} is for a site the fleet file no longer has; it no longer works — delete it")
+    if rotate and cfg.sites:
+        typer.echo("  note: every site needs its new password (kit provision, or its bridge) before it reconnects")
+    typer.echo('next: docs/fleet.md, section "Provisioning the centre"')
+
+
 @app.command()
 def dashboard(
     config: SiteKitOpt = None,

@@ -276,16 +276,24 @@ def _records_key(out: Path, creds_dir: Path, result: ProvisionResult) -> None:
 
 def _password(creds_file: Path, result: ProvisionResult, user: str) -> str:
     """The user's password from an earlier run, else a new random one (256 bits)."""
-    if creds_file.exists():
-        try:
-            creds = load_credentials(creds_file)
-        except CredentialsError as exc:
-            raise ProvisionError(f"{exc} — delete the file to give {user!r} a new password") from None
-        if creds.username != user:
-            raise ProvisionError(f"{creds_file}: belongs to {creds.username!r}, not {user!r}; delete or move it")
-        return creds.password
+    kept = stored_password(creds_file, user)
+    if kept is not None:
+        return kept
     result.new_passwords.append(user)
     return secrets.token_urlsafe(32)
+
+
+def stored_password(creds_file: Path, user: str) -> str | None:
+    """The user's password in its credentials file from an earlier run; None: no file."""
+    if not creds_file.exists():
+        return None
+    try:
+        creds = load_credentials(creds_file)
+    except CredentialsError as exc:
+        raise ProvisionError(f"{exc} — delete the file to give {user!r} a new password") from None
+    if creds.username != user:
+        raise ProvisionError(f"{creds_file}: belongs to {creds.username!r}, not {user!r}; delete or move it")
+    return creds.password
 
 
 def _hashed_password_file(tool: str, target: Path, plain: str) -> None:

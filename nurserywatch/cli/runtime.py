@@ -19,8 +19,9 @@ def setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aiomqtt/paho and uvicorn are chatty at INFO; their warnings still show.
-    for noisy in ("amqtt", "transitions", "uvicorn.access"):
+    # aiomqtt/paho and uvicorn are chatty at INFO, httpx logs every request (each InfluxDB write of the
+    # gateway and the fleet workers); their warnings still show.
+    for noisy in ("amqtt", "transitions", "uvicorn.access", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -3,20 +3,14 @@ nats-server itself (``nats-server -t``), and the permissions of a site's user at
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from nurserywatch.fleet_nats import (
     FleetSite,
     HubNode,
-    HubTLS,
     hub_accounts,
     hub_configs,
     hub_node_config,
@@ -24,6 +18,7 @@ from nurserywatch.fleet_nats import (
     site_permissions,
 )
 from nurserywatch.nats_local import NATS_SERVER
+from tests.support.certs import self_signed
 
 NODES = [HubNode(f"hub-{i}", f"hub-{i}.example.org") for i in (1, 2, 3)]
 SITES = [FleetSite("sakura", "pw-s"), FleetSite("kaede", "pw/k@:", bridged=True)]
@@ -34,23 +29,6 @@ def check(conf: str, tmp_path: Path) -> None:
     path.write_text(conf)
     run = subprocess.run([NATS_SERVER, "-t", "-c", str(path)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stdout + run.stderr + conf
-
-
-def self_signed(d: Path) -> HubTLS:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hub")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(1).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("hub-1.example.org")]), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    (d / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (d / "k.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return HubTLS(str(d / "c.pem"), str(d / "k.pem"), str(d / "c.pem"))
 
 
 @pytest.mark.parametrize("tls", [False, True])

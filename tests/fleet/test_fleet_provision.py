@@ -12,7 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from nurserywatch.cli.main import app
+from nurserywatch.cli.provision_nats import server_name
 from nurserywatch.fleet_layout import SiteOutLayout
+from nurserywatch.kit import load_kit
 from nurserywatch.nats_local import NATS_SERVER
 
 KIT = """
@@ -51,6 +53,10 @@ def test_a_fleet_site_node_is_a_leaf_node_in_its_own_domain(tmp_path: Path, monk
     assert 'domain: "site-sakura"' in conf
     assert '"nats-leaf://site-sakura:centre%2Fissued%3Apw@hub-1.example.org:7422"' in conf
     assert 'account: "NURSERYWATCH"' in conf
+    # Unique at the centre (it drops the older of two leaf node links from servers of one name); the
+    # node's files and unit keep the kit's name.
+    assert 'server_name: "sakura-n1"' in conf
+    assert (conf_file.parent / "nurserywatch-nats-n1.service").exists()
     run = subprocess.run([NATS_SERVER, "-t", "-c", str(conf_file)], capture_output=True, text=True, timeout=30)
     assert run.returncode == 0, run.stdout + run.stderr
     out = SiteOutLayout("sakura")
@@ -63,3 +69,16 @@ def test_a_fleet_site_without_its_password_is_refused_clearly(tmp_path: Path, mo
     code, output = provision(tmp_path)
     assert code != 0
     assert "$SAKURA_FLEET_PASSWORD" in output and "Traceback" not in output
+
+
+def test_a_fleet_sites_server_names_are_unique_at_the_centre(tmp_path: Path) -> None:
+    """In a fleet each node's server_name carries the site (unless its name already starts with it);
+    outside a fleet it stays the kit's node name (a JetStream node's name must never change)."""
+    (tmp_path / "kit.yaml").write_text(KIT.replace("{name: n2,", "{name: sakura-n2,"))
+    kit = load_kit(tmp_path / "kit.yaml")
+    assert kit.nats is not None
+    assert [server_name(kit, n) for n in kit.nats.nodes] == ["sakura-n1", "sakura-n2", "sakura-n3"]
+    (tmp_path / "kit.yaml").write_text(KIT.replace("{name: n2,", "{name: sakura-n2,").split("  fleet:")[0])
+    kit = load_kit(tmp_path / "kit.yaml")
+    assert kit.nats is not None
+    assert [server_name(kit, n) for n in kit.nats.nodes] == ["n1", "sakura-n2", "n3"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
@@ -289,3 +289,86 @@ async def test_forged_messages_for_another_site_never_land(fleet_transport: Call
     finally:
         await site_nc.close()
         await hub_nc.close()
+
+
+#: A one-node centre: both sites' leaf node connections land on the same server, where names collide.
+ONE_NODE = FleetLayout(partitions=1, replicas=1)
+#: What nats-server logs when it takes a leaf node connection for the same server reconnecting.
+REPLACED = "Replacing connection from same server"
+
+
+async def hub_leafs(fleet: FleetTransport) -> list[dict[str, object]]:
+    """The leaf node connections of the first central node (its monitoring /leafz)."""
+    import urllib.request
+
+    def get() -> list[dict[str, object]]:
+        url = f"http://127.0.0.1:{fleet.hub.nodes[0].monitor_port}/leafz"
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return list(json.load(r).get("leafs") or [])
+
+    return await asyncio.to_thread(get)
+
+
+async def test_two_leaf_sites_stay_linked_at_once(fleet_transport: Callable[..., FleetTransport]) -> None:
+    """Each site's node is named after its site (as `nurserywatch kit provision` names a fleet site's
+    nodes): two sites linked to one central server both stay connected while both publish."""
+    import nats
+
+    sites = ["sakura", "momiji"]
+    fleet = fleet_transport(leaf_sites=sites, hub_size=1)
+    names = {f"{s}-n1" for s in sites}
+    assert {fleet.sites[s].nats.nodes[0].name for s in sites} == names
+    hub_nc = await fleet.connect_hub()
+    hub_js = hub_nc.jetstream()
+    stream = ONE_NODE.stream(0)
+    try:
+        for s in sites:
+            site_nc = await nats.connect(fleet.sites[s].nats_url)
+            await ensure_site_out_stream(site_nc.jetstream(), s, replicas=1)
+            await site_nc.close()
+        await ensure_partition_streams(hub_js, ONE_NODE, sites, [])
+
+        async def linked() -> set[tuple[object, object, object]]:
+            return {(lf.get("name"), lf.get("ip"), lf.get("port")) for lf in await hub_leafs(fleet)}
+
+        await wait_until(lambda: _names_are(linked, names), "both sites linked to the central server", 15,
+                         every_s=0.1)  # fmt: skip
+        before = await linked()
+        sent = dict.fromkeys(sites, 0)
+
+        async def publish(s: str, for_s: float) -> None:
+            loop = asyncio.get_running_loop()
+            end = loop.time() + for_s
+            async with fleet.sites[s].mqtt_url.client(f"edge-{s}") as c:
+                while loop.time() < end:
+                    await c.publish(topic_of(sent[s], s), json.dumps({"n": sent[s]}).encode(), qos=1)
+                    sent[s] += 1
+                    await asyncio.sleep(0.02)
+
+        await asyncio.gather(*(publish(s, 4.0) for s in sites))
+        total = sum(sent.values())
+        await wait_until(lambda: _at_least(hub_js, stream, total), "both sites' messages at the centre", 20)
+        got = await central(hub_js, stream)
+        for s in sites:
+            assert_in_order([m for m in got if m[0].split(".")[2] == s], s, sent[s])
+        # The same two connections throughout: neither site was knocked off and came back.
+        assert await linked() == before, (before, await linked())
+        assert not hub_log_has(fleet, REPLACED), fleet.logs()
+    finally:
+        await hub_nc.close()
+
+
+async def _names_are(linked: Callable[[], Awaitable[set[tuple[object, object, object]]]], names: set[str]) -> bool:
+    got = await linked()
+    return len(got) == len(names) and {name for name, _, _ in got} == names
+
+
+async def test_two_leaf_sites_of_one_server_name_knock_each_other_off(
+    fleet_transport: Callable[..., FleetTransport],
+) -> None:
+    """Without the site in the name (both nodes ``n1``), the central server takes the second site's
+    connection for the first one reconnecting and drops the first (nats-server#1607): what the test
+    above guards against."""
+    fleet = fleet_transport(leaf_sites=["sakura", "momiji"], hub_size=1, leaf_node_prefix="")
+    assert {leaf.nats.nodes[0].name for leaf in fleet.sites.values()} == {"n1"}
+    await wait_until(lambda: hub_log_has(fleet, REPLACED), "the centre dropped one site's link for the other", 15)

@@ -32,8 +32,10 @@ from fleet.streams import ensure_site_out_stream
 from fleet.worker import WorkerStats, run_fleet
 from gateway.ha.lease import Lease
 from gateway.records.signing import DayHead, sign
+from gateway.service.jetstream import touch_mqtt
 from nurserywatch.clock import SystemClock
 from nurserywatch.fleet_layout import FleetLayout, partition_of
+from nurserywatch.jetstream import MQTT_STREAM, MQTT_SUBJECT_PREFIX
 from nurserywatch.keys import key_id, public_pem
 from tests.support.fleet_cluster import FleetTransport
 from tests.support.influx_servers import Server, influx_query
@@ -66,6 +68,26 @@ def fleet_file(d: Path, nats_urls: list[str], influx_url: str | None, partitions
 
 def subject(site: str, rest: str) -> str:
     return f"nurserywatch.v1.{site}.{rest}"
+
+
+def bridged(site: str, rest: str) -> str:
+    """Where the central MQTT listener stores a bridged site's QoS 1 message (``$MQTT_msgs``), which the
+    partition stream sources: publishing there is what the listener does for a PUBACKed message."""
+    return MQTT_SUBJECT_PREFIX + subject(site, rest)
+
+
+async def bridged_sourced(cluster: NatsCluster, js: JetStreamContext, partitions: int) -> None:
+    """nats-server makes ``$MQTT_msgs`` at the account's first MQTT client; an interest stream drops what no
+    consumer wants, so wait until every partition stream's source of it is a consumer there."""
+    await touch_mqtt(cluster.mqtt_urls, "fleet-test-touch")
+
+    async def sourced() -> bool:
+        try:
+            return (await js.stream_info(MQTT_STREAM)).state.consumer_count >= partitions
+        except NotFoundError:
+            return False
+
+    await wait_until(sourced, "the partition streams sourcing $MQTT_msgs", 30, every_s=0.1)
 
 
 async def ensure_streams(js: JetStreamContext, partitions: int, sites: list[str], replicas: int) -> None:
@@ -141,12 +163,13 @@ async def test_worker_applies_a_partition_into_state_and_influxdb(
     sent = Counter[str]()
     async with central(nats_node) as js:
         await ensure_streams(js, 2, sites, replicas=1)
+        await bridged_sourced(nats_node, js, 2)
         for site in sites:
             for i in range(150):
-                await js.publish(subject(site, f"reading.mat-0{i % 3}.breathing"),
+                await js.publish(bridged(site, f"reading.mat-0{i % 3}.breathing"),
                                  json.dumps({"ts": now - 10_000 + i, "seq": i, "rate_bpm": 30.0}).encode())  # fmt: skip
                 sent[site] += 1
-        await js.publish(subject("sakura", "status.mat-00"), json.dumps({"ts": now, "online": True,
+        await js.publish(bridged("sakura", "status.mat-00"), json.dumps({"ts": now, "online": True,
                                                                          "battery_pct": 12.0}).encode())  # fmt: skip
         apnea = {
             "id": "apnea-1",
@@ -160,13 +183,13 @@ async def test_worker_applies_a_partition_into_state_and_influxdb(
             "message": "無呼吸",
             "message_en": "apnea",
         }
-        await js.publish(subject("sakura", "alert.apnea-1"), json.dumps(apnea).encode())
+        await js.publish(bridged("sakura", "alert.apnea-1"), json.dumps(apnea).encode())
         signed = sign(KEYS["tanpopo"], DayHead("tanpopo", "2030-01-01", "Asia/Tokyo", 7, "c" * 64, now,
                                                key_id(KEYS["tanpopo"].public_key())))  # fmt: skip
-        await js.publish(subject("tanpopo", "records.head"), signed.to_json().encode())
+        await js.publish(bridged("tanpopo", "records.head"), signed.to_json().encode())
         # A bridged site's subject is its own at the centre; these two are refused by the reducer:
-        await js.publish(subject("sakura", "reading.mat-00.breathing"), b"{oops")
-        await js.publish(subject("tanpopo", "gateway"), json.dumps({"ts": "soon", "online": True}).encode())
+        await js.publish(bridged("sakura", "reading.mat-00.breathing"), b"{oops")
+        await js.publish(bridged("tanpopo", "gateway"), json.dumps({"ts": "soon", "online": True}).encode())
         stats = WorkerStats()
         worker = asyncio.create_task(run_fleet(cfg, "w1", SystemClock(), stats=stats))
         try:
@@ -201,13 +224,14 @@ async def test_a_worker_that_lost_a_partition_lease_writes_and_acknowledges_noth
     async def publish(js: JetStreamContext, n: int, first: int) -> None:
         for i in range(first, first + n):
             body = json.dumps({"ts": now + i, "seq": i, "rate_bpm": 30.0}).encode()
-            await js.publish(subject("sakura", "reading.mat-01.breathing"), body)
+            await js.publish(bridged("sakura", "reading.mat-01.breathing"), body)
 
     async with central(nats_node) as js:
         stats = WorkerStats()
         worker = asyncio.create_task(run_fleet(cfg, "w1", SystemClock(), stats=stats))
         try:
             await wait_until(lambda: stats.held == [0, 1], "w1 holding both partitions", 20)
+            await bridged_sourced(nats_node, js, 2)
             await publish(js, 10, 0)
             await wait_until(lambda: stats.acked == 10, "the first 10 applied", 20)
             kv = await js.key_value(FleetLayout.state_bucket)
@@ -331,6 +355,7 @@ async def test_two_workers_split_partitions_and_one_takes_over_after_kill_9(
     try:
         async with central(nats_cluster) as js:
             await ensure_streams(js, partitions, sites, replicas=3)
+            await bridged_sourced(nats_cluster, js, len({partition_of(s, partitions) for s in sites}))
             for name in ("w1", "w2"):
                 procs[name], logs[name] = spawn(
                     f"fleet-{name}", ["fleet", "-c", str(path), "--instance", name], tmp_path
@@ -355,7 +380,7 @@ async def test_two_workers_split_partitions_and_one_takes_over_after_kill_9(
                 while not stop_publishing.is_set():
                     for site in sites:
                         ts = int(time.time() * 1000)
-                        await js.publish(subject(site, "reading.mat-01.breathing"),
+                        await js.publish(bridged(site, "reading.mat-01.breathing"),
                                          json.dumps({"ts": ts, "seq": i, "rate_bpm": 30.0}).encode())  # fmt: skip
                         sent[site] += 1
                     i += 1

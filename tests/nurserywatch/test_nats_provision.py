@@ -13,7 +13,6 @@ import sqlite3
 import ssl
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,10 +43,11 @@ from nurserywatch.contract import (
 from nurserywatch.jetstream import MQTT_STREAM, SiteLayout, mqtt_filter_to_subject
 from nurserywatch.kit import Kit, KitError, load_kit
 from nurserywatch.mqtt import BrokerURL, MqttCredentials, load_credentials, parse_brokers
-from nurserywatch.ports import free_port, wait_for_port
+from nurserywatch.ports import free_port
 from tests.support.nats_cluster import NATS_SERVER, NatsCluster
+from tests.support.nats_files import NodeFile, started_nodes
 from tests.support.processes import print_logs, spawn, stop
-from tests.support.waiting import wait_for, wait_until
+from tests.support.waiting import wait_until
 
 SITE = "nsec"
 KIT = f"""
@@ -163,14 +163,6 @@ def test_the_node_units_pass_systemd_analyze(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ three real nodes from the written files
 
 
-def healthy(monitor_port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{monitor_port}/healthz", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
-
-
 @dataclass(frozen=True)
 class Cluster:
     kit: Kit
@@ -189,27 +181,10 @@ def provisioned_cluster(d: Path) -> Iterator[Cluster]:
     assert kit.nats is not None
     out = d / "out"
     provision(kit_file, out)
-    procs = []
-    try:
-        for node in kit.nats.nodes:
-            conf = out / "nats" / node.name / "nats.conf"
-            procs.append(subprocess.Popen([NATS_SERVER, "-c", str(conf), "-l", str(conf.with_name("nats.log"))],
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
-        for node, proc in zip(kit.nats.nodes, procs, strict=True):
-            for port in (node.client_port, node.mqtt_port):
-                wait_for_port(port, 20)
-            assert proc.poll() is None, (out / "nats" / node.name / "nats.log").read_text()
-            wait_for(lambda port=node.monitor_port: healthy(port), f"node {node.name}'s JetStream", 30)  # type: ignore[misc]
+    files = [NodeFile(out / "nats" / n.name / "nats.conf", (n.client_port, n.mqtt_port), n.monitor_port)
+             for n in kit.nats.nodes]  # fmt: skip
+    with started_nodes(files):
         yield Cluster(kit, out)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -53,14 +53,18 @@ class _Links:
 
 class LeafSite:
     """A site's NATS (one node, domain ``site-{site}``, MQTT listener without auth as in the tests of
-    the site cluster) whose leaf node remote reaches every central node through ``links``."""
+    the site cluster) whose leaf node remote reaches every central node through ``links``. Its node is
+    named after the site (``{site}-n1``, as `nurserywatch kit provision` names a fleet site's nodes):
+    the centre drops the older of two leaf node connections from servers of one name (docs/fleet.md).
+    ``node_prefix=""`` gives every site's node the same name ``n1`` (a test of just that)."""
 
-    def __init__(self, d: Path, site: str, password: str, hub: NatsCluster) -> None:
+    def __init__(self, d: Path, site: str, password: str, hub: NatsCluster, node_prefix: str | None = None) -> None:
         self.site = site
         self.password = password
         self.links = _Links([n.leaf_port for n in hub.nodes])
         remote = site_leaf_remote(site, [link.url() for link in self.links.links], password)
-        self.nats = NatsCluster(d, 1, extra=remote, name=f"site-{site}", domain=SiteOutLayout(site).domain)
+        self.nats = NatsCluster(d, 1, extra=remote, name=f"site-{site}", domain=SiteOutLayout(site).domain,
+                                node_prefix=f"{site}-" if node_prefix is None else node_prefix)  # fmt: skip
 
     @property
     def nats_url(self) -> str:
@@ -133,7 +137,13 @@ class BridgedSite:
 
 class FleetTransport:
     def __init__(
-        self, d: Path, *, leaf_sites: Sequence[str] = (), bridged_sites: Sequence[str] = (), hub_size: int = 3
+        self,
+        d: Path,
+        *,
+        leaf_sites: Sequence[str] = (),
+        bridged_sites: Sequence[str] = (),
+        hub_size: int = 3,
+        leaf_node_prefix: str | None = None,
     ) -> None:
         self.dir = d
         self.worker_password = secrets.token_urlsafe(12)
@@ -147,7 +157,9 @@ class FleetTransport:
         self.hub = NatsCluster(
             d / "hub", hub_size, extra=accounts, name="fleet-hub", domain="hub", leafnode_listen=True
         )
-        self.sites = {s: LeafSite(d / f"site-{s}", s, self.passwords[s], self.hub) for s in leaf_sites}
+        self.sites = {
+            s: LeafSite(d / f"site-{s}", s, self.passwords[s], self.hub, leaf_node_prefix) for s in leaf_sites
+        }
         self.bridged = {s: BridgedSite(d / f"bridged-{s}", s, self.passwords[s], self.hub) for s in bridged_sites}
 
     @property
@@ -186,7 +198,8 @@ class FleetTransport:
 
 @pytest.fixture
 def fleet_transport(tmp_path: Path) -> Iterator[Callable[..., FleetTransport]]:
-    """A factory: ``fleet_transport(leaf_sites=[...], bridged_sites=[...], hub_size=3)`` → started."""
+    """A factory: ``fleet_transport(leaf_sites=[...], bridged_sites=[...], hub_size=3)`` → started
+    (``leaf_node_prefix``: LeafSite's ``node_prefix``)."""
     made: list[FleetTransport] = []
 
     def make(**kwargs: object) -> FleetTransport:
