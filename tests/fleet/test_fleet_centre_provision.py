@@ -28,7 +28,7 @@ from nurserywatch.fleet_layout import HUB_DOMAIN
 from nurserywatch.fleet_nats import site_leaf_remote
 from nurserywatch.mqtt import load_credentials
 from nurserywatch.nats_local import NATS_SERVER
-from nurserywatch.ports import free_port
+from nurserywatch.ports import free_port, free_ports
 from tests.support.certs import self_signed
 from tests.support.nats_files import NodeFile, started_nodes
 from tests.support.waiting import wait_for, wait_until
@@ -58,7 +58,8 @@ sites:
 
 
 def loopback_central() -> tuple[str, list[dict[str, int]]]:
-    nodes = [{what: free_port() for what in PORTS} for _ in range(3)]
+    ports = iter(free_ports(3 * len(PORTS)))  # distinct: the provisioning refuses a port used twice
+    nodes = [{what: next(ports) for what in PORTS} for _ in range(3)]
     lines = ["central:", "  nodes:"]
     for i, ports in enumerate(nodes, 1):
         fields = ", ".join(f"{k}: {v}" for k, v in ports.items())
