@@ -3,26 +3,49 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import socket
 import time
+
+#: Where ``free_port`` picks: below the kernel's ephemeral range (32768-60999 by default), which every
+#: outgoing connection takes its local port from — a port picked there can be taken by some client's
+#: connection before the caller binds it (seen: a nats-server of a loaded test run could not listen).
+PICK_RANGE = (10_000, 32_768)
+_pick = random.Random()
+
+
+def _bound(host: str, port: int) -> socket.socket | None:
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind((host, port))
+    except OSError:
+        s.close()
+        return None
+    return s
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct ports nothing listens on right now (the caller binds them soon after), each held
+    until all are picked."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(200 * n):
+            if len(ports) == n:
+                break
+            s = _bound(host, _pick.randrange(*PICK_RANGE))
+            if s is not None:
+                stack.enter_context(s)
+                ports.append(int(s.getsockname()[1]))
+        while len(ports) < n:  # a crowded range: the kernel's choice
+            s = stack.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET))
+            s.bind((host, 0))
+            ports.append(int(s.getsockname()[1]))
+        return ports
 
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (the caller binds it soon after)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
-    """``n`` distinct ports nothing listens on (each held until all are picked: ``free_port`` twice may
-    return the same one)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                                                   socket.SOCK_STREAM)) for _ in range(n)]  # fmt: skip
-        for s in socks:
-            s.bind((host, 0))
-        return [int(s.getsockname()[1]) for s in socks]
+    return free_ports(1, host)[0]
 
 
 def wait_for_port(port: int, timeout_s: float = 10.0, host: str = "127.0.0.1") -> None:
