@@ -42,6 +42,7 @@ from fleet.tsdb import FleetInfluxWriter, fleet_line, fleet_writer
 from gateway.engine.site import RateLimitedLog
 from gateway.ha.lease import Lease
 from gateway.service.jetstream import JS_REQUEST_TIMEOUT_S, cluster_replicas
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
 from nurserywatch.contract import ContractError, parse_topic
 from nurserywatch.fleet_layout import FleetLayout, SiteOutLayout
@@ -110,6 +111,7 @@ class PartitionWorker:
             psub = await self._subscribe()
             try:
                 while True:
+                    raise_if_cancel_was_swallowed()
                     self._check()
                     msgs = await self._fetch(psub)
                     self._check()
@@ -129,6 +131,7 @@ class PartitionWorker:
     async def _subscribe(self) -> JetStreamContext.PullSubscription:
         js, layout, stream = self.w.js, self.w.layout, self.w.layout.stream(self.k)
         while True:
+            raise_if_cancel_was_swallowed()
             self._check()
             try:
                 try:
@@ -328,6 +331,7 @@ class FleetWorker:
         replicas = cluster_replicas(self.nc)
         ttl = self.cfg.lease_ttl_s
         while True:
+            raise_if_cancel_was_swallowed()
             try:
                 self._leases = await kv_bucket(self.js, self.layout.lease_bucket, replicas, ttl)
                 self._workers = await kv_bucket(self.js, WORKERS_BUCKET, replicas, ttl)
@@ -344,6 +348,7 @@ class FleetWorker:
         await self._buckets()
         try:
             while True:
+                raise_if_cancel_was_swallowed()
                 try:
                     await self._balance()
                 except (TimeoutError, nats.errors.Error, APIError) as exc:

@@ -19,6 +19,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiomqtt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.yaml_files import load_yaml_model
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ async def run_session(
             client.timeout = FAILOVER_CONNECT_TIMEOUT_S
         try:
             async with client:
+                raise_if_cancel_was_swallowed()  # by the connect's wait
                 client.timeout = timeout  # the session's own requests keep aiomqtt's default
                 log.info("connected to %s as %s", url, identifier)
                 backoff, failed = 0.2, 0
@@ -287,15 +289,6 @@ def ack(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Acknowledge a message received with ``manual_ack`` (PUBACK for QoS 1; nothing for QoS 0). ``mid``
     is only valid on the connection that delivered it: after a reconnect the broker sends it again."""
     client._client.ack(mid, qos)
-
-
-def raise_if_cancel_was_swallowed() -> None:
-    """Python 3.11's asyncio.wait_for (which aiomqtt's publish/subscribe use) loses a cancellation
-    that arrives in the same loop step as the broker's acknowledgement (CPython gh-86296, fixed in
-    3.12); a part would then never stop. The task still counts the request, so honour it here."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 async def publish(

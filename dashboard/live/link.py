@@ -17,6 +17,7 @@ import aiomqtt
 
 from dashboard.live.fanout import Fanout
 from dashboard.live.state import Event, EventKind, LiveState
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock, SystemClock
 from nurserywatch.command_auth import ID_BYTES, CommandSigner
 from nurserywatch.contract import (
@@ -112,6 +113,7 @@ class LiveLink:
         try:
             self.state.begin_resync()
             await client.subscribe([(t, 1) for t in self.topics()])
+            raise_if_cancel_was_swallowed()
             self._client = client
             self._emit(self.state.set_connected(True))
             sweep = asyncio.get_running_loop().call_later(RESYNC_SETTLE_S, lambda: self._emit(self.state.end_resync()))

@@ -39,6 +39,7 @@ import nats.errors
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.jetstream import SiteLayout
 from nurserywatch.sqlite import set_writer_factory
 
@@ -369,6 +370,7 @@ class Journal:
             }
             data = entry.to_bytes()
             while True:
+                raise_if_cancel_was_swallowed()
                 if check is not None:
                     check()
                 try:
@@ -438,7 +440,9 @@ class JournalTail:
         try:
             msg = await self._sub.next_msg(timeout=timeout_s)
         except TimeoutError:  # nats.errors.TimeoutError too
+            raise_if_cancel_was_swallowed()
             return False
+        raise_if_cancel_was_swallowed()
         seq = int(msg.metadata.sequence.stream)
         if seq <= self.applied:
             return True  # a redelivery the ordered consumer already gave

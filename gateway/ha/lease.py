@@ -21,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.jetstream import LEASE_RENEW_S, LEASE_TTL_S, SiteLayout
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class Lease:
         """As a standby: try every ``poll_s`` (the renew period) until the lease is ours."""
         poll = self.renew_s if poll_s is None else poll_s
         while not await self.try_acquire():
+            raise_if_cancel_was_swallowed()
             await asyncio.sleep(poll)
 
     async def try_acquire(self) -> bool:
@@ -124,13 +126,16 @@ class Lease:
         while True:
             await asyncio.sleep(self.renew_s)
             try:
-                if not await self.renew():
-                    return
+                renewed = await self.renew()
             except Exception as exc:  # a timeout: try again while the lease still holds locally
                 log.warning("lease: renewal failed (%s)", exc)
                 if not self.held:
                     self._lose("not renewed within its TTL")
                     return
+                continue
+            raise_if_cancel_was_swallowed()  # a renewal request answered as the keeper was cancelled
+            if not renewed:
+                return
 
     async def release(self) -> None:
         """Give the lease up (a clean stop): the standby need not wait for it to expire."""

@@ -58,12 +58,13 @@ from gateway.records.entries import RecordsConfig
 from gateway.records.keeper import RecordsSigning
 from gateway.service.mqtt import gateway_will, publish_outbox, running_engine
 from gateway.service.site_out import ensure_site_out_stream
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import subscription
 from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, subject_to_topic
 from nurserywatch.kit import Kit
-from nurserywatch.mqtt import Brokers, MqttCredentials, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.mqtt import Brokers, MqttCredentials, run_session
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -195,9 +196,11 @@ class JetStreamGateway:
         next_tick = time.monotonic() + interval_s
         self.engine.connected()  # batch writes from now on; the retained state goes out with the first flush
         while True:
+            raise_if_cancel_was_swallowed()  # by the last flush's requests
             self._check_lease()
             wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
             msgs = await self._fetch(wait) if self._in_flight < self.fetch_batch else []
+            raise_if_cancel_was_swallowed()
             self._check_lease()
             for item in self._drain_inbox():
                 if item is None:
@@ -310,6 +313,7 @@ async def connect_nats(servers: Sequence[str], name: str, credentials: MqttCrede
 
     delay = 0.2
     while True:
+        raise_if_cancel_was_swallowed()
         try:
             client[:] = [await nats.connect(servers=list(servers), name=name, max_reconnect_attempts=-1,
                                       reconnect_time_wait=0.5, connect_timeout=2, allow_reconnect=True,
@@ -384,9 +388,11 @@ async def run_jetstream_gateway(
             js_stats.events.append("standby")
             log.info("instance %s standing by (journal applied up to %d)", instance, applied)
             while not await lease.try_acquire():
+                raise_if_cancel_was_swallowed()
                 deadline = time.monotonic() + lease.renew_s
                 while (left := deadline - time.monotonic()) > 0:
                     await _step_tail(tail, left)
+                    raise_if_cancel_was_swallowed()
                 notifier.alive()  # a standby is alive too (systemd's watchdog)
             started = time.monotonic()
             # Renewed from now on, also while catching up and starting: a slow takeover must not lose it.
@@ -502,7 +508,9 @@ async def _retrying(make: Callable[[], Any], what: str, timeout_s: float = 60.0)
     delay = 0.2
     while True:
         try:
-            return await make()
+            result = await make()
+            raise_if_cancel_was_swallowed()
+            return result
         except (nats.errors.Error, APIError, TimeoutError) as exc:
             if time.monotonic() > deadline:
                 raise

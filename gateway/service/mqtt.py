@@ -28,12 +28,13 @@ from gateway.records.keeper import RecordsSigning
 from gateway.retention.job import RetentionRunner
 from gateway.service.metrics import gateway_families
 from gateway.service.metrics_http import metrics_server
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import GatewayStatus, gateway_topic, subscription
 from nurserywatch.kit import Kit
 from nurserywatch.metrics import render as render_metrics
-from nurserywatch.mqtt import Brokers, raise_if_cancel_was_swallowed, run_session
+from nurserywatch.mqtt import Brokers, run_session
 from nurserywatch.mqtt import ack as mqtt_ack
 from nurserywatch.systemd import Notifier
 
@@ -86,6 +87,7 @@ class MqttGateway:
         interval_s = self.engine.rules.tick_ms / 1000
         while True:
             await asyncio.sleep(interval_s)
+            raise_if_cancel_was_swallowed()
             self.engine.tick()
             client = self._client
             if client is not None:

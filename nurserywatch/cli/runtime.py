@@ -12,6 +12,12 @@ from typing import Any
 
 from nurserywatch.systemd import Notifier
 
+log = logging.getLogger("nurserywatch.stop")
+
+#: A clean stop takes well under a second; past this, every task still running is logged with where
+#: it waits, so a stop that hangs says why (systemd's TimeoutStopSec kills it later).
+STOP_REPORT_AFTER_S = 5.0
+
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
@@ -37,6 +43,11 @@ def run_until_signalled(main: Coroutine[Any, Any, None], notifier: Notifier | No
             if notifier is not None:
                 notifier.stopping()
             task.cancel()
+            loop.call_later(STOP_REPORT_AFTER_S, report_pending)
+
+        def report_pending() -> None:
+            if not task.done():
+                log.warning("still stopping after %.1f s; waiting on:\n%s", STOP_REPORT_AFTER_S, pending_stacks())
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
@@ -44,3 +55,23 @@ def run_until_signalled(main: Coroutine[Any, Any, None], notifier: Notifier | No
             await task
 
     asyncio.run(runner())
+
+
+def pending_stacks() -> str:
+    """Every unfinished task of the running loop and the chain of awaits it is suspended in
+    (``Task.get_stack`` gives only the outermost frame of a suspended coroutine)."""
+    out: list[str] = []
+    for task in asyncio.all_tasks():
+        if task.done():
+            continue
+        lines = [f"task {task.get_name()} (cancel requests {task.cancelling()}):"]
+        awaited: Any = task.get_coro()
+        while awaited is not None:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is None:  # a future or a finished coroutine: the end of the chain
+                lines.append(f"    awaiting {awaited!r:.200}")
+                break
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        out.append("\n".join(lines))
+    return "\n".join(out)

@@ -17,6 +17,7 @@ from nats.js.kv import KeyValue
 from gateway.ha.lease import Lease, lease_bucket
 from nurserywatch.jetstream import SiteLayout
 from tests.support.nats_cluster import NatsCluster
+from tests.support.swallowed_cancel import SwallowedCancel
 from tests.support.waiting import wait_until
 
 TTL_S, RENEW_S = 2.0, 0.5  # shorter than the site's (4 s, 1 s): the same logic, a quicker test
@@ -112,3 +113,23 @@ async def test_contenders_racing_the_expiry_get_a_clean_no_and_one_of_them_wins(
         assert len(winners) == 1, winners
         assert await contenders[0].holder() == winners[0]
     print(f"{tries} acquire calls across the expiry, winner {winners[0]}")
+
+
+async def test_a_keeper_cancelled_as_a_renewal_is_answered_stops(node: NatsCluster) -> None:
+    """A SIGTERM landing with a renewal's reply (Python 3.11's wait_for loses it) must not leave the
+    keeper renewing: a stopping gateway would hold the lease until it was killed."""
+    async with bucket(node) as kv:
+        a = Lease(kv, "a", ttl_s=TTL_S, renew_s=0.05)
+        assert await a.acquire()
+        sc = SwallowedCancel()
+        real_renew = a.renew
+
+        async def renew() -> bool:
+            return bool(await sc.wait(await real_renew()))
+
+        a.renew = renew  # type: ignore[method-assign]
+        keeper = asyncio.create_task(a.keep())
+        await sc.complete_and_cancel(keeper)
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(keeper, 2)
+        assert sc.calls_after == 0, "no renewal after the cancellation"

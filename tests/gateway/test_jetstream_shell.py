@@ -48,6 +48,7 @@ from tests.support.commands import COMMAND_VERIFIER
 from tests.support.gateway_stack import retained
 from tests.support.kits import make_kit
 from tests.support.nats_cluster import NatsCluster
+from tests.support.swallowed_cancel import SwallowedCancel
 from tests.support.waiting import wait_until
 
 TICKING = RulesConfig(tick_ms=50)
@@ -255,5 +256,30 @@ async def test_a_fleet_site_gateway_creates_the_out_stream_its_readings_land_in(
         async with asyncio.timeout(60), running(other, node, tmp_path / "other.sqlite3", ManualClock(T0)):
             names = {s.config.name for s in await js.streams_info()}
             assert out.stream in names and SiteOutLayout(other.site).stream not in names
+    finally:
+        await nc.close()
+
+
+async def test_a_stop_landing_with_a_fetch_reply_stops_the_message_loop(node: NatsCluster, tmp_path: Path) -> None:
+    """A SIGTERM in the same loop step as a pull's reply (Python 3.11's wait_for then loses it) must
+    still stop the loop at its next step: it once kept an active gateway serving, and renewing its
+    lease, until it was killed (a standby could not take over)."""
+    kit = kit_with_mat()
+    nc = await nats.connect(node.nats_urls)
+    try:
+        psub = await ensure_input(nc.jetstream(), SiteLayout(kit.site), touch(node))
+        async with running_engine(kit, tmp_path / "gw.sqlite3", TICKING, ManualClock(T0)) as engine:
+            gw = JetStreamGateway(engine, psub)
+            sc = SwallowedCancel()
+
+            async def fetch(timeout_s: float) -> list[object]:
+                return list(await sc.wait([]))
+
+            gw._fetch = fetch  # type: ignore[method-assign,assignment]
+            loop = asyncio.create_task(gw.run())
+            await sc.complete_and_cancel(loop)
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(loop, 2)
+            assert sc.calls_after == 0
     finally:
         await nc.close()
