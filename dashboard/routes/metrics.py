@@ -1,6 +1,7 @@
 """The dashboard's Prometheus metrics at ``GET /metrics`` (docs/metrics.md): live clients, live
-(SSE) events sent, the broker link, rejected messages by reason, acknowledgement requests, alerts
-shown.
+(SSE) events sent, the broker link and the gateway's heartbeat age, rejected messages by reason,
+acknowledgement requests, alerts shown — and the process's own (CPU, memory, file descriptors,
+Python GC), through prometheus_client; OpenMetrics when the scraper's ``Accept`` header asks for it.
 
 Who may scrape: a Prometheus scraper cannot sign in, so /metrics takes no session. It is public to
 the *machine*, not to the network: without a token only loopback clients are answered (a scraper on
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import math
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -25,9 +27,11 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import Metric
 
-from dashboard.deps import ApiError, LinkDep
-from nurserywatch.metrics import CONTENT_TYPE, by_label, counter, gauge, labels, render
+from dashboard.deps import ApiError, get_link_of
+from nurserywatch.prometheus import by_label, counter, exposition, gauge, labels, scrape_registry
 
 P = "nurserywatch_dashboard_"
 _ACK_PATH = re.compile(r"^/api/alerts/[^/]+/ack$")
@@ -109,20 +113,25 @@ ScraperDep = Annotated[None, Depends(require_scraper)]
 router = APIRouter()
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(request: Request, link: LinkDep, scraper: ScraperDep) -> Response:
-    c = _counters(request.app)
+def dashboard_families(app: FastAPI) -> list[Metric]:
+    """The dashboard's families, built at every scrape from its live link and counters."""
+    link = get_link_of(app)
+    c = _counters(app)
+    heartbeat_ms = link.state.gateway_age_ms(link.clock.now_ms())
     alert_states: Counter[str] = Counter()
     for a in link.state.alerts.values():
         alert_states[a.state.value] += 1
         alert_states["acknowledged"] += a.acknowledged
-    fams = [
+    return [
         gauge(P + "live_clients", "Live (SSE) clients connected now.", len(link.fanout)),
         counter(P + "sse_events_sent_total", "Live events written to clients (snapshots and ticks included).",
                 c.sse_events),
         counter(P + "live_clients_dropped_total", "Live clients dropped for falling behind (they resync).",
                 link.fanout.dropped),
         gauge(P + "mqtt_connected", "1 while subscribed to the broker.", 1 if link.connected else 0),
+        gauge(P + "gateway_heartbeat_age_seconds",
+              "Seconds since the gateway's last live heartbeat (+Inf: none yet, or its last will).",
+              math.inf if heartbeat_ms is None else heartbeat_ms / 1000),
         counter(P + "rejected_total", "MQTT messages not used, by reason.", by_label("reason", link.state.rejected)),
         counter(P + "retained_cleared_total", "Retained messages deleted (empty payloads), by topic kind.",
                 by_label("topic", link.state.cleared)),
@@ -131,12 +140,20 @@ async def metrics(request: Request, link: LinkDep, scraper: ScraperDep) -> Respo
         gauge(P + "alerts_shown", "Alerts in the dashboard's list, by state (acknowledged overlaps).",
               by_label("state", alert_states)),
     ]  # fmt: skip
-    return Response(render(fams), media_type=CONTENT_TYPE)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics(request: Request, scraper: ScraperDep) -> Response:
+    registry = cast(CollectorRegistry, request.app.state.metrics_registry)
+    body, content_type = exposition(registry, request.headers.get("accept"))
+    return Response(body, headers={"Content-Type": content_type})
 
 
 def install_metrics(app: FastAPI, token: str | None) -> None:
     """/metrics and its counting wrapper; ``token``: require it from every scraper (None: loopback only)."""
     app.state.metrics_token = token
     app.state.metrics_counters = DashboardCounters()
+    # A registry per app (never prometheus_client's global one): its families and the process's own.
+    app.state.metrics_registry = scrape_registry(lambda: dashboard_families(app))
     app.include_router(router)
     app.add_middleware(CountingMiddleware, counters=app.state.metrics_counters)

@@ -1,5 +1,6 @@
 """The gateway's Prometheus metrics (docs/metrics.md): its counters, queues, open alerts and
-latencies as metric families, built when scraped. Pure: reads what it is given, no I/O.
+latencies as prometheus_client metric families, built when scraped. Pure: reads what it is given,
+no I/O (the shell serves them beside the process's own metrics: nurserywatch/prometheus.py).
 """
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from prometheus_client.core import Metric
+
 from gateway.engine.stats import GatewayStats
 from nurserywatch.contract import Alert
-from nurserywatch.metrics import Family, Labels, by_label, counter, gauge, histogram, labels
+from nurserywatch.prometheus import Labels, by_label, counter, gauge, histogram, labels
 
 if TYPE_CHECKING:
     from gateway.influx.writer import InfluxWriter
@@ -20,7 +23,7 @@ P = "nurserywatch_gateway_"
 
 def gateway_families(
     s: GatewayStats, open_alerts: Iterable[Alert], outbox_depth: int, writer: InfluxWriter | None = None
-) -> list[Family]:
+) -> list[Metric]:
     """``s``: the run's counters; ``open_alerts``: the engine's now; ``outbox_depth``: messages
     waiting to be published; ``writer``: the InfluxDB writer, if readings go there."""
     # Open alerts, by rule and by what staff must still do: active (not resolved), acknowledged,

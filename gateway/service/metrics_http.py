@@ -1,4 +1,5 @@
-"""The gateway's tiny HTTP server: ``GET /metrics`` (Prometheus text) and nothing else.
+"""The gateway's tiny HTTP server: ``GET /metrics`` (Prometheus text, or OpenMetrics when the
+``Accept`` header asks for it) and nothing else.
 
 The gateway has no web framework and needs none for this: one asyncio server, HTTP/1.0-style (one
 request per connection, ``Connection: close``), loopback by default (docs/metrics.md). Anything but
@@ -11,9 +12,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
-from nurserywatch.metrics import CONTENT_TYPE
+from prometheus_client import CollectorRegistry
+
+from nurserywatch.prometheus import exposition
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +24,17 @@ MAX_HEAD = 8192
 READ_TIMEOUT_S = 5.0
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, render: Callable[[], str]) -> None:
+def _accept(head: bytes) -> str | None:
+    """The request's ``Accept`` header (the last one, if sent twice), or None."""
+    found = None
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"accept":
+            found = value.strip().decode("latin-1")
+    return found
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, registry: CollectorRegistry) -> None:
     try:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT_S)
@@ -35,7 +48,8 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, re
             status, body, ctype = "405 Method Not Allowed", b"only GET /metrics\n", "text/plain; charset=utf-8"
         else:
             try:
-                status, body, ctype = "200 OK", render().encode(), CONTENT_TYPE
+                body, ctype = exposition(registry, _accept(head))
+                status = "200 OK"
             except Exception:  # a bug in a metric must not take the gateway down
                 log.exception("rendering /metrics failed")
                 status, body, ctype = "500 Internal Server Error", b"internal error\n", "text/plain; charset=utf-8"
@@ -51,11 +65,11 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, re
 
 
 @contextlib.asynccontextmanager
-async def metrics_server(host: str, port: int, render: Callable[[], str]) -> AsyncIterator[int]:
-    """Serve ``render()`` at ``http://host:port/metrics`` while the context is open; yields the
+async def metrics_server(host: str, port: int, registry: CollectorRegistry) -> AsyncIterator[int]:
+    """Serve ``registry`` at ``http://host:port/metrics`` while the context is open; yields the
     bound port (``port`` 0 picks a free one). OSError naming the address when it cannot listen."""
     try:
-        server = await asyncio.start_server(lambda r, w: _handle(r, w, render), host, port, limit=MAX_HEAD)
+        server = await asyncio.start_server(lambda r, w: _handle(r, w, registry), host, port, limit=MAX_HEAD)
     except OSError as exc:
         raise OSError(exc.errno, f"gateway metrics cannot listen on {host}:{port}: {exc.strerror}") from None
     bound = int(server.sockets[0].getsockname()[1])

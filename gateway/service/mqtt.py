@@ -33,9 +33,9 @@ from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import GatewayStatus, gateway_topic, subscription
 from nurserywatch.kit import Kit
-from nurserywatch.metrics import render as render_metrics
 from nurserywatch.mqtt import Brokers, run_session
 from nurserywatch.mqtt import ack as mqtt_ack
+from nurserywatch.prometheus import scrape_registry
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -218,13 +218,11 @@ async def running_engine(
         try:
             if metrics_port is not None:
 
-                def scrape() -> str:
-                    return render_metrics(
-                        gateway_families(engine.stats, engine.open_alerts(), engine.outbox_depth, sink.writer)
-                    )
-
+                registry = scrape_registry(  # the families at every scrape, and the process's own metrics
+                    lambda: gateway_families(engine.stats, engine.open_alerts(), engine.outbox_depth, sink.writer)
+                )
                 engine.stats.metrics_port = await metrics.enter_async_context(
-                    metrics_server(metrics_host, metrics_port, scrape))  # fmt: skip
+                    metrics_server(metrics_host, metrics_port, registry))  # fmt: skip
             yield engine
         finally:
             await metrics.aclose()
