@@ -18,6 +18,8 @@ Topic layout, root ``nurserywatch/v1/{site}``::
     assignment/{device}         QoS 1, retained       DeviceAssignment (which child a mat or clip watches today)
     command/assign              QoS 1, not retained   AssignCommand (staff assign a child to a mat / clip for today)
     records/head                QoS 1, retained       RecordsHead: the nap-check records' latest signed day head
+    room_alerts/{room}          QoS 1, retained       RoomAlerts: a room's open alerts summed up (Home Assistant bridge)
+    bridge/{name}               QoS 1, retained       BridgeStatus: a bridge to another system (+ last will)
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ class TopicKind(StrEnum):
     ASSIGNMENT = "assignment"
     COMMAND_ASSIGN = "command_assign"
     RECORDS_HEAD = "records_head"
+    ROOM_ALERTS = "room_alerts"
+    BRIDGE = "bridge"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,8 @@ class Topic:
     agent: str | None = None
     alert_id: str | None = None
     room: str | None = None
+    #: BRIDGE: the bridge's name (``home_assistant``).
+    bridge: str | None = None
 
 
 def site_root(site: str) -> str:
@@ -151,6 +157,14 @@ def records_head_topic(site: str) -> str:
     return f"{site_root(site)}/records/head"
 
 
+def room_alerts_topic(site: str, room: str) -> str:
+    return f"{site_root(site)}/room_alerts/{check_ident(room, 'room')}"
+
+
+def bridge_topic(site: str, name: str) -> str:
+    return f"{site_root(site)}/bridge/{check_ident(name, 'bridge')}"
+
+
 def subscription(site: str, kind: TopicKind) -> str:
     """The wildcard filter that matches every topic of one kind at a site."""
     root = site_root(site)
@@ -168,6 +182,8 @@ def subscription(site: str, kind: TopicKind) -> str:
         TopicKind.ASSIGNMENT: f"{root}/assignment/+",
         TopicKind.COMMAND_ASSIGN: f"{root}/command/assign",
         TopicKind.RECORDS_HEAD: f"{root}/records/head",
+        TopicKind.ROOM_ALERTS: f"{root}/room_alerts/+",
+        TopicKind.BRIDGE: f"{root}/bridge/+",
     }[kind]
 
 
@@ -209,6 +225,10 @@ def parse_topic(topic: str) -> Topic:
             return Topic(site, TopicKind.COMMAND_ASSIGN)
         case ["records", "head"]:
             return Topic(site, TopicKind.RECORDS_HEAD)
+        case ["room_alerts", room]:
+            return Topic(site, TopicKind.ROOM_ALERTS, room=check_ident(room, "room"))
+        case ["bridge", name]:
+            return Topic(site, TopicKind.BRIDGE, bridge=check_ident(name, "bridge"))
     raise ContractError("bad_topic", f"{topic!r} is not a v1 topic")
 
 
@@ -216,7 +236,7 @@ def parse_topic(topic: str) -> Topic:
 #: (the broker passes it on to subscribers too): "state cleared", never a payload to judge or reject.
 RETAINED_KINDS = frozenset({TopicKind.STATUS, TopicKind.EDGE, TopicKind.ALERT, TopicKind.ESCALATION,
                             TopicKind.SESSION, TopicKind.GATEWAY, TopicKind.ASSIGNMENT,
-                            TopicKind.RECORDS_HEAD})  # fmt: skip
+                            TopicKind.RECORDS_HEAD, TopicKind.ROOM_ALERTS, TopicKind.BRIDGE})  # fmt: skip
 
 
 def is_cleared(kind: TopicKind, payload: bytes | str) -> bool:
@@ -500,6 +520,35 @@ class RecordsHead(_Payload):
     key_id: Annotated[str, Field(min_length=1, max_length=128)]
     #: Ed25519 signature of the head's canonical message, hex.
     signature: Annotated[str, Field(pattern=r"^[0-9a-f]{128}$")]
+
+
+class RoomAlerts(_Payload):
+    """A room's open alerts summed up, retained on ``room_alerts/{room}`` by the Home Assistant bridge
+    (gateway/integrations/ha_bridge.py, from the retained ``alert/+``): what a system that only shows a
+    room's state needs. Counts and the highest severity only — no rule, device or child, so it says
+    nothing about which child needs attention."""
+
+    room: Ident
+    #: An alert of the room is active (acknowledged or not).
+    problem: bool
+    #: Alerts of the room that are active.
+    active: Annotated[int, Field(ge=0)]
+    #: Alerts of the room not yet acknowledged, active or resolved (staff must see the latter too).
+    unacknowledged: Annotated[int, Field(ge=0)]
+    #: The highest severity among the active alerts; None when none is active.
+    severity: Severity | None = None
+    #: When this summary last changed (the bridge's clock).
+    updated_ts: UnixMs
+
+
+class BridgeStatus(_Payload):
+    """A bridge to another system (``bridge/home_assistant``), retained; its last will is
+    ``{"online": false}``. What it derives (``room_alerts/{room}``) is current only while it is online."""
+
+    # ts and version are absent in the last will.
+    ts: UnixMs | None = None
+    online: bool
+    version: str | None = None
 
 
 # ---------------------------------------------------------------- helpers

@@ -285,6 +285,29 @@ class NatsClusterConfig(_Strict):
         return self
 
 
+#: An MQTT topic (filter-free) of one or more levels, e.g. ``homeassistant``.
+MqttTopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length=128)]
+
+
+class HomeAssistantRoom(_Strict):
+    #: Also the children's breathing, presence on the mat, posture and body temperature. Off by
+    #: default: children's health data then leaves the nursery's own system (docs/integrations.md).
+    children: bool = False
+
+
+class HomeAssistantConfig(_Strict):
+    """Home Assistant MQTT discovery (docs/integrations.md, "Home Assistant"), published by
+    ``nurserywatch ha-bridge``. Off unless ``enabled``."""
+
+    enabled: bool = False
+    #: Home Assistant's discovery prefix (its MQTT setting of the same name).
+    discovery_prefix: MqttTopicName = "homeassistant"
+    #: Where Home Assistant announces itself ("online"): the configs are published again then.
+    birth_topic: MqttTopicName = "homeassistant/status"
+    #: Per room: what more than the air, the devices' state and the room's alerts goes to Home Assistant.
+    rooms: dict[Ident, HomeAssistantRoom] = Field(default_factory=dict)
+
+
 class Child(_Strict):
     id: Ident
     #: Shown on the dashboard only; never sent over MQTT.
@@ -361,6 +384,7 @@ class Kit(_Strict):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     #: The site's broker is a NATS cluster (None: one Mosquitto, the default).
     nats: NatsClusterConfig | None = None
+    home_assistant: HomeAssistantConfig = Field(default_factory=HomeAssistantConfig)
     _base_dir: Path | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
@@ -375,6 +399,8 @@ class Kit(_Strict):
         agent_ids = _unique(self.agents, "agents", problems)
         child_ids = _unique(self.children, "children", problems)
         _unique(self.devices, "devices", problems)
+        for room_id in self.home_assistant.rooms:
+            _ref(room_id, room_ids, ("home_assistant", "rooms", room_id), "a room id", problems)
         for i, c in enumerate(self.children):
             _ref(c.room, room_ids, ("children", i, "room"), "a room id", problems)
         bound: dict[tuple[str, DeviceKind], int] = {}

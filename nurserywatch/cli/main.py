@@ -634,6 +634,22 @@ def gateway(
         fail(exc.strerror or str(exc))
 
 
+@app.command("home-assistant")
+def home_assistant(config: SiteKitOpt = None, broker: BrokerOpt = "mqtt://127.0.0.1:1883",
+                   log_level: LogOpt = "info") -> None:  # fmt: skip
+    """Publish the site to Home Assistant over MQTT discovery, and each room's alert state: what the
+    kit's home_assistant: section enables (docs/integrations.md). Runs beside the gateway."""
+    setup_logging(log_level)
+    kit = _kit(config)
+    if not kit.home_assistant.enabled:
+        fail(f"{config}: home_assistant.enabled is not true; nothing to publish (docs/integrations.md)")
+    url = _brokers(broker)
+    from gateway.integrations.home_assistant_bridge import run_home_assistant_bridge
+    from nurserywatch.clock import SystemClock
+
+    run_until_signalled(run_home_assistant_bridge(kit, url, SystemClock(), __version__))
+
+
 def _nats_servers(nats_urls: str | None, instance: str | None) -> list[str]:
     """--nats as a list of server URLs; --instance checked."""
     from nurserywatch.contract import ContractError, check_ident

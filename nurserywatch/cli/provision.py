@@ -122,6 +122,9 @@ GATEWAY_ACCESS: dict[str, Access | None] = {
     "session": Access.WRITE,
     "gateway": Access.WRITE,
     "records_head": Access.WRITE,
+    # The Home Assistant bridge's (docs/integrations.md): its own user, set up by hand for now.
+    "room_alerts": None,
+    "bridge": None,
 }
 
 #: The dashboard reads what it shows and writes only staff commands; the gateway owns alert, session
@@ -140,6 +143,8 @@ DASHBOARD_ACCESS: dict[str, Access | None] = {
     "command_record": Access.WRITE,
     "command_assign": Access.WRITE,
     "records_head": None,  # for the centre (the fleet tier); the site's dashboard does not show it
+    "room_alerts": None,  # for Home Assistant; the dashboard has the alerts themselves
+    "bridge": None,
 }
 
 

@@ -15,6 +15,7 @@ from nurserywatch.contract import (
     AssignCommand,
     BodyTempReading,
     BreathingReading,
+    BridgeStatus,
     ContractError,
     DeviceAssignment,
     DeviceStatus,
@@ -24,6 +25,7 @@ from nurserywatch.contract import (
     PostureReading,
     RecordCommand,
     RecordsHead,
+    RoomAlerts,
     SessionAction,
     SessionCommand,
     SessionSource,
@@ -36,12 +38,14 @@ from nurserywatch.contract import (
     _Payload,
     ack_topic,
     alert_topic,
+    bridge_topic,
     decode,
     edge_topic,
     escalation_topic,
     parse_reading,
     parse_topic,
     reading_topic,
+    room_alerts_topic,
     session_command_topic,
     session_topic,
     status_topic,
@@ -80,6 +84,16 @@ T = 1_767_225_600_000
             Topic("himawari", TopicKind.SESSION, room="hiyoko"),
         ),
         (session_command_topic("himawari"), f"{R}/command/session", Topic("himawari", TopicKind.COMMAND_SESSION)),
+        (
+            room_alerts_topic("himawari", "hiyoko"),
+            f"{R}/room_alerts/hiyoko",
+            Topic("himawari", TopicKind.ROOM_ALERTS, room="hiyoko"),
+        ),
+        (
+            bridge_topic("himawari", "home_assistant"),
+            f"{R}/bridge/home_assistant",
+            Topic("himawari", TopicKind.BRIDGE, bridge="home_assistant"),
+        ),
     ],
 )
 def test_topics_build_and_parse(built: str, expected_topic: str, parsed: Topic) -> None:
@@ -241,6 +255,9 @@ VALID: dict[type[_Payload], dict[str, object]] = {
     AssignCommand: {"device": "mat-01", "child": "c001", "by": "hoikushi-1"},
     RecordsHead: {"site": "nursery-a", "day": "2026-01-01", "timezone": "Asia/Tokyo", "seq": 12, "hash": "ab" * 32,
                   "signed_ts": T, "key_id": "0123456789abcdef", "signature": "cd" * 64},
+    RoomAlerts: {"room": "hiyoko", "problem": True, "active": 1, "unacknowledged": 2, "severity": "critical",
+                 "updated_ts": T},
+    BridgeStatus: {"ts": T, "online": True, "version": "0.1.0"},
 }  # fmt: skip
 
 #: (model, field, value of the wrong JSON type): each refused as invalid_payload, never coerced.
@@ -293,6 +310,9 @@ WRONG: list[tuple[type[_Payload], str, object]] = [
     (DeviceAssignment, "updated_ts", float(T)),
     (AssignCommand, "child", 1),
     (RecordsHead, "seq", "12"),
+    (RoomAlerts, "problem", 1),
+    (RoomAlerts, "active", True),
+    (BridgeStatus, "online", "true"),
     (RecordsHead, "hash", "AB" * 32),  # the chain writes lower-case hex; anything else is not its hash
 ]
 

@@ -66,6 +66,7 @@ SHELLS = (
     "gateway.retention.store", "gateway.retention.job", "gateway.trends.reader",
     "gateway.child_data.store", "gateway.child_data.influx", "gateway.child_data.jobs",
     "gateway.ha",  # the lease (a JetStream key) and the journal (SQLite statements through JetStream)
+    "gateway.integrations.home_assistant_bridge",  # Home Assistant discovery over MQTT
     "fleet.worker", "fleet.tsdb", "fleet.shares", "fleet.streams",
 )  # fmt: skip
 #: The parts whose modules outside SHELLS are logic.
