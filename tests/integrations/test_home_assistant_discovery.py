@@ -31,11 +31,11 @@ ONLINE = "{{ 'online' if value_json.online else 'offline' }}"
 EDGE_UP = {"topic": f"{R}/edge/pi-1", "value_template": ONLINE}
 
 
-def ha_kit(home_assistant: dict[str, Any] | None = None) -> Kit:
+def ha_kit(home_assistant: dict[str, Any] | None = None, site: str = SITE) -> Kit:
     """Two rooms; only risu opts in to children's data. hiyoko: a clip (serial) and a CO2 sensor;
     risu: a BTHome air sensor, a mat, a clip and a thermometer watching c002 (Bluetooth but the mat)."""
     base = make_kit(
-        SITE,
+        site,
         rooms={"hiyoko": "ひよこ組", "risu": "りす組"},
         children={"c001": "0", "c002": {"age_band": "1-2", "room": "risu"}},
         devices={
