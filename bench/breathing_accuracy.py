@@ -118,7 +118,7 @@ import argparse
 import math
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +255,11 @@ class Outcome:
     present: list[bool | None]
     last_breath: np.ndarray  # mat seconds, NaN: none yet
     alerts: list[float]  # mat seconds at which an apnea alert was raised
+    #: The detector's view at each reading (edge/dsp/breathing.py): its noise floor and the smallest
+    #: swing it takes for its size (counts), and its clean segment's number (movement restarts it).
+    floor: np.ndarray
+    least: np.ndarray
+    segment: np.ndarray
 
 
 def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> Outcome:
@@ -280,6 +285,7 @@ def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> 
     present: list[bool | None] = []
     last: list[float] = []
     alerts: list[float] = []
+    view: list[tuple[float, float, int]] = []
 
     def apnea_raised(transitions: Iterable[Transition], now: int) -> None:
         alerts.extend(
@@ -308,7 +314,11 @@ def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> 
             last.append(
                 np.nan if reading.last_breath_ts is None else (reading.last_breath_ts - T0_MS) / 1000.0 + first_s
             )
-    return Outcome(np.array(ts), np.array(rates), present, np.array(last), [a + first_s for a in alerts])
+            a = channel.analyzer
+            view.append((np.nan, np.nan, -1) if a is None else (a.floor, a.least, a.segment))
+    v = np.array(view, dtype=float).reshape(-1, 3)
+    return Outcome(np.array(ts), np.array(rates), present, np.array(last), [a + first_s for a in alerts],
+                   v[:, 0], v[:, 1], v[:, 2].astype(int))  # fmt: skip
 
 
 # ---------------------------------------------------------------- scoring
@@ -328,11 +338,16 @@ class Tally:
     timing: list[float] = field(default_factory=list)
     #: Seconds a child lay on the mat and it was reported present=false / present=null.
     false_empty_s: int = 0
+    #: Causes of the false alarms and of the pauses alerted off time (``why_false``, ``why_off_time``).
+    why_false: Counter[str] = field(default_factory=Counter)
+    why_off_time: Counter[str] = field(default_factory=Counter)
     unknown_s: int = 0
     #: Seconds from an edge start under a breathing child to present=true (None: not within the watch).
     presence: list[float | None] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
+        self.why_false += other.why_false
+        self.why_off_time += other.why_off_time
         self.false_empty_s += other.false_empty_s
         self.unknown_s += other.unknown_s
         self.presence += other.presence
@@ -399,20 +414,28 @@ def score_timing(out: Outcome, reference: np.ndarray, tally: Tally) -> None:
     tally.timing += [float(v) for v in d[np.abs(d) < 0.6]]
 
 
+def pause_alerts(
+    main: np.ndarray, start: float, length: float, alerts: Sequence[float]
+) -> tuple[float, float, list[float]]:
+    """A scripted pause's last reference breath before it, its first one after, and the alerts between."""
+    i = int(np.searchsorted(main, start + 1.0, side="right")) - 1
+    last = float(main[i]) if i >= 0 else start
+    following = main[main > start + length - 1.0]
+    end = float(following[0]) if len(following) else start + length + 10.0
+    return last, end, [a for a in alerts if last < a <= end + 1.0]
+
+
 def score_alerts(
     out: Outcome, breaths: Sequence[np.ndarray], pauses: Sequence[tuple[float, float]], child_s: float, tally: Tally
-) -> None:
+) -> list[float]:
     """Scripted pauses (start, length) against the alerts; other alerts while the child breathed
-    are false. ``breaths``: reference breath times; delays are measured from the first reference,
-    an alert is false when *any* of them saw a breath less than 15 s before it."""
+    are false (returned). ``breaths``: reference breath times; delays are measured from the first
+    reference, an alert is false when *any* of them saw a breath less than 15 s before it."""
     main = breaths[0]
     used = set()
+    false: list[float] = []
     for start, length in pauses:
-        i = int(np.searchsorted(main, start + 1.0, side="right")) - 1
-        last = float(main[i]) if i >= 0 else start
-        following = main[main > start + length - 1.0]
-        end = float(following[0]) if len(following) else start + length + 10.0
-        mine = [a for a in out.alerts if last < a <= end + 1.0]
+        last, _end, mine = pause_alerts(main, start, length, out.alerts)
         used.update(mine)
         tally.pauses[round(length)].append(round(mine[0] - last, 3) if mine else None)
     for a in out.alerts:
@@ -424,9 +447,123 @@ def score_alerts(
         )
         if since < FALSE_IF_BREATH_WITHIN_S:
             tally.false_alarms += 1
+            false.append(a)
         else:
             tally.natural += 1
     tally.child_s += child_s
+    return false
+
+
+# ---------------------------------------------------------------- why: each miss traced to its cause
+
+#: Causes of a false apnea alarm, or of a pause alerted outside 20.0–21.0 s (or not at all), in the
+#: order they are tried: the first that holds is the one counted (bench/README.md explains each).
+UNDER_FLOOR = "breaths under the noise floor"
+UNDER_RECENT = "breaths under 0.2x the last minute's"
+BELT_ARTEFACT_CAUSE = "belt artefact"
+RESTARTED = "movement or level jump"
+ALREADY_ALERTING = "alert already open"
+PHANTOM = "breath reported in the pause"
+UNEXPLAINED = "not explained"
+
+
+def swings_on_mat(model: MatModel, times: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Each breath's rise on the mat as the detector sees it (counts): the breathing that reaches the
+    mat (no noise, drift, heart or movement), band-passed 0.2–1.5 Hz like the edge, from its lowest
+    point in the breath period before the peak to the peak."""
+    fs = 25.0
+    out = []
+    for tb in times:
+        grid = np.arange(tb - 15.0, tb + 5.0, 1.0 / fs)
+        w = model.breathing_on_mat(grid)
+        w = w - np.polyval(np.polyfit(grid - tb, w, 1), grid - tb)
+        spec = np.fft.rfft(w)
+        f = np.fft.rfftfreq(len(w), 1.0 / fs)
+        y = np.fft.irfft(spec * ((f >= 0.2) & (f <= 1.5)), len(w))
+        near = reference[(reference > tb - 15.0) & (reference < tb + 5.0)]
+        period = float(np.clip(np.median(np.diff(near)), 1.5, 5.0)) if len(near) > 2 else 3.0
+        k = int(round(15.0 * fs))
+        out.append(float(y[k] - y[max(k - int(period * fs), 0) : k + 1].min()))
+    return np.array(out)
+
+
+def _view(out: Outcome, t0: float, t1: float) -> tuple[float, float, bool]:
+    """The detector's median floor and least breath between mat times t0 and t1, and whether its
+    clean segment restarted in between."""
+    sel = (out.t > t0) & (out.t <= t1)
+    if not sel.any():
+        return float("nan"), float("nan"), False
+    seg = out.segment[sel]
+    return float(np.nanmedian(out.floor[sel])), float(np.nanmedian(out.least[sel])), bool(seg.max() != seg.min())
+
+
+def _reported_at(out: Outcome, t: float) -> float:
+    i = int(np.searchsorted(out.t, t, side="right")) - 1
+    return float(out.last_breath[i]) if i >= 0 else float("nan")
+
+
+def _unseen_cause(
+    model: MatModel, out: Outcome, reference: np.ndarray, unseen: np.ndarray, t0: float, t1: float
+) -> str | None:
+    """Why breaths at ``unseen`` (between t0 and t1) were not reported, or None if they should have been."""
+    if not len(unseen):
+        return None
+    size = float(np.median(swings_on_mat(model, unseen, reference)))
+    floor, least, restarted = _view(out, t0, t1)
+    if size < floor:
+        return UNDER_FLOOR
+    if size < least:
+        return UNDER_RECENT
+    if restarted:
+        return RESTARTED
+    return None
+
+
+def why_false(out: Outcome, model: MatModel, reference: np.ndarray, calm: Callable[[float], bool],
+              alerts: Sequence[float]) -> Counter[str]:  # fmt: skip
+    """The cause of each false alarm at ``alerts``: the breaths the belt shows after the last one the
+    edge reported were not seen because …"""
+    causes: Counter[str] = Counter()
+    for a in alerts:
+        reported = _reported_at(out, a)
+        since = reported if not math.isnan(reported) else a - ALERT_AFTER_S
+        unseen = reference[(reference > since + 0.6) & (reference <= a)]
+        if not calm(a):
+            causes[BELT_ARTEFACT_CAUSE] += 1
+        else:
+            causes[_unseen_cause(model, out, reference, unseen, since, a) or UNEXPLAINED] += 1
+    return causes
+
+
+def why_off_time(out: Outcome, model: MatModel, reference: np.ndarray,
+                 pauses: Sequence[tuple[float, float]]) -> Counter[str]:  # fmt: skip
+    """The cause of each pause of ≥ 20 s alerted outside 20.0–21.0 s after its last breath, or not at all."""
+    causes: Counter[str] = Counter()
+    for start, length in pauses:
+        if length < ALERT_AFTER_S:
+            continue
+        last, end, mine = pause_alerts(reference, start, length, out.alerts)
+        delay = mine[0] - last if mine else None
+        if delay is not None and ON_TIME_S[0] <= delay <= ON_TIME_S[1]:
+            continue
+        before = _reported_at(out, last + 1.5)  # the last breath the edge knew of as the pause began
+        if delay is None and not math.isnan(before) and last + 1.5 - before >= ALERT_AFTER_S - 1.0:
+            causes[ALREADY_ALERTING] += 1  # the breaths before the pause were not seen either
+            continue
+        in_pause = out.last_breath[(out.t > last + 1.0) & (out.t <= end)]
+        if np.nanmax(in_pause, initial=-np.inf) > last + 0.6:
+            causes[PHANTOM] += 1
+            continue
+        if delay is not None and delay < ON_TIME_S[0]:  # early: the last breaths before the pause unseen
+            unseen = reference[(reference > before + 0.6) & (reference <= last)] if not math.isnan(before) else []
+            causes[_unseen_cause(model, out, reference, np.asarray(unseen), before, last) or UNEXPLAINED] += 1
+            continue
+        causes[UNEXPLAINED] += 1
+    return causes
+
+
+def causes_text(causes: Counter[str]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in causes.most_common()) or "none"
 
 
 def print_pauses(tally: Tally, indent: str = "    ") -> None:
@@ -1092,10 +1229,10 @@ def presence_after_start(model: ReplayMat, seconds: int, quick: bool, kit: Kit) 
     return found
 
 
-def night(path: Path, deg: Degradation, quick: bool, seed: int, figures: NightFigures) -> None:
+def night(path: Path, deg: Degradation, quick: bool, seed: int, figures: NightFigures, time_scale: float = 2.0) -> None:
     """One night through the mat with ``deg``: a pause every ``NIGHT_PAUSE_EVERY_S`` (as the
     pauses variant above), movement and gain steps; every reading with the child on the mat."""
-    model, pauses, seconds = real_run(path, 1, seed, deg=deg, pause_every_s=NIGHT_PAUSE_EVERY_S)
+    model, pauses, seconds = real_run(path, 1, seed, time_scale, deg=deg, pause_every_s=NIGHT_PAUSE_EVERY_S)
     if quick:
         seconds = 900
         pauses = [p for p in pauses if p[0] + p[1] + 30 < seconds]
@@ -1110,7 +1247,9 @@ def night(path: Path, deg: Degradation, quick: bool, seed: int, figures: NightFi
     tally = Tally()
     score_rates(out, reference_rate(refs[0], lambda t: unpaused(t) and calm(t)), tally)
     score_rates(out, reference_rate(refs[0], unpaused), figures.every)
-    score_alerts(out, refs, pauses, seconds - 2, tally)
+    false = score_alerts(out, refs, pauses, seconds - 2, tally)
+    tally.why_false = why_false(out, model, refs[0], calm, false)
+    tally.why_off_time = why_off_time(out, model, refs[0], pauses)
     # The child never leaves a night's mat: every reading after the first 30 s (the edge's start) counts.
     settled = [p for t, p in zip(out.t, out.present, strict=True) if t >= PRESENCE_TARGET_S]
     tally.false_empty_s = sum(p is False for p in settled)
@@ -1136,7 +1275,8 @@ def night_summary(name: str, deg: Degradation, f: NightFigures) -> str:
         f"{sum(d is not None for d in short)}/{len(short)}; false apnea {t.false_alarms} in {hours:.1f} child-h "
         f"= {t.false_alarms / max(hours, 1e-9):.3f}/h (95 % bound {bound:.3f}); "
         f"false-empty {t.false_empty_s} s (unknown {t.unknown_s} s); presence after start: slowest {slowest} "
-        f"(n={len(t.presence)}, ≤ {PRESENCE_TARGET_S:g} s: {sum(d <= PRESENCE_TARGET_S for d in found)})"
+        f"(n={len(t.presence)}, ≤ {PRESENCE_TARGET_S:g} s: {sum(d <= PRESENCE_TARGET_S for d in found)}); "
+        f"false alarms by cause: {causes_text(t.why_false)}; off time by cause: {causes_text(t.why_off_time)}"
     )
 
 
@@ -1188,10 +1328,12 @@ def sims(sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: in
     return lines
 
 
-def nights(data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int) -> list[str]:
+def nights(
+    data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int, time_scale: float = 2.0
+) -> list[str]:
     """Every night of ``sets`` through every degradation; one summary line per degradation and set."""
     print(
-        f"whole nights ({data}), time_scale 2, a pause every {NIGHT_PAUSE_EVERY_S} s, an edge start every "
+        f"whole nights ({data}), time_scale {time_scale:g}, a pause every {NIGHT_PAUSE_EVERY_S} s, an edge start every "
         f"{PRESENCE_START_EVERY_S} s" + (" — quick: the first night of each set, 900 s" if quick else "")
     )
     lines: list[str] = []
@@ -1205,18 +1347,20 @@ def nights(data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: 
             figures = NightFigures()
             for k, path in enumerate(files):
                 line.update(f"  nights {set_name}, {deg.name}: {k}/{len(files)} nights")
-                night(path, deg, quick, seed, figures)
+                night(path, deg, quick, seed, figures, time_scale)
             line.update(f"  nights {set_name}, {deg.name}: {len(files)}/{len(files)} nights", final=True)
             lines.append(night_summary(set_name, deg, figures))
             print("  " + lines[-1], flush=True)
     return lines
 
 
-def per_degradation(data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int) -> list[str]:
+def per_degradation(
+    data: Path, sets: Sequence[str], degs: Sequence[Degradation], quick: bool, seed: int, time_scale: float = 2.0
+) -> list[str]:
     """Section 4: the nights, then the simulated mats, per degradation and set; the summary lines."""
     if not sets:
         return []
-    lines = [f"breathing_accuracy nights: {line}" for line in nights(data, sets, degs, quick, seed)]
+    lines = [f"breathing_accuracy nights: {line}" for line in nights(data, sets, degs, quick, seed, time_scale)]
     return lines + [f"breathing_accuracy simulated: {line}" for line in sims(sets, degs, quick, seed)]
 
 
@@ -1251,6 +1395,13 @@ def main() -> None:
     )
     parser.add_argument("--nights-only", action="store_true", help="only the whole nights, not the sections before")
     parser.add_argument(
+        "--nights-time-scale",
+        type=float,
+        default=2.0,
+        help="recording seconds per mat second for the nights (2: adults breathe at an infant's rate; 1: "
+        "as recorded, twice the child-hours)",
+    )
+    parser.add_argument(
         "--degradation",
         action="append",
         choices=[d.name for d in DEGRADATIONS],
@@ -1265,7 +1416,7 @@ def main() -> None:
     night_sets = {"both": ("tuning", "held-out"), "none": ()}.get(args.nights, (args.nights,))
     degs = [d for d in DEGRADATIONS if not args.degradation or d.name in args.degradation]
     if args.nights_only:
-        lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed)
+        lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed, args.nights_time_scale)
         progress(f"done in {time.monotonic() - started:.0f} s")
         print("\n".join(lines))
         return
@@ -1281,7 +1432,7 @@ def main() -> None:
     )
     for ev in sets:
         report(ev)
-    lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed)
+    lines = per_degradation(args.nights_data, night_sets, degs, args.quick, args.seed, args.nights_time_scale)
     progress(f"done in {time.monotonic() - started:.0f} s")
     print("breathing_accuracy: " + " | ".join(headline(ev) for ev in sets))
     if lines:

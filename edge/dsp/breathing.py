@@ -291,6 +291,9 @@ class BreathingAnalyzer:
         self._ring = np.zeros(int(RING_S * self.fs) + 8)  # band-passed samples already scanned, by index
         self._threshold = 0.0
         self._least = 0.0  # smallest swing that can be a breath (``_least_breath``)
+        #: The noise floor (``NOISE_SIGMAS`` × σ of the in-band noise, counts): no detector takes a
+        #: smaller swing. Read by the accuracy bench to say why a breath was not seen.
+        self.floor = 0.0
         self._swing_ref: float | None = None  # faded typical swing
         self.breaths: deque[Breath] = deque(maxlen=128)
         self._last_breath_ms: float | None = None  # last breath reported (mat not empty)
@@ -460,7 +463,8 @@ class BreathingAnalyzer:
             return
         self._fade_swing(now)
         typical = amplitude if self._swing_ref is None else min(self._swing_ref, AMP_CAP * amplitude)
-        t = self._threshold = max(SWING_FRACTION * typical, NOISE_SIGMAS * noise, 1e-9)
+        self.floor = NOISE_SIGMAS * noise
+        t = self._threshold = max(SWING_FRACTION * typical, self.floor, 1e-9)
         period = self._period_ms() or DEFAULT_PERIOD_MS
         longest = int(min(max(STALE_PERIODS * period, STALE_MIN_MS), STALE_MAX_MS) * self.fs / 1000.0)
         ring, size = self._ring, len(self._ring)
@@ -490,6 +494,16 @@ class BreathingAnalyzer:
         else:
             self._zz_small.follow(self._zz)
         self._scanned = y0 + end
+
+    @property
+    def least(self) -> float:
+        """The smallest swing that is a breath now for its size (``MIN_OF_RECENT`` × recent breaths)."""
+        return self._least
+
+    @property
+    def segment(self) -> int:
+        """The clean segment's number: it changes where movement or a level jump restarted the analysis."""
+        return self._segment
 
     def _least_breath(self, now: float) -> float:
         """The smallest swing that can be a breath: ``MIN_OF_RECENT`` × the median of the breaths of

@@ -298,6 +298,16 @@ class MatModel:
         t = t_s % self.loop_s if self.loop_s else t_s
         return self._respiration(t, self.timeline.segment(t))
 
+    def breathing_on_mat(self, t_s: FloatArray) -> FloatArray:
+        """The breathing as it reaches the mat's samples at mat times ``t_s``, in counts: presence,
+        apneas and gain applied; no weight, drift, heart, movement or noise (what a breath's size on
+        the mat is judged by)."""
+        t = t_s % self.loop_s if self.loop_s else t_s
+        tl = self.timeline
+        seg = tl.segment(t)
+        out: FloatArray = tl.gain[seg] * tl.presence.at(t, seg) * self._breathing(t, seg)
+        return out
+
     def reference_breaths(self, t0_s: float, t1_s: float) -> list[float]:
         """Mat times of the breaths between ``t0_s`` and ``t1_s``: the maxima of the breathing as it
         reaches the mat (respiration × envelope, on a 100 Hz grid, parabolic interpolation) where
