@@ -99,7 +99,7 @@ async def test_configs_retained_stale_removed_birth_answered_rooms_followed(mosq
         listener = Listener(ha)
         async with running(listener.run()), running(run_home_assistant_bridge(kit, mosquitto, ManualClock(T), "9.9.9",
                                                                               stats=stats)):  # fmt: skip
-            await wait_until(lambda: all(listener.on(c.topic) for c in configs) and listener.on(risu),
+            await wait_until(lambda: all(listener.on(c.topic) for c in configs) and bool(listener.on(risu)),
                              "every config and both rooms", timeout_s=10)  # fmt: skip
             for c in configs:
                 assert listener.on(c.topic) == [c.to_json()]

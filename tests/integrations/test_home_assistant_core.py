@@ -40,9 +40,8 @@ from nurserywatch.contract import (
     status_topic,
 )
 from nurserywatch.mqtt import BrokerURL
-from tests.integrations.test_home_assistant_discovery import ha_kit
 from tests.support.gateway_stack import client
-from tests.support.home_assistant import HomeAssistantCore, schema_check
+from tests.support.home_assistant import HomeAssistantCore, ha_kit, schema_check
 from tests.support.tasks import running
 from tests.support.waiting import wait_until
 

@@ -19,37 +19,16 @@ from gateway.integrations.home_assistant import (
     discovery_configs,
     stale_topics,
 )
-from nurserywatch.kit import Kit, KitError, load_kit
+from nurserywatch.kit import KitError, load_kit
+from tests.support.home_assistant import SITE, ha_kit
 from tests.support.kits import make_kit
 
-SITE = "himawari"
 R = f"nurserywatch/v1/{SITE}"
 N = f"nurserywatch_{SITE}"
 VERSION = "9.9.9"
 ORIGIN = {"name": "nurserywatch", "sw_version": VERSION}
 ONLINE = "{{ 'online' if value_json.online else 'offline' }}"
 EDGE_UP = {"topic": f"{R}/edge/pi-1", "value_template": ONLINE}
-
-
-def ha_kit(home_assistant: dict[str, Any] | None = None, site: str = SITE) -> Kit:
-    """Two rooms; only risu opts in to children's data. hiyoko: a clip (serial) and a CO2 sensor;
-    risu: a BTHome air sensor, a mat, a clip and a thermometer watching c002 (Bluetooth but the mat)."""
-    base = make_kit(
-        site,
-        rooms={"hiyoko": "ひよこ組", "risu": "りす組"},
-        children={"c001": "0", "c002": {"age_band": "1-2", "room": "risu"}},
-        devices={
-            "clip-01": "c001",
-            "co2-01": {"kind": "mhz19b"},
-            "air-02": {"kind": "air_ble", "room": "risu"},
-            "mat-02": {"kind": "nap_mat", "child": "c002", "room": "risu"},
-            "clip-02": {"kind": "posture_clip", "child": "c002", "room": "risu",
-                        "transport": {"type": "ble", "address": "AA:BB:CC:00:00:02"}},
-            "thermo-02": {"kind": "thermometer", "child": "c002", "room": "risu"},
-        },
-    )  # fmt: skip
-    ha = home_assistant if home_assistant is not None else {"enabled": True, "rooms": {"risu": {"children": True}}}
-    return Kit.model_validate({**base.model_dump(), "home_assistant": ha})
 
 
 def device(d: str, model: str, area: str, manufacturer: str | None = None) -> dict[str, Any]:

@@ -13,11 +13,11 @@ import sys
 from typing import Any
 
 # Home Assistant's modules import one another in a cycle that its loader breaks by importing this first.
-import homeassistant.helpers.entity_platform  # noqa: F401
+import homeassistant.helpers.entity_platform  # type: ignore[import-not-found]  # noqa: F401
 
 
 def check(component: str, payload: dict[str, Any]) -> tuple[str | None, list[str]]:
-    from homeassistant.components.mqtt.discovery import MQTT_ORIGIN_INFO_SCHEMA
+    from homeassistant.components.mqtt.discovery import MQTT_ORIGIN_INFO_SCHEMA  # type: ignore[import-not-found]
 
     module = importlib.import_module(f"homeassistant.components.mqtt.{component}")
     try:

@@ -1,6 +1,7 @@
 """A real Home Assistant Core for the tests, from its own venv (``.venv/homeassistant``, made by
 ``scripts/bootstrap.sh --test``: its pins — httpx 0.26, cryptography 41, … — conflict with the project's).
 
+``ha_kit`` is the tests' kit: two rooms, one of them opted in to children's data.
 ``HomeAssistantCore`` runs ``hass`` on a private config folder: its MQTT integration set up on the
 tests' Mosquitto (a config entry written beforehand, as the UI would), discovery under a prefix of the
 test's own, and ``mqtt_statestream`` publishing every entity's state and attributes back over MQTT
@@ -18,8 +19,10 @@ from typing import Any
 
 import pytest
 
+from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
+from tests.support.kits import make_kit
 
 ROOT = Path(__file__).resolve().parents[2]
 HA_VENV = ROOT / ".venv" / "homeassistant"
@@ -28,6 +31,28 @@ HA_PYTHON = HA_VENV / "bin" / "python"
 SCHEMA_CHECK = Path(__file__).with_name("ha_schema_check.py")
 #: The release scripts/bootstrap.sh installs: the last one for Python 3.11.
 HA_VERSION = "2024.1.6"
+SITE = "himawari"
+
+
+def ha_kit(home_assistant: dict[str, Any] | None = None, site: str = SITE) -> Kit:
+    """Two rooms; only risu opts in to children's data. hiyoko: a clip (serial) and a CO2 sensor;
+    risu: a BTHome air sensor, a mat, a clip and a thermometer watching c002 (Bluetooth but the mat)."""
+    base = make_kit(
+        site,
+        rooms={"hiyoko": "ひよこ組", "risu": "りす組"},
+        children={"c001": "0", "c002": {"age_band": "1-2", "room": "risu"}},
+        devices={
+            "clip-01": "c001",
+            "co2-01": {"kind": "mhz19b"},
+            "air-02": {"kind": "air_ble", "room": "risu"},
+            "mat-02": {"kind": "nap_mat", "child": "c002", "room": "risu"},
+            "clip-02": {"kind": "posture_clip", "child": "c002", "room": "risu",
+                        "transport": {"type": "ble", "address": "AA:BB:CC:00:00:02"}},
+            "thermo-02": {"kind": "thermometer", "child": "c002", "room": "risu"},
+        },
+    )  # fmt: skip
+    ha = home_assistant if home_assistant is not None else {"enabled": True, "rooms": {"risu": {"children": True}}}
+    return Kit.model_validate({**base.model_dump(), "home_assistant": ha})
 
 
 def require_home_assistant() -> None:
