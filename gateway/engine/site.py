@@ -197,6 +197,9 @@ class SiteEngine:
         self._log = RateLimitedLog(log, monotonic=stopwatch)
         # Messages not yet confirmed published, by topic (a newer state replaces an unsent older one).
         self._outbox: dict[str, Pending] = {}
+        #: Counts messages put in the outbox: a shell that publishes from another task compares it
+        #: with the value it last flushed at (``flush_due(since=)``).
+        self.outbox_version = 0
         # Acks of messages handled whose writes wait in the open batch: called after its commit.
         self._acks: list[Callable[[], None]] = []
         # True while a transport session runs: readings are then written in batches (Store.begin/commit).
@@ -262,6 +265,7 @@ class SiteEngine:
     def enqueue(self, message: Outgoing) -> None:
         """Publish ``message`` (QoS 1) as soon as the transport can."""
         self._outbox[message.topic] = Pending(message.topic, message.payload, message.retain)
+        self.outbox_version += 1
 
     @property
     def outbox_depth(self) -> int:
@@ -310,9 +314,15 @@ class SiteEngine:
         self._acks.clear()
         self.commit()
 
-    def flush_due(self) -> bool:
-        """Something waits to be published, or the batch is full: the shell should flush now."""
-        return bool(self._outbox) or len(self._acks) >= BATCH_MAX
+    def flush_due(self, since: int | None = None) -> bool:
+        """Something waits to be published, or the batch is full: the shell should flush now.
+        ``since``: an ``outbox_version`` already handed to a publisher — only what was put in the
+        outbox after it is due (a shell publishing from its own task; the unconfirmed rest is its)."""
+        if len(self._acks) >= BATCH_MAX:
+            return True
+        if since is None:
+            return bool(self._outbox)
+        return self.outbox_version != since
 
     def commit(self) -> None:
         """Commit the open batch of readings, then acknowledge its messages. A failed commit is counted
@@ -381,6 +391,7 @@ class SiteEngine:
                         log.info("clearing retained %s/%s: not open in the gateway", topic.kind.value, topic.alert_id)
                         self.stats.stale_retained_cleared += 1
                         self._outbox.setdefault(topic_str, Pending(topic_str, b"", retain=True))
+                        self.outbox_version += 1
                 case _:
                     pass
         except Exception:  # a bug must not stop the gateway; count it and keep going
@@ -580,6 +591,7 @@ class SiteEngine:
         topic = alert_topic(self.kit.site, alert.id)
         self._outbox[topic] = Pending(topic, alert.to_json(), retain=alert.retained, clear_after=not alert.retained,
                                       since=since)  # fmt: skip
+        self.outbox_version += 1
         if _escalation_retained(alert):
             self.enqueue(Outgoing(escalation_topic(self.kit.site, alert.id), alert.to_json(), retain=True))
 

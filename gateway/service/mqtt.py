@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
 
@@ -26,6 +27,7 @@ from gateway.influx.writer import ReadingsSink
 from gateway.records.entries import RecordsConfig
 from gateway.records.keeper import RecordsSigning
 from gateway.retention.job import RetentionRunner
+from gateway.service.inbox import INBOX_HIGH, INBOX_LOW, Inbox
 from gateway.service.metrics import gateway_families
 from gateway.service.metrics_http import metrics_server
 from nurserywatch.cancellation import raise_if_cancel_was_swallowed
@@ -51,33 +53,93 @@ class MqttGateway:
     """A site engine on an MQTT broker: one session at a time (``session``, run by ``run_session``
     across reconnects) and the timer (``tick_forever``, across reconnects too)."""
 
-    def __init__(self, engine: SiteEngine, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        engine: SiteEngine,
+        notifier: Notifier | None = None,
+        *,
+        inbox_high: int = INBOX_HIGH,
+        inbox_low: int = INBOX_LOW,
+    ) -> None:
+        """``inbox_high`` / ``inbox_low``: messages received but not yet handled at which the socket is
+        no longer read, and read again (gateway/service/inbox.py)."""
         self.engine = engine
+        self.inbox_high, self.inbox_low = inbox_high, inbox_low
+        #: The current (or last) session's inbox (tests: its ``peak``).
+        self.inbox: Inbox | None = None
         self.notifier = notifier or Notifier(None)
         self._client: aiomqtt.Client | None = None
         self._flush_lock = asyncio.Lock()
         self._log = RateLimitedLog(log)
 
     async def session(self, client: aiomqtt.Client) -> None:
-        site = self.engine.kit.site
-        await client.subscribe([(subscription(site, kind), 1) for kind in SUBSCRIPTIONS])
-        raise_if_cancel_was_swallowed()
-        self.engine.connected()
+        # The inbox reads the socket from now on, bounded once subscribed and the retained state is out
+        # (before, a SUBACK or PUBACK may come behind a reconnecting session's redelivery, which nothing
+        # would drain while the loop waits for it; gateway/service/inbox.py).
+        inbox = Inbox(client, self.inbox_high, self.inbox_low)
+        self.inbox = inbox
+        engine = self.engine
+        try:
+            await client.subscribe([(subscription(engine.kit.site, kind), 1) for kind in SUBSCRIPTIONS])
+            raise_if_cancel_was_swallowed()
+        except BaseException:
+            inbox.close()
+            raise
+        engine.connected()
         self._client = client
         self.notifier.status("connected to the MQTT broker")
+        # Publishing has its own task: a PUBACK may sit behind readings in the socket, which only this
+        # loop drains (the inbox stops reading the socket while it is full).
+        wanted = asyncio.Event()
+        publisher = asyncio.create_task(self._publish_when_wanted(client, wanted), name="gateway-publish")
+        handle = engine.handle
+        kicked = engine.outbox_version
         try:
+            # The retained state first, as subscribed; the inbox is bounded only then (nothing was
+            # acknowledged yet: Mosquitto sends no more than its in-flight window, or a redelivery).
             await self._flush(client)
-            async for message in client.messages:
+            inbox.bound()
+            while True:
+                m = inbox.take()
+                if m is None:
+                    engine.commit()  # nothing waits: commit and acknowledge the batch, publish
+                    kicked = engine.outbox_version
+                    wanted.set()
+                    await _first(inbox.wait(), publisher)
+                    raise_if_cancel_was_swallowed()
+                    continue
                 # Acknowledged only once its batch is committed (manual_ack): a gateway killed before
                 # gets it again from the broker, which keeps it for our persistent session.
-                ack = partial(mqtt_ack, client, message.mid, message.qos)
-                self.engine.handle(message.topic.value, _payload_bytes(message.payload), message.retain, ack)
-                if self.engine.flush_due() or not len(client.messages):
-                    await self._flush(client)  # commits and acknowledges first
+                handle(m.topic, m.payload, m.retain, partial(mqtt_ack, client, m.mid, m.qos))
+                if engine.flush_due(since=kicked):
+                    engine.commit()  # acknowledge; an alert goes out with the state behind it stored
+                    kicked = engine.outbox_version
+                    wanted.set()
+                    await asyncio.sleep(0)  # let the publisher, the timer and the socket reader run
+                    raise_if_cancel_was_swallowed()
+                    if publisher.done():
+                        publisher.result()
         finally:
-            self.engine.disconnected()
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await publisher
+            inbox.close()
+            engine.disconnected()
             self._client = None
             self.notifier.status("MQTT broker lost; reconnecting (rules keep running)")
+
+    async def _publish_when_wanted(self, client: aiomqtt.Client, wanted: asyncio.Event) -> None:
+        """The session's publisher: the outbox whenever the message loop asks. A PUBACK that does not
+        come in time is logged and the message stays in the outbox (the next flush sends it); a lost
+        connection ends the message loop, which reconnects."""
+        while True:
+            await wanted.wait()
+            raise_if_cancel_was_swallowed()
+            wanted.clear()
+            try:
+                await self._flush(client)
+            except aiomqtt.MqttError as exc:
+                self._log(logging.WARNING, "publish", f"publishing failed: {exc}")
 
     async def tick_forever(self) -> None:
         """The timer: every ``tick_ms`` (real time) judge at the injected clock's now, then publish.
@@ -127,10 +189,20 @@ async def publish_outbox(
         engine.published(msg)
 
 
-def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> bytes:
-    if isinstance(payload, bytes | bytearray):
-        return bytes(payload)
-    return b"" if payload is None else str(payload).encode()
+async def _first(wait: Awaitable[None], task: asyncio.Task[Any]) -> None:
+    """Until ``wait`` is over or ``task`` has ended; raises what either raised."""
+    waiting = asyncio.ensure_future(wait)
+    try:
+        await asyncio.wait((waiting, task), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not waiting.done():
+            waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+    if task.done():
+        task.result()
+    if waiting.done() and not waiting.cancelled():
+        waiting.result()
 
 
 async def run_gateway(
