@@ -281,7 +281,7 @@ async def running_engine(
     sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
     # Retention and downsampling, hourly on the gateway clock (docs/storage.md "Retention").
     retention = RetentionRunner(kit, db_path, buffer=None if sink.writer is None else sink.writer.buffer)
-    with Store(db_path) as store:
+    with Store(db_path, background_checkpoint=True) as store:  # the WAL checkpoints off the event loop
         engine = SiteEngine(kit, store, rules, clock, stats, [*observers, *sink.observers, retention.observer], records,
                             command_key=command_key, records_signing=records_signing)  # fmt: skip
         if sink.writer is not None:
