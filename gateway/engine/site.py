@@ -83,6 +83,7 @@ from nurserywatch.contract import (
     RecordCommand,
     SessionCommand,
     Stream,
+    Topic,
     TopicKind,
     alert_topic,
     decode,
@@ -192,6 +193,7 @@ class SiteEngine:
         for room in sorted(set(rules.rooms) - {r.id for r in kit.rooms}):
             log.error("rules file: rooms.%s is not a room of kit %r; its settings are not used", room, kit.site)
         self._devices = {d.id: d for d in kit.devices}
+        self._reading_topics: dict[str, Topic] = {}
         self._agents = frozenset(a.id for a in kit.agents)
         self.edges_online: dict[str, bool] = {}
         self._log = RateLimitedLog(log, monotonic=stopwatch)
@@ -349,13 +351,18 @@ class SiteEngine:
 
     def _handle(self, topic_str: str, payload: bytes, retained: bool) -> None:
         self._taken_up = self._stopwatch()
-        try:
-            topic = parse_topic(topic_str)
-            if topic.site != self.kit.site:
-                raise ContractError("bad_topic", f"site {topic.site!r} is not this gateway's {self.kit.site!r}")
-        except ContractError as exc:
-            self._reject("bad_topic", f"{topic_str!r}: {exc.detail}")
-            return
+        topic = self._reading_topics.get(topic_str)
+        if topic is None:
+            try:
+                topic = parse_topic(topic_str)
+                if topic.site != self.kit.site:
+                    raise ContractError("bad_topic", f"site {topic.site!r} is not this gateway's {self.kit.site!r}")
+            except ContractError as exc:
+                self._reject("bad_topic", f"{topic_str!r}: {exc.detail}")
+                return
+            if topic.kind is TopicKind.READING and topic.device in self._devices:
+                # Valid reading topics of the kit's devices, parsed once (a bounded set: devices × streams).
+                self._reading_topics[topic_str] = topic
         if is_cleared(topic.kind, payload):
             # MQTT's delete of a retained message (an operator clearing an edge's status, our own
             # clear of a closed alert): nothing to judge, and not bad input. The last known state stands.
