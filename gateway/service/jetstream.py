@@ -195,25 +195,44 @@ class JetStreamGateway:
         interval_s = self.engine.rules.tick_ms / 1000
         next_tick = time.monotonic() + interval_s
         self.engine.connected()  # batch writes from now on; the retained state goes out with the first flush
-        while True:
-            raise_if_cancel_was_swallowed()  # by the last flush's requests
-            self._check_lease()
-            wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
-            msgs = await self._fetch(wait) if self._in_flight < self.fetch_batch else []
-            raise_if_cancel_was_swallowed()
-            self._check_lease()
-            for item in self._drain_inbox():
-                if item is None:
-                    self.engine.connected()
-                else:
-                    self.engine.handle(*item)
-            for msg in msgs:
-                self.engine.handle(subject_to_topic(msg.subject), msg.data, False, _Acker(self._committed, msg))
-            if time.monotonic() >= next_tick:
-                next_tick = max(next_tick + interval_s, time.monotonic())
-                self.engine.tick()
-                self.notifier.alive()
-            await self._flush()
+        # The next batch is asked for before this one is handled (one fetch ahead, within
+        # max_ack_pending): nats-server reads it from its store while the engine works. Fetched one
+        # after the other, the batches keep stream order.
+        fetching: asyncio.Task[list[Msg]] | None = None
+        try:
+            while True:
+                raise_if_cancel_was_swallowed()  # by the last flush's requests
+                self._check_lease()
+                wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
+                if fetching is None and self._in_flight < self.fetch_batch:
+                    fetching = asyncio.create_task(self._fetch(wait), name="jetstream-fetch")
+                msgs: list[Msg] = []
+                if fetching is not None:
+                    msgs = await fetching
+                    fetching = None
+                raise_if_cancel_was_swallowed()
+                self._check_lease()
+                if msgs and self._in_flight < 2 * self.fetch_batch:
+                    wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
+                    fetching = asyncio.create_task(self._fetch(wait), name="jetstream-fetch")
+                    await asyncio.sleep(0)  # the pull request goes out now
+                for item in self._drain_inbox():
+                    if item is None:
+                        self.engine.connected()
+                    else:
+                        self.engine.handle(*item)
+                for msg in msgs:
+                    self.engine.handle(subject_to_topic(msg.subject), msg.data, False, _Acker(self._committed, msg))
+                if time.monotonic() >= next_tick:
+                    next_tick = max(next_tick + interval_s, time.monotonic())
+                    self.engine.tick()
+                    self.notifier.alive()
+                await self._flush()
+        finally:
+            if fetching is not None:
+                fetching.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fetching
 
     def _drain_inbox(self) -> list[tuple[str, bytes, bool] | None]:
         items, self._inbox = self._inbox, []
