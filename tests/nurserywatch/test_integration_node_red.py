@@ -107,6 +107,8 @@ def test_the_flow_posts_escalations_and_ignores_cleared_ones(
     publish(mosquitto, escalation_topic(site, first.id), first.to_json())
     publish(mosquitto, escalation_topic(site, cleared), escalation(cleared).to_json())
     publish(mosquitto, escalation_topic(site, cleared), b"")
+    other = f"nr-{uuid.uuid4().hex[:8]}"  # another site's on the same broker: the flow follows every site
+    publish(mosquitto, escalation_topic(other, "prone-z9"), escalation("prone-z9").to_json())
 
     flow = tmp_path / FLOW.name  # a copy: Node-RED owns its flow file
     shutil.copy(FLOW, flow)
@@ -114,6 +116,12 @@ def test_the_flow_posts_escalations_and_ignores_cleared_ones(
     env = {**os.environ, "NW_MQTT_HOST": mosquitto.host, "NW_MQTT_PORT": str(mosquitto.port),
            "NW_NOTIFY_URL": f"http://127.0.0.1:{receiver.server_port}/hooks/nurserywatch"}  # fmt: skip
     log = tmp_path / "node-red.log"
+
+    def ours() -> list[tuple[str, dict[str, str], Any]]:
+        # The flow follows every site's escalations, and the broker is shared with other tests
+        # (retained escalations of their sites): only this site's posts are this test's.
+        return [post for post in receiver.posts if post[2].get("site") == site]
+
     proc = subprocess.Popen(
         [node_bin, str(RED_JS), "--settings", str(tmp_path / "settings.js"), "--userDir", str(tmp_path)],
         stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -121,14 +129,14 @@ def test_the_flow_posts_escalations_and_ignores_cleared_ones(
     try:
         wait_for(lambda: "Connected to broker" in log.read_text() or proc.poll() is not None, "Node-RED connected", 30)
         assert proc.poll() is None, log.read_text()
-        wait_for(lambda: len(receiver.posts) >= 1, "the retained escalation notified", 10)
+        wait_for(lambda: len(ours()) >= 1, "the retained escalation notified", 10)
 
         # live: an escalation cleared (acknowledged), one acknowledged in the payload, then a new one
         publish(mosquitto, escalation_topic(site, first.id), b"")
         acked = escalation("prone-d4", acknowledged=True, acknowledged_by="staff-1", acknowledged_ts=T0 + 61_000)
         publish(mosquitto, escalation_topic(site, acked.id), acked.to_json())
         publish(mosquitto, escalation_topic(site, second.id), second.to_json())
-        wait_for(lambda: len(receiver.posts) >= 2, "the live escalation notified", 10)
+        wait_for(lambda: len(ours()) >= 2, "the live escalation notified", 10)
         time.sleep(0.5)  # anything more would be a notification too many
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,8 +147,10 @@ def test_the_flow_posts_escalations_and_ignores_cleared_ones(
             proc.wait()
 
     text = log.read_text()
-    assert [p[2]["alert_id"] for p in receiver.posts] == [first.id, second.id], text
-    path, headers, body = receiver.posts[0]
+    posts = ours()
+    assert any(p[2]["site"] == other and p[2]["alert_id"] == "prone-z9" for p in receiver.posts)
+    assert [p[2]["alert_id"] for p in posts] == [first.id, second.id], text
+    path, headers, body = posts[0]
     assert path == "/hooks/nurserywatch" and headers["content-type"].startswith("application/json")
     assert body == {
         "title": f"nurserywatch [{site}]: prone alert escalated",
@@ -149,7 +159,8 @@ def test_the_flow_posts_escalations_and_ignores_cleared_ones(
         "site": site, "alert_id": first.id, "rule": "prone", "severity": "critical", "room": "hiyoko",
         "child": "c001", "device": "clip-01", "value": "prone", "started_ts": T0, "escalated_ts": T0 + 60_000,
     }  # fmt: skip
-    assert receiver.posts[1][2]["rule"] == "apnea"
+    assert posts[1][2]["rule"] == "apnea"
     assert "notification failed" not in text and "Error" not in text, text
+    publish(mosquitto, escalation_topic(other, "prone-z9"), b"")
     for topic in (escalation_topic(site, a) for a in (second.id, acked.id)):
         publish(mosquitto, topic, b"")  # leave no retained message behind
