@@ -127,6 +127,7 @@ import numpy as np
 
 from edge.channels.mat import MatChannel
 from edge.channels.registry import make_channel
+from edge.dsp.breathing import LAST_BREATH_GUARD_MS
 from firmware_sim.encoders.nmea import encode_mat
 from firmware_sim.models.mat import NOMINAL_COUNTS_PER_KG, MatEvent, MatModel, MatOptions, MatStep
 from firmware_sim.models.resp_belt import RECORDINGS_DIR, ReplayMat, ReplayOptions, load_recording
@@ -255,6 +256,7 @@ class Outcome:
     present: list[bool | None]
     last_breath: np.ndarray  # mat seconds, NaN: none yet
     alerts: list[float]  # mat seconds at which an apnea alert was raised
+    resolved: list[float]  # … and at which one was resolved
     #: The detector's view at each reading (edge/dsp/breathing.py): its noise floor and the smallest
     #: swing it takes for its size (counts), and its clean segment's number (movement restarts it).
     floor: np.ndarray
@@ -285,12 +287,13 @@ def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> 
     present: list[bool | None] = []
     last: list[float] = []
     alerts: list[float] = []
+    resolved: list[float] = []
     view: list[tuple[float, float, int]] = []
 
     def apnea_raised(transitions: Iterable[Transition], now: int) -> None:
-        alerts.extend(
-            (now - T0_MS) / 1000.0 for tr in transitions if tr.change is Change.RAISED and tr.alert.rule == "apnea"
-        )
+        for tr in transitions:
+            if tr.alert.rule == "apnea" and tr.change in (Change.RAISED, Change.RESOLVED):
+                (alerts if tr.change is Change.RAISED else resolved).append((now - T0_MS) / 1000.0 + first_s)
 
     for sec in range(seconds):
         if sec % chunk_s == 0:
@@ -317,7 +320,7 @@ def run_mat(model: MatModel, seconds: int, first_s: int = 0, kit: Kit = KIT) -> 
             a = channel.analyzer
             view.append((np.nan, np.nan, -1) if a is None else (a.floor, a.least, a.segment))
     v = np.array(view, dtype=float).reshape(-1, 3)
-    return Outcome(np.array(ts), np.array(rates), present, np.array(last), [a + first_s for a in alerts],
+    return Outcome(np.array(ts), np.array(rates), present, np.array(last), alerts, resolved,
                    v[:, 0], v[:, 1], v[:, 2].astype(int))  # fmt: skip
 
 
@@ -464,6 +467,7 @@ BELT_ARTEFACT_CAUSE = "belt artefact"
 RESTARTED = "movement or level jump"
 ALREADY_ALERTING = "alert already open"
 PHANTOM = "breath reported in the pause"
+PARTIAL = "partial breath as the pause began"
 UNEXPLAINED = "not explained"
 
 
@@ -495,6 +499,12 @@ def _view(out: Outcome, t0: float, t1: float) -> tuple[float, float, bool]:
         return float("nan"), float("nan"), False
     seg = out.segment[sel]
     return float(np.nanmedian(out.floor[sel])), float(np.nanmedian(out.least[sel])), bool(seg.max() != seg.min())
+
+
+def _open_at(out: Outcome, t: float) -> bool:
+    """Whether an apnea alert was active at mat time t."""
+    raised = [a for a in out.alerts if a <= t]
+    return bool(raised) and not any(raised[-1] < r <= t for r in out.resolved)
 
 
 def _reported_at(out: Outcome, t: float) -> float:
@@ -547,12 +557,19 @@ def why_off_time(out: Outcome, model: MatModel, reference: np.ndarray,
         if delay is not None and ON_TIME_S[0] <= delay <= ON_TIME_S[1]:
             continue
         before = _reported_at(out, last + 1.5)  # the last breath the edge knew of as the pause began
-        if delay is None and not math.isnan(before) and last + 1.5 - before >= ALERT_AFTER_S - 1.0:
-            causes[ALREADY_ALERTING] += 1  # the breaths before the pause were not seen either
+        if delay is None and _open_at(out, last + 1.0):
+            # An apnea alert raised before the pause (its breaths unseen) needs 3 breaths to resolve:
+            # it stays active through this pause, so staff see an apnea already.
+            causes[ALREADY_ALERTING] += 1
             continue
-        in_pause = out.last_breath[(out.t > last + 1.0) & (out.t <= end)]
-        if np.nanmax(in_pause, initial=-np.inf) > last + 0.6:
-            causes[PHANTOM] += 1
+        # Breaths the edge reported after the last reference one and before the breathing resumed (the
+        # reported time carries LAST_BREATH_GUARD_MS).
+        reported = out.last_breath[(out.t > last + 1.0) & (out.t <= end + 2.0)] - LAST_BREATH_GUARD_MS / 1000.0
+        inside = reported[(reported > last + 0.6) & (reported < end - 0.6)]
+        if len(inside):
+            # The pause can begin mid-inspiration: the rise so far, and the fall to the resting level, make
+            # a partial breath that the reference (a breath is the maximum of a whole one) leaves out.
+            causes[PARTIAL if float(np.min(inside)) <= start + 0.5 else PHANTOM] += 1
             continue
         if delay is not None and delay < ON_TIME_S[0]:  # early: the last breaths before the pause unseen
             unseen = reference[(reference > before + 0.6) & (reference <= last)] if not math.isnan(before) else []

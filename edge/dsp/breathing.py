@@ -59,7 +59,12 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   amplitude) is not a breath. The threshold follows the window's amplitude down within seconds of
   an apnea's start, and there the band-pass settling plus drift made a "breath" 10 s into a 40 s
   pause (quiet mat, drift ±2000): the alert at 30 s. A mat cannot tell a swing that small from
-  none; the visible alert is the safe side.
+  none; the visible alert is the safe side. **Unless they come as a train**: ``TRAIN`` (3) such
+  swings in a row at the breathing's rhythm (each interval 0.6–1.6 periods, within 35 % of each
+  other, sizes within 2.5× of each other) are breathing that turned shallow — the last one is a
+  breath, and so is each further one that keeps the rhythm. The settling after an apnea starts is
+  a single slow swing, never a train; without this rule breathing that became five times shallower
+  within a minute went unseen for up to a minute (whole-night belt recordings, issue 14).
 - **the last breath's time** (``last_breath_ms``): a breath's time is its *inspiration peak* (the
   top of the chest's or belly's rise, where expiration begins) — the same definition as the
   references that judge it (``MatModel.reference_breaths``: the maximum of the breathing reaching
@@ -199,6 +204,13 @@ SMALL_FRACTION = 0.2
 #: mat cannot tell a breath that small from none: the visible alert is the safe side.
 MIN_OF_RECENT = 0.2
 SIZE_MEMORY_S = 60.0
+#: … unless such swings come as a train: ``TRAIN`` in a row, each interval within TRAIN_PERIODS of the
+#: breathing period and of each other (TRAIN_SPREAD), sizes within TRAIN_SIZES of each other. Breathing
+#: that turns shallow keeps its rhythm; the settling after an apnea starts is one slow swing.
+TRAIN = 3
+TRAIN_PERIODS = (0.6, 1.6)
+TRAIN_SPREAD = 0.35
+TRAIN_SIZES = 2.5
 #: A breath's fall must reach this fraction of its rise or of the typical swing, the smaller (the
 #: band-pass settling after a level change rises without falling back: not a breath).
 FALL_FRACTION = 0.5
@@ -296,6 +308,8 @@ class BreathingAnalyzer:
         self.floor = 0.0
         self._swing_ref: float | None = None  # faded typical swing
         self.breaths: deque[Breath] = deque(maxlen=128)
+        #: The latest swings too small for the breaths before them (time, swing): a train of them is breathing.
+        self._train: deque[tuple[float, float]] = deque(maxlen=TRAIN)
         self._last_breath_ms: float | None = None  # last breath reported (mat not empty)
         self._trend: FloatArray | None = None  # orthonormal polynomial basis for the detrend
         self._masks: dict[int, tuple[FloatArray, FloatArray | None, float]] = {}
@@ -343,6 +357,7 @@ class BreathingAnalyzer:
         self._segment += 1
         self._zz.reset(self._total)  # the detectors start afresh: first a trough
         self._zz_small.reset(self._total)
+        self._train.clear()
         self._swing_ref = None  # the child may lie differently: breath sizes are learnt again
 
     # -- once per second
@@ -491,6 +506,8 @@ class BreathingAnalyzer:
             for at, i, swing in self._zz_small.run(ring, lo, hi, small, longest, learnt):
                 if swing >= self._least:
                     self._report(self._peak_ms(at, i, period, now))
+                else:
+                    self._small_swing(at, i, swing, period, now)
         else:
             self._zz_small.follow(self._zz)
         self._scanned = y0 + end
@@ -514,9 +531,30 @@ class BreathingAnalyzer:
         return MIN_OF_RECENT * statistics.median(recent) if recent else 0.0
 
     def _breath(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
-        if swing < self._threshold or swing < self._least:  # an older, lower threshold; or too small to tell
+        if swing < self._threshold:  # an older, higher threshold
             return
+        if swing < self._least:  # too small to tell, unless it continues a rhythm
+            self._small_swing(at, now_index, swing, period_ms, now)
+            return
+        self._train.clear()
+        self._add_breath(self._peak_ms(at, now_index, period_ms, now), swing)
+
+    def _small_swing(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
+        """A swing under ``least``: a breath only as the last of a regular train of them (see ``TRAIN``)."""
         t_ms = self._peak_ms(at, now_index, period_ms, now)
+        train = self._train
+        if train and t_ms - train[-1][0] < TRAIN_PERIODS[0] * period_ms / 2:
+            return  # the same swing, found by the other detector
+        train.append((t_ms, swing))
+        if len(train) < TRAIN:
+            return
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(train)]
+        sizes = [sw for _t, sw in train]
+        regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
+        if regular and max(gaps) - min(gaps) <= TRAIN_SPREAD * max(gaps) and max(sizes) <= TRAIN_SIZES * min(sizes):
+            self._add_breath(t_ms, swing)
+
+    def _add_breath(self, t_ms: float, swing: float) -> None:
         self.breaths.append(Breath(t_ms, swing, self._segment))
         recent = [b.swing for b in list(self.breaths)[-TYPICAL_BREATHS:] if b.segment == self._segment]
         # One or two breaths could be a sigh or the tail of a movement: until there are three, the

@@ -12,7 +12,7 @@ import pytest
 from edge.dsp import breathing
 from edge.dsp.breathing import LAST_BREATH_GUARD_MS, BreathingAnalyzer, BreathingFeatures
 from firmware_sim.models.mat import MatModel, MatOptions, MatStep
-from firmware_sim.models.resp_belt import ReplayMat, ReplayOptions, load_recording, recording_path
+from firmware_sim.models.resp_belt import Recording, ReplayMat, ReplayOptions, load_recording, recording_path
 from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
 from gateway.engine.rules_engine import RulesEngine
@@ -278,8 +278,14 @@ def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
 
 # ---------------------------------------------------------------- through the gateway's apnea rule
 
-KIT = make_kit("t", name="t", rooms={"r": "r"}, agents=("pi",), children={"c": "0"},
-               devices={"mat": {"kind": "nap_mat", "child": "c"}})
+KIT = make_kit(
+    "t",
+    name="t",
+    rooms={"r": "r"},
+    agents=("pi",),
+    children={"c": "0"},
+    devices={"mat": {"kind": "nap_mat", "child": "c"}},
+)
 
 
 def test_gateway_alerts_20_to_21_s_after_the_last_breath_and_not_for_short_pauses() -> None:
@@ -583,3 +589,29 @@ def test_analyzer_rejects_nonsense_configuration() -> None:
     with pytest.raises(ValueError, match="fs_hz must be positive"):
         BreathingAnalyzer(0)
     assert BreathingAnalyzer(FS).features() is None
+
+
+def _belt(passages: list[tuple[float, float]], fs: float = 20.0, rate_hz: float = 0.25) -> np.ndarray:
+    """A sine belt: (seconds, amplitude) passages one after the other, on a level."""
+    parts, t0 = [], 0.0
+    for seconds, amplitude in passages:
+        t = t0 + np.arange(int(seconds * fs)) / fs
+        parts.append(amplitude * np.sin(2 * np.pi * rate_hz * t))
+        t0 += seconds
+    return 5000.0 + np.concatenate(parts)
+
+
+def test_breathing_that_turns_shallow_stays_seen_by_its_rhythm() -> None:
+    """Breathing that becomes 8x shallower (still well above the noise) keeps its rhythm: after three
+    such breaths in a row each is a breath again, although each is under 0.2x the last minute's
+    breaths — before this rule the last breath stood still for up to a minute (a false apnea)."""
+    rec = Recording(_belt([(240, 100.0), (120, 12.5), (120, 100.0)]))
+    quiet = {"noise_counts": 2.0, "drift_counts": 0.0, "heart_counts": 0.0, "movement_counts": 0.0}
+    model = ReplayMat([MatStep(at_s=0, present=True)], ReplayOptions(replay="x", time_scale=2.0, envelope_s=None,
+                                                                      **quiet), rec)  # fmt: skip
+    features = run(model, 230)
+    shallow = [f for f in features if 125 <= secs(f) <= 175]  # mat seconds 120-180 are the shallow passage
+    ages = [secs(f) - last_breath_s(f) for f in shallow]
+    assert max(ages) < 15.0, f"the last breath stood still for {max(ages):.1f} s in shallow breathing"
+    # The rule does not count a lone small swing: an apnea after the shallow breaths stays one.
+    assert all(f.present for f in shallow)
