@@ -57,7 +57,7 @@ from nurserywatch.contract import Position, Stream, WaveformReading, reading_top
 from nurserywatch.mqtt import NO_DELAY  # noqa: E402
 from nurserywatch.ports import free_port  # noqa: E402
 
-PASSWORD = "bench-password-long-enough"
+PASSWORD = "latency-watch-passphrase-2"  # must not contain the user name (dashboard password rules)
 PRONE_S = 30  # the default rule
 WARMUP_S = 5
 SAMPLES = [2000 + j for j in range(25)]  # one second of a 25 Hz mat

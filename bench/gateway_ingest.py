@@ -1,7 +1,7 @@
 """Sustained readings/s through the real gateway with nothing lost, as a ratio to a bare aiomqtt
 subscriber receiving the same stream on the same machine (bench/README.md; target ≥ 0.8).
 
-    .venv/bin/python bench/gateway_ingest.py [--readings 100000] [--scale 1] [--runs 2]
+    .venv/bin/python bench/gateway_ingest.py [--readings 100000] [--scale 1] [--runs 2] [--transport mqtt|jetstream]
 
 The stream is a nursery's edge traffic (bench/stack.py): per simulated second one breathing reading
 per mat, one posture reading per clip, one air reading per air sensor, each with its own seq and ts.
@@ -18,6 +18,17 @@ How it is measured — a *drain*, so that the consumer is the only thing timed:
 
 Both consumers get the same broker, queue and QoS; the ratio is the gateway's rate over the bare
 subscriber's. Anything not stored (rejected, lost) fails the run. The last line is the figure.
+
+Also printed: the gateway process's peak RSS (``VmHWM``, start-up and drain: the backlog must not land
+in its memory), and a second reference, a bare subscriber on the gateway's own receive path
+(gateway/service/inbox.py: what the gateway's MQTT reading costs without the gateway's work).
+
+``--transport jetstream``: a one-node nats-server (JetStream, its MQTT listener) instead of Mosquitto;
+the readings are published over MQTT (QoS 1) into nats-server's own stream (``$MQTT_msgs``), kept
+there for two durable pull consumers made before publishing: the gateway's
+(``nurserywatch gateway --transport jetstream``) and the bare one — nats-py fetching 200 at a time
+(the gateway's ``FETCH_BATCH``) and acknowledging each message, timed from its first fetch to its
+last ack.
 """
 
 from __future__ import annotations
@@ -25,19 +36,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import aiomqtt
+import nats
+from nats.js import api as nats_api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.stack import Nursery, air, breathing, metrics, posture, spawn, start_mosquitto, stop  # noqa: E402
+from gateway.service.inbox import Inbox  # noqa: E402
 from nurserywatch.contract import Stream, TopicKind, reading_topic, subscription  # noqa: E402
+from nurserywatch.jetstream import SiteLayout  # noqa: E402
+from nurserywatch.nats_local import NATS_SERVER, NatsCluster  # noqa: E402
 from nurserywatch.ports import free_port  # noqa: E402
 from tests.support.mosquitto import MosquittoProcess  # noqa: E402
 
@@ -73,12 +92,13 @@ async def publish_all(port: int, messages: list[tuple[str, bytes]], clients: int
         shares[zlib.crc32(topic.encode()) % clients].append((topic, payload))
 
     async def one(i: int) -> None:
-        async with aiomqtt.Client("127.0.0.1", port, identifier=f"bench-pub-{i}", max_inflight_messages=100,
-                                  logger=QUIET) as c:
+        async with aiomqtt.Client(
+            "127.0.0.1", port, identifier=f"bench-pub-{i}", max_inflight_messages=100, logger=QUIET
+        ) as c:
             mine = shares[i]
             for j in range(0, len(mine), 100):
                 # gather starts the publishes in order and paho sends them in order: no reordering
-                await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in mine[j:j + 100]))
+                await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in mine[j : j + 100]))
 
     t = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(clients)))
@@ -89,6 +109,38 @@ async def forget_session(port: int, ident: str) -> None:
     """End a persistent session (and its queue) at the broker: connect with a clean session."""
     async with aiomqtt.Client("127.0.0.1", port, identifier=ident, clean_session=True):
         pass
+
+
+async def bare_inbox(port: int, site: str, messages: list[tuple[str, bytes]]) -> float:
+    """The bare subscriber on the gateway's receive path (gateway/service/inbox.py, bounded and
+    buffered), acknowledging like the aiomqtt one (paho's automatic PUBACK)."""
+    ident = "bench-bare-inbox"
+    async with aiomqtt.Client("127.0.0.1", port, identifier=ident, clean_session=False) as c:
+        await c.subscribe(subscription(site, TopicKind.READING), qos=1)
+    await publish_all(port, messages)
+    got = 0
+    first = last = 0.0
+    async with aiomqtt.Client("127.0.0.1", port, identifier=ident, clean_session=False) as c:
+        inbox = Inbox(c)
+        inbox.bound()
+        while got < len(messages):
+            if inbox.take() is None:
+                await inbox.wait()
+                continue
+            last = time.perf_counter()
+            if got == 0:
+                first = last
+            got += 1
+    await forget_session(port, ident)
+    return (len(messages) - 1) / (last - first)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The process's peak resident memory so far (VmHWM), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 async def bare(port: int, site: str, messages: list[tuple[str, bytes]]) -> float:
@@ -110,7 +162,44 @@ async def bare(port: int, site: str, messages: list[tuple[str, bytes]]) -> float
     return (len(messages) - 1) / (last - first)
 
 
-def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list[tuple[str, bytes]], run: int) -> float:
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the gateway's process (``--profile``): raw collapsed stacks, 200 samples/s,
+    without pausing it (``--nonblocking``: the drain is what is timed)."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "--nonblocking", "--function"]
+    return subprocess.Popen([*cmd, "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def summarise_profile(raw: Path, top: int = 25) -> str:
+    """The functions with the most samples of a py-spy raw file: self (innermost frame) and total
+    (anywhere on the stack), as shares of all samples taken while the gateway was busy."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [f.replace(str(Path(__file__).resolve().parent.parent) + "/", "") for f in stack.split(";")]
+        if not frames or "select (selectors.py" in frames[-1]:
+            continue  # the event loop waiting for the socket: idle
+        k = int(count)
+        samples += k
+        own[frames[-1]] += k
+        for f in set(frames):
+            total[f] += k
+    if not samples:
+        return "no busy samples"
+    lines = [f"{samples} busy samples; self% (innermost frame):"]
+    lines += [f"  {100 * k / samples:5.1f}%  {f}" for f, k in own.most_common(top)]
+    lines.append("total% (anywhere on the stack):")
+    lines += [f"  {100 * k / samples:5.1f}%  {f}" for f, k in total.most_common(top)]
+    return "\n".join(lines)
+
+
+def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list[tuple[str, bytes]], run: int,
+            profile: Path | None = None) -> tuple[float, float]:  # fmt: skip
+    """The gateway's drain on Mosquitto: (readings/s, peak RSS in MB)."""
     db = d / f"gw-{run}.sqlite3"
     mport = free_port()
     url = f"http://127.0.0.1:{mport}/metrics"
@@ -134,8 +223,19 @@ def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list
     # 2: the stream is queued for it
     asyncio.run(publish_all(mq.port, messages))
     # 3: it comes back and drains the queue
-    proc = spawn(f"gateway-{run}", args, d)
-    want = len(messages)
+    try:
+        return drain(args, url, d, f"gateway-{run}", db, len(messages), profile)
+    finally:
+        # Its persistent session would collect the next run's bare-subscriber stream (same topics).
+        asyncio.run(forget_session(mq.port, f"nurserywatch-gateway-{n.site}"))
+
+
+def drain(args: list[str], url: str, d: Path, name: str, db: Path, want: int,
+          profile: Path | None = None) -> tuple[float, float]:  # fmt: skip
+    """Start the gateway on a waiting backlog of ``want`` readings and follow its /metrics until every one
+    is stored: (readings/s from its first received to the last stored, its peak RSS in MB)."""
+    proc = spawn(name, args, d)
+    spy = None if profile is None else start_profile(proc.pid, profile)
     first_t, first_n = 0.0, 0
     stalled_since = time.perf_counter()
     last_n = -1
@@ -160,17 +260,107 @@ def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list
                 rejected = {k: v for k, v in m.items() if "rejected" in k}
                 raise SystemExit(f"gateway stalled at {received} received / {stored} stored of {want}; {rejected}")
             time.sleep(0.05)
+        rss = peak_rss_mb(proc.pid)
     finally:
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+            spy.wait(timeout=30)
         stop(proc)
-        # Its persistent session would collect the next run's bare-subscriber stream (same topics).
-        asyncio.run(forget_session(mq.port, f"nurserywatch-gateway-{n.site}"))
     rows = sqlite3.connect(db).execute("SELECT COUNT(*) FROM readings").fetchone()[0]
     rejected = {k.split("reason=")[1].strip('"}'): int(v) for k, v in m.items() if "rejected" in k and v}
     if rows != want:
         raise SystemExit(f"lost readings: {rows} stored of {want}; rejected {rejected}")
     if rejected:  # redeliveries after a reconnect: refused as duplicate / stale, but each one is stored once
-        print(f"  gateway run {run + 1}: the broker redelivered after a reconnect; refused {rejected} (see below)")
-    return (want - first_n) / (done_t - first_t)
+        print(f"  {name}: the broker redelivered after a reconnect; refused {rejected} (see below)")
+    return (want - first_n) / (done_t - first_t), rss
+
+
+# ---------------------------------------------------------------- --transport jetstream
+
+
+async def js_consumers(nats_url: str, layout: SiteLayout, names: list[str]) -> None:
+    """Durable pull consumers of the site's input in nats-server's MQTT stream, all with the gateway's
+    configuration (explicit ack, max_ack_pending 1000), made before anything is published: the stream
+    keeps a message (interest) until every consumer acknowledged it."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        for name in names:
+            cfg = {**layout.consumer_config(), "durable_name": name}
+            await js.add_consumer(layout.input_stream, nats_api.ConsumerConfig.from_response(cfg))
+    finally:
+        await nc.close()
+
+
+async def bare_js(nats_url: str, layout: SiteLayout, name: str, want: int) -> float:
+    """A bare nats-py consumer draining ``want`` messages: fetch 200, acknowledge each; then removed."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        psub = await js.pull_subscribe_bind(durable=name, stream=layout.input_stream)
+        got, first = 0, 0.0
+        while got < want:
+            try:
+                msgs = await psub.fetch(200, timeout=1)
+            except nats.errors.TimeoutError:
+                continue
+            if not first:
+                first = time.perf_counter()
+            for msg in msgs:
+                await msg.ack()
+            got += len(msgs)
+        await nc.flush()
+        last = time.perf_counter()
+        await js.delete_consumer(layout.input_stream, name)
+    finally:
+        await nc.close()
+    return got / (last - first)
+
+
+def run_jetstream(args: argparse.Namespace, d: Path, n: Nursery, kit: Path, messages: list[tuple[str, bytes]]) -> None:
+    cluster = NatsCluster(d / "nats", size=1)
+    cluster.start()
+    try:
+        asyncio.run(cluster.warm())  # nats-server makes its MQTT streams at the first MQTT client
+        layout = SiteLayout(n.site)
+        nats_url, mqtt_port = cluster.nats_urls[0], cluster.mqtt_urls[0].port
+        bare_rates, gw_rates, rss = [], [], []
+        for run in range(args.runs):
+            bare_name = f"bench_bare_{run}"
+            asyncio.run(js_consumers(nats_url, layout, [layout.consumer, bare_name]))
+            pub = asyncio.run(publish_all(mqtt_port, messages))
+            bare_rates.append(asyncio.run(bare_js(nats_url, layout, bare_name, len(messages))))
+            db = d / f"gw-js-{run}.sqlite3"
+            mport = free_port()
+            gw_args = ["gateway", "--config", str(kit), "--transport", "jetstream", "--nats", nats_url,
+                       "--broker", str(cluster.mqtt_urls[0]), "--db", str(db), "--metrics-port", str(mport),
+                       "--log-level", "warning"]  # fmt: skip
+            raw = d / f"profile-js-{run}.txt" if args.profile else None
+            rate, peak = drain(gw_args, f"http://127.0.0.1:{mport}/metrics", d, f"gateway-js-{run}", db,
+                               len(messages), raw)  # fmt: skip
+            gw_rates.append(rate)
+            rss.append(peak)
+            asyncio.run(delete_consumer(nats_url, layout))  # the next run's gateway starts on a fresh file
+            print(f"run {run + 1}: published {pub:,.0f} msg/s over MQTT; bare nats-py consumer {bare_rates[-1]:,.0f} "
+                  f"readings/s, gateway {rate:,.0f} readings/s (all {len(messages)} stored), "
+                  f"peak RSS {peak:.0f} MB")  # fmt: skip
+            if raw is not None:
+                print(summarise_profile(raw))
+    finally:
+        cluster.stop()
+    b, g = max(bare_rates), max(gw_rates)
+    print(
+        f"gateway_ingest (jetstream): {g:,.0f} readings/s sustained, nothing lost; bare nats-py pull consumer "
+        f"{b:,.0f}/s; ratio {g / b:.2f} (target >= 0.8); gateway peak RSS {max(rss):.0f} MB (target <= 150)"
+    )
+
+
+async def delete_consumer(nats_url: str, layout: SiteLayout) -> None:
+    nc = await nats.connect(nats_url)
+    try:
+        await nc.jetstream().delete_consumer(layout.input_stream, layout.consumer)
+    finally:
+        await nc.close()
 
 
 def main() -> None:
@@ -179,6 +369,10 @@ def main() -> None:
     ap.add_argument("--scale", type=int, default=1, help="nursery size: × (60 mats, 60 clips, 10 air sensors)")
     ap.add_argument("--runs", type=int, default=2)
     ap.add_argument("--dir", type=Path, help="keep the logs and databases here (default: a temporary folder)")
+    ap.add_argument("--transport", choices=("mqtt", "jetstream"), default="mqtt")
+    ap.add_argument(
+        "--profile", action="store_true", help="sample the gateway's drain with py-spy and print its top functions"
+    )
     args = ap.parse_args()
     if args.readings < 2000:  # the gateway is timed by its /metrics, polled every 50 ms: fewer is not a rate
         ap.error(f"--readings {args.readings}: at least 2000 are needed to time a drain")
@@ -188,23 +382,38 @@ def main() -> None:
         n = Nursery(site="bench-ingest", scale=args.scale)
         kit = n.write_kit(d / "kit.yaml")
         messages = stream(n, args.readings)
+        if args.transport == "jetstream":
+            print(f"{len(messages)} readings of {len(n.mats)} mats, {len(n.clips)} clips, {len(n.air)} air sensors; "
+                  f"nats-server {NATS_SERVER}")  # fmt: skip
+            run_jetstream(args, d, n, kit, messages)
+            return
         mq = start_mosquitto(d)
         try:
             pub = asyncio.run(publish_all(mq.port, messages[: min(20000, len(messages))], clients=4))
             print(f"{len(messages)} readings of {len(n.mats)} mats, {len(n.clips)} clips, {len(n.air)} air sensors; "
                   f"publisher alone {pub:,.0f} msg/s (to no subscriber)")  # fmt: skip
-            bare_rates, gw_rates = [], []
+            bare_rates, inbox_rates, gw_rates, rss = [], [], [], []
             for run in range(args.runs):
                 bare_rates.append(asyncio.run(bare(mq.port, f"{n.site}", messages)))
-                gw_rates.append(gateway(mq, n, kit, d, messages, run))
+                inbox_rates.append(asyncio.run(bare_inbox(mq.port, f"{n.site}", messages)))
+                raw = d / f"profile-{run}.txt" if args.profile else None
+                rate, peak = gateway(mq, n, kit, d, messages, run, raw)
+                gw_rates.append(rate)
+                rss.append(peak)
                 # the next run's readings must be new to the gateway's fresh database: same stream is fine
-                print(f"run {run + 1}: bare aiomqtt subscriber {bare_rates[-1]:,.0f} readings/s, "
-                      f"gateway {gw_rates[-1]:,.0f} readings/s (all {len(messages)} stored)")
+                print(f"run {run + 1}: bare aiomqtt subscriber {bare_rates[-1]:,.0f} readings/s, bare subscriber on "
+                      f"the gateway's receive path {inbox_rates[-1]:,.0f}/s, gateway {gw_rates[-1]:,.0f} readings/s "
+                      f"(all {len(messages)} stored), gateway peak RSS {peak:.0f} MB")  # fmt: skip
+                if raw is not None:
+                    print(summarise_profile(raw))
         finally:
             mq.stop()
-    b, g = max(bare_rates), max(gw_rates)
-    print(f"gateway_ingest: {g:,.0f} readings/s sustained, nothing lost; bare aiomqtt subscriber {b:,.0f}/s; "
-          f"ratio {g / b:.2f} (target >= 0.8)")
+    b, i, g = max(bare_rates), max(inbox_rates), max(gw_rates)
+    print(
+        f"gateway_ingest: {g:,.0f} readings/s sustained, nothing lost; bare aiomqtt subscriber {b:,.0f}/s; "
+        f"ratio {g / b:.2f} (target >= 0.8); {g / i:.2f} of a bare subscriber on the gateway's receive path "
+        f"({i:,.0f}/s); gateway peak RSS {max(rss):.0f} MB (target <= 150)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from nurserywatch.contract import AirReading, BreathingReading, Position, PostureReading
-from tests import processes
+from tests.support import processes
 from tests.support.mosquitto import MosquittoProcess
 
 ROOT = Path(__file__).resolve().parent.parent
