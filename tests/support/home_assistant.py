@@ -23,6 +23,7 @@ from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
 from tests.support.kits import make_kit
+from tests.support.processes import stop
 
 ROOT = Path(__file__).resolve().parents[2]
 HA_VENV = ROOT / ".venv" / "homeassistant"
@@ -111,18 +112,12 @@ class HomeAssistantCore:
         # --skip-pip: its requirements are in its venv already (the tests reach no package index).
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen([str(HASS), "-c", str(self.config), "--skip-pip", "--log-no-color"],
-                                         stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
 
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
 
     def log_lines(self, *levels: str) -> list[str]:
         """Home Assistant's log lines of these levels (a line starts with its time, then the level)."""
