@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import os
 import ssl
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 JS_REQUEST_TIMEOUT_S = 1.0
 #: Messages fetched at a time (well under the consumer's max_ack_pending: acknowledged every flush).
 FETCH_BATCH = 200
+#: How long after its ``expires`` a pull still waits for the server's answer.
+PULL_GRACE_S = 0.05
 #: A fetch waits at least this long (shorter pull requests only add round trips; a tick is late by it at most).
 MIN_FETCH_WAIT_S = 0.02
 #: What the MQTT session subscribes to: the retained alerts and escalations to reconcile on connect
@@ -240,7 +243,7 @@ class JetStreamGateway:
 
     async def _fetch(self, timeout_s: float) -> list[Msg]:
         try:
-            msgs = await self.psub.fetch(self.fetch_batch, timeout=timeout_s)
+            msgs = await self._pull(self.fetch_batch, timeout_s)
         except (TimeoutError, nats.errors.TimeoutError):
             return []
         except (nats.errors.Error, APIError) as exc:  # no responders while the cluster elects a leader, …
@@ -277,6 +280,57 @@ class JetStreamGateway:
                 await publish_outbox(self.engine, client, self._check_lease)
             except aiomqtt.MqttError as exc:  # the MQTT session notices and reconnects
                 self._log(logging.WARNING, "publish", f"publishing failed: {exc}")
+
+    async def _pull(self, batch: int, timeout_s: float) -> list[Msg]:
+        """Up to ``batch`` messages of the consumer, waiting about ``timeout_s`` at most.
+
+        nats-py's ``fetch`` waits for each message of a batch with its own ``wait_for`` (a task and a
+        timer per message): as much CPU as the gateway's judging of it (bench/README.md, issue 17).
+        Here one pull request (``batch``, ``expires``) is sent on the pull subscription's inbox and what
+        the server delivers is taken from the subscription's queue as it is, waiting only while it is
+        empty. Messages of an earlier pull that arrived after it gave up come first (stream order: one
+        pull at a time); a status (no messages, request timeout, …) ends a pull."""
+        psub = self.psub
+        sub = psub._sub
+        queue: asyncio.Queue[Msg] = sub._pending_queue
+        msgs: list[Msg] = []
+        ended = False
+
+        def take(msg: Msg) -> None:
+            nonlocal ended
+            sub._pending_size -= len(msg.data)
+            if msg.headers is None or not msg.headers.get(api.Header.STATUS):
+                msgs.append(msg)
+            elif msg.headers.get(api.Header.STATUS) != api.StatusCode.CONTROL_MESSAGE:
+                ended = True  # 404 no messages, 408 request timeout, 409 …: this pull is over
+
+        while not queue.empty() and len(msgs) < batch:  # what came late for an earlier pull
+            take(queue.get_nowait())
+        if len(msgs) >= batch:
+            return msgs
+        ended = False  # a status left by an earlier pull says nothing about this one
+        request = {"batch": batch - len(msgs), "expires": int(timeout_s * 1e9)}
+        if msgs:
+            request["no_wait"] = True  # something to hand over already: only what is there now
+        await self._nc_publish(psub._nms, json.dumps(request).encode(), psub._deliver)
+        raise_if_cancel_was_swallowed()
+        deadline = time.monotonic() + timeout_s + PULL_GRACE_S
+        while len(msgs) < batch and not ended:
+            if queue.empty():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    take(await asyncio.wait_for(queue.get(), left))
+                except TimeoutError:
+                    break
+                raise_if_cancel_was_swallowed()
+            else:
+                take(queue.get_nowait())
+        return msgs
+
+    async def _nc_publish(self, subject: str, payload: bytes, reply: str) -> None:
+        await self.psub._nc.publish(subject, payload, reply)
 
 
 class _Acker:
