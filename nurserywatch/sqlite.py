@@ -39,17 +39,21 @@ def connect(
     busy_timeout_ms: int | None = BUSY_TIMEOUT_MS,
     foreign_keys: bool = False,
     check_same_thread: bool = True,
+    recorded: bool = True,
 ) -> sqlite3.Connection:
     """Open ``path``. A writer puts the file in WAL mode (readers never block the writer) with
     ``synchronous`` (WAL + NORMAL is durable across application crashes; None keeps SQLite's default,
     FULL). ``readonly`` opens an existing file with ``mode=ro``: it never creates the file, never
     writes, and leaves the journal mode and sync level to the writer. ``busy_timeout_ms`` None: fail
-    at once on a lock. The caller closes the connection; on an error here it is already closed."""
+    at once on a lock. ``recorded`` False: not through a writer factory set for the file (a connection
+    that writes none of the data, e.g. a WAL checkpointer, is no journaled writer). The caller closes
+    the connection; on an error here it is already closed."""
     if readonly:
         db = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None,
                              check_same_thread=check_same_thread)  # fmt: skip
     else:
-        factory = _WRITER_FACTORIES.get(Path(path).resolve(), sqlite3.Connection) if _WRITER_FACTORIES else None
+        factories = _WRITER_FACTORIES if recorded else None
+        factory = factories.get(Path(path).resolve(), sqlite3.Connection) if factories else None
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=check_same_thread,
                              factory=factory or sqlite3.Connection)  # fmt: skip
     try:

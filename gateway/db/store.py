@@ -25,6 +25,7 @@ from gateway.db.reader import StoreError
 from gateway.db.schema import SchemaError, connect_writer
 from gateway.engine.sessions import SessionChange, SessionChangeKind
 from nurserywatch.contract import Alert, Reading, SessionState, Stream, parse_reading
+from nurserywatch.sqlite import connect
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,9 @@ class Store:
             self._checkpointer.start()
 
     def _checkpoint_forever(self) -> None:
-        # Not connect(): a checkpoint is no write of the gateway's data (gateway/ha/journal.py records those).
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        # Not recorded: a checkpoint is no write of the gateway's data (gateway/ha/journal.py records those).
+        db = connect(self.path, check_same_thread=False, recorded=False)
         try:
-            db.execute("PRAGMA synchronous=NORMAL")
             while not self._stop.wait(CHECKPOINT_INTERVAL_S):
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
