@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 #: (found by tests/e2e/test_chaos.py). On loopback a PUBACK takes milliseconds; a timeout reconnects,
 #: and the unsent message stays in the outbox.
 PUBLISH_TIMEOUT_S = 2.0
+#: While a message waits to be published, the message loop lets the others run at least every this
+#: many messages handled (a backlog in the inbox would otherwise hold back the PUBACK it waits for).
+YIELD_EVERY = 64
 
 
 class MqttGateway:
@@ -94,6 +97,7 @@ class MqttGateway:
         publisher = asyncio.create_task(self._publish_when_wanted(client, wanted), name="gateway-publish")
         handle = engine.handle
         kicked = engine.outbox_version
+        handled = 0
         try:
             # The retained state first, as subscribed; the inbox is bounded only then (nothing was
             # acknowledged yet: Mosquitto sends no more than its in-flight window, or a redelivery).
@@ -111,14 +115,19 @@ class MqttGateway:
                 # Acknowledged only once its batch is committed (manual_ack): a gateway killed before
                 # gets it again from the broker, which keeps it for our persistent session.
                 handle(m.topic, m.payload, m.retain, partial(mqtt_ack, client, m.mid, m.qos))
+                handled += 1
                 if engine.flush_due(since=kicked):
                     engine.commit()  # acknowledge; an alert goes out with the state behind it stored
                     kicked = engine.outbox_version
                     wanted.set()
-                    await asyncio.sleep(0)  # let the publisher, the timer and the socket reader run
-                    raise_if_cancel_was_swallowed()
-                    if publisher.done():
-                        publisher.result()
+                elif handled % YIELD_EVERY or not engine.outbox_depth:
+                    continue
+                # Let the publisher, the timer and the socket reader run: also every YIELD_EVERY
+                # messages while something waits to be published (its PUBACK is read by the reader).
+                await asyncio.sleep(0)
+                raise_if_cancel_was_swallowed()
+                if publisher.done():
+                    publisher.result()
         finally:
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
