@@ -47,6 +47,7 @@ from bench.stack import (  # noqa: E402
     air,
     breathing,
     metrics,
+    peak_rss_mb,
     percentile,
     posture,
     spawn,
@@ -194,6 +195,7 @@ def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[
         dm = metrics(f"{base}/metrics")  # loopback: no token needed
         gm["dropped"] = dm.get("nurserywatch_dashboard_live_clients_dropped_total", 0)
         gm["raised"] = gm.get('nurserywatch_gateway_alert_transitions_total{change="raised",rule="prone"}', 0)
+        gm["rss_mb"] = peak_rss_mb(gw.pid)  # the gateway's peak resident memory with every device reporting
     finally:
         stop(dash)
         stop(gw)
@@ -238,7 +240,8 @@ def main() -> None:
                   f"{len(lat)} alerts, p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(lat) * 1000:.0f} ms, "
                   f"missed {missed}; gateway received {received:,.0f} readings, judged p99 <= {judged:g} ms, "
                   f"alert published p99 <= {published:g} ms; {gm['raised']:.0f} prone alerts raised; "
-                  f"{gm['events']:,.0f} live events read, live clients dropped {gm['dropped']:.0f}")  # fmt: skip
+                  f"{gm['events']:,.0f} live events read, live clients dropped {gm['dropped']:.0f}; "
+                  f"gateway peak RSS {gm['rss_mb']:.0f} MB (target <= 150)")  # fmt: skip
             results.append((scale, p50, p99, target, missed))
     parts = []
     for scale, p50, p99, target, missed in results:

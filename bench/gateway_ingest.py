@@ -52,7 +52,17 @@ from nats.js import api as nats_api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.stack import Nursery, air, breathing, metrics, posture, spawn, start_mosquitto, stop  # noqa: E402
+from bench.stack import (  # noqa: E402
+    Nursery,
+    air,
+    breathing,
+    metrics,
+    peak_rss_mb,
+    posture,
+    spawn,
+    start_mosquitto,
+    stop,
+)
 from gateway.service.inbox import Inbox  # noqa: E402
 from nurserywatch.contract import Stream, TopicKind, reading_topic, subscription  # noqa: E402
 from nurserywatch.jetstream import SiteLayout  # noqa: E402
@@ -133,14 +143,6 @@ async def bare_inbox(port: int, site: str, messages: list[tuple[str, bytes]]) ->
             got += 1
     await forget_session(port, ident)
     return (len(messages) - 1) / (last - first)
-
-
-def peak_rss_mb(pid: int) -> float:
-    """The process's peak resident memory so far (VmHWM), MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 async def bare(port: int, site: str, messages: list[tuple[str, bytes]]) -> float:

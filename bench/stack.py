@@ -110,6 +110,14 @@ def metrics(url: str) -> dict[str, float]:
     return out
 
 
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory so far (``VmHWM``), MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     """Nearest-rank percentile (q in 0..100) of a non-empty list."""
     ordered = sorted(values)

@@ -10,9 +10,11 @@ have: the engine commits → (journal) the commit's statements are appended to t
 its last sequence → the messages that wrote them are acknowledged → the outbox is published. An
 instance that lost the lease stops before any of it and exits (``LeaseLost``/``Fenced``).
 
-Flow control: messages are fetched ``FETCH_BATCH`` at a time (nats-py may hand out a few more that
-arrived for an expired pull) and acknowledged after each flush, so a backlog stays in the stream; the
-consumer's ``max_ack_pending`` bounds what is in flight, on the server. One
+Flow control: messages are pulled ``FETCH_BATCH`` at a time (plus any that arrived for an earlier,
+expired pull), the next batch asked for before this one is handled, and acknowledged after each
+flush, so a backlog stays in the stream; the consumer's ``max_ack_pending`` bounds what is in flight,
+on the server. The pull is the shell's own (``_pull``), not nats-py's ``fetch``, which waited for
+every message with a timer of its own (bench/README.md, issue 17). One
 consumer, messages handled in stream order: a device's readings stay in order through redeliveries,
 and a redelivered message already stored is refused by the engine as a duplicate (and acknowledged).
 """
