@@ -6,7 +6,6 @@ JetStream does the store-and-forward; nothing here copies a message.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -46,61 +45,43 @@ async def ensure_partition_streams(
     layout: FleetLayout,
     leaf_sites: Sequence[str],
     bridged_sites: Sequence[str],
-    sourced_within_s: float = 15.0,
 ) -> dict[int, Ensured]:
     """Every partition stream of ``layout`` on the centre, sourcing its leaf node sites' out streams
-    and its bridged sites' messages from ``$MQTT_msgs``. A site listed twice is a ValueError.
-
-    Returns once each partition's source of ``$MQTT_msgs`` is a consumer there (bounded by
-    ``sourced_within_s``): ``$MQTT_msgs`` keeps a message only for the consumers that exist when it
-    arrives, so a bridged site's messages count from then. Before the account's first MQTT client
-    nats-server has made no ``$MQTT_msgs``: a warning, and the sources follow when it appears."""
+    and its bridged sites' messages from ``$MQTT_msgs`` (made or updated first: kept by limits, so a
+    bridged site's messages wait there for the sources, whenever those start). A site listed twice is
+    a ValueError."""
     both = set(leaf_sites) & set(bridged_sites)
     if both:
         raise ValueError(f"sites both leaf node and bridged: {', '.join(sorted(both))}")
     out: dict[int, Ensured] = {}
     if bridged_sites:
         await _ensure_mqtt_stream(hub_js, layout)
-    bridged_partitions = 0
     for k in range(layout.partitions):
         leaf = [s for s in leaf_sites if partition_of(s, layout.partitions) == k]
         bridged = [s for s in bridged_sites if partition_of(s, layout.partitions) == k]
         out[k] = await ensure_stream(hub_js, layout.stream_config(k, leaf, bridged))
-        bridged_partitions += bool(bridged)
-    if bridged_partitions:
-        await _mqtt_sourced(hub_js, bridged_partitions, sourced_within_s)
     return out
 
 
 async def _ensure_mqtt_stream(hub_js: JetStreamContext, layout: FleetLayout) -> None:
-    """``$MQTT_msgs`` made now if no MQTT client has made it yet (``FleetLayout.mqtt_stream_config``)."""
+    """``$MQTT_msgs`` as ``FleetLayout.mqtt_stream_config`` has it: made now if no MQTT client has made
+    it yet, else updated (nats-server makes it an interest stream; it keeps the retention it finds)."""
+    want = StreamConfig.from_response(layout.mqtt_stream_config())
     try:
-        await hub_js.stream_info(MQTT_STREAM)
-        return
+        have = (await hub_js.stream_info(MQTT_STREAM)).config
     except NotFoundError:
-        pass
-    try:
-        await hub_js.add_stream(StreamConfig.from_response(layout.mqtt_stream_config()))
-    except BadRequestError as exc:
-        if exc.err_code != STREAM_NAME_IN_USE:
-            raise  # else: nats-server made it meanwhile, for an MQTT client
-
-
-async def _mqtt_sourced(hub_js: JetStreamContext, partitions: int, within_s: float) -> None:
-    deadline = time.monotonic() + within_s
-    while True:
         try:
-            consumers = (await hub_js.stream_info(MQTT_STREAM)).state.consumer_count
-        except NotFoundError:
-            log.warning("no %s: a bridged site's messages are kept once a partition stream sources it", MQTT_STREAM)
+            await hub_js.add_stream(want)
             return
-        if consumers >= partitions:
-            return
-        if time.monotonic() > deadline:
-            log.warning("%s: %d of %d partition sources after %.0f s; going on", MQTT_STREAM, consumers,
-                        partitions, within_s)  # fmt: skip
-            return
-        await asyncio.sleep(0.1)
+        except BadRequestError as exc:
+            if exc.err_code != STREAM_NAME_IN_USE:
+                raise  # else: nats-server made it meanwhile, for an MQTT client
+        have = (await hub_js.stream_info(MQTT_STREAM)).config
+    if have.retention != want.retention or have.max_age != want.max_age:
+        was = f"{have.retention}, max_age {have.max_age or 0:.0f} s"
+        have.retention, have.max_age = want.retention, want.max_age
+        await hub_js.update_stream(have)
+        log.warning("%s now kept by %s for %.0f s (was %s)", MQTT_STREAM, want.retention, want.max_age or 0, was)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,8 +204,9 @@ def link_probe(
         info = await hub_js.stream_info(layout.stream(k))
         links = source_links(info, sites, down_after_s)
         if restarter is not None:
-            # Not for the bridged sites' source of $MQTT_msgs: restarting it deletes its consumer there,
-            # and an interest stream then drops what waited for it (measured: 1,887 readings lost).
+            # Decided on the leaf sites' links; a step-down restarts every source of the partition, the
+            # bridged sites' one of $MQTT_msgs too — which loses nothing since that stream is kept by
+            # limits (FleetLayout.mqtt_stream_config), not by interest.
             await restarter.check(k, links)
         return {site: (link.up, link.lag) for site, link in links.items()}
 

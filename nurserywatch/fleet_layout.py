@@ -174,14 +174,17 @@ class FleetLayout:
         }
 
     def mqtt_stream_config(self) -> dict[str, object]:
-        """nats-server's own ``$MQTT_msgs`` as it makes it at an account's first MQTT client (checked with
-        2.15: it then uses this one). Made by the workers when missing, so that a bridged site's very
-        first messages already find the partition streams' sources waiting (an interest stream drops
-        what no consumer wants)."""
+        """nats-server's own ``$MQTT_msgs``, made (or updated) by the workers: nats-server uses it as it
+        finds it (checked with 2.15). nats-server's own is an *interest* stream, which drops what no
+        consumer wants — and a partition stream's source consumer is gone for a moment whenever the
+        stream's sources restart (a leader step-down after a leaf site's outage: a bench run lost 1,887
+        bridged readings, and a fresh-clone CI run 21). Kept by *limits* for ``FLEET_MAX_AGE_S``, a
+        restarted source resumes from the last sequence it stored: nothing lost, nothing twice."""
         return {
             "name": MQTT_STREAM,
             "subjects": [MQTT_SUBJECT_PREFIX + ">"],
-            "retention": "interest",
+            "retention": "limits",
+            "max_age": int(FLEET_MAX_AGE_S * 1e9),
             "storage": "file",
             "num_replicas": self.replicas,
             "discard": "old",

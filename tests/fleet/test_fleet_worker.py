@@ -28,7 +28,7 @@ from nats.js.kv import KeyValue
 
 from fleet.config import load_fleet
 from fleet.state import SiteState
-from fleet.streams import ensure_site_out_stream
+from fleet.streams import ensure_partition_streams, ensure_site_out_stream
 from fleet.worker import WorkerStats, run_fleet
 from gateway.ha.lease import Lease
 from gateway.records.signing import DayHead, sign
@@ -76,29 +76,23 @@ def bridged(site: str, rest: str) -> str:
     return MQTT_SUBJECT_PREFIX + subject(site, rest)
 
 
-async def bridged_sourced(cluster: NatsCluster, js: JetStreamContext, partitions: int) -> None:
-    """nats-server makes ``$MQTT_msgs`` at the account's first MQTT client; an interest stream drops what no
-    consumer wants, so wait until every partition stream's source of it is a consumer there."""
+async def bridged_sourced(cluster: NatsCluster, js: JetStreamContext) -> None:
+    """Until ``$MQTT_msgs`` exists (the workers make it, kept by limits: a bridged site's messages wait
+    there for the partition streams' sources); an MQTT client connects as a site's bridge would."""
     await touch_mqtt(cluster.mqtt_urls, "fleet-test-touch")
 
-    async def sourced() -> bool:
+    async def made() -> bool:
         try:
-            return (await js.stream_info(MQTT_STREAM)).state.consumer_count >= partitions
+            return (await js.stream_info(MQTT_STREAM)).config.retention == "limits"
         except NotFoundError:
             return False
 
-    await wait_until(sourced, "the partition streams sourcing $MQTT_msgs", 30, every_s=0.1)
+    await wait_until(made, "$MQTT_msgs, kept by limits", 30, every_s=0.1)
 
 
 async def ensure_streams(js: JetStreamContext, partitions: int, sites: list[str], replicas: int) -> None:
-    from nats.js.api import StreamConfig
-
-    layout = FleetLayout(partitions, replicas=replicas)
-    for k in range(partitions):
-        cfg = layout.stream_config(
-            k, leaf_sites=[], bridged_sites=[s for s in sites if partition_of(s, partitions) == k]
-        )
-        await js.add_stream(StreamConfig.from_response(cfg))
+    """The partition streams and ``$MQTT_msgs`` as a worker makes them (bridged sites)."""
+    await ensure_partition_streams(js, FleetLayout(partitions, replicas=replicas), [], sites)
 
 
 async def states(kv: KeyValue, sites: list[str]) -> dict[str, SiteState]:
@@ -163,7 +157,7 @@ async def test_worker_applies_a_partition_into_state_and_influxdb(
     sent = Counter[str]()
     async with central(nats_node) as js:
         await ensure_streams(js, 2, sites, replicas=1)
-        await bridged_sourced(nats_node, js, 2)
+        await bridged_sourced(nats_node, js)
         for site in sites:
             for i in range(150):
                 await js.publish(bridged(site, f"reading.mat-0{i % 3}.breathing"),
@@ -231,7 +225,7 @@ async def test_a_worker_that_lost_a_partition_lease_writes_and_acknowledges_noth
         worker = asyncio.create_task(run_fleet(cfg, "w1", SystemClock(), stats=stats))
         try:
             await wait_until(lambda: stats.held == [0, 1], "w1 holding both partitions", 20)
-            await bridged_sourced(nats_node, js, 2)
+            await bridged_sourced(nats_node, js)
             await publish(js, 10, 0)
             await wait_until(lambda: stats.acked == 10, "the first 10 applied", 20)
             kv = await js.key_value(FleetLayout.state_bucket)
@@ -355,7 +349,7 @@ async def test_two_workers_split_partitions_and_one_takes_over_after_kill_9(
     try:
         async with central(nats_cluster) as js:
             await ensure_streams(js, partitions, sites, replicas=3)
-            await bridged_sourced(nats_cluster, js, len({partition_of(s, partitions) for s in sites}))
+            await bridged_sourced(nats_cluster, js)
             for name in ("w1", "w2"):
                 procs[name], logs[name] = spawn(
                     f"fleet-{name}", ["fleet", "-c", str(path), "--instance", name], tmp_path
