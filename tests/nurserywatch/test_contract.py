@@ -358,3 +358,66 @@ def test_wrong_json_types_are_refused_not_coerced(model: type[_Payload], field: 
 def test_right_json_types_are_taken(model: type[_Payload], field: str, value: object, taken: object) -> None:
     got = getattr(decode(model, _with(model, field, value)), field)
     assert got == taken and type(got) is type(taken)
+
+
+# ---------------------------------------------------------------- the fast path of from_json (issue 17)
+
+
+def _slow_path(model: type[BreathingReading], payload: bytes) -> tuple[str, object]:
+    """What from_json did before its pydantic-first path: the contract's JSON checks, then pydantic."""
+    from pydantic import ValidationError
+
+    from nurserywatch.contract import _load_json
+
+    try:
+        _load_json(payload)
+        return "ok", model.model_validate_json(payload, strict=True)
+    except ContractError as exc:
+        return exc.reason, None
+    except ValidationError:
+        return "invalid_payload", None
+
+
+def _fast_path(model: type[BreathingReading], payload: bytes) -> tuple[str, object]:
+    from pydantic import ValidationError
+
+    try:
+        return "ok", model.from_json(payload)
+    except ContractError as exc:
+        return exc.reason, None
+    except ValidationError:
+        return "invalid_payload", None
+
+
+_GOOD = b'{"ts":1767225600000,"seq":1,"rate_bpm":30.5,"present":true,"last_breath_ts":1767225599000}'
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _GOOD,
+        _GOOD.replace(b"30.5", b"NaN"),
+        _GOOD.replace(b"30.5", b"-Infinity"),
+        _GOOD.replace(b"}", b',"x":NaN}'),  # NaN in an ignored field: refused as before
+        _GOOD.replace(b"}", b',"x":"\\ud800"}'),
+        _GOOD.replace(b"}", b',"x":"\xff"}'),  # not UTF-8
+        _GOOD.replace(b"}", b',"x":"a\x01b"}'),  # a raw control character
+        _GOOD.replace(b"}", b',"x":1e999}'),
+        _GOOD.replace(b"30.5", b"1e999"),
+        _GOOD.replace(b"}", b',"x":' + b"1" * 5000 + b"}"),  # an integer of more than 4300 digits
+        _GOOD.replace(b"}", b',"x":' + b"[" * 3000 + b"]" * 3000 + b"}"),
+        _GOOD.replace(b"}", b',}'),
+        _GOOD.replace(b'"seq":1', b'"seq":"1"'),
+        _GOOD.replace(b'"seq":1', b'"seq":1,"seq":2'),
+        b"\xef\xbb\xbf" + _GOOD,
+        b" " + _GOOD + b"\n",
+        b"[" + _GOOD + b"]",
+        b"",
+        b"null",
+        _GOOD + b"x",
+    ],
+)
+def test_from_json_accepts_and_refuses_as_the_contract_checks_did(payload: bytes) -> None:
+    """pydantic validates first and the contract's own checks run only for what it refuses: what is
+    accepted, and each refusal's reason, must be what the checks-first path gave."""
+    assert _fast_path(BreathingReading, payload) == _slow_path(BreathingReading, payload)
