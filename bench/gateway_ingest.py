@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -226,16 +227,18 @@ def gateway(mq: MosquittoProcess, n: Nursery, kit: Path, d: Path, messages: list
     asyncio.run(publish_all(mq.port, messages))
     # 3: it comes back and drains the queue
     try:
-        return drain(args, url, d, f"gateway-{run}", db, len(messages), profile)
+        rate, rss, _cpu = drain(args, url, d, f"gateway-{run}", db, len(messages), profile)
+        return rate, rss
     finally:
         # Its persistent session would collect the next run's bare-subscriber stream (same topics).
         asyncio.run(forget_session(mq.port, f"nurserywatch-gateway-{n.site}"))
 
 
 def drain(args: list[str], url: str, d: Path, name: str, db: Path, want: int,
-          profile: Path | None = None) -> tuple[float, float]:  # fmt: skip
+          profile: Path | None = None) -> tuple[float, float, float]:  # fmt: skip
     """Start the gateway on a waiting backlog of ``want`` readings and follow its /metrics until every one
-    is stored: (readings/s from its first received to the last stored, its peak RSS in MB)."""
+    is stored: (readings/s from its first received to the last stored, its peak RSS in MB, its CPU
+    seconds from start to the last stored)."""
     proc = spawn(name, args, d)
     spy = None if profile is None else start_profile(proc.pid, profile)
     first_t, first_n = 0.0, 0
@@ -263,6 +266,7 @@ def drain(args: list[str], url: str, d: Path, name: str, db: Path, want: int,
                 raise SystemExit(f"gateway stalled at {received} received / {stored} stored of {want}; {rejected}")
             time.sleep(0.05)
         rss = peak_rss_mb(proc.pid)
+        cpu = cpu_s(proc.pid)
     finally:
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
@@ -274,7 +278,13 @@ def drain(args: list[str], url: str, d: Path, name: str, db: Path, want: int,
         raise SystemExit(f"lost readings: {rows} stored of {want}; rejected {rejected}")
     if rejected:  # redeliveries after a reconnect: refused as duplicate / stale, but each one is stored once
         print(f"  {name}: the broker redelivered after a reconnect; refused {rejected} (see below)")
-    return (want - first_n) / (done_t - first_t), rss
+    return (want - first_n) / (done_t - first_t), rss, cpu
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- --transport jetstream
@@ -331,21 +341,30 @@ def run_jetstream(args: argparse.Namespace, d: Path, n: Nursery, kit: Path, mess
             bare_name = f"bench_bare_{run}"
             asyncio.run(js_consumers(nats_url, layout, [layout.consumer, bare_name]))
             pub = asyncio.run(publish_all(mqtt_port, messages))
+            server = cluster.nodes[0].proc
+            assert server is not None
+            s0, c0 = cpu_s(server.pid), time.process_time()
             bare_rates.append(asyncio.run(bare_js(nats_url, layout, bare_name, len(messages))))
+            s1, c1 = cpu_s(server.pid), time.process_time()
             db = d / f"gw-js-{run}.sqlite3"
             mport = free_port()
             gw_args = ["gateway", "--config", str(kit), "--transport", "jetstream", "--nats", nats_url,
                        "--broker", str(cluster.mqtt_urls[0]), "--db", str(db), "--metrics-port", str(mport),
                        "--log-level", "warning"]  # fmt: skip
             raw = d / f"profile-js-{run}.txt" if args.profile else None
-            rate, peak = drain(gw_args, f"http://127.0.0.1:{mport}/metrics", d, f"gateway-js-{run}", db,
-                               len(messages), raw)  # fmt: skip
+            rate, peak, gw_cpu = drain(gw_args, f"http://127.0.0.1:{mport}/metrics", d, f"gateway-js-{run}", db,
+                                       len(messages), raw)  # fmt: skip
+            s2 = cpu_s(server.pid)
             gw_rates.append(rate)
             rss.append(peak)
             asyncio.run(delete_consumer(nats_url, layout))  # the next run's gateway starts on a fresh file
             print(f"run {run + 1}: published {pub:,.0f} msg/s over MQTT; bare nats-py consumer {bare_rates[-1]:,.0f} "
                   f"readings/s, gateway {rate:,.0f} readings/s (all {len(messages)} stored), "
                   f"peak RSS {peak:.0f} MB")  # fmt: skip
+            us = 1e6 / len(messages)
+            print(f"  CPU per reading: nats-server {(s1 - s0) * us:.0f} us while the bare consumer drained, "
+                  f"{(s2 - s1) * us:.0f} us while the gateway did; the bare consumer {(c1 - c0) * us:.0f} us, "
+                  f"the gateway {gw_cpu * us:.0f} us (its start-up included)")  # fmt: skip
             if raw is not None:
                 print(summarise_profile(raw))
     finally:

@@ -220,7 +220,10 @@ class JetStreamGateway:
                 if msgs and self._in_flight < 2 * self.fetch_batch:
                     wait = max(MIN_FETCH_WAIT_S, next_tick - time.monotonic())
                     fetching = asyncio.create_task(self._fetch(wait), name="jetstream-fetch")
-                    await asyncio.sleep(0)  # the pull request goes out now
+                    # The pull request out now, before this batch is handled: one round for the task to
+                    # queue it, one for nats-py's flusher task to write it.
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
                 for item in self._drain_inbox():
                     if item is None:
                         self.engine.connected()
