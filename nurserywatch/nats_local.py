@@ -164,10 +164,18 @@ class NatsCluster:
         each part's URL list at a different node)."""
         import asyncio
 
-        for i, node in enumerate(self.nodes):
-            if node.proc is not None:
-                async with asyncio.timeout(timeout_s), node.mqtt_url.client(f"nats-cluster-warm-{i}"):
-                    pass
+        import aiomqtt
+
+        async with asyncio.timeout(timeout_s):
+            for i, node in enumerate(self.nodes):
+                while node.proc is not None:
+                    try:
+                        async with node.mqtt_url.client(f"nats-cluster-warm-{i}"):
+                            break
+                    except aiomqtt.MqttError:
+                        # A node still creating the account's MQTT streams (R3: an election, slow under
+                        # load) leaves the CONNECT unanswered past the client's timeout: retry, as clients do.
+                        await asyncio.sleep(0.5)
 
     def wait_jetstream(self, timeout_s: float = 20.0) -> None:
         """Until every running node reports a JetStream meta leader (the cluster can create streams)."""
