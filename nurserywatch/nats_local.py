@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,20 +163,7 @@ class NatsCluster:
         it is immediate — done during a failover, it waits for the lost node's leaders to be re-elected
         (~10 s, docs/deploy.md "NATS cluster"). At a site every node has clients (provisioning starts
         each part's URL list at a different node)."""
-        import asyncio
-
-        import aiomqtt
-
-        async with asyncio.timeout(timeout_s):
-            for i, node in enumerate(self.nodes):
-                while node.proc is not None:
-                    try:
-                        async with node.mqtt_url.client(f"nats-cluster-warm-{i}"):
-                            break
-                    except aiomqtt.MqttError:
-                        # A node still creating the account's MQTT streams (R3: an election, slow under
-                        # load) leaves the CONNECT unanswered past the client's timeout: retry, as clients do.
-                        await asyncio.sleep(0.5)
+        await warm_mqtt([n.mqtt_url for n in self.nodes if n.proc is not None], timeout_s)
 
     def wait_jetstream(self, timeout_s: float = 20.0) -> None:
         """Until every running node reports a JetStream meta leader (the cluster can create streams)."""
@@ -222,3 +210,21 @@ class NatsCluster:
                 node.proc.kill()
                 node.proc.wait()
             node.proc = None
+
+
+async def warm_mqtt(urls: Sequence[BrokerURL], timeout_s: float = 20.0) -> None:
+    """Connect an MQTT client to each of ``urls`` once (``NatsCluster.warm``). A node still creating the
+    account's MQTT streams (R3: an election, slow under load) leaves a CONNECT unanswered past the
+    client's timeout: retried, as clients do, within ``timeout_s`` in all."""
+    import asyncio
+
+    import aiomqtt
+
+    async with asyncio.timeout(timeout_s):
+        for i, url in enumerate(urls):
+            while True:
+                try:
+                    async with url.client(f"nats-warm-{i}"):
+                        break
+                except aiomqtt.MqttError:
+                    await asyncio.sleep(0.5)

@@ -43,6 +43,7 @@ from nurserywatch.contract import (
 from nurserywatch.jetstream import MQTT_STREAM, SiteLayout, mqtt_filter_to_subject
 from nurserywatch.kit import Kit, KitError, load_kit
 from nurserywatch.mqtt import BrokerURL, MqttCredentials, load_credentials, parse_brokers
+from nurserywatch.nats_local import warm_mqtt
 from nurserywatch.ports import free_port
 from tests.support.nats_cluster import NATS_SERVER, NatsCluster
 from tests.support.nats_files import NodeFile, started_nodes
@@ -184,7 +185,10 @@ def provisioned_cluster(d: Path) -> Iterator[Cluster]:
     files = [NodeFile(out / "nats" / n.name / "nats.conf", (n.client_port, n.mqtt_port), n.monitor_port)
              for n in kit.nats.nodes]  # fmt: skip
     with started_nodes(files):
-        yield Cluster(kit, out)
+        cluster = Cluster(kit, out)
+        # Every node's MQTT set up before the tests time their connections (as NatsCluster.warm does).
+        asyncio.run(warm_mqtt([cluster.url("gateway", i) for i in range(len(kit.nats.nodes))], timeout_s=30))
+        yield cluster
 
 
 @pytest.fixture(scope="module")
