@@ -297,7 +297,7 @@ class HomeAssistantRoom(_Strict):
 
 class HomeAssistantConfig(_Strict):
     """Home Assistant MQTT discovery (docs/integrations.md, "Home Assistant"), published by
-    ``nurserywatch ha-bridge``. Off unless ``enabled``."""
+    ``nurserywatch home-assistant``. Off unless ``enabled``."""
 
     enabled: bool = False
     #: Home Assistant's discovery prefix (its MQTT setting of the same name).

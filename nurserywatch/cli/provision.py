@@ -2,8 +2,10 @@
 what each may publish and read. Pure: kit and options in, text out. The files, keys, certificates
 and the hashing of the password file are done by ``nurserywatch/cli/provision_files.py``.
 
-Users: one per edge agent (``edge-{agent}``), ``gateway`` and ``dashboard``. Every topic in the ACL is
-built by the contract's topic functions, so the ACL follows the contract when a topic changes.
+Users: one per edge agent (``edge-{agent}``), ``gateway`` and ``dashboard``, and ``home-assistant-bridge``
+when the kit enables Home Assistant. Every topic in the ACL is built by the contract's topic functions
+(the bridge's discovery topics by the bridge's own, gateway/integrations/home_assistant.py), so the
+ACL follows the contract when a topic changes.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import PurePosixPath
 
+from gateway.integrations.home_assistant import BRIDGE_NAME, config_filter
 from nurserywatch.contract import (
     MAX_PAYLOAD_BYTES,
     TopicKind,
+    bridge_topic,
     edge_topic,
     reading_topic,
+    room_alerts_topic,
     status_topic,
     subscription,
 )
@@ -29,6 +34,9 @@ from nurserywatch.kit import STREAMS_BY_KIND, Kit
 EDGE_USER_PREFIX = "edge-"
 GATEWAY_USER = "gateway"
 DASHBOARD_USER = "dashboard"
+#: The Home Assistant bridge (``nurserywatch home-assistant``), when the kit enables it. Not Home
+#: Assistant itself, which needs a user of its own (docs/integrations.md, "MQTT access").
+HOME_ASSISTANT_BRIDGE_USER = "home-assistant-bridge"
 
 #: File names inside the broker's folder (--broker-dir) and the credentials folder.
 CONF_FILE = "nurserywatch.conf"
@@ -67,6 +75,7 @@ class Role(StrEnum):
     EDGE = "edge"
     GATEWAY = "gateway"
     DASHBOARD = "dashboard"
+    HOME_ASSISTANT_BRIDGE = "home-assistant-bridge"
 
 
 class Access(StrEnum):
@@ -94,9 +103,13 @@ def edge_user(agent_id: str) -> str:
 
 
 def mqtt_users(kit: Kit) -> list[MqttUser]:
-    """Everyone who connects to the site's broker: the gateway, the dashboard and each edge agent."""
+    """Everyone who connects to the site's broker: the gateway, the dashboard, each edge agent, and the
+    Home Assistant bridge when the kit enables it. The bridge comes last, so that enabling it moves no
+    other part's place (a NATS cluster's URL order, provision_nats.broker_urls, follows this order)."""
     users = [MqttUser(GATEWAY_USER, Role.GATEWAY), MqttUser(DASHBOARD_USER, Role.DASHBOARD)]
     users += [MqttUser(edge_user(a.id), Role.EDGE, agent=a.id) for a in kit.agents]
+    if kit.home_assistant.enabled:
+        users.append(MqttUser(HOME_ASSISTANT_BRIDGE_USER, Role.HOME_ASSISTANT_BRIDGE))
     return users
 
 
@@ -122,7 +135,7 @@ GATEWAY_ACCESS: dict[str, Access | None] = {
     "session": Access.WRITE,
     "gateway": Access.WRITE,
     "records_head": Access.WRITE,
-    # The Home Assistant bridge's (docs/integrations.md): its own user, set up by hand for now.
+    # The Home Assistant bridge's (docs/integrations.md): its own user (home_assistant_bridge_rules).
     "room_alerts": None,
     "bridge": None,
 }
@@ -148,10 +161,38 @@ DASHBOARD_ACCESS: dict[str, Access | None] = {
 }
 
 
+def home_assistant_bridge_rules(kit: Kit) -> list[AclRule]:
+    """What the Home Assistant bridge (gateway/integrations/home_assistant_bridge.py) subscribes to and
+    publishes, nothing more:
+
+    - read Home Assistant's birth topic and the gateway's retained ``alert/+`` (it writes no alert);
+    - read and write this site's discovery configs, ``{prefix}/+/nurserywatch_{site}/+/config``: it reads
+      the retained ones to find stale configs, and writes every config and the empty payloads that
+      remove stale ones (whose topics are no longer in the kit, so no list of exact topics can cover
+      them) — not another site's configs, nor anything else under the prefix;
+    - read and write its own status ``bridge/home_assistant`` (also its last will; it reads its own
+      status back to know the retained messages have all arrived);
+    - write ``room_alerts/{room}`` for each room of the kit, one line each.
+
+    No reading, status, edge, command, escalation, session or assignment topic: Home Assistant reads
+    those itself, with its own user."""
+    site = kit.site
+    ha = kit.home_assistant
+    return [
+        AclRule(Access.READ, ha.birth_topic),
+        AclRule(Access.READ, subscription(site, TopicKind.ALERT)),
+        AclRule(Access.READWRITE, config_filter(kit)),
+        AclRule(Access.READWRITE, bridge_topic(site, BRIDGE_NAME)),
+        *(AclRule(Access.WRITE, room_alerts_topic(site, room.id)) for room in kit.rooms),
+    ]
+
+
 def acl_rules(kit: Kit, user: MqttUser) -> list[AclRule]:
     """The topics ``user`` may use. An edge agent may only write: one line per reading stream and one
     status line per device it owns in the kit, and its own edge status (also its last will's topic)."""
     site = kit.site
+    if user.role is Role.HOME_ASSISTANT_BRIDGE:
+        return home_assistant_bridge_rules(kit)
     if user.role is Role.EDGE:
         assert user.agent is not None
         rules: list[AclRule] = []
@@ -376,7 +417,7 @@ def credentials_yaml(
 ) -> str:
     """The credentials file a part reads through ``--broker mqtts://host:8883?credentials=FILE``
     (nurserywatch.mqtt.MqttCredentials). Values are JSON strings, which YAML reads verbatim."""
-    who = f"edge agent {user.agent!r}" if user.role is Role.EDGE else f"the {user.role.value}"
+    who = f"edge agent {user.agent!r}" if user.role is Role.EDGE else f"the {user.role.value.replace('-', ' ')}"
     out = [
         f"# MQTT credentials of {who} at site {kit.site!r}, generated by `nurserywatch kit provision`.",
         "# Secret: keep it readable by root only (chmod 600). Relative paths are relative to this file.",
