@@ -14,6 +14,10 @@ Each session:
 4. then publishes a room's summary when one of its alerts changes, and every config and summary again
    when Home Assistant's birth message ("online") arrives.
 
+Under systemd (configs/nurserywatch-home-assistant.service, ``Type=notify``) it says ``READY=1`` once it
+runs (without waiting for the broker) and pings the watchdog from a timer on its event loop, so a
+bridge whose loop hangs is restarted; ``systemctl status`` shows whether it is connected.
+
 Bad input — an alert that does not decode, one for a device or room not in the kit, a birth message
 that is neither "online" nor "offline" — is counted in ``BridgeStats.rejected`` and logged
 (rate-limited); nothing stops the bridge.
@@ -58,6 +62,7 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import Brokers, publish, run_session
+from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +72,8 @@ PUBLISH_TIMEOUT_S = 5.0
 #: How long step 2 waits for its own status to come back (a broker that does not keep one
 #: connection's messages in order would otherwise hold the configs back for ever).
 SETTLE_S = 5.0
+#: How often the watchdog is offered a ping (Notifier.alive sends one every half interval).
+WATCHDOG_TICK_S = 1.0
 
 
 @dataclass
@@ -88,8 +95,11 @@ class BridgeStats:
 
 
 class HomeAssistantBridge:
-    def __init__(self, kit: Kit, clock: Clock, version: str, stats: BridgeStats | None = None) -> None:
+    def __init__(
+        self, kit: Kit, clock: Clock, version: str, stats: BridgeStats | None = None, notifier: Notifier | None = None
+    ) -> None:
         self.kit = kit
+        self.notifier = notifier or Notifier(None)
         self.clock = clock
         self.version = version
         self.stats = stats if stats is not None else BridgeStats()
@@ -106,6 +116,12 @@ class HomeAssistantBridge:
         return aiomqtt.Will(self.own_topic, BridgeStatus(online=False).to_json(), qos=1, retain=True)
 
     async def session(self, client: aiomqtt.Client) -> None:
+        try:
+            await self._session(client)
+        finally:  # lost (run_session reconnects), or stopping
+            self.notifier.status("MQTT broker lost; reconnecting")
+
+    async def _session(self, client: aiomqtt.Client) -> None:
         self.stats.sessions += 1
         self.book = RoomAlertBook(self.kit)  # rebuilt from the retained alerts: one closed meanwhile is gone
         await client.subscribe([(self.birth_topic, 1), (self.alerts_filter, 1), (self.config_filter, 1),
@@ -113,6 +129,7 @@ class HomeAssistantBridge:
         raise_if_cancel_was_swallowed()
         marker = BridgeStatus(ts=self.clock.now_ms(), online=True, version=self.version).to_json()
         await publish(client, self.own_topic, marker, retain=True, timeout=PUBLISH_TIMEOUT_S)
+        self.notifier.status("connected to the MQTT broker")
         seen: set[str] = set()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(SETTLE_S):
@@ -192,11 +209,35 @@ def _payload_bytes(payload: bytes | bytearray | str | int | float | None) -> byt
 
 
 async def run_home_assistant_bridge(
-    kit: Kit, broker: Brokers, clock: Clock, version: str, *, stats: BridgeStats | None = None
+    kit: Kit,
+    broker: Brokers,
+    clock: Clock,
+    version: str,
+    *,
+    stats: BridgeStats | None = None,
+    notifier: Notifier | None = None,
 ) -> None:
-    """Run the bridge until cancelled (reconnecting as the other parts do). The kit must enable it."""
+    """Run the bridge until cancelled (reconnecting as the other parts do). The kit must enable it.
+    ``notifier``: systemd's (READY at once, the watchdog from a timer on the event loop)."""
     if not kit.home_assistant.enabled:
         raise ValueError("home_assistant.enabled is false in the kit: nothing to publish")
-    bridge = HomeAssistantBridge(kit, clock, version, stats)
-    # A persistent session: alerts published while the bridge reconnects are queued for it.
-    await run_session(broker, f"nurserywatch-home-assistant-{kit.site}", bridge.session, will=bridge.will())
+    notifier = notifier or Notifier(None)
+    bridge = HomeAssistantBridge(kit, clock, version, stats, notifier)
+    watchdog = asyncio.create_task(_watchdog(notifier), name="home-assistant-watchdog")
+    notifier.ready("waiting for the MQTT broker")
+    try:
+        # A persistent session: alerts published while the bridge reconnects are queued for it.
+        await run_session(broker, f"nurserywatch-home-assistant-{kit.site}", bridge.session, will=bridge.will())
+    finally:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
+
+
+async def _watchdog(notifier: Notifier) -> None:
+    """Ping systemd's watchdog while the event loop runs: a loop that hangs stops the pings."""
+    if notifier.watchdog_s is None:
+        return
+    while True:
+        notifier.alive()
+        await asyncio.sleep(min(WATCHDOG_TICK_S, notifier.watchdog_s / 4))

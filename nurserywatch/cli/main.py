@@ -197,10 +197,10 @@ def kit_provision(
     ] = False,
 ) -> None:
     """Generate the site's MQTT security: a Mosquitto config without anonymous access, a password per
-    edge agent, gateway and dashboard, ACLs from the kit, a site CA and the broker's TLS certificate,
-    and one credentials file per part (docs/deploy.md, "Securing MQTT"). A kit with a nats: section gets
-    each NATS node's config instead (the listener options above are then the kit's; docs/deploy.md,
-    "NATS cluster")."""
+    edge agent, gateway and dashboard (and the Home Assistant bridge, if the kit enables it), ACLs from
+    the kit, a site CA and the broker's TLS certificate, and one credentials file per part
+    (docs/deploy.md, "Securing MQTT"). A kit with a nats: section gets each NATS node's config instead
+    (the listener options above are then the kit's; docs/deploy.md, "NATS cluster")."""
     import datetime as dt
 
     from nurserywatch.cli.provision import ProvisionError
@@ -638,7 +638,9 @@ def gateway(
 def home_assistant(config: SiteKitOpt = None, broker: BrokerOpt = "mqtt://127.0.0.1:1883",
                    log_level: LogOpt = "info") -> None:  # fmt: skip
     """Publish the site to Home Assistant over MQTT discovery, and each room's alert state: what the
-    kit's home_assistant: section enables (docs/integrations.md). Runs beside the gateway."""
+    kit's home_assistant: section enables (docs/integrations.md). Runs beside the gateway, as the
+    broker user home-assistant-bridge that `kit provision` makes for such a kit: give its credentials
+    file in the broker URL (mqtt://host:1883?credentials=FILE), best through $NURSERYWATCH_BROKER."""
     setup_logging(log_level)
     kit = _kit(config)
     if not kit.home_assistant.enabled:
@@ -646,8 +648,10 @@ def home_assistant(config: SiteKitOpt = None, broker: BrokerOpt = "mqtt://127.0.
     url = _brokers(broker)
     from gateway.integrations.home_assistant_bridge import run_home_assistant_bridge
     from nurserywatch.clock import SystemClock
+    from nurserywatch.systemd import Notifier
 
-    run_until_signalled(run_home_assistant_bridge(kit, url, SystemClock(), __version__))
+    notifier = Notifier.from_environment()  # Type=notify and the watchdog under systemd (docs/deploy.md)
+    run_until_signalled(run_home_assistant_bridge(kit, url, SystemClock(), __version__, notifier=notifier), notifier)
 
 
 def _nats_servers(nats_urls: str | None, instance: str | None) -> list[str]:

@@ -13,11 +13,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.config import RulesConfig
 from gateway.engine.observers import GatewayObserver, ObserverContext
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
+from nurserywatch.kit import Kit
 from nurserywatch.mqtt import BrokerURL
 from nurserywatch.ports import free_port
 from nurserywatch.systemd import Notifier
@@ -163,6 +165,17 @@ def test_dashboard_process_sends_ready_watchdog_and_stopping(
     args = ["dashboard", "--config", str(tmp_path / "kit.yaml"), "--broker", str(mosquitto), "--port",
             str(free_port()), "--db", str(tmp_path / "gw.sqlite3"), "--data-dir", str(tmp_path / "dash")]  # fmt: skip
     _pinged_then_stopped("dashboard", args, notify, tmp_path)
+
+
+def test_home_assistant_bridge_process_sends_ready_watchdog_and_stopping(
+    mosquitto: BrokerURL, notify: NotifySocket, tmp_path: Path
+) -> None:
+    """configs/nurserywatch-home-assistant.service is Type=notify with a watchdog, like the others."""
+    kit = make_kit("hanotify")
+    kit = Kit.model_validate({**kit.model_dump(), "home_assistant": {"enabled": True}})
+    (tmp_path / "kit.yaml").write_text(yaml.safe_dump(kit.model_dump(mode="json"), allow_unicode=True))
+    args = ["home-assistant", "--config", str(tmp_path / "kit.yaml"), "--broker", str(mosquitto)]
+    _pinged_then_stopped("home-assistant", args, notify, tmp_path, connected=True)
 
 
 # ---------------------------------------------------------------- a hung gateway

@@ -30,6 +30,7 @@ def test_there_is_a_unit_per_long_running_part() -> None:
         "nurserywatch-dashboard.service",
         "nurserywatch-edge.service",
         "nurserywatch-gateway.service",
+        "nurserywatch-home-assistant.service",
     ]
 
 
