@@ -51,8 +51,10 @@ from nurserywatch.contract import (
 )
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL, load_credentials
+from nurserywatch.nats_local import warm_mqtt
 from nurserywatch.ports import free_port, wait_for_port
 from tests.support.mosquitto import MOSQUITTO
+from tests.support.nats_files import NodeFile, started_nodes
 from tests.support.processes import print_logs, spawn, stop
 from tests.support.tasks import running
 from tests.support.waiting import wait_until
@@ -392,3 +394,88 @@ def test_the_command_takes_the_credentials_file_from_its_environment(broker: Bro
     assert "Traceback" not in log.read_text()
     assert "Not authorized" not in log.read_text()
 
+
+
+# ------------------------------------------------------------------ three real NATS nodes from the provisioned files
+
+
+async def test_the_bridge_user_on_a_provisioned_nats_cluster(tmp_path: Path) -> None:
+    """The same on nats-server's MQTT: the permissions let the real bridge (on node 2) find and remove a
+    stale config, publish every config, both rooms' summaries from the gateway's retained alert and its
+    status, and answer a birth message; its user's publishes of a reading, an alert, the gateway's
+    heartbeat and another site's config are dropped, and its subscription to readings is refused."""
+    ports = [(free_port(), free_port(), free_port(), free_port()) for _ in range(3)]
+    nodes = "\n".join(f"    - {{name: n{i + 1}, host: 127.0.0.1, bind: 127.0.0.1, client_port: {c}, "
+                      f"cluster_port: {r}, mqtt_port: {m}, monitor_port: {h}}}"
+                      for i, (c, r, m, h) in enumerate(ports))  # fmt: skip
+    kit = load_kit(write_kit(tmp_path, KIT + f"nats:\n  nodes:\n{nodes}\n"))
+    assert kit.nats is not None
+    out = tmp_path / "out"
+    provision(tmp_path / "kit.yaml", out)
+    files = []
+    for n in kit.nats.nodes:
+        conf = out / "nats" / n.name / "nats.conf"
+        # The observer (not provisioned, no permissions: everything), as for Mosquitto above.
+        entry = f'      {{ user: "{OBSERVER}", password: "{OBSERVER_PW}", allowed_connection_types: ["MQTT"] }}\n'
+        conf.write_text(conf.read_text().replace("    users: [\n", "    users: [\n" + entry, 1))
+        files.append(NodeFile(conf, (n.client_port, n.mqtt_port), n.monitor_port))
+
+    def url(user: str, node: int) -> BrokerURL:
+        assert kit.nats is not None
+        port = kit.nats.nodes[node].mqtt_port
+        return BrokerURL.parse(f"mqtts://127.0.0.1:{port}?credentials={out / 'credentials' / f'{user}.yaml'}")
+
+    def observer(node: int) -> BrokerURL:
+        assert kit.nats is not None
+        ca = str(out / "credentials" / "ca.crt")
+        return BrokerURL("127.0.0.1", kit.nats.nodes[node].mqtt_port, OBSERVER, OBSERVER_PW, tls=True, ca_file=ca)
+
+    stale = f"{PREFIX}/sensor/nurserywatch_{SITE}/gone-01_co2/config"
+    configs = discovery_configs(kit, "9.9.9")
+    hiyoko, risu = room_alerts_topic(SITE, "hiyoko"), room_alerts_topic(SITE, "risu")
+    got: list[tuple[str, bytes]] = []
+
+    async def listen(c: aiomqtt.Client) -> None:
+        async for m in c.messages:
+            got.append((m.topic.value, bytes(m.payload)))
+
+    def on(topic: str) -> list[bytes]:
+        return [p for t, p in got if t == topic]
+
+    with started_nodes(files):
+        await warm_mqtt([url("gateway", i) for i in range(3)], timeout_s=30)
+        async with observer(0).client("t-obs-seed", clean_session=True) as obs:
+            await obs.publish(stale, b'{"name": "old"}', qos=1, retain=True, timeout=10)
+        async with url("gateway", 0).client("t-gw", clean_session=True) as gw:
+            await gw.publish(alert_topic(SITE, "a1"), alert("a1"), qos=1, retain=True, timeout=10)
+        stats = BridgeStats()
+        async with observer(2).client("t-obs", clean_session=True) as obs:
+            await obs.subscribe([(f"{PREFIX}/#", 1), ("nurserywatch/#", 1)], timeout=10)
+            bridge = run_home_assistant_bridge(kit, url(HOME_ASSISTANT_BRIDGE_USER, 1), ManualClock(T), "9.9.9",
+                                               stats=stats)  # fmt: skip
+            async with running(listen(obs)):
+                async with running(bridge):
+                    await wait_until(lambda: all(on(c.topic) for c in configs) and bool(on(risu))
+                                     and bool(on(stale)[1:]), "every config, both rooms, the stale one removed",
+                                     timeout_s=30)  # fmt: skip
+                    assert on(stale)[-1] == b""
+                    assert json.loads(on(hiyoko)[-1])["problem"] is True
+                    assert json.loads(on(risu)[-1])["problem"] is False
+                    assert json.loads(on(bridge_topic(SITE, BRIDGE_NAME))[-1])["online"] is True
+                    await obs.publish(kit.home_assistant.birth_topic, b"online", qos=1, timeout=10)
+                    await wait_until(lambda: stats.births == 1 and all(len(on(c.topic)) == 2 for c in configs),
+                                     "the birth message answered", timeout_s=30)  # fmt: skip
+                    assert stats.sessions == 1 and not stats.rejected
+                # The bridge stopped; its user directly, on node 1.
+                forbidden = [reading_topic(SITE, "clip-01", Stream.POSTURE), alert_topic(SITE, "forged-1"),
+                             gateway_topic(SITE),
+                             f"{PREFIX}/sensor/nurserywatch_elsewhere/co2-09_co2/config"]  # fmt: skip
+                async with url(HOME_ASSISTANT_BRIDGE_USER, 0).client("t-bridge", clean_session=True) as b:
+                    refused = await b.subscribe(subscription(SITE, TopicKind.READING), qos=1, timeout=10)
+                    assert [c if isinstance(c, int) else c.value for c in refused] == [0x80]
+                    for topic in forbidden:
+                        # Acknowledged (MQTT 3.1.1 cannot say no) and dropped, as on Mosquitto.
+                        await b.publish(topic, b"{}", qos=1, timeout=10)
+                    await b.publish(hiyoko, b'{"last": true}', qos=1, timeout=10)
+                    await wait_until(lambda: b'{"last": true}' in on(hiyoko), "the allowed publish", timeout_s=10)
+        assert not {t for t, _ in got} & set(forbidden)
