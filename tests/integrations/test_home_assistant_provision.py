@@ -3,7 +3,8 @@
 REAL Mosquitto started from the provisioned files, the real bridge with that user's credentials file
 publishes its configs, room summaries and status, while that user's publishes of a reading, an alert, a
 device status, the gateway's heartbeat, a command, another site's config and a room outside the kit are
-dropped, and it reads no reading. A NATS kit gets the same as NATS permissions and the part's env file."""
+dropped, and it reads no reading. A NATS kit gets the same as NATS permissions and the part's env file,
+and three real nats-server nodes started from its files enforce them on the real bridge."""
 
 from __future__ import annotations
 
