@@ -110,6 +110,13 @@ class SiteLayout:
     @property
     def consumer(self) -> str:
         """The gateway's durable consumer of ``MQTT_STREAM`` (one stream for every site of the account)."""
+        return f"gateway_{self._tag}_ackall"
+
+    @property
+    def legacy_consumer(self) -> str:
+        """The consumer gateways before 2026-12 made, acknowledging each message: its ack policy cannot
+        be changed in place, so the active gateway moves its position to ``consumer`` and deletes it
+        (gateway/service/jetstream.py ``migrate_legacy_consumer``)."""
         return f"gateway_{self._tag}"
 
     def state_stream_config(self) -> dict[str, object]:
@@ -122,17 +129,33 @@ class SiteLayout:
             "discard": "old",
         }
 
-    def consumer_config(self) -> dict[str, object]:
+    def consumer_config(self, after_stream_seq: int = 0) -> dict[str, object]:
         """The gateway's durable pull consumer of the input stream (as the JetStream API's ConsumerConfig
-        JSON): explicit acks (after commit), a bounded number in flight (a backlog stays in the stream,
-        not in the gateway's memory). It exists from the gateway's first start on, so the input is kept
-        (interest) while every gateway is down."""
+        JSON): one acknowledgement per commit for everything up to its message (ack policy ``all``: one
+        consumer handles the input in stream order, bench/README.md issue 17), a bounded number in
+        flight (a backlog stays in the stream, not in the gateway's memory). It exists from the
+        gateway's first start on, so the input is kept (interest) while every gateway is down.
+        ``after_stream_seq``: deliver from the message after it (a legacy consumer's ack floor)."""
+        start: dict[str, object] = {"deliver_policy": "all"}
+        if after_stream_seq > 0:
+            start = {"deliver_policy": "by_start_sequence", "opt_start_seq": after_stream_seq + 1}
         return {
             "durable_name": self.consumer,
             "filter_subjects": self.input_filters,
-            "ack_policy": "explicit",
-            "deliver_policy": "all",
+            "ack_policy": "all",
+            **start,
             "ack_wait": int(30 * 1e9),
             "max_ack_pending": 1000,
             "max_deliver": -1,
         }
+
+
+def delivery_sequences(reply: str) -> tuple[int, int]:
+    """A JetStream message's stream sequence and the consumer's delivery sequence, from its reply
+    subject (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<delivery seq>.<ts>.<pending>``, or
+    with ``<domain>.<account hash>.`` after ``ACK.`` and a token at the end). ValueError otherwise."""
+    tokens = reply.split(".")
+    if tokens[:2] != ["$JS", "ACK"] or not (len(tokens) == 9 or len(tokens) >= 11):
+        raise ValueError(f"not a JetStream message's reply subject: {reply!r}")
+    at = 5 if len(tokens) == 9 else 7
+    return int(tokens[at]), int(tokens[at + 1])

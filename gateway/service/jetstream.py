@@ -65,7 +65,7 @@ from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
 from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import subscription
-from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, subject_to_topic
+from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, delivery_sequences, subject_to_topic
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import Brokers, MqttCredentials, run_session
 from nurserywatch.systemd import Notifier
@@ -87,6 +87,14 @@ MIN_FETCH_WAIT_S = 0.02
 OUTPUT_KINDS = tuple(k for k in SUBSCRIPTIONS if k not in INPUT_KINDS)
 
 
+#: The oldest nats-server the gateway runs on: consumer reset (ADR-60) came with 2.14.
+MIN_SERVER = (2, 14)
+
+
+class ServerTooOld(Exception):
+    """The NATS server lacks what the gateway relies on (a consumer reset, ``MIN_SERVER``)."""
+
+
 class LeaseLost(Exception):
     """This instance is not the active one any more: it must stop acting at once."""
 
@@ -97,6 +105,10 @@ class JetStreamStats:
 
     fetched: int = 0
     acked: int = 0
+    #: Acknowledgements sent (one per commit covers everything up to its message: ack policy ``all``).
+    ack_messages: int = 0
+    #: Times a gap in the delivery sequence (a delivery lost on the way) made the loop reset the consumer.
+    resyncs: int = 0
     flushes: int = 0
     max_in_flight: int = 0
     journal_appends: int = 0
@@ -111,7 +123,9 @@ async def ensure_input(
 ) -> JetStreamContext.PullSubscription:
     """The gateway's durable consumer of the input stream (created if missing, else used as it is: kit
     provisioning may have made it) and a pull subscription on it. The stream is nats-server's own
-    (``MQTT_STREAM``), made when the account's first MQTT client connects: ``touch`` connects one."""
+    (``MQTT_STREAM``), made when the account's first MQTT client connects: ``touch`` connects one.
+    Where a gateway before this one left its legacy consumer, that keeps the input until the active
+    gateway migrates it (``take_over_input``): a standby must not move what the active one consumes."""
     try:
         await js.stream_info(layout.input_stream)
     except APIError as exc:
@@ -119,13 +133,47 @@ async def ensure_input(
             raise
         await touch()
         await js.stream_info(layout.input_stream)  # still missing: APIError, retried by the caller
+    if not await _consumer_exists(js, layout.input_stream, layout.consumer) and not await _consumer_exists(
+        js, layout.input_stream, layout.legacy_consumer
+    ):
+        await _add_consumer(js, layout, layout.consumer_config())
+    return await _bind(js, layout)
+
+
+async def _bind(js: JetStreamContext, layout: SiteLayout) -> JetStreamContext.PullSubscription:
+    return await js.pull_subscribe_bind(durable=layout.consumer, stream=layout.input_stream)
+
+
+async def _consumer_exists(js: JetStreamContext, stream: str, name: str) -> bool:
     try:
-        await js.consumer_info(layout.input_stream, layout.consumer)
+        await js.consumer_info(stream, name)
     except APIError as exc:
         if exc.code != 404:
             raise
-        await js.add_consumer(layout.input_stream, api.ConsumerConfig.from_response(layout.consumer_config()))
-    return await js.pull_subscribe_bind(durable=layout.consumer, stream=layout.input_stream)
+        return False
+    return True
+
+
+async def _add_consumer(js: JetStreamContext, layout: SiteLayout, config: dict[str, object]) -> None:
+    await js.add_consumer(layout.input_stream, api.ConsumerConfig.from_response(config))
+
+
+async def migrate_legacy_consumer(js: JetStreamContext, layout: SiteLayout) -> None:
+    """The legacy consumer (one ack per message) replaced by ``layout.consumer`` (one per commit),
+    delivering from the legacy one's ack floor on, then deleted. The new one exists before the old one
+    goes, so the interest stream keeps every message neither acknowledged; what the legacy consumer
+    acknowledged above its floor comes again and is refused as a duplicate. Safe to repeat after a
+    crash at any step; only the active gateway calls it."""
+    if not await _consumer_exists(js, layout.input_stream, layout.legacy_consumer):
+        return
+    if not await _consumer_exists(js, layout.input_stream, layout.consumer):
+        info = await js.consumer_info(layout.input_stream, layout.legacy_consumer)
+        floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+        await _add_consumer(js, layout, layout.consumer_config(after_stream_seq=floor))
+        log.warning("input consumer %s replaced by %s (one acknowledgement per commit), from stream sequence %d on",
+                    layout.legacy_consumer, layout.consumer, floor + 1)  # fmt: skip
+    with contextlib.suppress(nats.js.errors.NotFoundError):
+        await js.delete_consumer(layout.input_stream, layout.legacy_consumer)
 
 
 async def touch_mqtt(brokers: Brokers, identifier: str) -> None:
@@ -138,13 +186,20 @@ async def touch_mqtt(brokers: Brokers, identifier: str) -> None:
 
 
 async def take_over_input(js: JetStreamContext, layout: SiteLayout) -> None:
-    """Messages a gateway before this one fetched and never acknowledged (it died) are delivered again
-    now, in stream order, rather than after the consumer's ack wait (a consumer reset, nats-server
-    2.14+; an older server: they come after the ack wait)."""
-    try:
-        await js.reset_consumer(layout.input_stream, layout.consumer)
-    except APIError as exc:
-        log.warning("cannot reset the input consumer (%s): unacknowledged messages come after its ack wait", exc)
+    """Make the input consumer this instance's: the legacy consumer migrated, and a consumer reset
+    (nats-server 2.14+), so that messages a gateway before this one fetched and never acknowledged (it
+    died) are delivered again now, in stream order, rather than after the consumer's ack wait — and
+    the delivery sequence restarts at 1, which the message loop checks (``JetStreamGateway``). Without
+    the reset one commit's acknowledgement could cover a message still out with a dead gateway: it
+    fails, and the caller retries."""
+    await migrate_legacy_consumer(js, layout)
+    await js.reset_consumer(layout.input_stream, layout.consumer)
+
+
+async def reset_input(js: JetStreamContext, layout: SiteLayout) -> None:
+    """The input consumer reset to its ack floor (after a gap in the delivery sequence; retried while
+    the cluster elects a leader)."""
+    await _retrying(lambda: js.reset_consumer(layout.input_stream, layout.consumer), "the input consumer")
 
 
 class JetStreamGateway:
@@ -161,9 +216,13 @@ class JetStreamGateway:
         stats: JetStreamStats | None = None,
         notifier: Notifier | None = None,
         fetch_batch: int = FETCH_BATCH,
+        resync: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.engine = engine
         self.psub = psub
+        self.resync = resync
+        #: The delivery sequence the next message must have: 1 after a consumer reset (take_over_input).
+        self._next_delivery = 1
         self.journal = journal
         self.recorder = recorder
         self.lease = lease
@@ -229,18 +288,54 @@ class JetStreamGateway:
                         self.engine.connected()
                     else:
                         self.engine.handle(*item)
-                for msg in msgs:
+                gap = self._delivery_gap(msgs)
+                for msg in msgs[:gap]:
                     self.engine.handle(subject_to_topic(msg.subject), msg.data, False, _Acker(self._committed, msg))
                 if time.monotonic() >= next_tick:
                     next_tick = max(next_tick + interval_s, time.monotonic())
                     self.engine.tick()
                     self.notifier.alive()
                 await self._flush()
+                if gap is not None:
+                    if fetching is not None:  # its pull ended (not cancelled): no request of ours is left waiting
+                        with contextlib.suppress(Exception):
+                            await fetching
+                        fetching = None
+                    await self._resync(msgs[gap])
         finally:
             if fetching is not None:
                 fetching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
+
+    def _delivery_gap(self, msgs: list[Msg]) -> int | None:
+        """Index of the first message whose delivery sequence is not the next one, else None. One
+        acknowledgement covers every message before it in the stream: it may only be sent while every
+        delivery since the consumer's reset has been handled — a delivery lost on the way (a connection
+        dropped mid-batch, a gateway that lost its lease still pulling) breaks the sequence."""
+        for i, msg in enumerate(msgs):
+            if delivery_sequences(msg.reply)[1] != self._next_delivery:
+                return i
+            self._next_delivery += 1
+        return None
+
+    async def _resync(self, first_out_of_sequence: Msg) -> None:
+        """After a gap, with what was handled committed and acknowledged (``_flush``) and no pull of
+        ours waiting: the consumer reset to its ack floor, so everything after it comes again in stream
+        order from delivery 1. What was delivered before the reset is dropped: the server sent it before
+        its answer to the reset (one connection, in order), so it is queued by now."""
+        self._log(logging.WARNING, "gap",
+                  f"input delivery {delivery_sequences(first_out_of_sequence.reply)[1]} came where "
+                  f"{self._next_delivery} was due: resetting the consumer (what was missed comes again)")  # fmt: skip
+        if self.resync is None:
+            raise RuntimeError("a gap in the input's delivery sequence, and no way to reset the consumer")
+        await self.resync()
+        sub = self.psub._sub
+        while not sub._pending_queue.empty():
+            sub._pending_size -= len(sub._pending_queue.get_nowait().data)
+        self._next_delivery = 1
+        self._in_flight = 0  # everything fetched and not acknowledged comes again
+        self.stats.resyncs += 1
 
     def _drain_inbox(self) -> list[tuple[str, bytes, bool] | None]:
         items, self._inbox = self._inbox, []
@@ -271,11 +366,15 @@ class JetStreamGateway:
                 self.stats.journal_appends += 1
         self._check_lease()
         acks, self._committed = self._committed, []
-        try:
-            for msg in acks:
-                await msg.ack()
-        except nats.errors.Error as exc:  # not acknowledged: delivered again, and refused as a duplicate
-            self._log(logging.WARNING, "ack", f"acknowledging to JetStream failed: {exc!r}")
+        if acks:
+            # The commit's message furthest in the stream: everything before it with it (ack policy all;
+            # every first delivery since the reset came in stream order and was handled: _delivery_gap).
+            last = max(acks, key=lambda msg: delivery_sequences(msg.reply)[0])
+            try:
+                await last.ack()
+                self.stats.ack_messages += 1
+            except nats.errors.Error as exc:  # not acknowledged: delivered again, and refused as a duplicate
+                self._log(logging.WARNING, "ack", f"acknowledging to JetStream failed: {exc!r}")
         self._in_flight -= len(acks)
         self.stats.acked += len(acks)
         self.stats.flushes += 1
@@ -437,6 +536,10 @@ async def run_jetstream_gateway(
     layout = SiteLayout(kit.site)
     nc = await connect_nats(nats_servers, f"nurserywatch-gateway-{kit.site}-{instance or 'single'}", nats_credentials)
     try:
+        version = nc.connected_server_version
+        if (version.major, version.minor) < MIN_SERVER:
+            raise ServerTooOld(f"nats-server {version} at {nc.connected_url.netloc if nc.connected_url else '?'}: the "
+                               f"gateway needs {'.'.join(map(str, MIN_SERVER))} or newer (consumer reset)")  # fmt: skip
         js = nc.jetstream(timeout=JS_REQUEST_TIMEOUT_S)
         replicas = cluster_replicas(nc)
         client_id = f"nurserywatch-gateway-{kit.site}" + (f"-{instance}" if instance else "")
@@ -451,7 +554,8 @@ async def run_jetstream_gateway(
             await _retrying(lambda: take_over_input(js, layout), "the input consumer")
             notifier.ready("consuming the input stream")
             async with running_engine(kit, db_path, rules, clock, **engine_args) as engine:
-                gw = JetStreamGateway(engine, psub, stats=js_stats, notifier=notifier)
+                gw = JetStreamGateway(engine, psub, stats=js_stats, notifier=notifier,
+                                      resync=functools.partial(reset_input, js, layout))
                 await _serve(gw, brokers, client_id, kit)
             return
         await _retrying(lambda: ensure_state_stream(js, layout, replicas), "the journal stream")
@@ -524,8 +628,8 @@ async def _take_over(kit: Kit, js: JetStreamContext, layout: SiteLayout, lease: 
             js_stats.events.append("active")
             log.warning("instance %s is the ACTIVE gateway of site %s (journal seq %d; %.2f s to take over)",
                         lease.instance, kit.site, journal.last_seq, js_stats.takeover_s)  # fmt: skip
-            gw = JetStreamGateway(engine, psub, journal=journal, recorder=recorder, lease=lease,
-                                  stats=js_stats, notifier=notifier)  # fmt: skip
+            gw = JetStreamGateway(engine, psub, journal=journal, recorder=recorder, lease=lease, stats=js_stats,
+                                  notifier=notifier, resync=functools.partial(reset_input, js, layout))  # fmt: skip
             await _serve(gw, brokers, client_id, kit, stop=lease.lost)
     finally:
         recorder.uninstall()
@@ -616,4 +720,4 @@ def _open_standby_file(db_path: Path) -> tuple[Any, int]:
     return db, int(state.get("applied_seq", 0))
 
 
-__all__ = ["Fenced", "JetStreamGateway", "JetStreamStats", "LeaseLost", "run_jetstream_gateway"]
+__all__ = ["Fenced", "JetStreamGateway", "JetStreamStats", "LeaseLost", "ServerTooOld", "run_jetstream_gateway"]

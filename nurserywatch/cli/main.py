@@ -692,7 +692,7 @@ def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerUR
     """The gateway on JetStream; exit code 3 when this instance lost the lease (systemd restarts it, as
     a standby that rebuilds its file from the journal)."""
     from gateway.ha.journal import Fenced
-    from gateway.service.jetstream import LeaseLost, run_jetstream_gateway
+    from gateway.service.jetstream import LeaseLost, ServerTooOld, run_jetstream_gateway
     from nurserywatch.clock import SystemClock
 
     try:
@@ -706,6 +706,8 @@ def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerUR
         raise typer.Exit(3) from None
     except OSError as exc:  # the metrics port is taken, NATS unreachable at start
         fail(exc.strerror or str(exc))
+    except ServerTooOld as exc:
+        fail(str(exc))
 
 
 @app.command()

@@ -283,3 +283,83 @@ async def test_a_stop_landing_with_a_fetch_reply_stops_the_message_loop(node: Na
             assert sc.calls_after == 0
     finally:
         await nc.close()
+
+
+async def test_a_legacy_consumer_is_migrated_from_its_ack_floor_and_deleted(node: NatsCluster, tmp_path: Path) -> None:
+    """A site upgraded from a gateway that acknowledged each message (``legacy_consumer``): the active
+    gateway continues from where that one was acknowledged, with one acknowledgement per commit, and
+    the legacy consumer is gone — nothing it had not acknowledged is lost on the way."""
+    kit = kit_with_mat()
+    layout = SiteLayout(kit.site)
+    nc = await nats.connect(node.nats_urls)
+    js = nc.jetstream()
+    try:
+        await touch(node)()
+        legacy = {**layout.consumer_config(), "durable_name": layout.legacy_consumer, "ack_policy": "explicit"}
+        await js.add_consumer(layout.input_stream, api.ConsumerConfig.from_response(legacy))
+        subject = stored_subject(kit)
+        for s in range(50):
+            await js.publish(subject, PostureReading(ts=T0 + s * 100, seq=s, position=Position.SUPINE).to_json())
+        old = await js.pull_subscribe_bind(durable=layout.legacy_consumer, stream=layout.input_stream)
+        taken = await old.fetch(30, timeout=5)
+        for msg in taken[:20]:  # the old gateway acknowledged 20, and died holding 10 more
+            await msg.ack()
+        await nc.flush()
+        await wait_until(lambda: _acked_up_to(js, layout.legacy_consumer, layout, 20), "the legacy ack floor at 20")
+        db = tmp_path / "gw.sqlite3"
+        async with running(kit, node, db, ManualClock(T0 + 100_000)) as (stats, js_stats):
+            await wait_until(lambda: js_stats.acked >= 30, "the 30 the legacy consumer had not acknowledged")
+            await wait_until(lambda: settled(node, layout), "the new consumer to hold nothing unacknowledged", 10)
+            info = await consumer(node, layout)
+        names = {c.name for c in await js.consumers_info(layout.input_stream)}
+        assert layout.legacy_consumer not in names and layout.consumer in names
+        assert info.config.ack_policy == api.AckPolicy.ALL
+        assert StoreReader(db).count_readings() == 30 and stats.rejected.total() == 0
+        # Interest retention: acknowledged by every consumer there is, the stream let them go.
+        assert (await js.stream_info(layout.input_stream)).state.messages == 0
+    finally:
+        await nc.close()
+
+
+async def _acked_up_to(js: nats.js.JetStreamContext, name: str, layout: SiteLayout, seq: int) -> bool:
+    info = await js.consumer_info(layout.input_stream, name)
+    return info.ack_floor is not None and (info.ack_floor.consumer_seq or 0) >= seq
+
+
+async def test_deliveries_another_puller_took_are_not_covered_by_the_next_acknowledgement(
+    node: NatsCluster, tmp_path: Path
+) -> None:
+    """One acknowledgement covers every message before it in the stream (ack policy all). Messages
+    another client of the consumer pulled and never acknowledged (a gateway that lost its lease, still
+    pulling for a moment) leave a gap in the active gateway's delivery sequence: it must reset the
+    consumer and get them again, not acknowledge past them — acknowledged, they would be lost."""
+    kit = kit_with_mat()
+    layout = SiteLayout(kit.site)
+    nc = await nats.connect(node.nats_urls)
+    js = nc.jetstream()
+    db = tmp_path / "gw.sqlite3"
+    subject = stored_subject(kit)
+    try:
+        async with running(kit, node, db, ManualClock(T0 + 10_000_000)) as (stats, js_stats):
+            thief = await nats.connect(node.nats_urls)
+            try:
+                psub = await thief.jetstream().pull_subscribe_bind(durable=layout.consumer, stream=layout.input_stream)
+                stolen = asyncio.create_task(psub.fetch(5, timeout=10))
+                await asyncio.sleep(0.2)  # its pull request is waiting on the server beside the gateway's
+                n = 0
+                while not stolen.done() and n < 20_000:
+                    for _ in range(100):
+                        await js.publish(subject, PostureReading(ts=T0 + n * 10, seq=n, position=Position.SUPINE).to_json())
+                        n += 1
+                assert stolen.done() and stolen.result(), "the other puller got some (and never acknowledges them)"
+            finally:
+                await thief.close()
+            for _ in range(100):  # more after the gap: the gateway sees the sequence broken
+                await js.publish(subject, PostureReading(ts=T0 + n * 10, seq=n, position=Position.SUPINE).to_json())
+                n += 1
+            await wait_until(lambda: stats.readings_stored >= n, "every reading stored, the stolen ones too", 30)
+            await wait_until(lambda: settled(node, layout), "the consumer to hold nothing unacknowledged", 10)
+        assert js_stats.resyncs >= 1
+        assert StoreReader(db).count_readings() == n and stats.readings_stored == n
+    finally:
+        await nc.close()
