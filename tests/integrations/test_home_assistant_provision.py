@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiomqtt
 import pytest
 from paho.mqtt.client import topic_matches_sub
 from typer.testing import CliRunner
@@ -55,6 +54,7 @@ from nurserywatch.mqtt import BrokerURL, load_credentials
 from nurserywatch.nats_local import warm_mqtt
 from nurserywatch.ports import free_port, wait_for_port
 from tests.support.mosquitto import MOSQUITTO
+from tests.support.mqtt_messages import Received, collect_until
 from tests.support.nats_files import NodeFile, started_nodes
 from tests.support.processes import print_logs, spawn, stop
 from tests.support.tasks import running
@@ -234,17 +234,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
             proc.kill()
 
 
-async def collect_until(client: aiomqtt.Client, last_topic: str, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:
-    """Messages in arrival order up to and including the first on ``last_topic``."""
-    got: list[tuple[str, bytes]] = []
-    async with asyncio.timeout(timeout_s):
-        async for message in client.messages:
-            got.append((message.topic.value, bytes(message.payload)))
-            if message.topic.value == last_topic:
-                return got
-    raise AssertionError("unreachable")
-
-
 def alert(aid: str) -> bytes:
     return Alert(id=aid, rule="prone", severity=Severity.CRITICAL, state=AlertState.ACTIVE, acknowledged=False,
                  device="clip-01", room=None, started_ts=T, updated_ts=T, message="m",
@@ -332,14 +321,8 @@ async def test_the_real_bridge_works_with_its_provisioned_user(broker: Broker) -
     async with broker.as_user("gateway").client("x", clean_session=True) as gw:
         await gw.publish(alert_topic(SITE, "a2"), alert("a2"), qos=1, retain=True)
     stats = BridgeStats()
-    got: list[tuple[str, bytes]] = []
-
-    async def listen(c: aiomqtt.Client) -> None:
-        async for m in c.messages:
-            got.append((m.topic.value, bytes(m.payload)))
-
-    def on(topic: str) -> list[bytes]:
-        return [p for t, p in got if t == topic]
+    received = Received()
+    listen, on = received.listen, received.on
 
     try:
         async with broker.observer.client("t-ha-obs-3", clean_session=True) as obs:
@@ -434,14 +417,8 @@ async def test_the_bridge_user_on_a_provisioned_nats_cluster(tmp_path: Path) -> 
     stale = f"{PREFIX}/sensor/nurserywatch_{SITE}/gone-01_co2/config"
     configs = discovery_configs(kit, "9.9.9")
     hiyoko, risu = room_alerts_topic(SITE, "hiyoko"), room_alerts_topic(SITE, "risu")
-    got: list[tuple[str, bytes]] = []
-
-    async def listen(c: aiomqtt.Client) -> None:
-        async for m in c.messages:
-            got.append((m.topic.value, bytes(m.payload)))
-
-    def on(topic: str) -> list[bytes]:
-        return [p for t, p in got if t == topic]
+    received = Received()
+    listen, on = received.listen, received.on
 
     with started_nodes(files):
         await warm_mqtt([url("gateway", i) for i in range(3)], timeout_s=30)
@@ -479,4 +456,4 @@ async def test_the_bridge_user_on_a_provisioned_nats_cluster(tmp_path: Path) -> 
                         await b.publish(topic, b"{}", qos=1, timeout=10)
                     await b.publish(hiyoko, b'{"last": true}', qos=1, timeout=10)
                     await wait_until(lambda: b'{"last": true}' in on(hiyoko), "the allowed publish", timeout_s=10)
-        assert not {t for t, _ in got} & set(forbidden)
+        assert not {t for t, _ in received.got} & set(forbidden)

@@ -66,6 +66,7 @@ from nurserywatch.mqtt import BrokerURL, load_credentials
 from nurserywatch.ports import free_port, wait_for_port
 from tests.support.commands import publish_command
 from tests.support.mosquitto import MOSQUITTO
+from tests.support.mqtt_messages import collect_until
 from tests.support.processes import print_logs, spawn, stop
 
 KIT = """\
@@ -306,17 +307,6 @@ def tls_connack(site: Site, creds: Path, *, with_cert: bool) -> bytes:
             ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
         tls.sendall(bytes.fromhex("100c00044d5154540402000a0000"))  # CONNECT, MQTT 3.1.1, empty client id
         return tls.recv(4)
-
-
-async def collect_until(client: aiomqtt.Client, last_topic: str, timeout_s: float = 5.0) -> list[tuple[str, bytes]]:
-    """Messages in arrival order up to and including the first on ``last_topic``."""
-    got: list[tuple[str, bytes]] = []
-    async with asyncio.timeout(timeout_s):
-        async for message in client.messages:
-            got.append((message.topic.value, bytes(message.payload)))
-            if message.topic.value == last_topic:
-                return got
-    raise AssertionError("unreachable")
 
 
 def posture(seq: int) -> bytes:
