@@ -2,7 +2,7 @@
 retention) subscribe to what the site engine decided, without reaching into the engine, its
 transport or the rules.
 
-Register a factory with ``run_gateway(..., observers=[factory])`` (or ``SiteEngine(...,
+Register a factory with ``run_gateway(..., EngineOptions(observers=[factory]))`` (or ``SiteEngine(...,
 observers=...)``). Each factory is called once with an ``ObserverContext`` — the narrow view of the
 running engine an observer may use: the kit, the rules, the database file, the clock, read access to
 the open alerts and the nap sessions, ``device(id)``, ``enqueue(Outgoing(...))`` to publish,

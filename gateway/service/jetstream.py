@@ -43,9 +43,7 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
 
 from gateway.config import RulesConfig
-from gateway.engine.observers import ObserverFactory
 from gateway.engine.site import SUBSCRIPTIONS, RateLimitedLog, SiteEngine
-from gateway.engine.stats import GatewayStats
 from gateway.ha.journal import (
     ROLE,
     Fenced,
@@ -57,13 +55,11 @@ from gateway.ha.journal import (
     write_state,
 )
 from gateway.ha.lease import Lease, lease_bucket
-from gateway.records.entries import RecordsConfig
-from gateway.records.keeper import RecordsSigning
-from gateway.service.mqtt import gateway_will, publish_outbox, running_engine
+from gateway.service.engine_host import EngineOptions, running_engine
+from gateway.service.mqtt import gateway_will, publish_outbox
 from gateway.service.site_out import ensure_site_out_stream
 from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
-from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import subscription
 from nurserywatch.jetstream import INPUT_KINDS, REPLICAS, SiteLayout, delivery_sequences, subject_to_topic
 from nurserywatch.kit import Kit
@@ -514,23 +510,18 @@ async def run_jetstream_gateway(
     db_path: Path,
     rules: RulesConfig,
     clock: Clock,
+    options: EngineOptions | None = None,
     *,
     instance: str | None = None,
-    stats: GatewayStats | None = None,
     js_stats: JetStreamStats | None = None,
-    observers: Sequence[ObserverFactory] = (),
-    records: RecordsConfig | None = None,
-    metrics_host: str = "127.0.0.1",
-    metrics_port: int | None = None,
     notifier: Notifier | None = None,
-    command_key: CommandVerifier | None = None,
-    records_signing: RecordsSigning | None = None,
     lease_monotonic: Callable[[], float] = time.monotonic,
     nats_credentials: MqttCredentials | None = None,
 ) -> None:
     """Run the gateway on JetStream until cancelled, or until it lost the lease (LeaseLost, Fenced).
     ``instance`` None: the only gateway of the site (no lease, no journal); else this instance's name,
-    unique among the site's gateways. The other arguments are ``run_gateway``'s."""
+    unique among the site's gateways. ``options``: the engine's (gateway/service/engine_host.py);
+    ``js_stats``: the shell's counters (for tests); ``nats_credentials``: who to connect to NATS as."""
     notifier = notifier or Notifier(None)
     js_stats = js_stats if js_stats is not None else JetStreamStats()
     layout = SiteLayout(kit.site)
@@ -547,13 +538,10 @@ async def run_jetstream_gateway(
         psub = await _retrying(lambda: ensure_input(js, layout, touch), "the input stream")
         if kit.nats is not None and kit.nats.fleet is not None:  # what the fleet's centre sources (docs/fleet.md)
             await _retrying(lambda: ensure_site_out_stream(js, kit.site, replicas), "the fleet out stream")
-        engine_args: dict[str, Any] = dict(stats=stats, observers=observers, records=records, metrics_host=metrics_host,
-                                           metrics_port=metrics_port, command_key=command_key,
-                                           records_signing=records_signing)  # fmt: skip
         if instance is None:
             await _retrying(lambda: take_over_input(js, layout), "the input consumer")
             notifier.ready("consuming the input stream")
-            async with running_engine(kit, db_path, rules, clock, **engine_args) as engine:
+            async with running_engine(kit, db_path, rules, clock, options) as engine:
                 gw = JetStreamGateway(engine, psub, stats=js_stats, notifier=notifier,
                                       resync=functools.partial(reset_input, js, layout))
                 await _serve(gw, brokers, client_id, kit)
@@ -580,7 +568,7 @@ async def run_jetstream_gateway(
             # Renewed from now on, also while catching up and starting: a slow takeover must not lose it.
             keeper = asyncio.create_task(lease.keep(), name="lease")
             try:
-                await _take_over(kit, js, layout, lease, tail, jdb, db_path, rules, clock, engine_args, psub,
+                await _take_over(kit, js, layout, lease, tail, jdb, db_path, rules, clock, options, psub,
                                  brokers, client_id, js_stats, notifier, started)  # fmt: skip
             except asyncio.CancelledError:
                 # A clean stop (SIGTERM: an upgrade, a reboot): the engine has stopped, so hand the lease
@@ -602,7 +590,7 @@ async def run_jetstream_gateway(
 
 
 async def _take_over(kit: Kit, js: JetStreamContext, layout: SiteLayout, lease: Lease, tail: JournalTail,
-                     jdb: Any, db_path: Path, rules: RulesConfig, clock: Clock, engine_args: dict[str, Any],
+                     jdb: Any, db_path: Path, rules: RulesConfig, clock: Clock, options: EngineOptions | None,
                      psub: JetStreamContext.PullSubscription, brokers: Brokers, client_id: str,
                      js_stats: JetStreamStats, notifier: Notifier, started: float) -> None:  # fmt: skip
     """Holding the lease: apply the journal to its end, take the input over, start the engine on the
@@ -620,7 +608,7 @@ async def _take_over(kit: Kit, js: JetStreamContext, layout: SiteLayout, lease: 
     recorder = StatementRecorder(db_path)
     recorder.install()
     try:
-        async with running_engine(kit, db_path, rules, clock, **engine_args) as engine:
+        async with running_engine(kit, db_path, rules, clock, options) as engine:
             journal = Journal(js, layout, lease.instance, applied)
             await journal.append(recorder.collect(), kind="takeover", check=check)  # fences whoever wrote before
             js_stats.takeover_s = time.monotonic() - started

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -19,25 +19,15 @@ from typing import Any
 import aiomqtt
 
 from gateway.config import RulesConfig
-from gateway.db.store import Store
-from gateway.engine.observers import ObserverFactory
 from gateway.engine.site import SUBSCRIPTIONS, RateLimitedLog, SiteEngine
-from gateway.engine.stats import GatewayStats
-from gateway.influx.writer import ReadingsSink
-from gateway.records.entries import RecordsConfig
-from gateway.records.keeper import RecordsSigning
-from gateway.retention.job import RetentionRunner
+from gateway.service.engine_host import EngineOptions, running_engine
 from gateway.service.inbox import INBOX_HIGH, INBOX_LOW, Inbox
-from gateway.service.metrics import gateway_families
-from gateway.service.metrics_http import metrics_server
 from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.clock import Clock
-from nurserywatch.command_auth import CommandVerifier
 from nurserywatch.contract import GatewayStatus, gateway_topic, subscription
 from nurserywatch.kit import Kit
 from nurserywatch.mqtt import Brokers, run_session
 from nurserywatch.mqtt import ack as mqtt_ack
-from nurserywatch.prometheus import scrape_registry
 from nurserywatch.systemd import Notifier
 
 log = logging.getLogger(__name__)
@@ -220,34 +210,13 @@ async def run_gateway(
     db_path: Path,
     rules: RulesConfig,
     clock: Clock,
+    options: EngineOptions | None = None,
     *,
-    stats: GatewayStats | None = None,
-    observers: Sequence[ObserverFactory] = (),
-    records: RecordsConfig | None = None,
-    metrics_host: str = "127.0.0.1",
-    metrics_port: int | None = None,
     notifier: Notifier | None = None,
-    command_key: CommandVerifier | None = None,
-    records_signing: RecordsSigning | None = None,
 ) -> None:
-    """Run the gateway until cancelled. ``stats`` (optional) receives the counters, for tests;
-    ``observers`` are factories of GatewayObservers (see gateway/engine/observers.py); ``records`` the nap-check
-    record settings (configs/records.yaml; default: built-in). ``metrics_port``: serve Prometheus
-    metrics on ``metrics_host`` (docs/metrics.md); None: off, 0: a free port (in ``stats.metrics_port``).
-    ``notifier``: systemd's (READY once the database and metrics are up, the watchdog from the tick).
-    ``command_key``: the dashboard's public command key; None: every staff command is refused (said
-    at start, and counted as ``no_command_key``). ``records_signing``: the site key that signs each
-    day's records head (docs/records.md, "Signed day heads"); None: the heads are not signed."""
-    if command_key is None:
-        log.error(
-            "no command key (--command-key, or command_key in the credentials file): every staff command — "
-            "acknowledging an alert too — is refused (docs/deploy.md, \"Securing MQTT\")"
-        )
-    else:
-        log.info("staff commands must be signed by command key %s", command_key.id)
-    async with running_engine(kit, db_path, rules, clock, stats=stats, observers=observers, records=records,
-                              metrics_host=metrics_host, metrics_port=metrics_port, command_key=command_key,
-                              records_signing=records_signing) as engine:  # fmt: skip
+    """Run the gateway until cancelled. ``options``: the engine's (gateway/service/engine_host.py);
+    ``notifier``: systemd's (READY once the database and metrics are up, the watchdog from the tick)."""
+    async with running_engine(kit, db_path, rules, clock, options) as engine:
         gw = MqttGateway(engine, notifier)
         ticker = asyncio.create_task(gw.tick_forever(), name="gateway-tick")
         try:
@@ -270,43 +239,3 @@ def gateway_will(kit: Kit) -> aiomqtt.Will:
     return aiomqtt.Will(gateway_topic(kit.site), GatewayStatus(online=False).to_json(), qos=1, retain=True)
 
 
-@contextlib.asynccontextmanager
-async def running_engine(
-    kit: Kit,
-    db_path: Path,
-    rules: RulesConfig,
-    clock: Clock,
-    *,
-    stats: GatewayStats | None = None,
-    observers: Sequence[ObserverFactory] = (),
-    records: RecordsConfig | None = None,
-    metrics_host: str = "127.0.0.1",
-    metrics_port: int | None = None,
-    command_key: CommandVerifier | None = None,
-    records_signing: RecordsSigning | None = None,
-) -> AsyncIterator[SiteEngine]:
-    """A site engine on ``db_path`` with the InfluxDB copy, the retention job and /metrics, for any
-    transport shell (see ``run_gateway`` for the arguments); all closed when the block ends."""
-    sink = ReadingsSink(kit)  # readings: influxdb → an observer feeding a writer task (docs/storage.md)
-    # Retention and downsampling, hourly on the gateway clock (docs/storage.md "Retention").
-    retention = RetentionRunner(kit, db_path, buffer=None if sink.writer is None else sink.writer.buffer)
-    with Store(db_path, background_checkpoint=True) as store:  # the WAL checkpoints off the event loop
-        engine = SiteEngine(kit, store, rules, clock, stats, [*observers, *sink.observers, retention.observer], records,
-                            command_key=command_key, records_signing=records_signing)  # fmt: skip
-        if sink.writer is not None:
-            engine.stats.influx = sink.writer.stats
-        metrics = contextlib.AsyncExitStack()
-        try:
-            if metrics_port is not None:
-
-                registry = scrape_registry(  # the families at every scrape, and the process's own metrics
-                    lambda: gateway_families(engine.stats, engine.open_alerts(), engine.outbox_depth, sink.writer)
-                )
-                engine.stats.metrics_port = await metrics.enter_async_context(
-                    metrics_server(metrics_host, metrics_port, registry))  # fmt: skip
-            yield engine
-        finally:
-            await metrics.aclose()
-            engine.close()
-            await retention.aclose()
-            await sink.aclose()

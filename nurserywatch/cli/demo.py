@@ -145,6 +145,7 @@ async def run_demo(
     from edge.agent.runner import run_edge
     from firmware_sim.io.runner import run_sim
     from gateway.records.entries import RecordsConfig
+    from gateway.service.engine_host import EngineOptions
     from gateway.service.mqtt import run_gateway
     from nurserywatch.cli.records_signing import key_path, open_signing
 
@@ -180,8 +181,9 @@ async def run_demo(
                     db = data_dir / "demo.sqlite3"
                     signing = open_signing(key_path(None, db))  # the records' day heads, signed as on a site
                     tg.create_task(
-                        run_gateway(demo_kit, broker, db, rules, clock, records=records,
-                                    command_key=command_key.verifier, records_signing=signing)  # fmt: skip
+                        run_gateway(demo_kit, broker, db, rules, clock,
+                                    EngineOptions(records=records, command_key=command_key.verifier,
+                                                  records_signing=signing))  # fmt: skip
                     )
                 else:
                     db = nodes.gateway_db()  # instance a's copy (a standby's file follows the journal)

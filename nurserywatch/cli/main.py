@@ -19,8 +19,7 @@ from nurserywatch.mqtt import BrokerURL, parse_brokers
 if TYPE_CHECKING:
     from gateway.child_data.jobs import Format, Plan
     from gateway.config import RulesConfig
-    from gateway.records.entries import RecordsConfig
-    from gateway.records.keeper import RecordsSigning
+    from gateway.service.engine_host import EngineOptions
     from nurserywatch.command_auth import CommandSigner, CommandVerifier
     from nurserywatch.mqtt import MqttCredentials
     from nurserywatch.systemd import Notifier
@@ -597,6 +596,7 @@ def gateway(
     kit = _kit(config)
     from gateway.config import RulesError, check_rules_fit_kit, load_rules
     from gateway.records.entries import RecordsConfig, RecordsError, load_records_config
+    from gateway.service.engine_host import EngineOptions
     from gateway.service.mqtt import run_gateway
     from nurserywatch.clock import SystemClock
 
@@ -621,15 +621,13 @@ def gateway(
         fail(str(exc))
     url = _brokers(broker)
     verifier = _command_verifier(command_key, url)  # the dashboard's public key: staff commands must be signed
+    options = EngineOptions(records=records_cfg, records_signing=records_signing, command_key=verifier,
+                            metrics_host=metrics_host, metrics_port=metrics_port or None)  # fmt: skip
     if transport == "jetstream":
-        _run_jetstream_gateway(kit, servers, url, db, rules_cfg, records_cfg, records_signing, verifier,
-                               metrics_host, metrics_port, instance, notifier, nats_creds)  # fmt: skip
+        _run_jetstream_gateway(kit, servers, url, db, rules_cfg, options, instance, notifier, nats_creds)
         return
     try:
-        run_until_signalled(run_gateway(kit, url, db, rules_cfg, SystemClock(), records=records_cfg,
-                                        records_signing=records_signing, command_key=verifier,
-                                        metrics_host=metrics_host, metrics_port=metrics_port or None,
-                                        notifier=notifier), notifier)  # fmt: skip
+        run_until_signalled(run_gateway(kit, url, db, rules_cfg, SystemClock(), options, notifier=notifier), notifier)
     except OSError as exc:  # the metrics port is taken
         fail(exc.strerror or str(exc))
 
@@ -686,8 +684,7 @@ def _nats_credentials(path: Path | None, servers: list[str]) -> MqttCredentials 
 
 
 def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerURL, ...], db: Path, rules: RulesConfig,
-                           records: RecordsConfig, signing: RecordsSigning | None, verifier: CommandVerifier | None,
-                           metrics_host: str, metrics_port: int, instance: str | None, notifier: Notifier,
+                           options: EngineOptions, instance: str | None, notifier: Notifier,
                            nats_credentials: MqttCredentials | None) -> None:  # fmt: skip
     """The gateway on JetStream; exit code 3 when this instance lost the lease (systemd restarts it, as
     a standby that rebuilds its file from the journal)."""
@@ -696,10 +693,9 @@ def _run_jetstream_gateway(kit: Kit, servers: list[str], brokers: tuple[BrokerUR
     from nurserywatch.clock import SystemClock
 
     try:
-        run_until_signalled(run_jetstream_gateway(kit, servers, brokers, db, rules, SystemClock(), instance=instance,
-                                                  records=records, records_signing=signing, command_key=verifier,
-                                                  metrics_host=metrics_host, metrics_port=metrics_port or None,
-                                                  notifier=notifier, nats_credentials=nats_credentials),
+        run_until_signalled(run_jetstream_gateway(kit, servers, brokers, db, rules, SystemClock(), options,
+                                                  instance=instance, notifier=notifier,
+                                                  nats_credentials=nats_credentials),
                             notifier)  # fmt: skip
     except (LeaseLost, Fenced) as exc:
         typer.echo(f"gateway instance {instance}: {exc}; stopped without publishing or acknowledging more", err=True)

@@ -17,8 +17,9 @@ import aiomqtt
 
 from gateway.config import RulesConfig
 from gateway.engine.stats import GatewayStats
+from gateway.service.engine_host import EngineOptions, running_engine
 from gateway.service.inbox import Inbox
-from gateway.service.mqtt import MqttGateway, running_engine
+from gateway.service.mqtt import MqttGateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import Position, PostureReading, Stream, TopicKind, reading_topic, subscription
 from nurserywatch.mqtt import BrokerURL, run_session
@@ -92,7 +93,7 @@ async def test_the_gateway_drains_a_backlog_within_its_inbox_bound(mosquitto: Br
     stats, clock = GatewayStats(), ManualClock(T0 + 4000 * 100 + 1000)
     rules = RulesConfig.model_validate({"tick_ms": 50})
     db = tmp_path / "gw.sqlite3"
-    async with running_engine(kit, db, rules, clock, stats=stats) as engine:
+    async with running_engine(kit, db, rules, clock, EngineOptions(stats=stats)) as engine:
         gw = MqttGateway(engine, inbox_high=100, inbox_low=25)
         ticker = asyncio.create_task(gw.tick_forever())
         task = asyncio.create_task(run_session(mosquitto, ident, gw.session, manual_ack=True))

@@ -42,6 +42,7 @@ from gateway.records.entries import (
 from gateway.records.keeper import RecordKeeper
 from gateway.records.reader import RecordReader, RecordStoreError
 from gateway.records.store import RecordStore
+from gateway.service.engine_host import EngineOptions
 from gateway.service.mqtt import run_gateway
 from nurserywatch.cli.main import app
 from nurserywatch.clock import ManualClock
@@ -368,7 +369,8 @@ async def test_records_in_the_running_gateway(mosquitto: BrokerURL, tmp_path: Pa
     site, db, clock = kit.site, tmp_path / "gw.sqlite3", ManualClock(T0)
     stats = GatewayStats()
     task = asyncio.create_task(
-        run_gateway(kit, mosquitto, db, RulesConfig(tick_ms=50), clock, stats=stats, command_key=COMMAND_VERIFIER)
+        run_gateway(kit, mosquitto, db, RulesConfig(tick_ms=50), clock,
+            EngineOptions(stats=stats, command_key=COMMAND_VERIFIER))
     )
 
     def entries() -> list[ChainedEntry]:

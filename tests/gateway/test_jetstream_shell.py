@@ -21,6 +21,7 @@ from nats.js import api
 from gateway.config import RulesConfig
 from gateway.db.reader import StoreReader
 from gateway.engine.stats import GatewayStats
+from gateway.service.engine_host import EngineOptions, running_engine
 from gateway.service.jetstream import (
     FETCH_BATCH,
     JetStreamGateway,
@@ -29,7 +30,6 @@ from gateway.service.jetstream import (
     run_jetstream_gateway,
     touch_mqtt,
 )
-from gateway.service.mqtt import running_engine
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import (
     Alert,
@@ -68,8 +68,8 @@ def kit_with_mat() -> Kit:
 async def running(kit: Kit, cluster: NatsCluster, db: Path, clock: ManualClock) -> AsyncIterator[
         tuple[GatewayStats, JetStreamStats]]:  # fmt: skip
     stats, js_stats = GatewayStats(), JetStreamStats()
-    gw = run_jetstream_gateway(kit, cluster.nats_urls, cluster.mqtt_urls, db, TICKING, clock, stats=stats,
-                               js_stats=js_stats, command_key=COMMAND_VERIFIER)  # fmt: skip
+    gw = run_jetstream_gateway(kit, cluster.nats_urls, cluster.mqtt_urls, db, TICKING, clock,
+                               EngineOptions(stats=stats, command_key=COMMAND_VERIFIER), js_stats=js_stats)  # fmt: skip
     task = asyncio.create_task(gw)
     try:
         await wait_until(lambda: stats.sessions >= 2 or task.done(), "the gateway to consume and connect", 20)
@@ -349,7 +349,8 @@ async def test_deliveries_another_puller_took_are_not_covered_by_the_next_acknow
                 n = 0
                 while not stolen.done() and n < 20_000:
                     for _ in range(100):
-                        await js.publish(subject, PostureReading(ts=T0 + n * 10, seq=n, position=Position.SUPINE).to_json())
+                        reading = PostureReading(ts=T0 + n * 10, seq=n, position=Position.SUPINE)
+                        await js.publish(subject, reading.to_json())
                         n += 1
                 assert stolen.done() and stolen.result(), "the other puller got some (and never acknowledges them)"
             finally:

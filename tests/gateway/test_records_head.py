@@ -21,6 +21,7 @@ from gateway.engine.stats import GatewayStats
 from gateway.records.keeper import RecordsSigning
 from gateway.records.signing import SignedHead, signature_ok
 from gateway.records.store import RecordStore
+from gateway.service.engine_host import EngineOptions
 from gateway.service.jetstream import run_jetstream_gateway
 from gateway.service.mqtt import run_gateway
 from nurserywatch.cli.records_signing import open_signing
@@ -147,8 +148,9 @@ async def test_the_mqtt_gateway_retains_the_head_after_midnight_and_on_restart(
     @contextlib.asynccontextmanager
     async def running() -> AsyncIterator[GatewayStats]:
         stats = GatewayStats()
-        task = asyncio.create_task(run_gateway(KIT, broker.url, db, RulesConfig(tick_ms=50), clock, stats=stats,
-                                               records_signing=open_signing(key)))  # fmt: skip
+        task = asyncio.create_task(run_gateway(KIT, broker.url, db, RulesConfig(tick_ms=50), clock,
+                                               EngineOptions(stats=stats,
+                                                             records_signing=open_signing(key))))  # fmt: skip
         try:
             await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")
             if task.done():
@@ -192,8 +194,9 @@ async def test_the_jetstream_gateway_publishes_the_head_as_a_retained_message_an
     sub = await nc.subscribe(mqtt_filter_to_subject(TOPIC))
     stats = GatewayStats()
     task = asyncio.create_task(run_jetstream_gateway(KIT, nats_node.nats_urls, nats_node.mqtt_urls, db,
-                                                     RulesConfig(tick_ms=50), clock, stats=stats,
-                                                     records_signing=open_signing(key)))  # fmt: skip
+                                                     RulesConfig(tick_ms=50), clock,
+                                                     EngineOptions(stats=stats,
+                                                                   records_signing=open_signing(key))))  # fmt: skip
     try:
         msg = await sub.next_msg(timeout=20)
         assert not task.done()

@@ -24,7 +24,8 @@ def test_delivery_sequences_from_the_reply_subject(reply: str, expected: tuple[i
 
 @pytest.mark.parametrize(
     "reply",
-    ["", "_INBOX.abc", "$JS.ACK.s.c.1.2.3.4", "$JS.ACK.s.c.1.2.3.4.5.6", "$JS.NAK.s.c.1.2.3.4.5", "$JS.ACK.s.c.1.x.3.4.5"],
+    ["", "_INBOX.abc", "$JS.ACK.s.c.1.2.3.4", "$JS.ACK.s.c.1.2.3.4.5.6", "$JS.NAK.s.c.1.2.3.4.5",
+     "$JS.ACK.s.c.1.x.3.4.5"],
 )
 def test_anything_else_is_refused_with_a_clear_error(reply: str) -> None:
     with pytest.raises(ValueError, match="reply subject|invalid literal"):

@@ -17,6 +17,7 @@ import yaml
 
 from gateway.config import RulesConfig
 from gateway.engine.observers import GatewayObserver, ObserverContext
+from gateway.service.engine_host import EngineOptions
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.kit import Kit
@@ -204,7 +205,7 @@ def test_a_blocked_gateway_stops_the_watchdog_pings(mosquitto: BrokerURL, notify
 
     async def main() -> None:
         coro = run_gateway(make_kit("wd"), mosquitto, tmp_path / "gw.sqlite3", RulesConfig(tick_ms=50),
-                           ManualClock(T0), observers=[factory], notifier=notifier)  # fmt: skip
+                           ManualClock(T0), EngineOptions(observers=[factory]), notifier=notifier)  # fmt: skip
         task = asyncio.ensure_future(coro)
         running["gw"] = (asyncio.get_running_loop(), task)
         with contextlib.suppress(asyncio.CancelledError):

@@ -15,6 +15,7 @@ from gateway.config import RulesConfig
 from gateway.engine.observers import ObserverFactory
 from gateway.engine.site import Pending, SiteEngine
 from gateway.engine.stats import GatewayStats
+from gateway.service.engine_host import EngineOptions
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.contract import Position, PostureReading, reading_topic
@@ -69,7 +70,8 @@ async def gateway(
     stats = GatewayStats()
     rules = RulesConfig() if rules is None else rules
     task = asyncio.create_task(
-        run_gateway(kit, broker, db, rules, clock, stats=stats, observers=observers, command_key=COMMAND_VERIFIER)
+        run_gateway(kit, broker, db, rules, clock,
+            EngineOptions(stats=stats, observers=observers, command_key=COMMAND_VERIFIER))
     )
     try:
         await wait_until(lambda: stats.sessions >= 1 or task.done(), "the gateway to subscribe")

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import RulesConfig
 from gateway.engine.stats import GatewayStats
+from gateway.service.engine_host import EngineOptions
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.kit import Kit
@@ -65,7 +66,8 @@ async def gateway_with_metrics(
     """The gateway on ``broker`` (subscribed) and the URL of its /metrics."""
     stats = GatewayStats()
     task = asyncio.create_task(
-        run_gateway(kit, broker, db, RulesConfig(), clock, stats=stats, metrics_port=0, command_key=COMMAND_VERIFIER)
+        run_gateway(kit, broker, db, RulesConfig(), clock,
+            EngineOptions(stats=stats, metrics_port=0, command_key=COMMAND_VERIFIER))
     )
     try:
         await wait_until(lambda: (stats.sessions >= 1 and stats.metrics_port is not None) or task.done(), "gateway")

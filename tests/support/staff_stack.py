@@ -19,6 +19,7 @@ from dashboard.app import serve_dashboard
 from dashboard.auth.models import Role
 from gateway.config import RulesConfig
 from gateway.engine.stats import GatewayStats
+from gateway.service.engine_host import EngineOptions
 from gateway.service.mqtt import run_gateway
 from nurserywatch.clock import ManualClock
 from nurserywatch.kit import Kit
@@ -63,7 +64,8 @@ async def staff_stack(broker: BrokerURL, *, gateway_db: bool = True) -> AsyncIte
         data.mkdir()
         add_accounts(data)
         gw = asyncio.create_task(
-            run_gateway(kit, broker, db, RulesConfig(tick_ms=50), clock, stats=stats, command_key=COMMAND_VERIFIER)
+            run_gateway(kit, broker, db, RulesConfig(tick_ms=50), clock,
+                EngineOptions(stats=stats, command_key=COMMAND_VERIFIER))
         )
         port = free_port()
         # The dashboard runs in real time (its watchdog is tested so) but signs its commands at the
