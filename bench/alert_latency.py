@@ -20,6 +20,11 @@ time is taken just before it is handed to the MQTT client; the latency ends when
 has parsed the alert event (``rule: prone``, first notification, ``updated_ts`` = that frame's ts).
 Wall clocks of two processes on one machine are compared (same clock; sub-millisecond).
 
+``--burners N`` saturates the machine beside it: N processes spinning at nice 0 for the whole run.
+``--nice N`` runs Mosquitto, the gateway and the dashboard at that niceness (every thread), as the
+systemd units run the gateway and the dashboard (``Nice=-5``, configs/*.service); the load process
+and the staff client (other devices in a nursery) stay at 0.
+
 Printed: per scale p50/p99/max and misses, and the gateway's own share from its /metrics
 histograms. The last line is the figure.
 """
@@ -28,13 +33,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import multiprocessing as mp
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -46,6 +53,7 @@ from bench.stack import (  # noqa: E402
     Nursery,
     air,
     breathing,
+    cpu_s,
     metrics,
     peak_rss_mb,
     percentile,
@@ -70,12 +78,13 @@ QUIET.setLevel(logging.ERROR)
 
 
 def load_process(port: int, n: Nursery, start: float, triggers: int, waveform: bool, out: mp.Queue) -> None:  # type: ignore[type-arg]
-    out.put(asyncio.run(_load(port, n, start, triggers, waveform)))
+    sent = asyncio.run(_load(port, n, start, triggers, waveform))
+    out.put((sent, time.process_time()))
 
 
 async def _load(port: int, n: Nursery, start: float, triggers: int, waveform: bool) -> list[tuple[str, int, float]]:
     # Trigger i: clip i % clips turns prone at second WARMUP_S + i; its frame PRONE_S later fires.
-    prone_from = {}
+    prone_from: dict[str, list[int]] = {}
     for i in range(triggers):
         clip = n.clips[i % len(n.clips)]
         prone_from.setdefault(clip, []).append(WARMUP_S + i)
@@ -146,7 +155,9 @@ async def watch(base: str, arrived: dict[tuple[str, int], float], load_done: Cal
     return events
 
 
-def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[float], int, dict[str, float]]:
+def run_scale(
+    scale: int, triggers: int, waveform: bool, d: Path, nice: int = 0
+) -> tuple[list[float], int, dict[str, float], dict[str, float]]:
     from dashboard.auth.deps import open_store
     from dashboard.auth.models import AuthPolicy, Role
 
@@ -176,20 +187,31 @@ def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[
             time.sleep(0.05)
         else:
             raise SystemExit(f"gateway or dashboard did not start; logs in {d}")
+        if nice:
+            assert mq.proc is not None
+            for pid in (mq.proc.pid, gw.pid, dash.pid):
+                renice(pid, nice)
         start = time.time() + 2
         q: mp.Queue = mp.get_context("spawn").Queue()  # type: ignore[type-arg]
         load = mp.get_context("spawn").Process(target=load_process, args=(mq.port, n, start, triggers, waveform, q))
         load.start()
         arrived: dict[tuple[str, int], float] = {}
-        results: list[list[tuple[str, int, float]]] = []
+        results: list[tuple[list[tuple[str, int, float]], float]] = []
 
         def load_done() -> bool:
             if not results and not q.empty():
                 results.append(q.get())
             return bool(results)
 
+        assert mq.proc is not None
+        stack = {"Mosquitto": mq.proc.pid, "gateway": gw.pid, "dashboard": dash.pid}
+        cpu0, client0, wall0 = {k: cpu_s(pid) for k, pid in stack.items()}, time.process_time(), time.monotonic()
         events = asyncio.run(watch(base, arrived, load_done))
-        sent = results[0]
+        sent, load_cpu = results[0]
+        wall = time.monotonic() - wall0
+        # The cores each part kept busy on average over the run.
+        cores = {k: (cpu_s(pid) - cpu0[k]) / wall for k, pid in stack.items()}
+        cores.update(load=load_cpu / wall, client=(time.process_time() - client0) / wall)
         load.join(30)
         gm = metrics(gurl)
         dm = metrics(f"{base}/metrics")  # loopback: no token needed
@@ -203,7 +225,34 @@ def run_scale(scale: int, triggers: int, waveform: bool, d: Path) -> tuple[list[
     lat = [(arrived[(dev, ts)] - t) for dev, ts, t in sent if (dev, ts) in arrived]
     missed = len(sent) - len(lat)
     gm["events"] = events
-    return lat, missed, gm
+    return lat, missed, gm, cores
+
+
+def renice(pid: int, nice: int) -> None:
+    """Every thread of ``pid`` at ``nice`` (Linux: a niceness is per thread; new threads inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, int(task.name), nice)
+
+
+def spin() -> None:
+    os.setpriority(os.PRIO_PROCESS, 0, 0)  # nice 0 whatever the bench runs at
+    while True:
+        pass
+
+
+@contextlib.contextmanager
+def burners(n: int) -> Iterator[None]:
+    """``n`` processes spinning on the CPU (at nice 0) until the block ends."""
+    procs = [mp.get_context("spawn").Process(target=spin, daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+            p.join()
 
 
 def hist_quantile(m: dict[str, float], name: str, q: float) -> float:
@@ -223,11 +272,15 @@ def main() -> None:
     ap.add_argument("--triggers", type=int, default=120, help="prone alerts per scale (one a second)")
     ap.add_argument("--scales", default="1,10")
     ap.add_argument("--waveform", action="store_true", help="also send each mat's samples as waveform readings")
+    ap.add_argument("--burners", type=int, default=0, help="processes spinning on the CPU beside the stack")
+    ap.add_argument("--nice", type=int, default=0, help="niceness of Mosquitto, gateway and dashboard (units: -5)")
     args = ap.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="nw-latency-") as tmp:
+    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; {args.burners} burner(s) at nice 0; "
+          f"Mosquitto, gateway and dashboard at nice {args.nice}")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="nw-latency-") as tmp, burners(args.burners):
         for scale in (int(s) for s in args.scales.split(",")):
-            lat, missed, gm = run_scale(scale, args.triggers, args.waveform, Path(tmp))
+            lat, missed, gm, cores = run_scale(scale, args.triggers, args.waveform, Path(tmp), args.nice)
             if not lat:
                 raise SystemExit(f"x{scale}: no alert reached the live client; logs were in {tmp}")
             p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
@@ -242,6 +295,8 @@ def main() -> None:
                   f"alert published p99 <= {published:g} ms; {gm['raised']:.0f} prone alerts raised; "
                   f"{gm['events']:,.0f} live events read, live clients dropped {gm['dropped']:.0f}; "
                   f"gateway peak RSS {gm['rss_mb']:.0f} MB (target <= 150)")  # fmt: skip
+            print("  CPU (cores kept busy on average): " + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
+                  + f"; the stack and its clients {sum(cores.values()):.2f} of {os.cpu_count()}")  # fmt: skip
             results.append((scale, p50, p99, target, missed))
     parts = []
     for scale, p50, p99, target, missed in results:

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -57,6 +56,7 @@ from bench.stack import (  # noqa: E402
     Nursery,
     air,
     breathing,
+    cpu_s,
     metrics,
     peak_rss_mb,
     posture,
@@ -279,12 +279,6 @@ def drain(args: list[str], url: str, d: Path, name: str, db: Path, want: int,
     if rejected:  # redeliveries after a reconnect: refused as duplicate / stale, but each one is stored once
         print(f"  {name}: the broker redelivered after a reconnect; refused {rejected} (see below)")
     return (want - first_n) / (done_t - first_t), rss, cpu
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------- --transport jetstream

@@ -35,6 +35,13 @@ class Subscriber:
     async def get(self) -> Event | None:
         return await self.queue.get()
 
+    def get_nowait(self) -> Event | None:
+        """The next event if one is queued, else None (also at the end marker: ``closed`` tells)."""
+        try:
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+
 
 class Fanout:
     def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:

@@ -92,16 +92,22 @@ class LiveLink:
         return self._client is not None
 
     def topics(self) -> list[str]:
+        return [topic for topic, _ in self.subscriptions()]
+
+    def subscriptions(self) -> list[tuple[str, int]]:
+        """What the live view follows, with the QoS. Readings at 0: the next one comes within a second
+        and only the newest is shown, so a PUBACK each (the broker's and ours) buys nothing; alerts,
+        statuses and the rest at 1."""
         site = self.state.site
         return [
-            subscription(site, TopicKind.ALERT),
-            f"{site_root(site)}/reading/+/{Stream.POSTURE.value}",
-            subscription(site, TopicKind.STATUS),
-            subscription(site, TopicKind.EDGE),
-            f"{site_root(site)}/reading/+/{Stream.BREATHING.value}",
-            subscription(site, TopicKind.GATEWAY),
-            subscription(site, TopicKind.SESSION),
-            subscription(site, TopicKind.ASSIGNMENT),
+            (subscription(site, TopicKind.ALERT), 1),
+            (f"{site_root(site)}/reading/+/{Stream.POSTURE.value}", 0),
+            (subscription(site, TopicKind.STATUS), 1),
+            (subscription(site, TopicKind.EDGE), 1),
+            (f"{site_root(site)}/reading/+/{Stream.BREATHING.value}", 0),
+            (subscription(site, TopicKind.GATEWAY), 1),
+            (subscription(site, TopicKind.SESSION), 1),
+            (subscription(site, TopicKind.ASSIGNMENT), 1),
         ]
 
     async def run(self) -> None:
@@ -112,7 +118,7 @@ class LiveLink:
         sweep: asyncio.TimerHandle | None = None
         try:
             self.state.begin_resync()
-            await client.subscribe([(t, 1) for t in self.topics()])
+            await client.subscribe(self.subscriptions())
             raise_if_cancel_was_swallowed()
             self._client = client
             self._emit(self.state.set_connected(True))

@@ -18,6 +18,8 @@ KEEPALIVE_S = 15.0
 RETRY_MS = 1000
 #: Seconds between ``tick`` events (the page calls the feed lost after 5 s without one).
 TICK_S = 1.0
+#: Events joined into one write at most (what was queued while the last write went out).
+MAX_EVENTS_PER_WRITE = 200
 
 
 def format_event(event: Event) -> str:
@@ -49,7 +51,14 @@ async def event_stream(
             continue
         if event is None:  # dropped for falling behind, or the server is stopping
             return
-        yield format_event(event)
+        # What queued meanwhile goes in the same write: one send per event was the dashboard's
+        # largest cost at 10x load (bench/README.md, "Alert latency").
+        chunk = [format_event(event)]
+        while len(chunk) < MAX_EVENTS_PER_WRITE and (event := sub.get_nowait()) is not None:
+            chunk.append(format_event(event))
+        yield "".join(chunk)
+        if event is None and sub.closed:
+            return
         if tick is not None and loop.time() >= due:  # a busy stream still ticks every second
             due = loop.time() + period
             yield format_event(tick())

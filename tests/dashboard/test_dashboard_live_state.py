@@ -7,6 +7,7 @@ import asyncio
 import pytest
 
 from dashboard.live.fanout import Fanout
+from dashboard.live.sse import MAX_EVENTS_PER_WRITE, event_stream, format_event
 from dashboard.live.state import Event, EventKind, LiveState
 from nurserywatch.contract import Alert, AlertState
 from tests.support.dashboard_server import make_alert as alert
@@ -243,3 +244,30 @@ def test_an_empty_retained_payload_clears_no_state_and_is_not_rejected() -> None
     assert s.edge_status["pi-1"].online is True
     assert s.apply(f"{ROOT}/reading/clip-01/posture", b"") == []
     assert s.rejected == {"bad_json": 1}
+
+
+async def test_events_queued_while_a_write_went_out_leave_in_one_write_and_the_end_still_ends() -> None:
+    """event_stream joins what is queued into one chunk (one send, not one per event) without losing
+    an event, splitting one, or missing the end marker behind them (dropped client, server stop)."""
+    fanout = Fanout()
+    sub = fanout.subscribe()
+    stream = event_stream(ev(EventKind.SNAPSHOT, {}), sub, keepalive_s=60)
+    assert (await anext(stream)).startswith("retry: ") and (await anext(stream)).startswith("event: snapshot")
+    events = [ev(EventKind.ALERT_REMOVED, {"id": f"a{i}"}) for i in range(MAX_EVENTS_PER_WRITE + 5)]
+    fanout.publish(events)
+    first, second = await anext(stream), await anext(stream)
+    assert first == "".join(format_event(e) for e in events[:MAX_EVENTS_PER_WRITE])
+    assert second == "".join(format_event(e) for e in events[MAX_EVENTS_PER_WRITE:])
+    fanout.publish(events[:2])
+    fanout.close()  # the end marker replaces what was queued: the stream ends at once
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream), 1)
+    sub2 = Fanout().subscribe()
+    stream2 = event_stream(ev(EventKind.SNAPSHOT, {}), sub2, keepalive_s=60)
+    await anext(stream2), await anext(stream2)
+    for item in (events[0], events[1], None):  # two events, then the end marker behind them
+        sub2.queue.put_nowait(item)
+    sub2.closed = True
+    assert await anext(stream2) == format_event(events[0]) + format_event(events[1])
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(stream2), 1)

@@ -186,3 +186,17 @@ def test_cli_rules_naming_a_room_the_kit_lacks_exit_2(tmp_path: Path) -> None:
     )
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert f"{rules}: rooms.panda: not a room of kit 'himawari' (rooms: hiyoko)" in out.stderr
+
+
+def test_lookups_by_id_follow_a_copy_with_other_devices() -> None:
+    """Kit.device/child/room/agent answer from an index built once per list (every reading asks); a
+    copy with another device list must not answer from the original's index."""
+    from tests.support.kits import make_kit
+
+    kit = make_kit("idx", devices={"clip-01": "c001", "mat-1": {"kind": "nap_mat", "child": "c001"}})
+    assert kit.device("mat-1") is kit.devices[1] and kit.device("nope") is None
+    assert kit.child("c001") is kit.children[0] and kit.room(kit.rooms[0].id) is kit.rooms[0]
+    assert kit.agent(kit.agents[0].id) is kit.agents[0] and kit.agent("nope") is None
+    fewer = kit.model_copy(update={"devices": kit.devices[:1]})
+    assert fewer.device("mat-1") is None and fewer.device("clip-01") is kit.devices[0]
+    assert kit.device("mat-1") is kit.devices[1]
