@@ -227,7 +227,7 @@ class JetStreamGateway:
         self.fetch_batch = fetch_batch
         self._client: aiomqtt.Client | None = None
         self._inbox: list[tuple[str, bytes, bool] | None] = []  # None: an MQTT session (re)connected
-        self._committed: list[Msg] = []
+        self._committed: list[tuple[int, Msg]] = []  # (stream sequence, message)
         self._in_flight = 0
         self._log = RateLimitedLog(log)
 
@@ -284,36 +284,41 @@ class JetStreamGateway:
                         self.engine.connected()
                     else:
                         self.engine.handle(*item)
-                gap = self._delivery_gap(msgs)
-                for msg in msgs[:gap]:
-                    self.engine.handle(subject_to_topic(msg.subject), msg.data, False, _Acker(self._committed, msg))
+                in_sequence = self._in_sequence(msgs)
+                for msg, stream_seq in in_sequence:
+                    self.engine.handle(subject_to_topic(msg.subject), msg.data, False,
+                                       _Acker(self._committed, msg, stream_seq))  # fmt: skip
                 if time.monotonic() >= next_tick:
                     next_tick = max(next_tick + interval_s, time.monotonic())
                     self.engine.tick()
                     self.notifier.alive()
                 await self._flush()
-                if gap is not None:
+                if len(in_sequence) < len(msgs):
                     if fetching is not None:  # its pull ended (not cancelled): no request of ours is left waiting
                         with contextlib.suppress(Exception):
                             await fetching
                         fetching = None
-                    await self._resync(msgs[gap])
+                    await self._resync(msgs[len(in_sequence)])
         finally:
             if fetching is not None:
                 fetching.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fetching
 
-    def _delivery_gap(self, msgs: list[Msg]) -> int | None:
-        """Index of the first message whose delivery sequence is not the next one, else None. One
-        acknowledgement covers every message before it in the stream: it may only be sent while every
-        delivery since the consumer's reset has been handled — a delivery lost on the way (a connection
-        dropped mid-batch, a gateway that lost its lease still pulling) breaks the sequence."""
-        for i, msg in enumerate(msgs):
-            if delivery_sequences(msg.reply)[1] != self._next_delivery:
-                return i
+    def _in_sequence(self, msgs: list[Msg]) -> list[tuple[Msg, int]]:
+        """The messages up to the first whose delivery sequence is not the next one, each with its
+        stream sequence. One acknowledgement covers every message before it in the stream: it may only
+        be sent while every delivery since the consumer's reset has been handled — a delivery lost on
+        the way (a connection dropped mid-batch, a gateway that lost its lease still pulling) breaks
+        the sequence."""
+        out: list[tuple[Msg, int]] = []
+        for msg in msgs:
+            stream_seq, delivery = delivery_sequences(msg.reply)
+            if delivery != self._next_delivery:
+                break
             self._next_delivery += 1
-        return None
+            out.append((msg, stream_seq))
+        return out
 
     async def _resync(self, first_out_of_sequence: Msg) -> None:
         """After a gap, with what was handled committed and acknowledged (``_flush``) and no pull of
@@ -364,8 +369,8 @@ class JetStreamGateway:
         acks, self._committed = self._committed, []
         if acks:
             # The commit's message furthest in the stream: everything before it with it (ack policy all;
-            # every first delivery since the reset came in stream order and was handled: _delivery_gap).
-            last = max(acks, key=lambda msg: delivery_sequences(msg.reply)[0])
+            # every first delivery since the reset came in stream order and was handled: _in_sequence).
+            last = max(acks, key=_stream_seq)[1]
             try:
                 await last.ack()
                 self.stats.ack_messages += 1
@@ -437,13 +442,17 @@ class _Acker:
     """The engine's ack of a message: once its batch committed, it joins the list acknowledged by the
     next flush (after the journal append)."""
 
-    __slots__ = ("_into", "_msg")
+    __slots__ = ("_into", "_item")
 
-    def __init__(self, into: list[Msg], msg: Msg) -> None:
-        self._into, self._msg = into, msg
+    def __init__(self, into: list[tuple[int, Msg]], msg: Msg, stream_seq: int) -> None:
+        self._into, self._item = into, (stream_seq, msg)
 
     def __call__(self) -> None:
-        self._into.append(self._msg)
+        self._into.append(self._item)
+
+
+def _stream_seq(item: tuple[int, Msg]) -> int:
+    return item[0]
 
 
 def nats_auth_options(servers: Sequence[str], credentials: MqttCredentials | None = None) -> dict[str, Any]:
