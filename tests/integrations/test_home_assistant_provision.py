@@ -52,8 +52,8 @@ from nurserywatch.contract import (
 from nurserywatch.kit import Kit, load_kit
 from nurserywatch.mqtt import BrokerURL, load_credentials
 from nurserywatch.nats_local import warm_mqtt
-from nurserywatch.ports import free_port, wait_for_port
-from tests.support.mosquitto import MOSQUITTO
+from nurserywatch.ports import free_port
+from tests.support.mosquitto import running_provisioned
 from tests.support.mqtt_messages import Received, collect_until
 from tests.support.nats_files import NodeFile, started_nodes
 from tests.support.processes import print_logs, spawn, stop
@@ -219,19 +219,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     subprocess.run(["mosquitto_passwd", "-b", str(out / "mosquitto" / "passwd"), OBSERVER, OBSERVER_PW], check=True)
     with (out / "mosquitto" / "acl").open("a") as acl:
         acl.write(f"\nuser {OBSERVER}\ntopic readwrite #\n")
-    main = d / "main.conf"  # as in tests/nurserywatch/test_mqtt_security.py: the generated file included
-    main.write_text(f"user root\ninclude_dir {out / 'mosquitto'}\n")
-    log = d / "mosquitto.log"
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(main)], stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    try:
-        wait_for_port(port)
+    with running_provisioned(out, d, d / "mosquitto.log", [port]):
         yield Broker(out, port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def alert(aid: str) -> bytes:

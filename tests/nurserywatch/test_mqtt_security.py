@@ -63,9 +63,9 @@ from nurserywatch.contract import (
 from nurserywatch.keys import load_private_key
 from nurserywatch.kit import STREAMS_BY_KIND, load_kit
 from nurserywatch.mqtt import BrokerURL, load_credentials
-from nurserywatch.ports import free_port, wait_for_port
+from nurserywatch.ports import free_port
 from tests.support.commands import publish_command
-from tests.support.mosquitto import MOSQUITTO
+from tests.support.mosquitto import running_provisioned
 from tests.support.mqtt_messages import collect_until
 from tests.support.processes import print_logs, spawn, stop
 
@@ -275,21 +275,8 @@ def provisioned_broker(kit_file: Path, out: Path, *extra: str) -> Iterator[Site]
     )
     assert code == 0, output
     log = out / "mosquitto.log"
-    # The generated file included unchanged, as Debian's mosquitto.conf includes conf.d/. `user root`:
-    # as root, Mosquitto would switch to its own user, who cannot read pytest's 0700 tmp dir.
-    main = out / "main.conf"
-    main.write_text(f"user root\ninclude_dir {out / 'mosquitto'}\n")
-    proc = subprocess.Popen([MOSQUITTO, "-c", str(main)], stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-    try:
-        wait_for_port(port)
-        wait_for_port(tls_port)
+    with running_provisioned(out, out, log, [port, tls_port]):
         yield Site(kit_file, out, port, tls_port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")

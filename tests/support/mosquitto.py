@@ -3,9 +3,10 @@ the benchmarks (bench/stack.py): its own config, listening on 127.0.0.1 only, on
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from nurserywatch.mqtt import BrokerURL
@@ -75,3 +76,23 @@ class MosquittoProcess:
             self.proc.kill()
             self.proc.wait()
         self.proc = None
+
+
+@contextlib.contextmanager
+def running_provisioned(out: Path, main_dir: Path, log: Path, ports: Sequence[int]) -> Iterator[None]:
+    """Mosquitto on ``kit provision``'s files in ``out``: the generated file included unchanged, as
+    Debian's mosquitto.conf includes conf.d/ (``user root``: as root, Mosquitto would switch to its own
+    user, who cannot read pytest's 0700 tmp dir). Until the block ends, once every port answers."""
+    main = main_dir / "main.conf"
+    main.write_text(f"user root\ninclude_dir {out / 'mosquitto'}\n")
+    proc = subprocess.Popen([MOSQUITTO, "-c", str(main)], stdout=subprocess.DEVNULL, stderr=log.open("wb"))
+    try:
+        for port in ports:
+            wait_for_port(port)
+        yield
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
