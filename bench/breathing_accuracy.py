@@ -572,7 +572,7 @@ def why_off_time(out: Outcome, model: MatModel, reference: np.ndarray,
             causes[PARTIAL if float(np.min(inside)) <= start + 0.5 else PHANTOM] += 1
             continue
         if delay is not None and delay < ON_TIME_S[0]:  # early: the last breaths before the pause unseen
-            unseen = reference[(reference > before + 0.6) & (reference <= last)] if not math.isnan(before) else []
+            unseen = np.array([]) if math.isnan(before) else reference[(reference > before + 0.6) & (reference <= last)]
             causes[_unseen_cause(model, out, reference, np.asarray(unseen), before, last) or UNEXPLAINED] += 1
             continue
         causes[UNEXPLAINED] += 1

@@ -65,6 +65,38 @@ Method, every second, on the samples of the last ``window_s`` (20 s):
   breath, and so is each further one that keeps the rhythm. The settling after an apnea starts is
   a single slow swing, never a train; without this rule breathing that became five times shallower
   within a minute went unseen for up to a minute (whole-night belt recordings, issue 14).
+- **faint breaths** (``last_breath_ts`` only): a third zig-zag with ``T_faint = FAINT_SIGMAS``
+  (5) × σ of the noise — under the 9σ floor — whose swings count only as a *train*: ``FAINT_TRAIN``
+  (4) in a row at the breathing's rhythm (each interval 0.6–1.6 periods of the breaths before,
+  within 35 % of each other, sizes within 2×); the last of such a train, and each further one
+  that keeps it, moves ``last_breath_ts`` on. Breathing on a light mat often stays regular while
+  shallower than the floor for minutes, and every such passage of 20 s was a false apnea alarm
+  (whole-night tuning recordings, issue 14). One swing of 5σ is common in an apnea's noise; four
+  evenly spaced at the breathing's period and of like size are not (none in 6.7 h of simulated
+  apnea, noise 0–20, drift ±300/±2000, 20–60/min; the band-pass settling is one slow swing, and
+  its ringing decays far faster than 2× over three periods). A faint breath is reported at its
+  own peak, so an apnea is still timed from the last swing of the train. Measured on the tuning
+  nights' scripted pauses (lightest mat): at 4σ noise made trains inside pauses — one, the last real
+  breaths trailing into noise (sizes 9.9, 6.9, 5.0, 4.8σ), made an alert 24 s after the last breath
+  (sizes within 2× now refuse it), one of noise alone (4.4–5.3σ) came 12 s into a 15 s pause — and at
+  5σ none: 5σ is kept, a margin of one σ. Irregular breathing under the floor, or breaths under
+  ~5σ, are still not seen one by one: the visible alert is the safe side.
+- **rhythm in the spectrum** (``last_breath_ts`` only, a lower bound): once the last breath is older
+  than ``SPECTRAL_S`` (15 s) + ``SPECTRAL_LEAD_S`` (0.5 s), each second the band-passed clean signal
+  of the last 15 s (its untrusted 0.6 s edges left out) is Hann-windowed and its power spectrum
+  looked at within ``SPECTRAL_BAND`` (0.8–1.25) × the breathing's frequency (the median interval of
+  the breaths before). A peak of ``SPECTRAL_SNR`` (30) × the level white noise of the measured σ would
+  give there says some breath came in that span — its time unknown, so the breath is reported at the
+  span's start less 0.5 s: never later than the real last breath, so an apnea is never timed from a
+  later moment than its true start (the alert is early, the safe side, after breathing that was only
+  seen this way). While the rhythm lasts the alert is held; it fires ~4.5 s after the rhythm stops
+  being seen. Only while the last breath is younger than ``SPECTRAL_HOLD_S`` (20 s, the apnea rule):
+  a claim may keep the alert from being raised, never resolve one (the gateway counts each new
+  ``last_breath_ts`` as a breath; claims once a second resolved an open alert 3.4 s into a real
+  pause, so the next alert came 23.4 s after the last breath — tuning night 24, 4 kg child).
+  Measured on the tuning nights' scripted pauses (300 windows of four degradations starting 0.5 s
+  after the last breath, settling and drift included): at most 11.6 × the white-noise
+  level; white noise alone passes 30 × with a probability of ~1e-12 a second.
 - **the last breath's time** (``last_breath_ms``): a breath's time is its *inspiration peak* (the
   top of the chest's or belly's rise, where expiration begins) — the same definition as the
   references that judge it (``MatModel.reference_breaths``: the maximum of the breathing reaching
@@ -114,8 +146,9 @@ recordings; since the split only the tuning set has been looked at (the referenc
 
 Limits: one respiratory source per mat; rates outside 12–90/min are not measured; the rate is a
 20 s mean and lags a change by up to ~10 s. Breaths smaller than 9σ of the in-band noise are not
-seen: with the nominal breath of ±60 counts, white noise up to ~10 counts per sample at 25 Hz is
-fine, at 20 counts (a breath ≈ 9σ) breaths are missed and false apnea alarms follow. A breath
+seen one by one (only as a regular train over 5σ, or as a rhythm in the spectrum): with the nominal
+breath of ±60 counts, white noise up to ~10 counts per sample at 25 Hz is fine, at 20 counts (a
+breath ≈ 9σ) irregular breaths are missed and false apnea alarms follow. A breath
 cut short by an apnea that begins mid-inspiration is not a breath (no fall after it): the alert
 then comes up to one breath early. After a motion second or a level jump no breath can be found
 for ~3.6 s (the band-pass needs 3 s of new data), so movement lasting 20 s or more leaves
@@ -211,6 +244,29 @@ TRAIN = 3
 TRAIN_PERIODS = (0.6, 1.6)
 TRAIN_SPREAD = 0.35
 TRAIN_SIZES = 2.5
+#: Faint breaths (``last_breath_ts`` only): a swing under the noise floor but over ``FAINT_SIGMAS`` σ of
+#: the in-band noise is a breath only as the last of ``FAINT_TRAIN`` such swings in a row at the
+#: breathing's rhythm (``TRAIN_PERIODS``, within ``FAINT_SPREAD`` of each other, sizes within
+#: ``FAINT_SIZES``). 0 turns the faint detector off.
+FAINT_SIGMAS = 5.0
+FAINT_TRAIN = 4
+FAINT_SPREAD = 0.35
+FAINT_SIZES = 2.0
+#: Rhythm under the floor (``last_breath_ts`` only): when the last breath is older than
+#: ``SPECTRAL_S`` + ``SPECTRAL_LEAD_S``, the band-passed clean signal of the last ``SPECTRAL_S`` (its
+#: untrusted edges left out) is looked at as a spectrum; a peak within ``SPECTRAL_BAND`` × the breathing's
+#: frequency of ``SPECTRAL_SNR`` × the level white noise of the measured σ would give there means a breath
+#: came in that span — reported at its start less ``SPECTRAL_LEAD_S`` (never later than a real one).
+#: 0 turns it off.
+SPECTRAL_SNR = 30.0
+SPECTRAL_S = 15.0
+SPECTRAL_LEAD_S = 0.5
+SPECTRAL_BAND = (0.8, 1.25)
+#: … and only while the last breath is younger than this (the gateway's apnea rule: 20 s): a claim may
+#: keep an apnea alert from being raised, never resolve one (a claim is a lower bound; three of them
+#: resolved a false alarm 3.4 s into a scripted pause of a tuning night, and the new alert came 23.4 s
+#: after the last breath). Breathing that is seen only after the alert resolves it breath by breath.
+SPECTRAL_HOLD_S = 20.0
 #: A breath's fall must reach this fraction of its rise or of the typical swing, the smaller (the
 #: band-pass settling after a level change rises without falling back: not a breath).
 FALL_FRACTION = 0.5
@@ -300,6 +356,8 @@ class BreathingAnalyzer:
         self._scanned = 0  # samples before this index have been through the detector
         self._zz = _ZigZag()  # the breath detector
         self._zz_small = _ZigZag()  # the small-breath detector (last breath only)
+        self._zz_faint = _ZigZag()  # the faint-breath detector (last breath only, trains under the floor)
+        self._faint: deque[tuple[float, float]] = deque(maxlen=max(FAINT_TRAIN, 1))
         self._ring = np.zeros(int(RING_S * self.fs) + 8)  # band-passed samples already scanned, by index
         self._threshold = 0.0
         self._least = 0.0  # smallest swing that can be a breath (``_least_breath``)
@@ -312,6 +370,8 @@ class BreathingAnalyzer:
         self._train: deque[tuple[float, float]] = deque(maxlen=TRAIN)
         self._last_breath_ms: float | None = None  # last breath reported (mat not empty)
         self._trend: FloatArray | None = None  # orthonormal polynomial basis for the detrend
+        self._white = 0.0  # σ per sample of white noise giving the measured in-band σ
+        self._hann_cache: FloatArray | None = None
         self._masks: dict[int, tuple[FloatArray, FloatArray | None, float]] = {}
 
     # -- input
@@ -357,7 +417,9 @@ class BreathingAnalyzer:
         self._segment += 1
         self._zz.reset(self._total)  # the detectors start afresh: first a trough
         self._zz_small.reset(self._total)
+        self._zz_faint.reset(self._total)
         self._train.clear()
+        self._faint.clear()
         self._swing_ref = None  # the child may lie differently: breath sizes are learnt again
 
     # -- once per second
@@ -397,6 +459,7 @@ class BreathingAnalyzer:
             y, acf, noise = self._bandpass(clean)
             amplitude = 2.0 * _median(np.abs(y[-int(AMPLITUDE_S * fs) :])) / SINE_MEDIAN
             self._scan(y, now, amplitude, noise)
+            self._spectral_rhythm(y, now, noise)
         rate, quality = self._rate(now, acf) if not moving else (None, 0.0)  # breathing is not seen while moving
         present = self._presence(level, now, moving, rhythm=rate is not None and quality >= RHYTHM_QUALITY)
         if present is False:
@@ -465,7 +528,43 @@ class BreathingAnalyzer:
             noise = ROBUST_SIGMA * _median(np.abs(h)) * ratio
         else:  # no band above breathing to measure: the jerk floor, generously
             noise = 2.0 * (self._floor or 0.0) / math.sqrt(6.0)
+        # σ per sample of the white noise that would give this in-band σ (the spectral rhythm's yardstick)
+        self._white = noise * math.sqrt((nfft / 2.0) / max(float(np.sum(mask**2)), 1e-12))
         return y, acf, noise
+
+    def _spectral_rhythm(self, y: FloatArray, now: float, noise: float) -> None:
+        """Evidence of breathing under the noise floor from the spectrum (see ``SPECTRAL_SNR``)."""
+        if SPECTRAL_SNR <= 0 or self._last_breath_ms is None or noise <= 0:
+            return
+        span = int(round(SPECTRAL_S * self.fs))
+        if len(y) < span + 2 * self._edge:
+            return
+        end_ms = now - self._edge * 1000.0 / self.fs  # the newest trusted sample
+        claim = end_ms - SPECTRAL_S * 1000.0 - SPECTRAL_LEAD_S * 1000.0
+        if claim <= self._last_breath_ms:
+            return  # it could not move the last breath: not needed
+        if now - self._last_breath_ms >= SPECTRAL_HOLD_S * 1000.0:
+            return  # the apnea alert is raised by now: only breaths resolve it, not a lower bound
+        period = self._period_ms()
+        if period is None:
+            return
+        seg = y[len(y) - self._edge - span : len(y) - self._edge]
+        window = self._hann(span)
+        nfft = 8 * span
+        power = np.abs(np.fft.rfft(seg * window, nfft)) ** 2
+        f = np.fft.rfftfreq(nfft, 1.0 / self.fs)
+        f0 = 1000.0 / period
+        band = (f >= SPECTRAL_BAND[0] * f0) & (f <= SPECTRAL_BAND[1] * f0)
+        if not band.any():
+            return
+        expected = self._white**2 * float(np.sum(window**2))
+        if float(power[band].max()) >= SPECTRAL_SNR * expected:
+            self._report(claim - LAST_BREATH_GUARD_MS)  # ``_report`` adds the guard back: the claim itself
+
+    def _hann(self, n: int) -> FloatArray:
+        if self._hann_cache is None or len(self._hann_cache) != n:
+            self._hann_cache = np.hanning(n)
+        return self._hann_cache
 
     # -- breaths
 
@@ -510,6 +609,12 @@ class BreathingAnalyzer:
                     self._small_swing(at, i, swing, period, now)
         else:
             self._zz_small.follow(self._zz)
+        faint = max(FAINT_SIGMAS * noise, 1e-9)
+        if FAINT_SIGMAS > 0 and faint < small:
+            for at, i, swing in self._zz_faint.run(ring, lo, hi, faint, longest, learnt):
+                self._faint_swing(at, i, swing, period, now)
+        else:
+            self._zz_faint.follow(self._zz_small)
         self._scanned = y0 + end
 
     @property
@@ -553,6 +658,20 @@ class BreathingAnalyzer:
         regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
         if regular and max(gaps) - min(gaps) <= TRAIN_SPREAD * max(gaps) and max(sizes) <= TRAIN_SIZES * min(sizes):
             self._add_breath(t_ms, swing)
+
+    def _faint_swing(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
+        """A swing of the faint detector (any size over ``FAINT_SIGMAS`` σ): reported as the last breath
+        only as the last of a regular train of ``FAINT_TRAIN`` of them at the breathing's rhythm."""
+        train = self._faint
+        t_ms = self._peak_ms(at, now_index, period_ms, now)
+        train.append((t_ms, swing))
+        if len(train) < FAINT_TRAIN:
+            return
+        gaps = [b[0] - a[0] for a, b in itertools.pairwise(train)]
+        sizes = [sw for _t, sw in train]
+        regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
+        if regular and max(gaps) - min(gaps) <= FAINT_SPREAD * max(gaps) and max(sizes) <= FAINT_SIZES * min(sizes):
+            self._report(t_ms)
 
     def _add_breath(self, t_ms: float, swing: float) -> None:
         self.breaths.append(Breath(t_ms, swing, self._segment))

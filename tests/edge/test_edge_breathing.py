@@ -251,6 +251,7 @@ def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
     of the usual size it is seen, at 0.3 not. The rate is the main detector's alone. ~0.3 s."""
     if not small_detector:
         monkeypatch.setattr(breathing, "SMALL_FRACTION", breathing.SWING_FRACTION)
+        monkeypatch.setattr(breathing, "FAINT_SIGMAS", 0.0)  # its train of four takes the small breath too
     period = 1.5  # 40/min
     t = np.arange(0, 90 * FS) / FS
     phase = 2 * np.pi * t / period
@@ -615,3 +616,57 @@ def test_breathing_that_turns_shallow_stays_seen_by_its_rhythm() -> None:
     assert max(ages) < 15.0, f"the last breath stood still for {max(ages):.1f} s in shallow breathing"
     # The rule does not count a lone small swing: an apnea after the shallow breaths stays one.
     assert all(f.present for f in shallow)
+
+
+@pytest.mark.parametrize("seed", [1, 4])
+@pytest.mark.parametrize("detectors", ["both", "spectral only", "neither"])
+def test_regular_breaths_under_the_noise_floor_are_seen_by_their_rhythm(
+    detectors: str, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14 (tuning nights, lightest mats): breathing that stays regular but shallower than the
+    9σ noise floor went unseen and raised false apnea alarms. Raw samples: 30/min, white noise σ 3
+    per sample (in the band σ ≈ 0.97), breaths of 120 counts, then 90 s of breaths of 8σ (under the
+    floor), then an apnea resting at end-expiration.
+
+    - *both* (as shipped): the faint detector's train of ``FAINT_TRAIN`` swings over ``FAINT_SIGMAS`` σ
+      at the rhythm keeps the last breath within 11 s through the shallow passage, and the alert comes
+      20.0–21.0 s after the last shallow breath (no train in the apnea's noise, no spectral claim);
+    - *spectral only*: the spectral rhythm claims a breath at the start of its 15 s span, so the last
+      breath never gets older than ~16 s (no alert while the rhythm lasts); after the apnea starts
+      the alert comes early (the claim is a lower bound: the safe side), never late;
+    - *neither*: the last breath stands still for ≥ 50 s — a false alarm — and the apnea's alert is
+      early or is that false alarm still open. ~2 s."""
+    if detectors != "both":
+        monkeypatch.setattr(breathing, "FAINT_SIGMAS", 0.0)
+    if detectors == "neither":
+        monkeypatch.setattr(breathing, "SPECTRAL_SNR", 0.0)
+    period, noise, stop = 2.0, 3.0, 150.0
+    t = np.arange(0, 200 * FS) / FS
+    in_band = noise * np.sqrt(1.3 / (FS / 2))  # white noise through the 0.2–1.5 Hz band
+    size = np.where(t < 60.0, 120.0, 8.0 * in_band)
+    wave = size * (1 - np.cos(2 * np.pi * t / period)) / 2  # peaks at 1, 3, 5 … s
+    wave[t >= stop] = 0.0  # the apnea begins at an end-expiration: the last breath peaked at stop − 1 s
+    rng = np.random.default_rng(seed)
+    samples = np.rint(10_000 + wave + rng.normal(0, noise, len(t))).astype(np.int64)
+    analyzer = BreathingAnalyzer(FS)
+    features = []
+    for sec in range(200):
+        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
+        f = analyzer.features()
+        assert f is not None
+        features.append(f)
+    assert 8.0 * in_band < analyzer.floor, "the shallow breaths are under the noise floor"
+    ages = [secs(f) - last_breath_s(f) for f in features[95:150]]
+    last_true = stop - period / 2
+    alerts = [a - last_true for a in apnea_alerts(KIT, features) if a > 95]
+    if detectors == "both":
+        assert max(ages) < 11.0, f"the last breath stood still {max(ages):.1f} s in regular shallow breathing"
+        assert last_breath_s(features[-1]) == pytest.approx(last_true, abs=0.5)
+        assert len(alerts) == 1 and 20.0 <= alerts[0] <= 21.0, alerts
+    elif detectors == "spectral only":
+        assert max(ages) < 17.0
+        assert last_breath_s(features[-1]) < last_true
+        assert len(alerts) == 1 and alerts[0] < 20.0, alerts
+    else:
+        assert max(ages) >= 50.0
+        assert not alerts or alerts[0] < 20.0
