@@ -653,10 +653,7 @@ class BreathingAnalyzer:
         train.append((t_ms, swing))
         if len(train) < TRAIN:
             return
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(train)]
-        sizes = [sw for _t, sw in train]
-        regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
-        if regular and max(gaps) - min(gaps) <= TRAIN_SPREAD * max(gaps) and max(sizes) <= TRAIN_SIZES * min(sizes):
+        if _regular_train(train, period_ms, TRAIN_SPREAD, TRAIN_SIZES):
             self._add_breath(t_ms, swing)
 
     def _faint_swing(self, at: int, now_index: int, swing: float, period_ms: float, now: float) -> None:
@@ -667,10 +664,7 @@ class BreathingAnalyzer:
         train.append((t_ms, swing))
         if len(train) < FAINT_TRAIN:
             return
-        gaps = [b[0] - a[0] for a, b in itertools.pairwise(train)]
-        sizes = [sw for _t, sw in train]
-        regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
-        if regular and max(gaps) - min(gaps) <= FAINT_SPREAD * max(gaps) and max(sizes) <= FAINT_SIZES * min(sizes):
+        if _regular_train(train, period_ms, FAINT_SPREAD, FAINT_SIZES):
             self._report(t_ms)
 
     def _add_breath(self, t_ms: float, swing: float) -> None:
@@ -895,3 +889,12 @@ def _median(x: FloatArray) -> float:
     k = n // 2
     part = np.partition(x, (k - 1, k) if n % 2 == 0 else k)
     return float(part[k]) if n % 2 else 0.5 * float(part[k - 1] + part[k])
+
+
+def _regular_train(train: Sequence[tuple[float, float]], period_ms: float, spread: float, sizes_within: float) -> bool:
+    """(time ms, swing) in a row at the breathing's rhythm: each interval ``TRAIN_PERIODS`` × the
+    period, the intervals within ``spread`` of each other, the sizes within ``sizes_within`` ×."""
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(train)]
+    sizes = [sw for _t, sw in train]
+    regular = all(TRAIN_PERIODS[0] * period_ms <= g <= TRAIN_PERIODS[1] * period_ms for g in gaps)
+    return regular and max(gaps) - min(gaps) <= spread * max(gaps) and max(sizes) <= sizes_within * min(sizes)
