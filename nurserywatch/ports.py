@@ -11,6 +11,9 @@ import time
 #: outgoing connection takes its local port from — a port picked there can be taken by some client's
 #: connection before the caller binds it (seen: a nats-server of a loaded test run could not listen).
 PICK_RANGE = (10_000, 32_768)
+#: Ports in that range browsers refuse to load (Chromium's restricted ports: ``ERR_UNSAFE_PORT``, seen
+#: failing a dashboard browser test that drew 10080).
+BROWSER_UNSAFE = frozenset({10080})
 _pick = random.Random()
 
 
@@ -32,7 +35,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
         for _ in range(200 * n):
             if len(ports) == n:
                 break
-            s = _bound(host, _pick.randrange(*PICK_RANGE))
+            port = _pick.randrange(*PICK_RANGE)
+            s = None if port in BROWSER_UNSAFE else _bound(host, port)
             if s is not None:
                 stack.enter_context(s)
                 ports.append(int(s.getsockname()[1]))
