@@ -41,6 +41,17 @@ def run(model: MatModel, seconds: int, *, start_s: int = 0) -> list[BreathingFea
     return out
 
 
+def feed_seconds(analyzer: BreathingAnalyzer, samples: Any, seconds: int) -> list[BreathingFeatures]:
+    """Raw samples fed a second at a time from T0, with the features after each second."""
+    features = []
+    for sec in range(seconds):
+        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
+        f = analyzer.features()
+        assert f is not None
+        features.append(f)
+    return features
+
+
 def at(features: list[BreathingFeatures], t_s: float) -> BreathingFeatures:
     """The features computed at time t_s (data up to t_s)."""
     return next(f for f in features if f.t_ms >= T0 + t_s * 1000 - 40)
@@ -261,12 +272,7 @@ def test_a_small_last_breath_before_an_apnea_is_the_last_breath(
     rng = np.random.default_rng(7)
     samples = np.rint(10_000 + wave + rng.normal(0, 3, len(t))).astype(np.int64)
     analyzer = BreathingAnalyzer(FS)
-    features = []
-    for sec in range(90):
-        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
-        f = analyzer.features()
-        assert f is not None
-        features.append(f)
+    features = feed_seconds(analyzer, samples, 90)
     small_peak, big_peak = 60.75, 59.25
     last = last_breath_s(features[-1])
     if small_detector:
@@ -649,12 +655,7 @@ def test_regular_breaths_under_the_noise_floor_are_seen_by_their_rhythm(
     rng = np.random.default_rng(seed)
     samples = np.rint(10_000 + wave + rng.normal(0, noise, len(t))).astype(np.int64)
     analyzer = BreathingAnalyzer(FS)
-    features = []
-    for sec in range(200):
-        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
-        f = analyzer.features()
-        assert f is not None
-        features.append(f)
+    features = feed_seconds(analyzer, samples, 200)
     assert 8.0 * in_band < analyzer.floor, "the shallow breaths are under the noise floor"
     ages = [secs(f) - last_breath_s(f) for f in features[95:150]]
     last_true = stop - period / 2
