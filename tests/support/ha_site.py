@@ -24,6 +24,7 @@ import nats
 import yaml
 
 from gateway.ha.journal import Entry
+from nurserywatch.cancellation import raise_if_cancel_was_swallowed
 from nurserywatch.contract import (
     Alert,
     BreathingReading,
@@ -206,6 +207,9 @@ class Edge:
         self.stopped_ms = stopped_ms
         #: Seqs the broker confirmed (PUBACK), with the time.monotonic() of the confirmation.
         self.acked: dict[int, float] = {}
+        #: Seqs handed to a publish: a superset of ``acked`` (one in flight when the edge stopped may
+        #: have reached the broker without its PUBACK reaching us, and be stored: that is not a duplicate).
+        self.issued: set[int] = set()
         self.reconnects = 0
 
     @property
@@ -230,7 +234,11 @@ class Edge:
                             reading = BreathingReading(ts=now, seq=next(self.seq), present=True,
                                                        rate_bpm=30.0 if breathing else None, last_breath_ts=last,
                                                        motion=0.05, quality=0.9)  # fmt: skip
+                        self.issued.add(reading.seq)
                         await c.publish(reading_topic(self.site, self.device, "breathing"), reading.to_json(), qos=1)
+                        # A cancel that came with the PUBACK is swallowed by wait_for (Python 3.11): without
+                        # this the edge publishes on after the test's end, and the test waits for it forever.
+                        raise_if_cancel_was_swallowed()
                         self.acked[reading.seq] = time.monotonic()
                         reading = None
                         await asyncio.sleep(0.25)
@@ -273,3 +281,23 @@ async def journal_entries(cluster: NatsCluster, layout: SiteLayout) -> list[tupl
 def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     with closing(sqlite3.connect(db)) as con:
         return con.execute(sql, params).fetchall()
+
+
+def stored_once(db: Path, edge: Edge) -> str | None:
+    """Why ``db`` does not hold the edge's readings once each, or None: every seq the broker confirmed is
+    stored (0 lost), none twice, and none the edge never published. Read ``edge.sent`` only after the
+    edge stopped: a publish under way when it was read would be stored but not counted."""
+    seqs = [s for (s,) in rows(db, "SELECT seq FROM readings WHERE device = ?", edge.device)]
+    # (a set of them would hide the duplicates this looks for)
+    if len(seqs) != len(set(seqs)):
+        return f"stored twice: {sorted(s for s in set(seqs) if seqs.count(s) > 1)}"
+    if lost := set(edge.acked) - set(seqs):
+        return f"confirmed by the broker but not stored: {sorted(lost)}"
+    if unknown := set(seqs) - edge.issued:
+        return f"stored but never published: {sorted(unknown)}"
+    return None
+
+
+def stored(db: Path, device: str = "mat-1") -> set[int]:
+    """The seqs of ``device``'s readings in the gateway's file ``db``."""
+    return {seq for (seq,) in rows(db, "SELECT seq FROM readings WHERE device = ?", device)}
