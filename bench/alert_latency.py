@@ -129,8 +129,11 @@ async def _load(port: int, n: Nursery, start: float, triggers: int, waveform: bo
 # ---------------------------------------------------------------- the staff client (this process)
 
 
-async def watch(base: str, arrived: dict[tuple[str, int], float], load_done: Callable[[], bool]) -> int:
-    """Sign in, follow /api/events, note when each prone alert's first notification arrives."""
+async def watch(
+    base: str, arrived: dict[tuple[str, int], float], seen: dict[str, list[str]], load_done: Callable[[], bool]
+) -> int:
+    """Sign in, follow /api/events, note when each prone alert's first notification arrives (and, to
+    explain a miss, every prone alert event by device)."""
     events = 0
     stop_at = 0.0
     async with httpx.AsyncClient(base_url=base, timeout=None) as http:
@@ -145,8 +148,14 @@ async def watch(base: str, arrived: dict[tuple[str, int], float], load_done: Cal
                 elif line.startswith("data: ") and kind == "alert":
                     now = time.time()
                     a = json.loads(line[6:])
-                    if a.get("rule") == "prone" and a.get("state") == "active" and a.get("notify_count") == 0:
+                    if a.get("rule") != "prone":
+                        continue
+                    if a.get("state") == "active" and a.get("notify_count") == 0:
                         arrived.setdefault((a["device"], a["updated_ts"]), now)
+                    seen.setdefault(a["device"], []).append(
+                        f"{a.get('state')} n={a.get('notify_count')} started {a.get('started_ts')} "
+                        f"updated {a.get('updated_ts')} id {a.get('id')}"
+                    )
                 if load_done():  # the load process has sent everything (it can run late at 10×)
                     if not stop_at:
                         stop_at = time.time() + 5  # then 5 s for the last alerts to arrive
@@ -196,6 +205,7 @@ def run_scale(
         load = mp.get_context("spawn").Process(target=load_process, args=(mq.port, n, start, triggers, waveform, q))
         load.start()
         arrived: dict[tuple[str, int], float] = {}
+        seen: dict[str, list[str]] = {}
         results: list[tuple[list[tuple[str, int, float]], float]] = []
 
         def load_done() -> bool:
@@ -206,7 +216,7 @@ def run_scale(
         assert mq.proc is not None
         stack = {"Mosquitto": mq.proc.pid, "gateway": gw.pid, "dashboard": dash.pid}
         cpu0, client0, wall0 = {k: cpu_s(pid) for k, pid in stack.items()}, time.process_time(), time.monotonic()
-        events = asyncio.run(watch(base, arrived, load_done))
+        events = asyncio.run(watch(base, arrived, seen, load_done))
         sent, load_cpu = results[0]
         wall = time.monotonic() - wall0
         # The cores each part kept busy on average over the run.
@@ -224,6 +234,10 @@ def run_scale(
         mq.stop()
     lat = [(arrived[(dev, ts)] - t) for dev, ts, t in sent if (dev, ts) in arrived]
     missed = len(sent) - len(lat)
+    for dev, ts, _t in sent:
+        if (dev, ts) not in arrived:
+            print(f"  missed: {dev}, its frame of ts {ts} (first prone {ts - PRONE_S * 1000}); the client saw:",
+                  *seen.get(dev, ["nothing"]), sep="\n    ")  # fmt: skip
     gm["events"] = events
     return lat, missed, gm, cores
 

@@ -22,6 +22,7 @@ No I/O and no clock: every timestamp comes from the caller (message time or an i
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -96,6 +97,9 @@ class AlertBook:
     def __init__(self, alerts: Iterable[Alert] = ()) -> None:
         self._by_id: dict[str, Alert] = {}
         self._active: dict[tuple[str, str], str] = {}  # (subject key, rule) -> alert id
+        #: rule -> how many of ``_active`` are of it: every tick clears every quiet rule of every
+        #: device, and a rule with nothing active answers that without building a key (issue 17).
+        self._active_rules: Counter[str] = Counter()
         #: (subject key, rule) -> when its latest alert resolved: a new one never starts before it.
         self._ended: dict[tuple[str, str], int] = {}
         for alert in sorted(alerts, key=lambda a: a.started_ts):
@@ -178,6 +182,8 @@ class AlertBook:
 
     def resolve(self, event: Cleared, subject: Subject) -> list[Transition]:
         """The condition cleared: the active alert (if any) becomes resolved."""
+        if not self._active_rules[event.rule]:
+            return []
         current = self.active(event.rule, subject)
         if current is None:
             return []
@@ -189,6 +195,7 @@ class AlertBook:
             }
         )
         del self._active[(subject.key_for(event.rule), event.rule)]
+        self._active_rules[event.rule] -= 1
         self._note_end(resolved, event.ts)
         self._settle(resolved)
         return [Transition(Change.RESOLVED, resolved, event.ts)]
@@ -243,7 +250,10 @@ class AlertBook:
     def _put(self, alert: Alert) -> None:
         self._by_id[alert.id] = alert
         if alert.state is AlertState.ACTIVE:
-            self._active[(Subject.of_alert(alert).key_for(alert.rule), alert.rule)] = alert.id
+            key = (Subject.of_alert(alert).key_for(alert.rule), alert.rule)
+            if key not in self._active:
+                self._active_rules[alert.rule] += 1
+            self._active[key] = alert.id
 
     def _note_end(self, alert: Alert, ts: int) -> None:
         key = (Subject.of_alert(alert).key_for(alert.rule), alert.rule)

@@ -115,6 +115,10 @@ class Graded:
 
     levels: Sequence[Level]
     _db: list[Debounce] = field(default_factory=list)
+    #: The last value judged and each level's (fire, clear) for it: a tick judges the last reading's
+    #: value again (only time moved), so the predicates run once per new value, not per tick.
+    _value: float | None = None
+    _conds: list[tuple[bool, bool]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._db = [Debounce(lv.on_ms, lv.off_ms) for lv in self.levels]
@@ -122,8 +126,11 @@ class Graded:
     def update(self, ts: int, value: float | None) -> Severity | None:
         if value is None:
             return self.severity
-        for lv, db in zip(self.levels, self._db, strict=True):
-            db.update(ts, lv.fire(value), lv.clear(value))
+        if value != self._value or not self._conds:
+            self._value = value
+            self._conds = [(lv.fire(value), lv.clear(value)) for lv in self.levels]
+        for db, (fire, clear) in zip(self._db, self._conds, strict=True):
+            db.update(ts, fire, clear)
         # A higher level implies the lower ones: critical CO2 is also ≥ 1000 ppm. Forcing them keeps
         # the alert alive at the lower severity when the higher one eases, instead of flapping.
         for i in range(len(self._db) - 1, 0, -1):
@@ -135,13 +142,15 @@ class Graded:
 
     @property
     def severity(self) -> Severity | None:
-        active = [lv.severity for lv, db in zip(self.levels, self._db, strict=True) if db.active]
-        return active[-1] if active else None
+        # The highest active level; asked of every quiet level on every tick, so without a list.
+        for i in range(len(self._db) - 1, -1, -1):
+            if self._db[i].active:
+                return self.levels[i].severity
+        return None
 
     @property
     def since(self) -> int | None:
-        starts = [db.since for db in self._db if db.active and db.since is not None]
-        return min(starts) if starts else None
+        return min((db.since for db in self._db if db.active and db.since is not None), default=None)
 
     def force(self, severity: Severity, since: int) -> None:
         """Seed from a restored alert: this level and the ones below are active since ``since``."""

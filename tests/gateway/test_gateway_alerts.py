@@ -174,6 +174,26 @@ def test_restore_keeps_open_alerts_and_ignores_closed_ones() -> None:
     ]
 
 
+def test_every_active_alert_of_a_rule_resolves_while_others_stay_or_come_back() -> None:
+    # A clear of a rule with nothing active is answered without a lookup (every tick clears every
+    # quiet rule of every device): the count behind that must follow raises, updates and resolves.
+    subjects = [Subject(f"clip-{i}", "hiyoko", f"c{i}") for i in range(3)]
+    book = AlertBook()
+    for s in subjects:
+        book.fire(firing(T0 + 30_000), s)
+    book.fire(firing(T0 + 40_000, severity=Severity.WARNING), subjects[0])  # an update: still one of them
+    for i, s in enumerate(subjects):
+        assert changes(book.resolve(Cleared("prone", f"clip-{i}", T0 + 50_000), s))[0][0] is Change.RESOLVED
+        assert book.resolve(Cleared("prone", f"clip-{i}", T0 + 51_000), s) == []
+    again, ts = book.fire(firing(T0 + 90_000, started=T0 + 60_000), subjects[1])
+    assert changes(ts) == [(Change.RAISED, AlertState.ACTIVE, False)]
+    assert changes(book.resolve(Cleared("prone", "clip-1", T0 + 95_000), subjects[1])) == [
+        (Change.RESOLVED, AlertState.RESOLVED, False)
+    ]
+    restored = AlertBook([again])  # restored active alerts count too
+    assert len(restored.resolve(Cleared("prone", "clip-1", T0 + 95_000), subjects[1])) == 1
+
+
 def test_subject_key_prefers_child_then_device() -> None:
     assert CHILD.key == "c001"
     assert ROOM_DEVICE.key == "air-01"
