@@ -682,7 +682,9 @@ class BreathingAnalyzer:
         idx = np.arange(lo, min(at + w, now_index) + 1)
         shift = 0.0
         if len(idx) >= 3 and idx[0] < at < idx[-1]:
-            c2, c1, _c0 = np.polyfit(idx - at, self._ring[idx % len(self._ring)], 2)
+            c2, c1 = _parabola(
+                range(int(idx[0]) - at, int(idx[-1]) - at + 1), self._ring[idx % len(self._ring)].tolist()
+            )
             if c2 < 0:
                 shift = min(max(-c1 / (2.0 * c2), float(idx[0] - at)), float(idx[-1] - at))
         return now - (self._total - 1 - at - shift) * 1000.0 / self.fs
@@ -881,6 +883,30 @@ class _ZigZag:
         self.mode, self.ext, self.at, self.trough, self.trough_at = mode, ext, at, trough, trough_at
         self.pending = pending
         return found
+
+
+def _parabola(xs: Sequence[int], ys: Sequence[float]) -> tuple[float, float]:
+    """(c2, c1) of the least-squares parabola c2·x² + c1·x + c0 through (xs, ys), at least 3 points:
+    ``np.polyfit(xs, ys, 2)[:2]`` from the normal equations (Cramer's rule). polyfit's SVD was 18 %
+    of the edge's CPU per sample for these ≤ 15 small integer abscissas (bench/edge_cost.py)."""
+    s0 = float(len(xs))
+    s1 = s2 = s3 = s4 = t0 = t1 = t2 = 0.0
+    mean = sum(ys) / s0  # an offset changes neither c2 nor c1; without it, large counts lose digits
+    for x, y0 in zip(xs, ys, strict=True):
+        y = y0 - mean
+        xx = float(x * x)
+        s1 += x
+        s2 += xx
+        s3 += xx * x
+        s4 += xx * xx
+        t0 += y
+        t1 += x * y
+        t2 += xx * y
+    m00, m01, m11 = s2 * s0 - s1 * s1, s3 * s0 - s1 * s2, s3 * s1 - s2 * s2
+    det = s4 * m00 - s3 * m01 + s2 * m11
+    c2 = (t2 * m00 - s3 * (t1 * s0 - s1 * t0) + s2 * (t1 * s1 - s2 * t0)) / det
+    c1 = (s4 * (t1 * s0 - t0 * s1) - t2 * m01 + s2 * (s3 * t0 - t1 * s2)) / det
+    return c2, c1
 
 
 def _median(x: FloatArray) -> float:

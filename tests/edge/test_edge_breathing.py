@@ -671,3 +671,15 @@ def test_regular_breaths_under_the_noise_floor_are_seen_by_their_rhythm(
     else:
         assert max(ages) >= 50.0
         assert not alerts or alerts[0] < 20.0
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_peak_parabola_is_polyfits(seed: int) -> None:
+    # The peak's parabola (closed form, for speed) against numpy's least squares, on spans the
+    # analyzer fits: a window cut short at either side, large raw counts with a small curvature.
+    rng = np.random.default_rng(seed)
+    lo, hi = int(rng.integers(-12, 0)), int(rng.integers(1, 12))
+    xs = list(range(lo, hi + 1))
+    ys = (rng.uniform(-8e6, 8e6) - 40.0 * np.square(xs) + rng.normal(0, 30.0, len(xs))).tolist()
+    c2, c1, _c0 = np.polyfit(xs, ys, 2)
+    assert breathing._parabola(xs, ys) == pytest.approx((c2, c1), rel=1e-6, abs=1e-9)

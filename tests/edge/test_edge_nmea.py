@@ -64,6 +64,16 @@ CASES: list[tuple[str, list[bytes], list[ImuSample | MatFrame | str]]] = [
     ("seq past 65535", [b"$NWIMU,70000,0,0,1000*7E\r\n"], ["bad_value"]),
     ("accel past int16", [b"$NWIMU,1,40000,0,0*4D\r\n"], ["bad_value"]),
     ("fs_hz zero", [b"$NWMAT,1,0,5*59\r\n"], ["bad_value"]),
+    (
+        "mat samples at the int32 bound",
+        [b"$NWMAT,1,25,2147483647,-2147483647*5A\r\n"],
+        [MatFrame(1, 25, (2147483647, -2147483647))],
+    ),
+    ("mat sample past int32", [b"$NWMAT,1,25,2147483648*5E\r\n"], ["bad_value"]),
+    ("mat sample -2^31", [b"$NWMAT,1,25,-2147483648,0*6F\r\n"], ["bad_value"]),
+    ("mat sample letter", [b"$NWMAT,1,25,5,x*3A\r\n"], ["bad_value"]),
+    ("mat sample empty", [b"$NWMAT,1,25,5,*42\r\n"], ["bad_value"]),
+    ("mat sample plus sign", [b"$NWMAT,1,25,0,+5*59\r\n"], ["bad_value"]),
     ("unknown talker", [b"$GPGGA,1*4B\r\n"], ["unknown_sentence"]),
     # -- garbage and noise
     ("text line", [b"hello\r\n"], ["garbage"]),
