@@ -198,13 +198,15 @@ def _parse(line: bytes) -> Frame:
             )
         seq = _int(fields[1], "seq", 0, SEQ_MODULO - 1, line)
         fs_hz = _int(fields[2], "fs_hz", 1, MAT_FS_LIMIT_HZ, line)
-        return MatFrame(seq, fs_hz, _samples(fields[3:], line))
+        first = len(fields[0]) + len(fields[1]) + len(fields[2]) + 3  # where the samples begin in body
+        return MatFrame(seq, fs_hz, _samples(body, first, fields[3:], line))
     raise _Reject(RejectReason.UNKNOWN_SENTENCE, f"unknown sentence {talker.decode()!r}: {_show(line)}")
 
 
-def _samples(fields: list[bytes], line: bytes) -> tuple[int, ...]:
-    """A mat frame's samples, as ``_int`` would take each, with one match and one range check."""
-    if _INTS.fullmatch(b",".join(fields)):
+def _samples(body: bytes, first: int, fields: list[bytes], line: bytes) -> tuple[int, ...]:
+    """A mat frame's samples (``fields``, which are ``body[first:]`` split), as ``_int`` would take
+    each, with one match and one range check."""
+    if _INTS.fullmatch(body, first):
         samples = tuple(map(int, fields))
         if -MAT_SAMPLE_LIMIT <= min(samples) and max(samples) <= MAT_SAMPLE_LIMIT:
             return samples

@@ -17,7 +17,7 @@ from gateway.alert_changes import Change
 from gateway.config import NotifyConfig, RulesConfig
 from gateway.engine.rules_engine import RulesEngine
 from nurserywatch.contract import BreathingReading, SessionAction, SessionCommand, Severity, Stream
-from tests.support.apnea_replay import apnea_alerts
+from tests.support.apnea_replay import apnea_alerts, feed_seconds
 from tests.support.clock import T0
 from tests.support.kits import make_kit
 
@@ -39,17 +39,6 @@ def run(model: MatModel, seconds: int, *, start_s: int = 0) -> list[BreathingFea
         assert f is not None
         out.append(f)
     return out
-
-
-def feed_seconds(analyzer: BreathingAnalyzer, samples: Any, seconds: int) -> list[BreathingFeatures]:
-    """Raw samples fed a second at a time from T0, with the features after each second."""
-    features = []
-    for sec in range(seconds):
-        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
-        f = analyzer.features()
-        assert f is not None
-        features.append(f)
-    return features
 
 
 def at(features: list[BreathingFeatures], t_s: float) -> BreathingFeatures:
@@ -117,10 +106,7 @@ def test_rate_with_noise_and_movement(
 def test_every_breath_is_found_at_its_time() -> None:
     model = mat({"at_s": 0, "present": True, "rate_bpm": 30}, seed="t")
     analyzer = BreathingAnalyzer(FS)
-    samples = model.samples(0, 60 * FS)
-    for sec in range(60):
-        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
-        analyzer.features()
+    feed_seconds(analyzer, model.samples(0, 60 * FS), 60)
     found = np.array([(b.t_ms - T0) / 1000 for b in analyzer.breaths])
     truth = np.array(model.reference_breaths(8, 55))
     nearest = np.array([np.min(np.abs(found - t)) for t in truth])

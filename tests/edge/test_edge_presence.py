@@ -13,7 +13,7 @@ from edge.channels.mat import MatChannel
 from edge.channels.registry import make_channel
 from edge.dsp.breathing import CHILD_STEP_KG, BreathingAnalyzer, BreathingConfig, BreathingFeatures
 from firmware_sim.models.mat import MatModel, MatOptions, MatStep
-from tests.support.apnea_replay import apnea_alerts
+from tests.support.apnea_replay import apnea_alerts, feed_seconds
 from tests.support.clock import T0
 from tests.support.kits import make_kit
 
@@ -23,15 +23,7 @@ KIT = make_kit("t", name="t", rooms={"r": "r"}, agents=("pi",), children={"c": "
 
 
 def features_of(model: MatModel, seconds: int, config: BreathingConfig | None) -> list[BreathingFeatures]:
-    analyzer = BreathingAnalyzer(FS, config)
-    samples = model.samples(0, seconds * FS)
-    out = []
-    for sec in range(seconds):
-        analyzer.add(T0 + sec * 1000, samples[sec * FS : (sec + 1) * FS])
-        f = analyzer.features()
-        assert f is not None
-        out.append(f)
-    return out
+    return feed_seconds(BreathingAnalyzer(FS, config), model.samples(0, seconds * FS), seconds)
 
 
 def test_the_kit_scale_sets_the_weight_step() -> None:

@@ -58,7 +58,7 @@ async def test_kill_9_of_the_active_gateway_during_an_apnea(cluster: NatsCluster
             )  # fmt: skip
             await s.nap_session(cluster.mqtt_urls[1], SessionAction.STOP)
         db_b = s.db("b")
-        await wait_until(lambda: set(edge.acked) <= stored(db_b),
+        await wait_until(lambda: edge.confirmed_stored(db_b),
                          "every reading stored by b", 20, every_s=0.1)  # fmt: skip
         await wait_until(lambda: rows(db_b, "SELECT COUNT(*) FROM session_log WHERE change = 'stopped'")[0][0] == 1,
                          "the session stopped by b", 10, every_s=0.1)  # fmt: skip
@@ -146,7 +146,7 @@ async def test_the_instance_that_lost_restarts_as_a_standby_and_takes_over_again
                 lambda: any(a.state is AlertState.RESOLVED for a in auditor.alerts("apnea")), "the apnea resolved", 15
             )
         db_a = s.db("a")
-        await wait_until(lambda: set(edge.acked) <= stored(db_a),
+        await wait_until(lambda: edge.confirmed_stored(db_a),
                          "every reading stored by a", 20, every_s=0.1)  # fmt: skip
         verify = subprocess.run([sys.executable, "-m", "nurserywatch", "records", "verify", "--db", str(db_a)],
                                 capture_output=True, text=True)  # fmt: skip
@@ -184,7 +184,7 @@ async def test_kill_9_of_a_nats_node_during_an_apnea(cluster: NatsCluster, tmp_p
             )  # fmt: skip
         active = "b" if s.is_active("b") else "a"
         db = s.db(active)
-        await wait_until(lambda: set(edge.acked) <= stored(db),
+        await wait_until(lambda: edge.confirmed_stored(db),
                          f"every confirmed reading stored by {active}", 30, every_s=0.1)  # fmt: skip
         takeovers = s.active_count("b")
     ids = {a.id for a in auditor.alerts("apnea")}
@@ -192,4 +192,4 @@ async def test_kill_9_of_a_nats_node_during_an_apnea(cluster: NatsCluster, tmp_p
     assert stored_once(db, edge) is None, stored_once(db, edge)
     assert takeovers <= 1
     print(f"\nkill -9 of NATS node 1: active afterwards {active} ({takeovers} takeover(s)); readings confirmed "
-          f"over MQTT {edge.sent}, stored {len(stored(db))}")  # fmt: skip
+          f"over MQTT {edge.sent}, stored {len(stored(db, edge.device))}")  # fmt: skip

@@ -31,7 +31,7 @@ from nurserywatch.contract import (
     reading_topic,
 )
 from nurserywatch.mqtt import BrokerURL
-from tests.support.ha_site import ACTIVE_LINE, Auditor, Edge, background, rows, site, stored, stored_once
+from tests.support.ha_site import ACTIVE_LINE, Auditor, Edge, background, rows, site, stored_once
 from tests.support.nats_cluster import NatsCluster
 from tests.support.processes import ROOT
 from tests.support.waiting import wait_until
@@ -74,7 +74,7 @@ async def test_a_clean_stop_of_the_active_hands_the_lease_over_at_once(cluster: 
             seen = len(beats.seen)
             await wait_until(lambda: len(beats.seen) >= seen + 2, "heartbeats from b", 10)
         db_b = s.db("b")
-        await wait_until(lambda: set(edge.acked) <= stored(db_b), "every confirmed reading stored by b", 20,
+        await wait_until(lambda: edge.confirmed_stored(db_b), "every confirmed reading stored by b", 20,
                          every_s=0.1)  # fmt: skip
         log_a = s.log("a")
     assert s.procs["a"].returncode == 0, log_a[-2000:]
@@ -121,7 +121,7 @@ async def test_a_power_cut_of_the_whole_site_loses_nothing_and_continues_the_ale
             await s.nap_session(urls[0], SessionAction.STOP)
         active = "a" if s.is_active("a") else "b"
         db = s.db(active)
-        await wait_until(lambda: set(edge.acked) <= stored(db), f"every confirmed reading stored by {active}", 30,
+        await wait_until(lambda: edge.confirmed_stored(db), f"every confirmed reading stored by {active}", 30,
                          every_s=0.1)  # fmt: skip
         await wait_until(lambda: rows(db, "SELECT COUNT(*) FROM session_log WHERE change = 'stopped'")[0][0] == 1,
                          "the session stopped", 10, every_s=0.1)  # fmt: skip
@@ -157,7 +157,7 @@ async def test_an_apnea_that_falls_due_while_nobody_is_active_is_raised_at_the_t
             edge.stopped_ms = None
             await wait_until(lambda: any(a.state is AlertState.RESOLVED for a in auditor.alerts("apnea")),
                              "the apnea resolved by b", 15)  # fmt: skip
-        await wait_until(lambda: set(edge.acked) <= stored(s.db("b")), "every confirmed reading stored by b", 20,
+        await wait_until(lambda: edge.confirmed_stored(s.db("b")), "every confirmed reading stored by b", 20,
                          every_s=0.1)  # fmt: skip
     assert raised_by_a == [], "a died before the apnea fell due"
     alerts = auditor.alerts("apnea")

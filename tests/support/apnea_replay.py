@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from edge.dsp.breathing import BreathingFeatures
+from edge.dsp.breathing import BreathingAnalyzer, BreathingFeatures
 from gateway.alert_changes import Change, Transition
 from gateway.config import NotifyConfig, RulesConfig
 from gateway.engine.rules_engine import RulesEngine
@@ -36,3 +37,16 @@ def apnea_alerts(kit: Kit, features: Sequence[BreathingFeatures], device: str = 
         )  # fmt: skip
         note(f.t_ms, engine.reading(device, Stream.BREATHING, reading, f.t_ms).transitions)
     return raised
+
+
+def feed_seconds(analyzer: BreathingAnalyzer, samples: Any, seconds: int) -> list[BreathingFeatures]:
+    """Raw samples fed a second at a time from T0 (``analyzer.fs`` per second), with the features
+    after each second."""
+    fs = int(analyzer.fs)
+    features = []
+    for sec in range(seconds):
+        analyzer.add(T0 + sec * 1000, samples[sec * fs : (sec + 1) * fs])
+        f = analyzer.features()
+        assert f is not None
+        features.append(f)
+    return features

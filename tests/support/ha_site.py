@@ -216,6 +216,10 @@ class Edge:
     def sent(self) -> int:
         return len(self.acked)
 
+    def confirmed_stored(self, db: Path) -> bool:
+        """Every reading the broker confirmed is in the gateway's file ``db``."""
+        return set(self.acked) <= stored(db, self.device)
+
     async def run(self, *brokers: BrokerURL) -> None:
         """A reading counts as sent once the broker confirmed it; one not confirmed (a node lost, or
         electing its streams' leaders) is sent again, through the next broker if the connection was
@@ -298,6 +302,6 @@ def stored_once(db: Path, edge: Edge) -> str | None:
     return None
 
 
-def stored(db: Path, device: str = "mat-1") -> set[int]:
+def stored(db: Path, device: str) -> set[int]:
     """The seqs of ``device``'s readings in the gateway's file ``db``."""
     return {seq for (seq,) in rows(db, "SELECT seq FROM readings WHERE device = ?", device)}
