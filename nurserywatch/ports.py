@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import socket
@@ -15,6 +16,10 @@ PICK_RANGE = (10_000, 32_768)
 #: failing a dashboard browser test that drew 10080).
 BROWSER_UNSAFE = frozenset({10080})
 _pick = random.Random()
+#: Ports this process handed out lately: never handed out again while they are here. Each pick only
+#: checks that nothing listens *now*; one nats-server node's five listeners, picked one after the
+#: other before any was bound, drew the same port twice (MQTT and monitor: the node could not start).
+_given: collections.deque[int] = collections.deque(maxlen=4096)
 
 
 def _bound(host: str, port: int) -> socket.socket | None:
@@ -36,7 +41,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             if len(ports) == n:
                 break
             port = _pick.randrange(*PICK_RANGE)
-            s = None if port in BROWSER_UNSAFE else _bound(host, port)
+            s = None if port in BROWSER_UNSAFE or port in _given else _bound(host, port)
             if s is not None:
                 stack.enter_context(s)
                 ports.append(int(s.getsockname()[1]))
@@ -44,6 +49,7 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
             s = stack.enter_context(socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET))
             s.bind((host, 0))
             ports.append(int(s.getsockname()[1]))
+        _given.extend(ports)
         return ports
 
 
